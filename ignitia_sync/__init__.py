@@ -1,0 +1,73 @@
+"""ignitia_sync: a WebSocket server for blocking Python code, on gevent and wsproto.
+
+A port of the WebSocket part of the Ignitia web framework. Importing it patches nothing;
+the ``ignitia-sync`` command and the examples monkey-patch with gevent first.
+
+Example:
+    >>> from ignitia_sync import Message, Router, Server
+    >>> def echo(ws):
+    ...     while (message := ws.recv()) is not None:
+    ...         match message:
+    ...             case Message.Text(text):
+    ...                 ws.send_text(f"Echo: {text}")
+    ...             case Message.Binary(data):
+    ...                 ws.send_bytes(data)
+    ...             case Message.Close(_):
+    ...                 break
+    >>> app = Router().websocket("/echo", echo)
+    >>> # Server(app, ("127.0.0.1", 3000)).ignitia()
+"""
+
+from __future__ import annotations
+
+import logging
+
+from .connection import WebSocketConnection
+from .exceptions import (
+    ConnectionClosed,
+    HandshakeError,
+    IgnitiaError,
+    MessageDecodeError,
+    ProtocolError,
+)
+from .handlers import (
+    BatchHandler,
+    Handler,
+    MessageHandler,
+    websocket_batch_handler,
+    websocket_handler,
+    websocket_message_handler,
+)
+from .http import Headers, Request
+from .message import CloseFrame, Message
+from .router import Route, Router
+from .server import Server, ServerSettings, run
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BatchHandler",
+    "CloseFrame",
+    "ConnectionClosed",
+    "HandshakeError",
+    "Handler",
+    "Headers",
+    "IgnitiaError",
+    "Message",
+    "MessageDecodeError",
+    "MessageHandler",
+    "ProtocolError",
+    "Request",
+    "Route",
+    "Router",
+    "Server",
+    "ServerSettings",
+    "WebSocketConnection",
+    "__version__",
+    "run",
+    "websocket_batch_handler",
+    "websocket_handler",
+    "websocket_message_handler",
+]
+
+logging.getLogger("ignitia_sync").addHandler(logging.NullHandler())

@@ -1,0 +1,375 @@
+"""A blocking WebSocket connection, safe to use from any greenlet.
+
+Each connection has one reader greenlet: it reads the socket, feeds the protocol, answers
+pings at once (also while the handler is busy), and puts complete messages into a bounded
+inbox. When the inbox holds ``max_queue`` messages the reader stops reading, so TCP
+backpressure reaches the peer. Every write goes through one lock, so frames from several
+greenlets never interleave.
+
+Example:
+    >>> def echo(ws: WebSocketConnection) -> None:
+    ...     for message in ws:
+    ...         if isinstance(message, Message.Text):
+    ...             ws.send_text(f"Echo: {message.data}")
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import gevent
+import gevent.event
+import gevent.lock
+import gevent.queue
+
+from .exceptions import ConnectionClosed, ProtocolError
+from .http import Request
+from .message import Binary, Message, Ping, Pong, Text
+from .protocol import ProtocolState, WebSocketProtocol
+
+__all__ = ["WebSocketConnection"]
+
+log = logging.getLogger("ignitia_sync.connection")
+
+_READ_SIZE = 65536
+_EOF = object()
+#: Close codes an application may send (RFC 6455 section 7.4, plus 3000-4999).
+_SENDABLE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
+
+
+class WebSocketConnection:
+    """One open WebSocket: receive with :meth:`recv`, send with :meth:`send` and friends.
+
+    It is made from an accepted socket, the parsed upgrade request and a protocol object,
+    so the same class serves the built-in server and other hosts (a WSGI worker, a client).
+
+    Args:
+        sock: the connected (gevent-compatible) socket, after the 101 answer was sent.
+        request: the upgrade request, with path parameters.
+        protocol: the protocol state for this connection.
+        subprotocol: the negotiated subprotocol, if any.
+        max_queue: inbox size in messages; when full, the socket is not read.
+        close_timeout: seconds to wait for the peer's part of the closing handshake.
+        initial_data: bytes that arrived right after the request head.
+
+    Example:
+        >>> def handler(ws: WebSocketConnection) -> None:
+        ...     ws.send_text("Connected successfully!")
+        ...     while (message := ws.recv()) is not None:
+        ...         match message:
+        ...             case Message.Text(text):
+        ...                 ws.send_text(f"Echo: {text}")
+        ...             case Message.Close(_):
+        ...                 break
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        request: Request,
+        protocol: WebSocketProtocol,
+        *,
+        subprotocol: str | None = None,
+        max_queue: int = 16,
+        close_timeout: float = 10.0,
+        initial_data: bytes = b"",
+    ) -> None:
+        if max_queue < 1:
+            raise ValueError("max_queue must be at least 1")
+        self.request = request
+        self.subprotocol = subprotocol
+        self._sock = sock
+        self._proto = protocol
+        self._max_queue = max_queue
+        self._close_timeout = close_timeout
+        self._initial_data = initial_data
+        self._inbox: gevent.queue.Queue[Any] = gevent.queue.Queue()
+        self._room = gevent.event.Event()
+        self._room.set()
+        self._write_lock = gevent.lock.RLock()
+        self._eof_seen = False
+        self._discard = False
+        self._reader: gevent.Greenlet[Any, Any] | None = None
+        self._close_timer: gevent.Greenlet[Any, Any] | None = None
+
+    # -- life cycle ---------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the reader greenlet. Hosts call this once, right after the upgrade."""
+        if self._reader is None:
+            self._reader = gevent.spawn(self._read_loop)
+
+    def finish(self, code: int = 1000, reason: str = "") -> None:
+        """End the connection once its handler is done; returns when the socket is closed.
+
+        Starts the closing handshake with ``code`` unless one is under way, waits up to
+        ``close_timeout`` for the peer's part, then drops the TCP connection. Hosts call it.
+        """
+        self._discard = True
+        self._room.set()
+        while not self._inbox.empty():
+            self._inbox.get_nowait()
+        self.close(code, reason)
+        reader = self._reader
+        if reader is not None:
+            reader.join(timeout=self._close_timeout)
+            if not reader.dead:
+                reader.kill(block=False)
+        if self._close_timer is not None:
+            self._close_timer.kill(block=False)
+        self._abort()
+
+    # -- receiving ------------------------------------------------------------------
+
+    def recv(self) -> Message | None:
+        """Wait for the next message; ``None`` once the connection is closed.
+
+        Pings and pongs are delivered too (pings are already answered). A Close message
+        is delivered with the peer's code and reason; every later call returns ``None``.
+        The wait ends at the latest when the connection closes.
+        """
+        if self._eof_seen:
+            return None
+        return self._take(self._inbox.get())
+
+    def recv_timeout(self, seconds: float) -> Message | None:
+        """Like :meth:`recv`, but gives up after ``seconds``.
+
+        Returns ``None`` on timeout or once closed; :attr:`closed` tells the two apart.
+
+        Example:
+            >>> def handler(ws: WebSocketConnection) -> None:
+            ...     if ws.recv_timeout(30) is None and not ws.closed:
+            ...         ws.ping(b"keepalive")
+        """
+        if self._eof_seen:
+            return None
+        try:
+            item = self._inbox.get(timeout=seconds)
+        except gevent.queue.Empty:
+            return None
+        return self._take(item)
+
+    def _take(self, item: Any) -> Message | None:
+        if item is _EOF:
+            self._eof_seen = True
+            return None
+        if not self._room.is_set() and self._inbox.qsize() < self._max_queue:
+            self._room.set()
+        return item  # type: ignore[no-any-return]
+
+    def __iter__(self) -> Iterator[Message]:
+        """Iterate over received messages until the connection closes."""
+        while (message := self.recv()) is not None:
+            yield message
+
+    # -- sending --------------------------------------------------------------------
+
+    def send(self, message: Message) -> None:
+        """Send one message of any kind; blocks while the kernel's send buffer is full.
+
+        Raises:
+            ConnectionClosed: the connection is closing or closed.
+        """
+        with self._write_lock:
+            self._write_locked(self._proto.send(message))
+
+    def send_text(self, text: str) -> None:
+        """Send a text message. Example: ``ws.send_text("Acknowledged")``."""
+        self.send(Text(text))
+
+    def send_bytes(self, data: bytes | bytearray | memoryview) -> None:
+        """Send a binary message. Example: ``ws.send_bytes(b"\\x00\\x01")``."""
+        self.send(Binary(bytes(data)))
+
+    def send_json(self, value: Any) -> None:
+        """Send ``value`` as a JSON text message. Example: ``ws.send_json({"ok": True})``."""
+        self.send(Message.json(value))
+
+    def send_batch(self, messages: Iterable[Message]) -> None:
+        """Send several messages with one system call (all framed first, then written).
+
+        Example:
+            >>> def handler(ws: WebSocketConnection) -> None:
+            ...     ws.send_batch([Message.text("a"), Message.text("b")])
+        """
+        with self._write_lock:
+            proto_send = self._proto.send
+            self._write_locked(b"".join([proto_send(message) for message in messages]))
+
+    def ping(self, data: bytes | str = b"") -> None:
+        """Send a ping (at most 125 bytes); the peer's pong arrives through :meth:`recv`."""
+        self.send(Ping(data.encode() if isinstance(data, str) else bytes(data)))
+
+    def pong(self, data: bytes | str = b"") -> None:
+        """Send an unsolicited pong (a one-way heartbeat)."""
+        self.send(Pong(data.encode() if isinstance(data, str) else bytes(data)))
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Start the closing handshake; idempotent, never raises for a closed connection.
+
+        :meth:`recv` keeps delivering what the peer sent before its Close, then ``None``.
+        The TCP connection is dropped if the peer has not answered in ``close_timeout``.
+
+        Raises:
+            ValueError: ``code`` is not one an endpoint may send.
+        """
+        if code not in _SENDABLE_CODES and not 3000 <= code <= 4999:
+            raise ValueError(f"close code {code} cannot be sent")
+        with self._write_lock:
+            data = self._proto.close(code, reason)
+            if not data:
+                return
+            try:
+                self._write_locked(data)
+            except ConnectionClosed:
+                return
+        if self._proto.state is ProtocolState.CLOSING:
+            self._close_timer = gevent.spawn_later(self._close_timeout, self._abort)
+
+    def close_with_reason(self, code: int, reason: str) -> None:
+        """Close with a code and reason: ``ws.close_with_reason(1011, "Too many errors")``."""
+        self.close(code, reason)
+
+    def _write_locked(self, data: bytes) -> None:
+        if not data:
+            return
+        try:
+            self._sock.sendall(data)
+        except OSError:
+            self._proto.lose()
+            raise ConnectionClosed(1006, "") from None
+
+    def _write(self, data: bytes) -> None:
+        with self._write_lock:
+            self._write_locked(data)
+
+    # -- state ----------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """True once the closing handshake has started or the connection is gone."""
+        return self._proto.state is not ProtocolState.OPEN
+
+    @property
+    def close_code(self) -> int | None:
+        """The code that ended the connection (the first Close frame's, 1006 if lost)."""
+        return self._proto.close_code
+
+    @property
+    def close_reason(self) -> str:
+        """The reason that came with :attr:`close_code`."""
+        return self._proto.close_reason
+
+    @property
+    def remote_address(self) -> tuple[Any, ...]:
+        """The peer's address, as in ``ws.request.remote_address``."""
+        return self.request.remote_address
+
+    def __repr__(self) -> str:
+        return f"<WebSocketConnection {self.request.path} from {self.remote_address[0]} {self._proto.state.value}>"
+
+    # -- the reader greenlet ----------------------------------------------------------
+
+    def _read_loop(self) -> None:
+        proto = self._proto
+        recv = self._sock.recv
+        data = self._initial_data
+        self._initial_data = b""
+        try:
+            while True:
+                if data:
+                    if not self._deliver(proto, data):
+                        break
+                    if not self._room.is_set() or self._inbox.qsize() >= self._max_queue:
+                        self._room.clear()
+                        self._room.wait()
+                    else:
+                        gevent.sleep(0)  # a busy socket must not starve other connections
+                data = recv(_READ_SIZE)
+                if not data:
+                    proto.receive_data(b"")
+                    self._deliver_rest(proto)
+                    break
+        except OSError:
+            proto.lose()
+        finally:
+            self._inbox.put(_EOF)
+            self._drain_and_close()
+
+    def _deliver(self, proto: WebSocketProtocol, data: bytes) -> bool:
+        """Feed ``data``; queue what it completes. False once the connection has ended."""
+        proto.receive_data(data)
+        put = self._inbox.put
+        try:
+            for message in proto.events():
+                out = proto.data_to_send()
+                if out:
+                    self._write_quietly(out)
+                if not self._discard:
+                    put(message)
+        except ProtocolError as exc:
+            log.info(
+                "failing connection from %s on %s: %s (close code %d)",
+                self.remote_address[0], self.request.path, exc.reason, exc.code,
+            )
+            self._let_handler_catch_up()
+            self._write_quietly(proto.data_to_send())
+            return False
+        return proto.state is not ProtocolState.CLOSED
+
+    def _deliver_rest(self, proto: WebSocketProtocol) -> None:
+        try:
+            for message in proto.events():
+                if not self._discard:
+                    self._inbox.put(message)
+        except ProtocolError:
+            pass
+
+    def _write_quietly(self, data: bytes) -> None:
+        try:
+            self._write(data)
+        except ConnectionClosed:
+            pass
+
+    def _let_handler_catch_up(self) -> None:
+        """Give the handler a moment to answer the messages that preceded a bad frame."""
+        deadline = time.monotonic() + 1.0
+        gevent.sleep(0)
+        while self._inbox.qsize() and not self._discard and time.monotonic() < deadline:
+            gevent.sleep(0.005)
+        gevent.sleep(0)
+
+    def _drain_and_close(self) -> None:
+        """Half-close, read until the peer's FIN (bounded), then close the socket.
+
+        Reading to the end keeps the kernel from answering unread data with a reset that
+        could destroy our Close frame before the peer reads it.
+        """
+        sock = self._sock
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            deadline = time.monotonic() + self._close_timeout
+            while (remaining := deadline - time.monotonic()) > 0:
+                with gevent.Timeout(remaining, False):
+                    if not sock.recv(_READ_SIZE):
+                        break
+                    continue
+                break
+        except OSError:
+            pass
+        finally:
+            self._abort()
+
+    def _abort(self) -> None:
+        """Drop the TCP connection now."""
+        if self._proto.state is not ProtocolState.CLOSED:
+            self._proto.lose()
+        try:
+            self._sock.close()
+        except OSError:
+            pass

@@ -1,0 +1,100 @@
+"""The one exception hierarchy of ignitia_sync, rooted at :class:`IgnitiaError`.
+
+Example:
+    >>> from ignitia_sync import ConnectionClosed, IgnitiaError
+    >>> issubclass(ConnectionClosed, IgnitiaError)
+    True
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConnectionClosed",
+    "HandshakeError",
+    "IgnitiaError",
+    "MessageDecodeError",
+    "ProtocolError",
+]
+
+
+class IgnitiaError(Exception):
+    """Base class of every error this library raises.
+
+    Example:
+        >>> try:
+        ...     raise ProtocolError(1002, "bad frame")
+        ... except IgnitiaError as exc:
+        ...     exc.code
+        1002
+    """
+
+
+class ConnectionClosed(IgnitiaError, ConnectionError):
+    """Raised when sending on, or pinging, a connection that is closed or closing.
+
+    Attributes:
+        code: the WebSocket close code (1006 when the TCP connection was lost).
+        reason: the close reason, possibly empty.
+
+    Example:
+        >>> str(ConnectionClosed(1000, "bye"))
+        'connection closed (code 1000, reason: bye)'
+    """
+
+    def __init__(self, code: int = 1006, reason: str = "") -> None:
+        super().__init__(f"connection closed (code {code}, reason: {reason or '-'})")
+        self.code = code
+        self.reason = reason
+
+
+class ProtocolError(IgnitiaError):
+    """The peer broke the WebSocket protocol or one of our limits.
+
+    Attributes:
+        code: the close code the connection is failed with (1002, 1007, 1009, ...).
+        reason: a short, safe-to-send description.
+
+    Example:
+        >>> ProtocolError(1009, "message too big").code
+        1009
+    """
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(f"{reason} (close code {code})")
+        self.code = code
+        self.reason = reason
+
+
+class HandshakeError(IgnitiaError):
+    """The HTTP upgrade request was refused before any WebSocket traffic.
+
+    Attributes:
+        status: the HTTP status answered (400, 404, 405, 426, 431, ...).
+        body: the short plain-text body sent with it.
+        headers: extra response headers, such as ``Sec-WebSocket-Version: 13``.
+
+    Example:
+        >>> HandshakeError(404, "no WebSocket route for /nope").status
+        404
+    """
+
+    def __init__(
+        self, status: int, body: str, headers: tuple[tuple[str, str], ...] = ()
+    ) -> None:
+        super().__init__(f"{status}: {body}")
+        self.status = status
+        self.body = body
+        self.headers = headers
+
+
+class MessageDecodeError(IgnitiaError, ValueError):
+    """A message could not be decoded as the caller asked (for example, bad JSON).
+
+    Example:
+        >>> from ignitia_sync import Message
+        >>> try:
+        ...     Message.text("{oops").decode_json()
+        ... except MessageDecodeError as exc:
+        ...     print("bad JSON")
+        bad JSON
+    """

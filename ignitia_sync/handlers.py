@@ -1,0 +1,172 @@
+"""The three handler kinds of the guide, as adapters around plain blocking functions.
+
+* :func:`websocket_handler` — ``f(ws, **params)`` owns the connection.
+* :func:`websocket_message_handler` — ``f(ws, message, **params)`` once per message.
+* :func:`websocket_batch_handler` — ``f(ws, messages, **params)`` per batch.
+
+A bare function given to ``Router.websocket`` is a plain handler.
+
+Example:
+    >>> def shout(ws, message):
+    ...     if isinstance(message, Message.Text):
+    ...         ws.send_text(message.data.upper())
+    >>> handler = websocket_message_handler(shout)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .message import Binary, Close, Message, Text
+
+if TYPE_CHECKING:
+    from .connection import WebSocketConnection
+
+__all__ = [
+    "BatchHandler",
+    "Handler",
+    "MessageHandler",
+    "as_handler",
+    "websocket_batch_handler",
+    "websocket_handler",
+    "websocket_message_handler",
+]
+
+
+class Handler:
+    """A plain handler: ``func(ws, **path_params)`` runs for the connection's lifetime.
+
+    When it returns the connection closes with 1000; when it raises, with 1011.
+
+    Example:
+        >>> def greet(ws):
+        ...     ws.send_text("Welcome to the chat!")
+        >>> Handler(greet).func is greet
+        True
+    """
+
+    __slots__ = ("func",)
+
+    def __init__(self, func: Callable[..., Any]) -> None:
+        if not callable(func):
+            raise TypeError(f"a handler must be callable, not {func!r}")
+        self.func = func
+
+    def __call__(self, ws: WebSocketConnection, **params: str) -> None:
+        """Run the handler on one connection."""
+        self.func(ws, **params)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({getattr(self.func, '__qualname__', self.func)!r})"
+
+
+class MessageHandler(Handler):
+    """Calls ``func(ws, message, **path_params)`` for every message until the peer closes.
+
+    Every kind of message is passed, Close included; after the Close the handler ends.
+    """
+
+    __slots__ = ()
+
+    def __call__(self, ws: WebSocketConnection, **params: str) -> None:
+        """Run ``func`` once per received message."""
+        func = self.func
+        for message in ws:
+            func(ws, message, **params)
+            if type(message) is Close:
+                return
+
+
+class BatchHandler(Handler):
+    """Calls ``func(ws, messages, **path_params)`` with up to ``batch_size`` data messages.
+
+    A batch is delivered when it is full or ``timeout_ms`` after its first message
+    arrived. When the peer closes mid-batch, the partial batch is still delivered.
+    Pings and pongs are answered automatically and not batched.
+    """
+
+    __slots__ = ("batch_size", "timeout")
+
+    def __init__(self, func: Callable[..., Any], batch_size: int = 50, timeout_ms: float = 100) -> None:
+        super().__init__(func)
+        if batch_size < 1 or timeout_ms < 0:
+            raise ValueError("batch_size must be >= 1 and timeout_ms >= 0")
+        self.batch_size = batch_size
+        self.timeout = timeout_ms / 1000.0
+
+    def __call__(self, ws: WebSocketConnection, **params: str) -> None:
+        """Collect batches and hand them to ``func`` until the connection closes."""
+        batch: list[Message] = []
+        open_ = True
+        while open_:
+            message = ws.recv()
+            if message is None or type(message) is Close:
+                break
+            if type(message) is not Text and type(message) is not Binary:
+                continue
+            batch.append(message)
+            deadline = time.monotonic() + self.timeout
+            while len(batch) < self.batch_size:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                message = ws.recv_timeout(remaining)
+                if message is None:
+                    open_ = not ws.closed
+                    break
+                kind = type(message)
+                if kind is Close:
+                    open_ = False
+                    break
+                if kind is Text or kind is Binary:
+                    batch.append(message)
+            self.func(ws, batch, **params)
+            batch = []
+        if batch:
+            self.func(ws, batch, **params)
+
+
+def websocket_handler(func: Callable[..., Any]) -> Handler:
+    """Wrap ``func(ws, **path_params)`` as a plain handler.
+
+    Example:
+        >>> def simple(ws):
+        ...     for message in ws:
+        ...         ws.send_text("Acknowledged")
+        >>> app = Router().websocket("/simple", websocket_handler(simple))
+    """
+    return Handler(func)
+
+
+def websocket_message_handler(func: Callable[..., Any]) -> MessageHandler:
+    """Wrap ``func(ws, message, **path_params)``, called once per message.
+
+    Example:
+        >>> handler = websocket_message_handler(lambda ws, message: ws.send(message))
+    """
+    return MessageHandler(func)
+
+
+def websocket_batch_handler(
+    func: Callable[..., Any], batch_size: int = 50, timeout_ms: float = 100
+) -> BatchHandler:
+    """Wrap ``func(ws, messages, **path_params)``, called per batch of data messages.
+
+    Args:
+        func: receives the connection and a non-empty list of Text/Binary messages.
+        batch_size: the most messages in one batch.
+        timeout_ms: how long a started batch waits to fill up.
+
+    Example:
+        >>> def upper(ws, messages):
+        ...     ws.send_batch([Message.text(m.data.upper()) for m in messages])
+        >>> handler = websocket_batch_handler(upper, 50, 100)
+    """
+    return BatchHandler(func, batch_size, timeout_ms)
+
+
+def as_handler(handler: Callable[..., Any]) -> Handler:
+    """Return ``handler`` if it is already a :class:`Handler`, else wrap it as a plain one."""
+    return handler if isinstance(handler, Handler) else Handler(handler)

@@ -1,0 +1,171 @@
+"""WebSocket messages: the variants of :class:`Message`, :class:`CloseFrame` and JSON helpers.
+
+Every message is a small frozen dataclass, so handlers can ``match`` on it::
+
+    match ws.recv():
+        case Message.Text(text):
+            ws.send_text(f"Echo: {text}")
+        case Message.Binary(data):
+            ws.send_bytes(data)
+        case Message.Close(frame):
+            print("peer closed", frame)
+        case None:
+            print("connection gone")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import simplejson
+
+from .exceptions import MessageDecodeError
+
+__all__ = ["Binary", "Close", "CloseFrame", "Message", "Ping", "Pong", "Text"]
+
+Payload = bytes | bytearray | memoryview
+
+
+def _json_default(value: Any) -> Any:
+    """Let ``Message.json`` encode dataclasses, the Python twin of a serde struct."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+class Message:
+    """Base of the five message kinds, with the guide's constructors.
+
+    The variants are reachable as ``Message.Text``, ``Message.Binary``,
+    ``Message.Ping``, ``Message.Pong`` and ``Message.Close``.
+
+    Example:
+        >>> Message.text("hi")
+        Text(data='hi')
+        >>> Message.json({"n": 1}).data
+        '{"n":1}'
+        >>> Message.close_with_reason(1000, "Normal closure").frame.code
+        1000
+    """
+
+    __slots__ = ()
+
+    Text: ClassVar[type[Text]]
+    Binary: ClassVar[type[Binary]]
+    Ping: ClassVar[type[Ping]]
+    Pong: ClassVar[type[Pong]]
+    Close: ClassVar[type[Close]]
+
+    @staticmethod
+    def text(data: str) -> Text:
+        """A text message. Example: ``Message.text("Hello, World!")``."""
+        return Text(data)
+
+    @staticmethod
+    def binary(data: Payload) -> Binary:
+        """A binary message. Example: ``Message.binary(b"\\x01\\x02")``."""
+        return Binary(bytes(data))
+
+    @staticmethod
+    def ping(data: Payload | str = b"") -> Ping:
+        """A ping (at most 125 bytes). Example: ``Message.ping(b"ping data")``."""
+        return Ping(data.encode() if isinstance(data, str) else bytes(data))
+
+    @staticmethod
+    def pong(data: Payload | str = b"") -> Pong:
+        """A pong (at most 125 bytes). Example: ``Message.pong(b"pong data")``."""
+        return Pong(data.encode() if isinstance(data, str) else bytes(data))
+
+    @staticmethod
+    def close() -> Close:
+        """A close message without a status code. Example: ``ws.send(Message.close())``."""
+        return Close(None)
+
+    @staticmethod
+    def close_with_reason(code: int, reason: str = "") -> Close:
+        """A close message with code and reason: ``Message.close_with_reason(1000, "bye")``."""
+        return Close(CloseFrame(code, reason))
+
+    @staticmethod
+    def json(value: Any) -> Text:
+        """A **text** message holding ``value`` encoded as compact JSON (simplejson).
+
+        Dataclass instances are encoded as objects.
+
+        Example:
+            >>> Message.json({"user": "Alice", "text": "hi"}).data
+            '{"user":"Alice","text":"hi"}'
+        """
+        return Text(simplejson.dumps(value, separators=(",", ":"), default=_json_default))
+
+
+@dataclass(frozen=True, slots=True)
+class CloseFrame:
+    """The code and reason carried by a Close message.
+
+    Example:
+        >>> CloseFrame(1001, "Server shutdown").reason
+        'Server shutdown'
+    """
+
+    code: int
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Text(Message):
+    """A text message (``str``). Example: ``Message.Text("hello")``."""
+
+    data: str
+
+    def decode_json(self) -> Any:
+        """Parse the text as JSON.
+
+        Raises:
+            MessageDecodeError: the text is not valid JSON; the message says where.
+
+        Example:
+            >>> Message.text('{"x": 3}').decode_json()["x"]
+            3
+        """
+        try:
+            return simplejson.loads(self.data)
+        except simplejson.JSONDecodeError as exc:
+            raise MessageDecodeError(f"invalid JSON: {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Binary(Message):
+    """A binary message (``bytes``). Example: ``Message.Binary(b"data")``."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Ping(Message):
+    """A ping the peer sent (already answered automatically) or one to send."""
+
+    data: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class Pong(Message):
+    """A pong: the answer to a ping, or an unsolicited heartbeat."""
+
+    data: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class Close(Message):
+    """A close message; ``frame`` is None when the peer sent no status code."""
+
+    frame: CloseFrame | None = None
+
+
+Message.Text = Text
+Message.Binary = Binary
+Message.Ping = Ping
+Message.Pong = Pong
+Message.Close = Close

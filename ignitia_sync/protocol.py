@@ -1,0 +1,389 @@
+"""The sans-I/O WebSocket protocol: wsproto plus our limits, close handshake and close codes.
+
+Bytes go in with :meth:`WebSocketProtocol.receive_data`, complete :class:`Message` objects
+come out of :meth:`WebSocketProtocol.events`, and every byte to write comes back from
+:meth:`WebSocketProtocol.send` or :meth:`WebSocketProtocol.data_to_send`. This module
+never imports ``socket`` or ``gevent``; a test checks it.
+
+Example:
+    >>> server = WebSocketProtocol(max_message_size=1024)
+    >>> server.receive_data(bytes([0x81, 0x82, 0, 0, 0, 0]) + b"hi")  # masked "hi"
+    >>> list(server.events())
+    [Text(data='hi')]
+    >>> server.send(Message.text("ok"))
+    b'\\x81\\x02ok'
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Iterator
+from enum import Enum
+
+from wsproto.connection import Connection, ConnectionState, ConnectionType
+from wsproto.events import (
+    BytesMessage,
+    CloseConnection,
+    Event,
+    Pong as PongEvent,
+    Ping as PingEvent,
+    TextMessage,
+)
+from wsproto.extensions import Extension, PerMessageDeflate
+from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol, Opcode, RsvBits
+
+from .exceptions import ConnectionClosed, ProtocolError
+from .message import Binary, Close, CloseFrame, Message, Ping, Pong, Text
+
+__all__ = ["ProtocolState", "WebSocketProtocol", "negotiate_deflate"]
+
+_NO_RSV = RsvBits(False, False, False)
+_REASONS = {
+    1002: "protocol error",
+    1007: "invalid frame payload data",
+    1009: "message too big",
+}
+_DEFLATE_PARAMS = {
+    "server_no_context_takeover",
+    "client_no_context_takeover",
+    "server_max_window_bits",
+    "client_max_window_bits",
+}
+
+
+class ProtocolState(Enum):
+    """Where the connection is in its life, as the protocol layer sees it."""
+
+    OPEN = "open"
+    CLOSING = "closing"  # we sent a Close frame and wait for the peer's
+    CLOSED = "closed"  # both Close frames exchanged, or the connection failed or was lost
+
+
+class _SizeGuard(Extension):
+    """Refuses a message as soon as a frame header shows it would pass the size limit.
+
+    Lengths are the ones on the wire; a compressed message gets a little slack for
+    deflate's worst-case growth, and its inflated size is bounded by ``_BoundedDeflate``.
+    """
+
+    name = "ignitia-size-guard"
+
+    def __init__(self, max_message_size: int) -> None:
+        self._max = max_message_size
+        self._limit = max_message_size
+        self._wire = 0
+
+    def enabled(self) -> bool:
+        return True
+
+    def offer(self) -> bool:
+        return False
+
+    def frame_inbound_header(
+        self, proto: FrameDecoder | FrameProtocol, opcode: Opcode, rsv: RsvBits, payload_length: int
+    ) -> CloseReason | RsvBits:
+        if opcode & 0x08:  # control frames have their own 125-byte limit
+            return _NO_RSV
+        if opcode is not Opcode.CONTINUATION:
+            self._wire = 0
+            self._limit = self._max + (self._max // 64 + 1024 if rsv.rsv1 else 0)
+        self._wire += payload_length
+        if self._wire > self._limit:
+            return CloseReason.MESSAGE_TOO_BIG
+        return _NO_RSV
+
+
+class _BoundedDeflate(PerMessageDeflate):
+    """permessage-deflate that never inflates a message past ``max_message_size``.
+
+    wsproto inflates with no ``max_length``, so a small compressed frame could expand to
+    gigabytes in one call. Here each call may produce at most the bytes still allowed
+    plus one; one byte over fails the message with 1009. Control frames that arrive in
+    the middle of a fragmented compressed message leave its state alone.
+    """
+
+    def __init__(self, max_message_size: int, **params: bool | int | None) -> None:
+        super().__init__(**params)  # type: ignore[arg-type]
+        self._max = max_message_size
+        self._inflated = 0
+        self._control = False
+        self._enabled = True
+
+    def frame_inbound_header(
+        self, proto: FrameDecoder | FrameProtocol, opcode: Opcode, rsv: RsvBits, payload_length: int
+    ) -> CloseReason | RsvBits:
+        self._control = bool(opcode & 0x08)
+        if self._control:
+            return CloseReason.PROTOCOL_ERROR if rsv.rsv1 else _NO_RSV
+        return super().frame_inbound_header(proto, opcode, rsv, payload_length)
+
+    def frame_inbound_payload_data(
+        self, proto: FrameDecoder | FrameProtocol, data: bytes
+    ) -> bytes | CloseReason:
+        if self._control or not self._inbound_compressed:
+            return data
+        return self._inflate(data)
+
+    def frame_inbound_complete(
+        self, proto: FrameDecoder | FrameProtocol, fin: bool
+    ) -> bytes | CloseReason | None:
+        if self._control or not fin:
+            return None
+        compressed, self._inbound_compressed = self._inbound_compressed, None
+        if not compressed:
+            return None
+        tail = self._inflate(b"\x00\x00\xff\xff")
+        self._inflated = 0
+        if self.client_no_context_takeover:
+            self._decompressor = None
+        return tail
+
+    def _inflate(self, data: bytes) -> bytes | CloseReason:
+        assert self._decompressor is not None
+        room = self._max - self._inflated
+        try:
+            out = self._decompressor.decompress(data, room + 1)
+        except zlib.error:
+            return CloseReason.INVALID_FRAME_PAYLOAD_DATA
+        self._inflated += len(out)
+        if self._inflated > self._max:
+            return CloseReason.MESSAGE_TOO_BIG
+        return out
+
+
+def negotiate_deflate(
+    offers: list[str], max_message_size: int
+) -> tuple[PerMessageDeflate | None, str | None]:
+    """Pick the first acceptable permessage-deflate offer of a client.
+
+    Args:
+        offers: the values of the ``Sec-WebSocket-Extensions`` request headers.
+        max_message_size: the inflated-size limit the extension enforces.
+
+    Returns:
+        The extension and the response header value, or ``(None, None)`` when no offer
+        can be accepted. Offers with unknown, repeated or invalid parameters are
+        declined, as RFC 7692 asks; so is ``server_max_window_bits=8``, which zlib's raw
+        deflate cannot honour.
+
+    Example:
+        >>> negotiate_deflate(["permessage-deflate; client_max_window_bits"], 1024)[1]
+        'permessage-deflate'
+    """
+    for header in offers:
+        for offer in header.split(","):
+            name, *raw_params = (part.strip() for part in offer.split(";"))
+            if name.lower() != "permessage-deflate":
+                continue
+            params = _deflate_params(raw_params)
+            if params is None:
+                continue
+            response = ["permessage-deflate"]
+            kwargs: dict[str, bool | int | None] = {}
+            for flag in ("server_no_context_takeover", "client_no_context_takeover"):
+                if flag in params:
+                    kwargs[flag] = True
+                    response.append(flag)
+            if "server_max_window_bits" in params:
+                kwargs["server_max_window_bits"] = params["server_max_window_bits"]
+                response.append(f"server_max_window_bits={params['server_max_window_bits']}")
+            return _BoundedDeflate(max_message_size, **kwargs), "; ".join(response)
+    return None, None
+
+
+def _deflate_params(raw_params: list[str]) -> dict[str, int | None] | None:
+    params: dict[str, int | None] = {}
+    for raw in raw_params:
+        key, sep, value = (part.strip() for part in raw.partition("="))
+        key = key.lower()
+        if key not in _DEFLATE_PARAMS or key in params:
+            return None
+        if not sep:
+            if key == "server_max_window_bits":
+                return None
+            params[key] = None
+            continue
+        value = value.strip('"')
+        if key.endswith("context_takeover") or not value.isdigit():
+            return None
+        bits = int(value)
+        if not 8 <= bits <= 15 or (key == "server_max_window_bits" and bits == 8):
+            return None
+        params[key] = bits
+    return params
+
+
+def _frame(opcode: int, payload: bytes) -> bytes:
+    """One unmasked, final frame: what a server sends when no extension is active."""
+    length = len(payload)
+    if length < 126:
+        return bytes((0x80 | opcode, length)) + payload
+    if length < 65536:
+        return struct.pack("!BBH", 0x80 | opcode, 126, length) + payload
+    return struct.pack("!BBQ", 0x80 | opcode, 127, length) + payload
+
+
+class WebSocketProtocol:
+    """One WebSocket connection's protocol state, after the HTTP upgrade.
+
+    Args:
+        client: True for the client role (outgoing frames masked), False for a server.
+        max_message_size: the largest message accepted, after decompression; past it
+            the connection fails with 1009 while the frames are still arriving.
+        deflate: a negotiated permessage-deflate extension (see :func:`negotiate_deflate`).
+
+    Example:
+        >>> proto = WebSocketProtocol()
+        >>> proto.receive_data(bytes([0x89, 0x80, 1, 2, 3, 4]))  # a masked, empty ping
+        >>> list(proto.events()), proto.data_to_send()
+        ([Ping(data=b'')], b'\\x8a\\x00')
+    """
+
+    def __init__(
+        self,
+        *,
+        client: bool = False,
+        max_message_size: int = 1 << 20,
+        deflate: PerMessageDeflate | None = None,
+    ) -> None:
+        extensions: list[Extension] = [deflate] if deflate is not None else []
+        extensions.append(_SizeGuard(max_message_size))
+        self._conn = Connection(ConnectionType.CLIENT if client else ConnectionType.SERVER, extensions)
+        self._plain_frames = not client and deflate is None
+        self._outgoing = bytearray()
+        self._parts: list[str | bytes] = []
+        self.state = ProtocolState.OPEN
+        self.close_code: int | None = None
+        self.close_reason = ""
+
+    def receive_data(self, data: bytes) -> None:
+        """Add bytes read from the peer; an empty ``data`` means end of stream."""
+        if self.state is ProtocolState.CLOSED:
+            return
+        if data:
+            self._conn.receive_data(data)
+        else:
+            self._conn.receive_data(None)
+
+    def events(self) -> Iterator[Message]:
+        """The messages completed by the data received so far, in order.
+
+        Pings are answered (see :meth:`data_to_send`) and still yielded. A peer's Close is
+        answered and yielded. When the peer breaks the protocol or a limit, the Close
+        frame to send is queued and :class:`ProtocolError` is raised after every message
+        that came before the bad frame has been yielded.
+        """
+        conn = self._conn
+        for event in conn.events():
+            kind = type(event)
+            if kind is TextMessage or kind is BytesMessage:
+                data = event.data  # type: ignore[attr-defined]
+                if event.message_finished and not self._parts:  # type: ignore[attr-defined]
+                    yield Text(data) if kind is TextMessage else Binary(bytes(data))
+                    continue
+                self._parts.append(data)
+                if event.message_finished:  # type: ignore[attr-defined]
+                    parts, self._parts = self._parts, []
+                    if kind is TextMessage:
+                        yield Text("".join(parts))  # type: ignore[arg-type]
+                    else:
+                        yield Binary(b"".join(parts))  # type: ignore[arg-type]
+            elif kind is PingEvent:
+                payload = bytes(event.payload)  # type: ignore[attr-defined]
+                if self.state is ProtocolState.OPEN:
+                    self._outgoing += self._control(Opcode.PONG, payload, event)
+                yield Ping(payload)
+            elif kind is PongEvent:
+                yield Pong(bytes(event.payload))  # type: ignore[attr-defined]
+            else:
+                assert isinstance(event, CloseConnection)
+                yield from self._on_close(event)
+                return
+
+    def _on_close(self, event: CloseConnection) -> Iterator[Message]:
+        if event.code == CloseReason.ABNORMAL_CLOSURE and self._conn.state is ConnectionState.CLOSED:
+            # The stream ended without a Close frame.
+            self._finish(1006, "")
+            return
+        if self._conn.state is ConnectionState.OPEN:
+            # wsproto reports a parse failure as a CloseConnection while still OPEN.
+            code = int(event.code)
+            reason = _REASONS.get(code, event.reason or "protocol error")
+            self._outgoing += self._conn.send(CloseConnection(code=code, reason=reason))
+            self._finish(code, reason)
+            detail = event.reason if event.reason and event.reason != "error in extension" else reason
+            raise ProtocolError(code, detail)
+        frame = None if event.code == CloseReason.NO_STATUS_RCVD else CloseFrame(int(event.code), event.reason or "")
+        if self._conn.state is ConnectionState.REMOTE_CLOSING:
+            self._outgoing += self._conn.send(event.response())
+            self._finish(int(event.code), event.reason or "")
+        else:
+            self.state = ProtocolState.CLOSED
+        yield Close(frame)
+
+    def _finish(self, code: int, reason: str) -> None:
+        self.state = ProtocolState.CLOSED
+        if self.close_code is None:
+            self.close_code, self.close_reason = code, reason
+
+    def _control(self, opcode: Opcode, payload: bytes, event: Event) -> bytes:
+        if len(payload) > 125:
+            raise ValueError("control frame payloads are limited to 125 bytes")
+        if self._plain_frames:
+            return _frame(opcode, payload)
+        return self._conn.send(event if opcode is not Opcode.PONG else PongEvent(payload=payload))
+
+    def send(self, message: Message) -> bytes:
+        """The bytes that carry ``message`` to the peer.
+
+        Raises:
+            ConnectionClosed: the connection is closing or closed.
+            ValueError: a control frame payload over 125 bytes.
+        """
+        if self.state is not ProtocolState.OPEN:
+            raise ConnectionClosed(self.close_code or 1006, self.close_reason)
+        kind = type(message)
+        if kind is Text:
+            if self._plain_frames:
+                return _frame(1, message.data.encode())  # type: ignore[attr-defined]
+            return self._conn.send(TextMessage(data=message.data))  # type: ignore[attr-defined]
+        if kind is Binary:
+            if self._plain_frames:
+                return _frame(2, message.data)  # type: ignore[attr-defined]
+            return self._conn.send(BytesMessage(data=message.data))  # type: ignore[attr-defined]
+        if kind is Ping:
+            return self._control(Opcode.PING, message.data, PingEvent(payload=message.data))  # type: ignore[attr-defined]
+        if kind is Pong:
+            return self._control(Opcode.PONG, message.data, PongEvent(payload=message.data))  # type: ignore[attr-defined]
+        if isinstance(message, Close):
+            frame = message.frame
+            return self.close(frame.code, frame.reason) if frame else self.close(None)
+        raise TypeError(f"not a Message: {message!r}")
+
+    def close(self, code: int | None = 1000, reason: str = "") -> bytes:
+        """Start (or answer) the closing handshake; returns the Close frame's bytes.
+
+        Closing twice returns ``b""``.
+        """
+        if self.state is not ProtocolState.OPEN:
+            return b""
+        data = self._conn.send(CloseConnection(code=code if code is not None else CloseReason.NO_STATUS_RCVD, reason=reason if code is not None else None))
+        if self._conn.state is ConnectionState.CLOSED:
+            self._finish(code or 1005, reason)
+        else:
+            self.state = ProtocolState.CLOSING
+            self.close_code, self.close_reason = code or 1005, reason
+        return data
+
+    def data_to_send(self) -> bytes:
+        """Bytes the protocol produced by itself (pongs, Close answers); empties the buffer."""
+        if not self._outgoing:
+            return b""
+        data = bytes(self._outgoing)
+        self._outgoing.clear()
+        return data
+
+    def lose(self) -> None:
+        """Record that the transport was lost without a closing handshake (code 1006)."""
+        self._finish(1006, "")

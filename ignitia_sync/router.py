@@ -1,0 +1,167 @@
+"""Routes from URL paths to WebSocket handlers, with path parameters and per-route options.
+
+Patterns are made of ``/``-separated segments: literal text, ``:name`` or ``{name}`` (one
+segment), and a final ``*rest`` (everything left, slashes included, possibly empty).
+
+Example:
+    >>> app = Router()
+    >>> @app.websocket("/chat/:user_id")
+    ... def chat(ws, user_id):
+    ...     ws.send_text(f"hello {user_id}")
+    >>> route, params = app.match("/chat/alice")
+    >>> params
+    {'user_id': 'alice'}
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, overload
+
+from .handlers import Handler, as_handler
+
+__all__ = ["ROUTE_OPTIONS", "Route", "Router"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Server settings a route may override for its own connections.
+ROUTE_OPTIONS = frozenset(
+    {"subprotocols", "max_message_size", "max_queue", "close_timeout", "compression"}
+)
+_PARAM = re.compile(r"^(?::(\w+)|\{(\w+)\})$")
+
+
+@dataclass(frozen=True)
+class Route:
+    """One registered WebSocket route.
+
+    Attributes:
+        pattern: the path pattern as written, such as ``"/chat/:user_id"``.
+        handler: the adapted handler.
+        options: per-route overrides of server settings (see :data:`ROUTE_OPTIONS`).
+    """
+
+    pattern: str
+    handler: Handler
+    options: Mapping[str, Any] = field(default_factory=dict)
+    regex: re.Pattern[str] | None = None
+
+    def match(self, path: str) -> dict[str, str] | None:
+        """The parameters if ``path`` matches this route, else None."""
+        if self.regex is None:
+            return {} if path == self.pattern else None
+        found = self.regex.fullmatch(path)
+        return found.groupdict() if found else None
+
+
+def _compile(pattern: str) -> re.Pattern[str] | None:
+    if not pattern.startswith("/"):
+        raise ValueError(f"route pattern must start with '/': {pattern!r}")
+    segments = pattern.split("/")[1:]
+    parts: list[str] = []
+    names: set[str] = set()
+    dynamic = False
+    for index, segment in enumerate(segments):
+        name: str | None
+        if segment.startswith("*"):
+            name = segment[1:]
+            if index != len(segments) - 1 or not name.isidentifier():
+                raise ValueError(f"'*name' must be the last segment of {pattern!r}")
+            regex = f"(?P<{name}>.*)"
+        elif found := _PARAM.match(segment):
+            name = found.group(1) or found.group(2)
+            regex = f"(?P<{name}>[^/]+)"
+        else:
+            name = None
+            regex = re.escape(segment)
+        if name is not None:
+            if name in names or not name.isidentifier():
+                raise ValueError(f"bad or repeated parameter {name!r} in {pattern!r}")
+            names.add(name)
+            dynamic = True
+        parts.append(regex)
+    return re.compile("/" + "/".join(parts)) if dynamic else None
+
+
+class Router:
+    """The application: a set of WebSocket routes.
+
+    Example:
+        >>> def echo(ws):
+        ...     for message in ws:
+        ...         ws.send(message)
+        >>> app = Router().websocket("/echo", echo).websocket("/other", echo, max_message_size=4096)
+        >>> [route.pattern for route in app.routes]
+        ['/echo', '/other']
+    """
+
+    def __init__(self) -> None:
+        self._static: dict[str, Route] = {}
+        self._dynamic: list[Route] = []
+        self._routes: list[Route] = []
+
+    @overload
+    def websocket(self, path: str, handler: Callable[..., Any], **options: Any) -> Router: ...
+
+    @overload
+    def websocket(self, path: str, handler: None = None, **options: Any) -> Callable[[F], F]: ...
+
+    def websocket(
+        self, path: str, handler: Callable[..., Any] | None = None, **options: Any
+    ) -> Router | Callable[[F], F]:
+        """Register ``handler`` for ``path``; returns the router so calls chain.
+
+        Without a handler it is a decorator that registers the function and returns it.
+
+        Args:
+            path: the pattern (``/echo``, ``/chat/:user_id``, ``/files/*rest``).
+            handler: a function ``f(ws, **params)`` or a handler from
+                :mod:`ignitia_sync.handlers`.
+            **options: per-route settings: ``subprotocols``, ``max_message_size``,
+                ``max_queue``, ``close_timeout``, ``compression``.
+
+        Raises:
+            ValueError: a malformed pattern or a path registered twice.
+            TypeError: an unknown option.
+        """
+        if handler is None:
+
+            def register(func: F) -> F:
+                self.websocket(path, func, **options)
+                return func
+
+            return register
+        unknown = set(options) - ROUTE_OPTIONS
+        if unknown:
+            raise TypeError(f"unknown route options: {sorted(unknown)}")
+        if any(route.pattern == path for route in self._routes):
+            raise ValueError(f"route {path!r} is already registered")
+        route = Route(path, as_handler(handler), dict(options), _compile(path))
+        self._routes.append(route)
+        if route.regex is None:
+            self._static[path] = route
+        else:
+            self._dynamic.append(route)
+        return self
+
+    def websocket_fn(self, path: str, handler: Callable[..., Any], **options: Any) -> Router:
+        """The same as :meth:`websocket`, kept for parity with the guide's ``websocket_fn``."""
+        return self.websocket(path, handler, **options)
+
+    def match(self, path: str) -> tuple[Route, dict[str, str]] | None:
+        """Find the route for ``path``: literal routes first, then patterns in order."""
+        route = self._static.get(path)
+        if route is not None:
+            return route, {}
+        for route in self._dynamic:
+            params = route.match(path)
+            if params is not None:
+                return route, params
+        return None
+
+    @property
+    def routes(self) -> list[Route]:
+        """The registered routes, in order."""
+        return list(self._routes)
