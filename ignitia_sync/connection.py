@@ -318,7 +318,12 @@ class WebSocketConnection:
                 self.remote_address[0], self.request.path, exc.reason, exc.code,
             )
             self._let_handler_catch_up()
-            self._write_quietly(proto.data_to_send())
+            with self._write_lock:
+                data = proto.fail(exc.code)
+                try:
+                    self._write_locked(data)
+                except ConnectionClosed:
+                    pass
             return False
         return proto.state is not ProtocolState.CLOSED
 

@@ -151,6 +151,8 @@ class RequestHeadReader:
     def __init__(self, max_size: int, remote_address: tuple[Any, ...] = ("", 0)) -> None:
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=max_size)
         self._remote_address = remote_address
+        self._max_size = max_size
+        self._received = 0
 
     def feed(self, data: bytes) -> Request | None:
         """Add received bytes; returns the request once its head is complete.
@@ -161,6 +163,7 @@ class RequestHeadReader:
             HandshakeError: 400 for a malformed head, 431 for an oversized one.
         """
         self._h11.receive_data(data)
+        self._received += len(data)
         try:
             event = self._h11.next_event()
         except h11.RemoteProtocolError as exc:
@@ -171,6 +174,8 @@ class RequestHeadReader:
         if event is h11.NEED_DATA:
             return None
         if isinstance(event, h11.Request):
+            if self._received - len(self.trailing_data) > self._max_size:
+                raise HandshakeError(431, "request head too large")
             return _to_request(event, self._remote_address)
         raise HandshakeError(400, "connection closed before the request head was complete")
 

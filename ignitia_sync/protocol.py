@@ -270,9 +270,10 @@ class WebSocketProtocol:
         """The messages completed by the data received so far, in order.
 
         Pings are answered (see :meth:`data_to_send`) and still yielded. A peer's Close is
-        answered and yielded. When the peer breaks the protocol or a limit, the Close
-        frame to send is queued and :class:`ProtocolError` is raised after every message
-        that came before the bad frame has been yielded.
+        answered and yielded. When the peer breaks the protocol or a limit,
+        :class:`ProtocolError` is raised after every message that came before the bad
+        frame has been yielded; the connection stays open for answers to those messages
+        until :meth:`fail` is called.
         """
         conn = self._conn
         for event in conn.events():
@@ -307,13 +308,11 @@ class WebSocketProtocol:
             self._finish(1006, "")
             return
         if self._conn.state is ConnectionState.OPEN:
-            # wsproto reports a parse failure as a CloseConnection while still OPEN.
+            # wsproto reports a parse failure as a CloseConnection while still OPEN. The
+            # caller answers the messages before it, then calls fail() to send the Close.
             code = int(event.code)
-            reason = _REASONS.get(code, event.reason or "protocol error")
-            self._outgoing += self._conn.send(CloseConnection(code=code, reason=reason))
-            self._finish(code, reason)
-            detail = event.reason if event.reason and event.reason != "error in extension" else reason
-            raise ProtocolError(code, detail)
+            detail = event.reason if event.reason and event.reason != "error in extension" else None
+            raise ProtocolError(code, detail or _REASONS.get(code, "protocol error"))
         frame = None if event.code == CloseReason.NO_STATUS_RCVD else CloseFrame(int(event.code), event.reason or "")
         if self._conn.state is ConnectionState.REMOTE_CLOSING:
             self._outgoing += self._conn.send(event.response())
@@ -374,6 +373,18 @@ class WebSocketProtocol:
         else:
             self.state = ProtocolState.CLOSING
             self.close_code, self.close_reason = code or 1005, reason
+        return data
+
+    def fail(self, code: int) -> bytes:
+        """Fail the connection after a :class:`ProtocolError`: the Close frame to send.
+
+        The reason sent is a short, fixed text for the code, never the parser's details.
+        """
+        if self.state is ProtocolState.CLOSED:
+            return b""
+        reason = _REASONS.get(code, "protocol error")
+        data = self._conn.send(CloseConnection(code=code, reason=reason))
+        self._finish(code, reason)
         return data
 
     def data_to_send(self) -> bytes:

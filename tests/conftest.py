@@ -1,0 +1,44 @@
+"""Fixtures: a real ignitia_sync server on 127.0.0.1, port 0, in its own thread and hub."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from ignitia_sync import Router, Server
+
+
+@contextlib.contextmanager
+def running(app: Router, **settings: Any) -> Iterator[Server]:
+    server = Server(app, ("127.0.0.1", 0), **settings)
+    server.start_in_thread()
+    try:
+        yield server
+    finally:
+        server.stop(timeout=5)
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., Server]]:
+    """``server = serve(app, **settings)``: started now, stopped after the test."""
+    stack = contextlib.ExitStack()
+
+    def start(app: Router, **settings: Any) -> Server:
+        return stack.enter_context(running(app, **settings))
+
+    with stack:
+        yield start
+
+
+def url(server: Server, path: str) -> str:
+    host, port = server.address
+    return f"ws://{host}:{port}{path}"
+
+
+@pytest.fixture(autouse=True)
+def _log_level(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="ignitia_sync")
