@@ -328,6 +328,11 @@ def test_pings_are_answered_while_the_handler_is_busy_and_still_delivered(serve)
     peer.send(frame(0x8, struct.pack("!H", 4000) + b"done"))
     assert peer.read_close() == (4000, "done")  # our Close echoes the peer's code
     assert peer.at_eof()
+    deadline = time.monotonic() + 10
+    while not server.connections.isdisjoint(server.connections) or (
+        SEEN[-1] != Message.Close(CloseFrame(4000, "done")) and time.monotonic() < deadline
+    ):
+        time.sleep(0.02)
     assert SEEN[-1] == Message.Close(CloseFrame(4000, "done"))
 
 
