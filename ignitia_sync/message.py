@@ -98,7 +98,7 @@ class Message:
             >>> Message.json({"user": "Alice", "text": "hi"}).data
             '{"user":"Alice","text":"hi"}'
         """
-        return Text(simplejson.dumps(value, separators=(",", ":"), default=_json_default))
+        return Text(simplejson.dumps(value, separators=(",", ":"), ensure_ascii=False, default=_json_default))
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,215 @@
+"""Every example, started as a user would (its own process, monkey-patched), then spoken to."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+import websocket  # websocket-client
+from websockets.sync.client import connect
+
+ROOT = pathlib.Path(__file__).parent.parent
+
+
+def _start(command: list[str], env: dict[str, str] | None) -> tuple[subprocess.Popen[str], str]:
+    process = subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+    )
+    assert process.stdout is not None
+    deadline = time.monotonic() + 30
+    lines = []
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        found = re.search(r"ws://([\d.]+):(\d+)", line)
+        if found:
+            return process, f"ws://{found.group(1)}:{found.group(2)}"
+    process.kill()
+    raise AssertionError("example did not start:\n" + "".join(lines))
+
+
+@pytest.fixture
+def example() -> Iterator[Callable[..., str]]:
+    """``base = example("echo")`` runs examples/echo.py --port 0; ``cli=True`` uses ignitia-sync."""
+    processes: list[subprocess.Popen[str]] = []
+
+    def start(name: str, env: dict[str, str] | None = None, cli: bool = False) -> str:
+        if cli:
+            command = [sys.executable, "-m", "ignitia_sync", f"examples.{name}:app", "--port", "0"]
+        else:
+            command = [sys.executable, f"examples/{name}.py", "--port", "0"]
+        process, base = _start(command, env)
+        processes.append(process)
+        return base
+
+    yield start
+    for process in processes:
+        process.send_signal(signal.SIGTERM)
+        try:
+            assert process.wait(15) == 0
+        finally:
+            process.kill()
+
+
+def test_echo(example):
+    base = example("echo")
+    with connect(f"{base}/echo") as ws:
+        ws.send("hi")
+        assert ws.recv() == "Echo: hi"
+        ws.send(b"\x01\x02")
+        assert ws.recv() == b"\x01\x02"
+
+
+def test_echo_through_the_command(example):
+    base = example("echo", cli=True)
+    client = websocket.create_connection(f"{base}/echo", timeout=10)
+    client.send("cli")
+    assert client.recv() == "Echo: cli"
+    client.close()
+
+
+def test_chat_websocket_fn(example):
+    base = example("chat")
+    with connect(f"{base}/chat") as ws:
+        assert ws.recv() == "Welcome to the chat!"
+        ws.send("hey")
+        assert ws.recv() == "You said: hey"
+
+
+def test_three_handler_kinds(example):
+    base = example("handler_kinds")
+    with connect(f"{base}/simple") as ws:
+        ws.send("x")
+        assert ws.recv() == "Acknowledged"
+    with connect(f"{base}/messages") as ws:
+        ws.send("shout")
+        assert ws.recv() == "SHOUT"
+        ws.send(b"\x01\x02")
+        assert ws.recv() == b"\x02\x01"
+    with connect(f"{base}/batch") as ws:
+        for i in range(3):
+            ws.send(f"m{i}")
+        assert ws.recv() == "batch of 3"
+        assert [ws.recv() for _ in range(3)] == ["M0", "M1", "M2"]
+
+
+def test_json_messages(example):
+    base = example("json_messages")
+    with connect(f"{base}/game") as ws:
+        ws.send(json.dumps({"player_id": 7, "x": 1, "y": 2, "piece": "rook"}))
+        assert json.loads(ws.recv()) == {"accepted": True, "player_id": 7, "position": [1, 2], "piece": "rook"}
+        ws.send("{broken")
+        assert ws.recv().startswith("Invalid JSON: invalid JSON")
+        ws.send(json.dumps({"player_id": 7}))
+        assert ws.recv().startswith("Invalid JSON: not a GameMove")
+
+
+def test_game_server(example):
+    base = example("game")
+    with connect(f"{base}/game") as ws:
+        ws.send(json.dumps({"type": "Move", "x": 1, "y": 1}))
+        assert json.loads(ws.recv()) == {"type": "Error", "message": "Join first"}
+        ws.send(json.dumps({"type": "Join", "player_name": "ana"}))
+        joined = json.loads(ws.recv())
+        assert joined["type"] == "Joined" and joined["game_state"] == "1 player(s)"
+        ws.send(json.dumps({"type": "Move", "x": 3, "y": 4}))
+        assert json.loads(ws.recv()) == {"type": "MoveResult", "success": True, "new_state": "1 player(s)"}
+        ws.send(json.dumps({"type": "Dance"}))
+        assert json.loads(ws.recv())["type"] == "Error"
+        ws.send(json.dumps({"type": "Leave"}))
+        with pytest.raises(Exception):
+            ws.recv(timeout=5)
+        assert ws.protocol.close_rcvd.code == 1000
+
+
+def test_heartbeat_pings_while_receiving(example):
+    base = example("heartbeat", env={"HEARTBEAT_SECONDS": "0.2"})
+    pings: list[bytes] = []
+    client = websocket.WebSocket()
+    client.connect(f"{base}/heartbeat", timeout=10)
+    client.send("one")
+    seen_text = []
+    while len(pings) < 2 or not seen_text:
+        opcode, data = client.recv_data(control_frame=True)
+        if opcode == websocket.ABNF.OPCODE_PING:
+            pings.append(data)
+            client.pong(data)
+        elif opcode == websocket.ABNF.OPCODE_TEXT:
+            seen_text.append(data)
+    assert pings[:2] == [b"heartbeat", b"heartbeat"] and seen_text == [b"Got: one"]
+    client.close()
+
+
+def test_keepalive_pings_when_idle_and_answers_errors(example):
+    base = example("keepalive", env={"IDLE_SECONDS": "0.2"})
+    client = websocket.WebSocket()
+    client.connect(f"{base}/robust", timeout=10)
+    client.send(" ")
+    assert client.recv() == "Error processing your message"
+    client.send("fine")
+    assert client.recv() == "ok: fine"
+    opcode, data = client.recv_data(control_frame=True)
+    assert (opcode, data) == (websocket.ABNF.OPCODE_PING, b"keepalive")
+    client.close()
+
+
+def test_error_recovery_closes_after_max_errors(example):
+    base = example("error_recovery")
+    with connect(f"{base}/resilient") as ws:
+        ws.send("4")
+        assert ws.recv() == "16"
+        for _ in range(4):
+            ws.send("not a number")
+            assert ws.recv().startswith("Error: invalid literal")
+        ws.send("3")  # success resets the count
+        assert ws.recv() == "9"
+        for _ in range(4):
+            ws.send(b"")
+            assert ws.recv() == "Error: empty binary message"
+        ws.send(b"")
+        with pytest.raises(Exception):
+            ws.recv(timeout=5)
+        assert (ws.protocol.close_rcvd.code, ws.protocol.close_rcvd.reason) == (1011, "Too many errors")
+
+
+def test_high_throughput_batching(example):
+    base = example("batching")
+    with connect(f"{base}/batch", compression=None) as ws:
+        for i in range(250):
+            ws.send(f"msg{i}")
+        assert [ws.recv(timeout=10) for _ in range(250)] == [f"MSG{i}" for i in range(250)]
+
+
+def test_ping_pong_reach_the_handler(example):
+    base = example("ping_pong")
+    client = websocket.WebSocket()
+    client.connect(f"{base}/ws", timeout=10)
+    assert client.recv() == "Connected successfully!"
+    client.ping(b"1234")
+    opcode, data = client.recv_data(control_frame=True)
+    assert (opcode, data) == (websocket.ABNF.OPCODE_PONG, b"1234")  # automatic
+    assert client.recv() == "Received ping with 4 bytes"
+    client.pong(b"12")
+    assert client.recv() == "Received pong with 2 bytes"
+    client.close()
+
+
+def test_autobahn_echo_returns_everything_unchanged_on_any_path(example):
+    base = example("autobahn")
+    with connect(f"{base}/runCase?case=1&agent=test", max_size=None) as ws:
+        big = os.urandom(2 * 1024 * 1024)  # above the default limit, within the raised one
+        ws.send(big)
+        assert ws.recv() == big
+        ws.send("text")
+        assert ws.recv() == "text"
