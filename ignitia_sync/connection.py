@@ -360,12 +360,10 @@ class WebSocketConnection:
             sock.shutdown(socket.SHUT_WR)
             deadline = time.monotonic() + self._close_timeout
             while (remaining := deadline - time.monotonic()) > 0:
-                with gevent.Timeout(remaining, False):
-                    if not sock.recv(_READ_SIZE):
-                        break
-                    continue
-                break
-        except OSError:
+                sock.settimeout(remaining)  # nothing writes any more: only this read waits
+                if not sock.recv(_READ_SIZE):
+                    break
+        except OSError:  # includes the timeout
             pass
         finally:
             self._abort()

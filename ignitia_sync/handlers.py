@@ -135,6 +135,7 @@ def websocket_handler(func: Callable[..., Any]) -> Handler:
         >>> def simple(ws):
         ...     for message in ws:
         ...         ws.send_text("Acknowledged")
+        >>> from ignitia_sync import Router
         >>> app = Router().websocket("/simple", websocket_handler(simple))
     """
     return Handler(func)

@@ -59,37 +59,37 @@ class Message:
     Close: ClassVar[type[Close]]
 
     @staticmethod
-    def text(data: str) -> Text:
+    def text(data: str) -> _Text:
         """A text message. Example: ``Message.text("Hello, World!")``."""
         return Text(data)
 
     @staticmethod
-    def binary(data: Payload) -> Binary:
+    def binary(data: Payload) -> _Binary:
         """A binary message. Example: ``Message.binary(b"\\x01\\x02")``."""
         return Binary(bytes(data))
 
     @staticmethod
-    def ping(data: Payload | str = b"") -> Ping:
+    def ping(data: Payload | str = b"") -> _Ping:
         """A ping (at most 125 bytes). Example: ``Message.ping(b"ping data")``."""
         return Ping(data.encode() if isinstance(data, str) else bytes(data))
 
     @staticmethod
-    def pong(data: Payload | str = b"") -> Pong:
+    def pong(data: Payload | str = b"") -> _Pong:
         """A pong (at most 125 bytes). Example: ``Message.pong(b"pong data")``."""
         return Pong(data.encode() if isinstance(data, str) else bytes(data))
 
     @staticmethod
-    def close() -> Close:
+    def close() -> _Close:
         """A close message without a status code. Example: ``ws.send(Message.close())``."""
         return Close(None)
 
     @staticmethod
-    def close_with_reason(code: int, reason: str = "") -> Close:
+    def close_with_reason(code: int, reason: str = "") -> _Close:
         """A close message with code and reason: ``Message.close_with_reason(1000, "bye")``."""
         return Close(CloseFrame(code, reason))
 
     @staticmethod
-    def json(value: Any) -> Text:
+    def json(value: Any) -> _Text:
         """A **text** message holding ``value`` encoded as compact JSON (simplejson).
 
         Dataclass instances are encoded as objects.
@@ -169,3 +169,10 @@ Message.Binary = Binary
 Message.Ping = Ping
 Message.Pong = Pong
 Message.Close = Close
+
+# Unshadowed names for the constructors' return types (inside Message, "Text" is the ClassVar).
+_Text = Text
+_Binary = Binary
+_Ping = Ping
+_Pong = Pong
+_Close = Close

@@ -26,9 +26,13 @@ from wsproto.events import (
     BytesMessage,
     CloseConnection,
     Event,
-    Pong as PongEvent,
-    Ping as PingEvent,
     TextMessage,
+)
+from wsproto.events import (
+    Ping as PingEvent,
+)
+from wsproto.events import (
+    Pong as PongEvent,
 )
 from wsproto.extensions import Extension, PerMessageDeflate
 from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol, Opcode, RsvBits

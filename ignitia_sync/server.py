@@ -19,7 +19,7 @@ import signal
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import gevent
 import gevent.event
@@ -117,10 +117,13 @@ class Server:
         """Bind and start accepting in the background of the current hub; returns at once."""
         if self._stream is not None:
             return
-        ssl_args = {"ssl_context": self.settings.ssl_context} if self.settings.ssl_context else {}
-        self._stream = StreamServer(
-            self._requested_address, self._handle, backlog=self.settings.backlog, **ssl_args
-        )
+        context = self.settings.ssl_context
+        if context is None:
+            self._stream = StreamServer(self._requested_address, self._handle, backlog=self.settings.backlog)
+        else:
+            self._stream = StreamServer(
+                self._requested_address, self._handle, backlog=self.settings.backlog, ssl_context=context
+            )
         self._stream.start()
         self._stopped = gevent.event.Event()
         self._loop = gevent.get_hub().loop
@@ -172,7 +175,8 @@ class Server:
         """The bound ``(host, port)`` once started, else the requested one."""
         if self._stream is None:
             return self._requested_address
-        host, port = self._stream.address[:2]
+        host, port = self._stream.server_host, self._stream.server_port
+        assert host is not None and port is not None
         return host, port
 
     def stop(self, timeout: float | None = None) -> None:
@@ -228,7 +232,7 @@ class Server:
     # -- one connection ---------------------------------------------------------------
 
     def _handle(self, sock: socket.socket, address: tuple[Any, ...]) -> None:
-        self._handlers.add(gevent.getcurrent())
+        self._handlers.add(cast(Any, gevent.getcurrent()))
         try:
             upgraded = self._upgrade(sock, address)
             if upgraded is not None:

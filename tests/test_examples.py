@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import websocket  # websocket-client
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 ROOT = pathlib.Path(__file__).parent.parent
@@ -128,7 +129,7 @@ def test_game_server(example):
         ws.send(json.dumps({"type": "Dance"}))
         assert json.loads(ws.recv())["type"] == "Error"
         ws.send(json.dumps({"type": "Leave"}))
-        with pytest.raises(Exception):
+        with pytest.raises(ConnectionClosed):
             ws.recv(timeout=5)
         assert ws.protocol.close_rcvd.code == 1000
 
@@ -178,7 +179,7 @@ def test_error_recovery_closes_after_max_errors(example):
             ws.send(b"")
             assert ws.recv() == "Error: empty binary message"
         ws.send(b"")
-        with pytest.raises(Exception):
+        with pytest.raises(ConnectionClosed):
             ws.recv(timeout=5)
         assert (ws.protocol.close_rcvd.code, ws.protocol.close_rcvd.reason) == (1011, "Too many errors")
 

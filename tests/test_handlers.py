@@ -7,7 +7,13 @@ import time
 import gevent
 from websockets.sync.client import connect
 
-from ignitia_sync import Message, Router, websocket_batch_handler, websocket_handler, websocket_message_handler
+from ignitia_sync import (
+    Message,
+    Router,
+    websocket_batch_handler,
+    websocket_handler,
+    websocket_message_handler,
+)
 from tests.conftest import url
 from tests.wire import Peer, frame
 

@@ -30,7 +30,7 @@ def test_text_binary_and_64_bit_lengths():
 
 @pytest.mark.parametrize("chunk", [1, 2, 3, 7, 64])
 def test_any_split_of_the_stream_gives_the_same_messages(chunk):
-    stream = frame(0x1, "zé".encode(), fin=False) + frame(0x9, b"p") + frame(0x0, "ro".encode()) + frame(0x2, b"\x00" * 300)
+    stream = frame(0x1, "zé".encode(), fin=False) + frame(0x9, b"p") + frame(0x0, b"ro") + frame(0x2, b"\x00" * 300)
     proto = WebSocketProtocol()
     got: list[Message] = []
     for i in range(0, len(stream), chunk):

@@ -10,7 +10,7 @@ import time
 import gevent
 import pytest
 import websocket  # websocket-client
-from websockets.exceptions import ConnectionClosedError, InvalidStatus
+from websockets.exceptions import ConnectionClosed, ConnectionClosedError, InvalidStatus
 from websockets.sync.client import connect
 
 from ignitia_sync import CloseFrame, Message, Router, Server, WebSocketConnection
@@ -204,7 +204,7 @@ def test_handler_return_closes_1000_and_raise_closes_1011_without_details(serve,
     server = serve(app)
     with connect(url(server, "/return")) as client:
         assert client.recv() == "bye"
-        with pytest.raises(Exception):
+        with pytest.raises(ConnectionClosed):
             client.recv()
         assert client.close_code == 1000
     peer = Peer(server.address)
@@ -374,7 +374,7 @@ def test_stop_closes_connections_with_1001():
         client.send("x")
         assert client.recv() == "x"
         server.stop(timeout=5)
-        with pytest.raises(Exception):
+        with pytest.raises(ConnectionClosed):
             client.recv(timeout=5)
         assert client.protocol.close_rcvd.code == 1001
         assert client.protocol.close_rcvd.reason == "Server shutdown"
