@@ -90,7 +90,7 @@ class WebSocketConnection:
         self._inbox: gevent.queue.Queue[Any] = gevent.queue.Queue()
         self._room = gevent.event.Event()
         self._room.set()
-        self._write_lock = gevent.lock.RLock()
+        self._write_lock = gevent.lock.Semaphore()
         self._eof_seen = False
         self._discard = False
         self._reader: gevent.Greenlet[Any, Any] | None = None
@@ -239,7 +239,9 @@ class WebSocketConnection:
         if not data:
             return
         try:
-            self._sock.sendall(data)
+            sent = self._sock.send(data)  # usually all of it, without sendall's overhead
+            if sent < len(data):
+                self._sock.sendall(memoryview(data)[sent:])
         except OSError:
             self._proto.lose()
             raise ConnectionClosed(1006, "") from None

@@ -11,6 +11,9 @@ import pytest
 
 from ignitia_sync import Router, Server
 
+# The benchmark servers monkey-patch on import; they run as their own processes only.
+collect_ignore_glob = ["benchmarks/*"]
+
 
 @contextlib.contextmanager
 def running(app: Router, **settings: Any) -> Iterator[Server]:

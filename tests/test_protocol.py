@@ -174,3 +174,24 @@ def test_layering_pure_modules_import_neither_socket_nor_gevent(name):
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             imported.add(node.module.split(".")[0])
     assert not imported & {"socket", "gevent", "ssl", "select", "threading"}
+
+
+def test_fast_path_hands_over_to_wsproto_and_comes_back():
+    proto = WebSocketProtocol()
+    assert feed(proto, frame(0x1, b"a")) == [Message.text("a")] and proto._fast
+    assert feed(proto, frame(0x1, b"b", fin=False)) == [] and not proto._fast  # wsproto holds a fragment
+    assert feed(proto, frame(0x0, b"c") + frame(0x2, b"d")) == [Message.text("bc"), Message.binary(b"d")]
+    assert proto._fast  # idle again: the common frames bypass wsproto
+    assert feed(proto, frame(0x2, b"e" * 70000)) == [Message.binary(b"e" * 70000)]
+
+
+@pytest.mark.parametrize("size", [0, 1, 3, 4, 5, 125, 126, 4097, 70001])
+def test_pure_python_unmask_matches_the_accelerated_one(size):
+    import os
+
+    from ignitia_sync.protocol import _unmask_python, unmask
+
+    data, mask = os.urandom(size), os.urandom(4)
+    expected = bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+    assert _unmask_python(data, mask) == expected
+    assert unmask(bytearray(data), bytearray(mask)) == expected
