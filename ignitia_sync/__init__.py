@@ -40,12 +40,14 @@ from .handlers import (
 )
 from .http import Headers, Request
 from .message import CloseFrame, Message
+from .registry import Backplane, LocalBackplane, Registry
 from .router import Route, Router
 from .server import Server, ServerSettings, run
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Backplane",
     "BatchHandler",
     "CloseFrame",
     "ConnectionClosed",
@@ -53,10 +55,12 @@ __all__ = [
     "Handler",
     "Headers",
     "IgnitiaError",
+    "LocalBackplane",
     "Message",
     "MessageDecodeError",
     "MessageHandler",
     "ProtocolError",
+    "Registry",
     "Request",
     "Route",
     "Router",

@@ -15,11 +15,13 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import logging
 import socket
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gevent
 import gevent.event
@@ -31,12 +33,17 @@ from .http import Request
 from .message import Binary, Message, Ping, Pong, Text
 from .protocol import ProtocolState, WebSocketProtocol
 
+if TYPE_CHECKING:
+    from .registry import Registry
+
 __all__ = ["WebSocketConnection"]
 
 log = logging.getLogger("ignitia_sync.connection")
 
 _READ_SIZE = 65536
+_WRITE_CHUNK = 65536
 _EOF = object()
+_ids = itertools.count(1)
 #: Close codes an application may send (RFC 6455 section 7.4, plus 3000-4999).
 _SENDABLE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
 
@@ -76,20 +83,31 @@ class WebSocketConnection:
         subprotocol: str | None = None,
         max_queue: int = 16,
         close_timeout: float = 10.0,
+        outbox_limit: int = 1 << 20,
         initial_data: bytes = b"",
     ) -> None:
-        if max_queue < 1:
-            raise ValueError("max_queue must be at least 1")
+        if max_queue < 1 or outbox_limit < 1:
+            raise ValueError("max_queue and outbox_limit must be at least 1")
         self.request = request
         self.subprotocol = subprotocol
+        #: An id unique in this process; the application may give another with
+        #: ``ws.registry.identify(ws, "alice")``.
+        self.id = str(next(_ids))
+        #: The registry of the server that accepted the connection (None elsewhere).
+        self.registry: Registry | None = None
+        self._outbox: deque[tuple[bytes | Message, int]] | None = None
+        self._outbox_bytes = 0
+        self._outbox_limit = outbox_limit
+        self._writer: gevent.Greenlet[Any, Any] | None = None
+        self._slow_consumer = False
         self._sock = sock
         self._proto = protocol
         self._max_queue = max_queue
         self._close_timeout = close_timeout
         self._initial_data = initial_data
         self._inbox: gevent.queue.Queue[Any] = gevent.queue.Queue()
-        self._room = gevent.event.Event()
-        self._room.set()
+        self._has_space = gevent.event.Event()
+        self._has_space.set()
         self._write_lock = gevent.lock.Semaphore()
         self._eof_seen = False
         self._discard = False
@@ -110,7 +128,7 @@ class WebSocketConnection:
         ``close_timeout`` for the peer's part, then drops the TCP connection. Hosts call it.
         """
         self._discard = True
-        self._room.set()
+        self._has_space.set()
         while not self._inbox.empty():
             self._inbox.get_nowait()
         self.close(code, reason)
@@ -121,6 +139,8 @@ class WebSocketConnection:
                 reader.kill(block=False)
         if self._close_timer is not None:
             self._close_timer.kill(block=False)
+        if self._writer is not None:
+            self._writer.kill(block=False)
         self._abort()
 
     # -- receiving ------------------------------------------------------------------
@@ -158,8 +178,8 @@ class WebSocketConnection:
         if item is _EOF:
             self._eof_seen = True
             return None
-        if not self._room.is_set() and self._inbox.qsize() < self._max_queue:
-            self._room.set()
+        if not self._has_space.is_set() and self._inbox.qsize() < self._max_queue:
+            self._has_space.set()
         return item  # type: ignore[no-any-return]
 
     def __iter__(self) -> Iterator[Message]:
@@ -209,17 +229,101 @@ class WebSocketConnection:
         """Send an unsolicited pong (a one-way heartbeat)."""
         self.send(Pong(data.encode() if isinstance(data, str) else bytes(data)))
 
+    def send_nowait(self, message: Message) -> None:
+        """Queue ``message`` and return at once; a writer greenlet sends it in order.
+
+        Queued messages count against the outbox limit (``outbox_limit``, 1 MiB by
+        default): a peer that does not read and stays over it is closed with 1008
+        "slow consumer". :meth:`close` sends what is queued before the Close frame.
+
+        Raises:
+            ConnectionClosed: the connection is closing or closed.
+        """
+        if self._proto.state is not ProtocolState.OPEN or self._slow_consumer:
+            raise ConnectionClosed(self.close_code or 1006, self.close_reason)
+        self.enqueue(message, _payload_size(message))
+
+    def enqueue(self, item: bytes | Message, size: int) -> bool:
+        """Queue a Message, or frame bytes made by :func:`~ignitia_sync.protocol.encode_frame`.
+
+        Used by :meth:`send_nowait` and by broadcasts, which frame a message once for all
+        peers that share plain framing. Returns False when the connection cannot take it.
+        """
+        if self._proto.state is not ProtocolState.OPEN or self._slow_consumer:
+            return False
+        if self._outbox_bytes + size > self._outbox_limit:
+            self._fail_slow_consumer()
+            return False
+        if self._outbox is None:
+            self._outbox = deque()
+        self._outbox.append((item, size))
+        self._outbox_bytes += size
+        if self._writer is None:
+            self._writer = gevent.spawn(self._drain_outbox)
+        return True
+
+    @property
+    def plain_framing(self) -> bool:
+        """True when frames to this peer need no per-connection state (no compression)."""
+        return self._proto.plain_framing
+
+    @property
+    def outbox_bytes(self) -> int:
+        """Bytes of queued messages not yet written to the socket."""
+        return self._outbox_bytes
+
+    def _drain_outbox(self) -> None:
+        outbox = self._outbox
+        assert outbox is not None
+        try:
+            while outbox:
+                with self._write_lock:
+                    chunk: list[bytes] = []
+                    taken = written = 0
+                    while outbox and written < _WRITE_CHUNK:
+                        item, size = outbox.popleft()
+                        data = item if type(item) is bytes else self._proto.send(item)  # type: ignore[arg-type]
+                        chunk.append(data)
+                        written += len(data)
+                        taken += size
+                    self._outbox_bytes -= taken
+                    self._write_locked(b"".join(chunk))
+        except ConnectionClosed:
+            outbox.clear()
+            self._outbox_bytes = 0
+        finally:
+            self._writer = None
+
+    def _fail_slow_consumer(self) -> None:
+        if self._slow_consumer:
+            return
+        self._slow_consumer = True
+        log.info("closing %s: slow consumer (%d bytes queued)", self, self._outbox_bytes)
+        if self._outbox is not None:
+            self._outbox.clear()
+        self._outbox_bytes = 0
+        gevent.spawn(self.close, 1008, "slow consumer")
+
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Start the closing handshake; idempotent, never raises for a closed connection.
 
         :meth:`recv` keeps delivering what the peer sent before its Close, then ``None``.
-        The TCP connection is dropped if the peer has not answered in ``close_timeout``.
+        Messages queued with :meth:`send_nowait` or a broadcast are sent first. The TCP
+        connection is dropped if they cannot be written, or the peer has not answered,
+        within ``close_timeout``.
 
         Raises:
             ValueError: ``code`` is not one an endpoint may send.
         """
         if code not in _SENDABLE_CODES and not 3000 <= code <= 4999:
             raise ValueError(f"close code {code} cannot be sent")
+        writer = self._writer
+        if writer is not None and writer is not gevent.getcurrent():
+            writer.join(timeout=self._close_timeout)  # what was queued goes out first
+            if not writer.dead:
+                log.info("dropping %s: its queued messages did not drain in %.1fs", self, self._close_timeout)
+                self._abort()
+                return
         with self._write_lock:
             data = self._proto.close(code, reason)
             if not data:
@@ -275,6 +379,26 @@ class WebSocketConnection:
     def __repr__(self) -> str:
         return f"<WebSocketConnection {self.request.path} from {self.remote_address[0]} {self._proto.state.value}>"
 
+    # -- rooms ------------------------------------------------------------------------
+
+    def join(self, room: str) -> None:
+        """Join ``room`` in this connection's registry: ``ws.join("lobby")``."""
+        self._require_registry().join(room, self)
+
+    def leave(self, room: str) -> None:
+        """Leave ``room`` (nothing happens if not a member)."""
+        self._require_registry().leave(room, self)
+
+    @property
+    def rooms(self) -> frozenset[str]:
+        """The rooms this connection is in."""
+        return self.registry.rooms_of(self) if self.registry is not None else frozenset()
+
+    def _require_registry(self) -> Registry:
+        if self.registry is None:
+            raise RuntimeError("this connection belongs to no registry")
+        return self.registry
+
     # -- the reader greenlet ----------------------------------------------------------
 
     def _read_loop(self) -> None:
@@ -287,9 +411,9 @@ class WebSocketConnection:
                 if data:
                     if not self._deliver(proto, data):
                         break
-                    if not self._room.is_set() or self._inbox.qsize() >= self._max_queue:
-                        self._room.clear()
-                        self._room.wait()
+                    if not self._has_space.is_set() or self._inbox.qsize() >= self._max_queue:
+                        self._has_space.clear()
+                        self._has_space.wait()
                     else:
                         gevent.sleep(0)  # a busy socket must not starve other connections
                 data = recv(_READ_SIZE)
@@ -378,3 +502,11 @@ class WebSocketConnection:
             self._sock.close()
         except OSError:
             pass
+
+
+def _payload_size(message: Message) -> int:
+    """The bytes a message's payload takes on the wire (before any compression)."""
+    data = getattr(message, "data", b"")
+    if isinstance(data, str) and not data.isascii():
+        return len(data.encode())
+    return len(data)

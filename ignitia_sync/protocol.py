@@ -41,7 +41,7 @@ from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol, Opc
 from .exceptions import ConnectionClosed, ProtocolError
 from .message import Binary, Close, CloseFrame, Message, Ping, Pong, Text
 
-__all__ = ["ProtocolState", "WebSocketProtocol", "negotiate_deflate", "unmask"]
+__all__ = ["ProtocolState", "WebSocketProtocol", "encode_frame", "negotiate_deflate", "unmask"]
 
 
 def _unmask_python(data: bytes | bytearray, mask: bytes | bytearray) -> bytes:
@@ -251,6 +251,20 @@ def _frame(opcode: int, payload: bytes) -> bytes:
     return struct.pack("!BBQ", 0x80 | opcode, 127, length) + payload
 
 
+def encode_frame(message: Message) -> bytes:
+    """The unmasked, uncompressed frame of a data message: what a broadcast shares.
+
+    Example:
+        >>> encode_frame(Message.text("hi"))
+        b'\\x81\\x02hi'
+    """
+    if type(message) is Text:
+        return _frame(1, message.data.encode())
+    if type(message) is Binary:
+        return _frame(2, message.data)
+    raise TypeError(f"only Text and Binary messages are broadcast, not {type(message).__name__}")
+
+
 class WebSocketProtocol:
     """One WebSocket connection's protocol state, after the HTTP upgrade.
 
@@ -288,6 +302,11 @@ class WebSocketProtocol:
         self.state = ProtocolState.OPEN
         self.close_code: int | None = None
         self.close_reason = ""
+
+    @property
+    def plain_framing(self) -> bool:
+        """True when outgoing frames need no per-connection state (server, no extension)."""
+        return self._plain_frames
 
     def receive_data(self, data: bytes) -> None:
         """Add bytes read from the peer; an empty ``data`` means end of stream."""

@@ -28,7 +28,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 #: Server settings a route may override for its own connections.
 ROUTE_OPTIONS = frozenset(
-    {"subprotocols", "max_message_size", "max_queue", "close_timeout", "compression"}
+    {"subprotocols", "max_message_size", "max_queue", "close_timeout", "compression", "outbox_limit"}
 )
 _PARAM = re.compile(r"^(?::(\w+)|\{(\w+)\})$")
 

@@ -31,6 +31,7 @@ from .connection import WebSocketConnection
 from .exceptions import ConnectionClosed, HandshakeError
 from .http import Request, RequestHeadReader, accept_response, error_response, websocket_key
 from .protocol import WebSocketProtocol, negotiate_deflate
+from .registry import Backplane, Registry
 from .router import Route, Router
 
 if TYPE_CHECKING:
@@ -58,6 +59,9 @@ class ServerSettings:
         backlog: the listen backlog.
         max_request_head: largest upgrade request head in bytes (431 past it).
         shutdown_timeout: seconds :meth:`Server.stop` waits for handlers to finish.
+        outbox_limit: bytes queued to one peer (broadcasts, ``send_nowait``) before it is
+            closed with 1008 "slow consumer".
+        backplane: carries broadcasts to other processes; in-process when None.
 
     Example:
         >>> ServerSettings(max_message_size=4096).max_queue
@@ -74,6 +78,8 @@ class ServerSettings:
     backlog: int = 1024
     max_request_head: int = 16384
     shutdown_timeout: float = 10.0
+    outbox_limit: int = 1 << 20
+    backplane: Backplane | None = None
 
     def __post_init__(self) -> None:
         if self.compression not in ("deflate", None):
@@ -104,7 +110,8 @@ class Server:
         self._requested_address = address
         self._stream: StreamServer | None = None
         self._handlers = gevent.pool.Group()
-        self._connections: set[WebSocketConnection] = set()
+        #: Every open connection, with rooms and broadcast (see :class:`Registry`).
+        self.registry = Registry(self.settings.backplane)
         self._stopped: gevent.event.Event | None = None
         self._stopping = False
         self._loop: Any = None
@@ -127,6 +134,7 @@ class Server:
         self._stream.start()
         self._stopped = gevent.event.Event()
         self._loop = gevent.get_hub().loop
+        self.registry.attach(self._loop)
         self._thread_ident = _real_get_ident()
         log.info("listening on %s:%d", *self.address[:2])
 
@@ -209,10 +217,11 @@ class Server:
             return
         self._stopping = True
         self._stream.close()
-        for ws in list(self._connections):
-            ws.close(1001, "Server shutdown")
+        for ws in self.registry:
+            gevent.spawn(ws.close, 1001, "Server shutdown")  # each flushes its own queue
         self._handlers.join(timeout=self.settings.shutdown_timeout if timeout is None else timeout)
         self._handlers.kill(block=True, timeout=1)
+        self.registry.backplane.close()
         log.info("stopped")
         assert self._stopped is not None
         self._stopped.set()
@@ -227,7 +236,7 @@ class Server:
     @property
     def connections(self) -> frozenset[WebSocketConnection]:
         """A snapshot of the open connections."""
-        return frozenset(self._connections)
+        return frozenset(self.registry)
 
     # -- one connection ---------------------------------------------------------------
 
@@ -291,12 +300,13 @@ class Server:
             subprotocol=subprotocol,
             max_queue=options.max_queue,
             close_timeout=options.close_timeout,
+            outbox_limit=options.outbox_limit,
             initial_data=reader.trailing_data,
         )
         return ws, route, params
 
     def _run(self, ws: WebSocketConnection, route: Route, params: dict[str, str]) -> None:
-        self._connections.add(ws)
+        self.registry.add(ws)
         code, reason = 1000, ""
         try:
             ws.start()
@@ -309,7 +319,7 @@ class Server:
             log.exception("handler for %s from %s raised", ws.request.path, ws.remote_address[0])
             code, reason = 1011, ""
         finally:
-            self._connections.discard(ws)
+            self.registry.discard(ws)
             ws.finish(code, reason)
 
 

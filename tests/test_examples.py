@@ -214,3 +214,52 @@ def test_autobahn_echo_returns_everything_unchanged_on_any_path(example):
         assert ws.recv() == big
         ws.send("text")
         assert ws.recv() == "text"
+
+
+def test_chat_server_broadcasts_to_everyone_else(example):
+    base = example("chat_server")
+    with connect(f"{base}/chat") as alice, connect(f"{base}/chat") as bob, connect(f"{base}/chat") as carol:
+        ids = [client.recv().removeprefix("you are ") for client in (alice, bob, carol)]
+        alice.send("hi all")
+        assert bob.recv(timeout=5) == f"[{ids[0]}]: hi all"
+        assert carol.recv(timeout=5) == f"[{ids[0]}]: hi all"
+        with pytest.raises(TimeoutError):
+            alice.recv(timeout=0.3)
+
+
+def test_chat_room_fans_out_json_chat_messages(example):
+    base = example("chat_room")
+    with connect(f"{base}/chat/alice") as alice, connect(f"{base}/chat/bob") as bob:
+        time.sleep(0.2)  # both have joined the room
+        note = {"user": "alice", "message": "hello", "timestamp": 1634567890}
+        alice.send(json.dumps(note))
+        assert json.loads(alice.recv(timeout=5)) == note
+        assert json.loads(bob.recv(timeout=5)) == note
+        bob.send("{not json")
+        assert "invalid JSON" in json.loads(bob.recv(timeout=5))["error"]
+        with connect(f"{base}/chat/alice") as second_alice:
+            with pytest.raises(ConnectionClosed):
+                second_alice.recv(timeout=5)
+            assert second_alice.protocol.close_rcvd.code == 1008
+
+
+def test_rooms(example):
+    base = example("rooms")
+    with connect(f"{base}/rooms") as a, connect(f"{base}/rooms") as b, connect(f"{base}/rooms") as c:
+        a.send("/join red")
+        assert a.recv() == "joined red (1 here)"
+        b.send("/join red")
+        assert b.recv() == "joined red (2 here)"
+        c.send("/join blue")
+        c.recv()
+        a.send("red: anyone?")
+        assert b.recv(timeout=5).endswith("> anyone?")
+        c.send("red: let me in")
+        assert c.recv() == "join red first"
+        b.send("/leave red")
+        assert b.recv() == "left red"
+        b.send("/rooms")
+        assert b.recv() == "(none)"
+        a.send("red: alone now")
+        with pytest.raises(TimeoutError):
+            b.recv(timeout=0.3)

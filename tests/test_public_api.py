@@ -7,7 +7,7 @@ import inspect
 import ignitia_sync
 
 EXPECTED = {
-    "BatchHandler", "CloseFrame", "ConnectionClosed", "HandshakeError", "Handler", "Headers",
+    "Backplane", "BatchHandler", "CloseFrame", "LocalBackplane", "Registry", "ConnectionClosed", "HandshakeError", "Handler", "Headers",
     "IgnitiaError", "Message", "MessageDecodeError", "MessageHandler", "ProtocolError", "Request",
     "Route", "Router", "Server", "ServerSettings", "WebSocketConnection", "__version__", "run",
     "websocket_batch_handler", "websocket_handler", "websocket_message_handler",

@@ -11,7 +11,7 @@ const out = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
 const cpu = () => { const u = process.cpuUsage(); return (u.user + u.system) / 1e6; };
 const now = () => Number(process.hrtime.bigint()) / 1e9;
 const open = (url) => new Promise((resolve, reject) => {
-  const ws = new WebSocket(url, { perMessageDeflate: false });
+  const ws = new WebSocket(url, { perMessageDeflate: false, handshakeTimeout: 15000 });
   ws.once("open", () => resolve(ws));
   ws.once("error", reject);
 });
@@ -101,9 +101,15 @@ async function idle([url, conns, concurrency]) {
   const sockets = [];
   const c0 = cpu(), t0 = now();
   out({ mark: "start" });
-  let next = 0;
+  // Open CONNS connections, CONCURRENCY at a time, for at most 60 s (a server that cannot
+  // keep up is reported with what it managed, not waited for).
+  let next = 0, failed = 0;
+  const deadline = now() + 60;
   const worker = async () => {
-    while (next < conns) { next++; sockets.push(await open(url)); }
+    while (next < conns && now() < deadline) {
+      next++;
+      try { sockets.push(await open(url)); } catch { failed++; }
+    }
   };
   await Promise.all(Array.from({ length: concurrency }, worker));
   out({ mark: "end" });
@@ -118,7 +124,7 @@ async function idle([url, conns, concurrency]) {
     ws.once("message", () => { alive++; clearTimeout(t); resolve(); });
     ws.send("alive?");
   })));
-  out({ result: "idle", messages: conns, elapsed, client_cpu: clientCpu, alive });
+  out({ result: "idle", messages: sockets.length, requested: conns, failed, elapsed, client_cpu: clientCpu, alive });
   for (const ws of sockets) ws.terminate();
 }
 

@@ -138,7 +138,7 @@ def run_one(scenario: Scenario, name: str) -> Result:
                 cpu1 = cpu_seconds(server.pid)
             elif event.get("mark") == "opened":
                 time.sleep(1.0)
-                result.rss_per_conn_kib = (rss_kib(server.pid) - rss0) / int(scenario.args[0])
+                result.extra["rss_after"] = rss_kib(server.pid)
                 gen.stdin.write("go\n")
                 gen.stdin.flush()
             elif "result" in event:
@@ -148,6 +148,10 @@ def run_one(scenario: Scenario, name: str) -> Result:
                 result.p50_us, result.p99_us = event.get("p50_us"), event.get("p99_us")
                 result.fairness = event.get("fairness")
                 result.alive = event.get("alive")
+                if "rss_after" in result.extra and result.messages:
+                    result.rss_per_conn_kib = (result.extra["rss_after"] - rss0) / result.messages
+                if event.get("requested") and event["messages"] < event["requested"]:
+                    result.error = f"opened {event['messages']} of {event['requested']} in 60 s"
                 if "expected" in event and event["messages"] != event["expected"]:
                     result.error = f"delivered {event['messages']} of {event['expected']}"
         if gen.wait(120) != 0:

@@ -1,0 +1,270 @@
+"""The server's registry of open connections: rooms, broadcast, and a backplane interface.
+
+A broadcast returns at once and never waits on any one peer: the message is framed once,
+the same bytes are queued to every peer with plain framing (peers that negotiated
+compression get the message framed by their own compressor, which costs one deflate per
+such peer), and each connection's writer greenlet sends its queue. A peer whose queue stays
+over ``outbox_limit`` is closed with 1008 "slow consumer"; the others are not slowed.
+
+Example:
+    >>> def chat(ws):
+    ...     ws.join("lobby")
+    ...     for message in ws:
+    ...         if isinstance(message, Message.Text):
+    ...             ws.registry.broadcast(message, room="lobby", exclude=ws)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Protocol
+
+import gevent
+import gevent.lock
+from gevent.monkey import get_original
+
+from .connection import WebSocketConnection
+from .message import Binary, Message, Text
+from .protocol import encode_frame
+
+__all__ = ["Backplane", "LocalBackplane", "Registry"]
+
+log = logging.getLogger("ignitia_sync.registry")
+_real_get_ident = get_original("_thread", "get_ident")
+
+Deliver = Callable[[Message, "str | None"], None]
+
+
+class Backplane(Protocol):
+    """Carries broadcasts between processes (for example over Redis pub/sub).
+
+    ``Registry.broadcast`` delivers to its own connections, then calls :meth:`publish`;
+    a backplane hands messages published by *other* processes to the ``deliver`` callback
+    it was given in :meth:`attach`, in the registry's hub (see
+    :meth:`Registry.call_threadsafe` for a backplane that listens in its own thread).
+    """
+
+    def attach(self, deliver: Deliver) -> None:
+        """Start receiving: call ``deliver(message, room)`` for each remote broadcast."""
+
+    def publish(self, message: Message, room: str | None) -> None:
+        """Send a local broadcast to the other processes."""
+
+    def close(self) -> None:
+        """Stop receiving and release resources; idempotent."""
+
+
+class LocalBackplane:
+    """The default backplane: a single process, so there is nothing to carry.
+
+    Example:
+        >>> registry = Registry(backplane=LocalBackplane())
+    """
+
+    def attach(self, deliver: Deliver) -> None:
+        """Nothing arrives from elsewhere."""
+
+    def publish(self, message: Message, room: str | None) -> None:
+        """Nobody else to tell."""
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class Registry:
+    """Every open connection of a server, with rooms; ``server.registry`` or ``ws.registry``.
+
+    Connections are added when their upgrade completes and removed when they close,
+    whatever the reason, leaving all their rooms. All methods run in the server's hub;
+    from a real OS thread use :meth:`call_threadsafe` or :meth:`broadcast_threadsafe`.
+
+    Args:
+        backplane: how broadcasts reach other processes; in-process by default.
+
+    Example:
+        >>> registry = Registry()
+        >>> len(registry)
+        0
+    """
+
+    def __init__(self, backplane: Backplane | None = None) -> None:
+        self._lock = gevent.lock.Semaphore()
+        self._rooms_of: dict[WebSocketConnection, set[str]] = {}
+        self._rooms: dict[str, set[WebSocketConnection]] = {}
+        self._by_id: dict[str, WebSocketConnection] = {}
+        self._loop: Any = None
+        self._thread_ident: int | None = None
+        self.backplane: Backplane = backplane if backplane is not None else LocalBackplane()
+
+    # -- membership -----------------------------------------------------------------
+
+    def add(self, ws: WebSocketConnection) -> None:
+        """Register an open connection (the server does this after the upgrade)."""
+        with self._lock:
+            self._rooms_of.setdefault(ws, set())
+            self._by_id[ws.id] = ws
+            ws.registry = self
+
+    def discard(self, ws: WebSocketConnection) -> None:
+        """Forget a connection and take it out of every room (the server does this at close)."""
+        with self._lock:
+            for room in self._rooms_of.pop(ws, ()):
+                members = self._rooms.get(room)
+                if members is not None:
+                    members.discard(ws)
+                    if not members:
+                        del self._rooms[room]
+            if self._by_id.get(ws.id) is ws:
+                del self._by_id[ws.id]
+
+    def identify(self, ws: WebSocketConnection, id: str) -> None:
+        """Give ``ws`` an application id, for :meth:`get`: ``registry.identify(ws, user_id)``.
+
+        Raises:
+            ValueError: another open connection already has that id.
+        """
+        with self._lock:
+            if ws not in self._rooms_of:
+                raise ValueError(f"{ws!r} is not registered")
+            holder = self._by_id.get(id)
+            if holder is not None and holder is not ws:
+                raise ValueError(f"id {id!r} is taken by another connection")
+            if self._by_id.get(ws.id) is ws:
+                del self._by_id[ws.id]
+            ws.id = id
+            self._by_id[id] = ws
+
+    def get(self, id: str) -> WebSocketConnection | None:
+        """The open connection with this id, or None."""
+        return self._by_id.get(id)
+
+    def join(self, room: str, ws: WebSocketConnection) -> None:
+        """Put ``ws`` in ``room`` (created on first use)."""
+        with self._lock:
+            rooms = self._rooms_of.get(ws)
+            if rooms is None:
+                raise ValueError(f"{ws!r} is not registered")
+            rooms.add(room)
+            self._rooms.setdefault(room, set()).add(ws)
+
+    def leave(self, room: str, ws: WebSocketConnection) -> None:
+        """Take ``ws`` out of ``room``; an empty room disappears."""
+        with self._lock:
+            self._rooms_of.get(ws, set()).discard(room)
+            members = self._rooms.get(room)
+            if members is not None:
+                members.discard(ws)
+                if not members:
+                    del self._rooms[room]
+
+    def members(self, room: str) -> frozenset[WebSocketConnection]:
+        """A snapshot of the connections in ``room``."""
+        return frozenset(self._rooms.get(room, ()))
+
+    def rooms_of(self, ws: WebSocketConnection) -> frozenset[str]:
+        """The rooms ``ws`` is in."""
+        return frozenset(self._rooms_of.get(ws, ()))
+
+    @property
+    def rooms(self) -> frozenset[str]:
+        """The names of the rooms that have members."""
+        return frozenset(self._rooms)
+
+    def __len__(self) -> int:
+        return len(self._rooms_of)
+
+    def __iter__(self) -> Iterator[WebSocketConnection]:
+        """Iterate over a snapshot of the open connections."""
+        return iter(list(self._rooms_of))
+
+    def __contains__(self, ws: object) -> bool:
+        return ws in self._rooms_of
+
+    # -- broadcast -------------------------------------------------------------------
+
+    def broadcast(
+        self,
+        message: Message,
+        room: str | None = None,
+        exclude: WebSocketConnection | Iterable[WebSocketConnection] | None = None,
+    ) -> int:
+        """Queue ``message`` to every connection (or every member of ``room``); returns at once.
+
+        Args:
+            message: a Text or Binary message.
+            room: only this room's members; None for every connection.
+            exclude: a connection, or several, to skip (typically the sender).
+
+        Returns:
+            How many local connections the message was queued to.
+        """
+        count = self._deliver(message, room, exclude)
+        self.backplane.publish(message, room)
+        return count
+
+    def _deliver(
+        self,
+        message: Message,
+        room: str | None,
+        exclude: WebSocketConnection | Iterable[WebSocketConnection] | None = None,
+    ) -> int:
+        if type(message) is not Text and type(message) is not Binary:
+            raise TypeError(f"only Text and Binary messages are broadcast, not {type(message).__name__}")
+        frame = encode_frame(message)
+        size = len(frame)
+        targets = list(self._rooms.get(room, ())) if room is not None else list(self._rooms_of)
+        skip: set[WebSocketConnection] | tuple[()]
+        if exclude is None:
+            skip = ()
+        elif isinstance(exclude, WebSocketConnection):
+            skip = {exclude}
+        else:
+            skip = set(exclude)
+        count = 0
+        for ws in targets:
+            if ws in skip:
+                continue
+            if ws.enqueue(frame if ws.plain_framing else message, size):
+                count += 1
+        return count
+
+    def _receive_remote(self, message: Message, room: str | None) -> None:
+        self._deliver(message, room)
+
+    # -- threads -----------------------------------------------------------------------
+
+    def attach(self, loop: Any = None) -> None:
+        """Bind to the current hub (the server does this when it starts) and the backplane."""
+        self._loop = loop if loop is not None else gevent.get_hub().loop
+        self._thread_ident = _real_get_ident()
+        self.backplane.attach(self._receive_remote)
+
+    def call_threadsafe(self, func: Callable[..., Any], *args: Any) -> None:
+        """Run ``func(*args)`` in the registry's hub, from any thread; returns at once.
+
+        Example (a Flask view in a worker thread)::
+
+            server.registry.call_threadsafe(server.registry.broadcast, Message.text("hi"))
+        """
+        if self._loop is None or self._thread_ident == _real_get_ident():
+            func(*args)
+            return
+        self._loop.run_callback_threadsafe(_spawn_logged, func, args)
+
+    def broadcast_threadsafe(
+        self, message: Message, room: str | None = None, exclude: WebSocketConnection | None = None
+    ) -> None:
+        """:meth:`broadcast` from any thread (a worker thread of a Flask app, say)."""
+        self.call_threadsafe(self.broadcast, message, room, exclude)
+
+
+def _spawn_logged(func: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    def run() -> None:
+        try:
+            func(*args)
+        except Exception:
+            log.exception("call from another thread failed: %r", func)
+
+    gevent.spawn(run)
+
