@@ -27,6 +27,7 @@ import gevent
 import gevent.event
 import gevent.lock
 import gevent.queue
+import gevent.socket
 
 from .exceptions import ConnectionClosed, ProtocolError
 from .http import Request
@@ -99,8 +100,11 @@ class WebSocketConnection:
         self._outbox_bytes = 0
         self._outbox_limit = outbox_limit
         self._writer: gevent.Greenlet[Any, Any] | None = None
+        self._flush_scheduled = False
         self._slow_consumer = False
         self._sock = sock
+        # The non-blocking OS socket under a plain gevent socket: broadcasts try it first.
+        self._raw = sock._sock if type(sock) is gevent.socket.socket else None  # type: ignore[attr-defined]
         self._proto = protocol
         self._max_queue = max_queue
         self._close_timeout = close_timeout
@@ -258,8 +262,10 @@ class WebSocketConnection:
             self._outbox = deque()
         self._outbox.append((item, size))
         self._outbox_bytes += size
-        if self._writer is None:
-            self._writer = gevent.spawn(self._drain_outbox)
+        if self._writer is None and not self._flush_scheduled:
+            # Flush once the caller yields: a burst of broadcasts becomes one system call.
+            self._flush_scheduled = True
+            gevent.get_hub().loop.run_callback(self._flush_outbox)
         return True
 
     @property
@@ -272,22 +278,55 @@ class WebSocketConnection:
         """Bytes of queued messages not yet written to the socket."""
         return self._outbox_bytes
 
+    def _flush_outbox(self) -> None:
+        """In the hub: write what is queued without blocking; a writer greenlet does the rest."""
+        self._flush_scheduled = False
+        outbox = self._outbox
+        if not outbox or self._writer is not None:
+            return
+        if self._raw is not None and self._write_lock.acquire(blocking=False):
+            try:
+                chunk, taken = self._take_chunk(outbox)
+                try:
+                    sent = self._raw.send(chunk)
+                except BlockingIOError:
+                    sent = 0
+                if sent < len(chunk):
+                    rest = chunk[sent:]
+                    outbox.appendleft((rest, len(rest)))
+                    taken -= len(rest)
+                self._outbox_bytes -= taken
+            except (OSError, ConnectionClosed):
+                self._proto.lose()
+                outbox.clear()
+                self._outbox_bytes = 0
+                return
+            finally:
+                self._write_lock.release()
+        if outbox:
+            self._writer = gevent.spawn(self._drain_outbox)
+
+    def _take_chunk(self, outbox: deque[tuple[bytes | Message, int]]) -> tuple[bytes, int]:
+        """Frame and join queued items, up to about 64 KiB; returns the bytes and their count."""
+        chunk: list[bytes] = []
+        taken = written = 0
+        while outbox and written < _WRITE_CHUNK:
+            item, size = outbox.popleft()
+            data = item if type(item) is bytes else self._proto.send(item)  # type: ignore[arg-type]
+            chunk.append(data)
+            written += len(data)
+            taken += size
+        return b"".join(chunk), taken
+
     def _drain_outbox(self) -> None:
         outbox = self._outbox
         assert outbox is not None
         try:
             while outbox:
                 with self._write_lock:
-                    chunk: list[bytes] = []
-                    taken = written = 0
-                    while outbox and written < _WRITE_CHUNK:
-                        item, size = outbox.popleft()
-                        data = item if type(item) is bytes else self._proto.send(item)  # type: ignore[arg-type]
-                        chunk.append(data)
-                        written += len(data)
-                        taken += size
+                    chunk, taken = self._take_chunk(outbox)
                     self._outbox_bytes -= taken
-                    self._write_locked(b"".join(chunk))
+                    self._write_locked(chunk)
         except ConnectionClosed:
             outbox.clear()
             self._outbox_bytes = 0
@@ -317,6 +356,9 @@ class WebSocketConnection:
         """
         if code not in _SENDABLE_CODES and not 3000 <= code <= 4999:
             raise ValueError(f"close code {code} cannot be sent")
+        if self._flush_scheduled or (self._outbox and self._writer is None):
+            self._flush_scheduled = False
+            self._writer = gevent.spawn(self._drain_outbox)
         writer = self._writer
         if writer is not None and writer is not gevent.getcurrent():
             writer.join(timeout=self._close_timeout)  # what was queued goes out first

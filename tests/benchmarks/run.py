@@ -53,6 +53,7 @@ SCENARIOS = [
     Scenario("E3", "10 conns x 4 in flight, 16 KiB binary", "echo", ["10", "4", "16384", "1", "0.5", "3"], "/echo"),
     Scenario("B1", "1 sender, 500 receivers, 200 x 64 B broadcasts", "bcast", ["500", "200", "64", "0"], "/broadcast"),
     Scenario("B1p", "B1 paced: one broadcast every 5 ms (fan-out latency)", "bcast", ["500", "200", "64", "5"], "/broadcast"),
+    Scenario("B2", "1 sender, 1,000 receivers, 100 x 64 B broadcasts", "bcast", ["1000", "100", "64", "0"], "/broadcast"),
     Scenario("I1", "5,000 idle connections", "idle", ["5000", "100"], "/echo"),
 ]
 

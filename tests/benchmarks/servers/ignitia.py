@@ -4,10 +4,7 @@ from gevent import monkey
 
 monkey.patch_all()
 
-from ignitia_sync import ConnectionClosed, Message, Router, WebSocketConnection, run  # noqa: E402
-
-listeners: set[WebSocketConnection] = set()
-
+from ignitia_sync import Message, Router, WebSocketConnection, run  # noqa: E402
 
 def echo(ws: WebSocketConnection) -> None:
     for message in ws:
@@ -16,18 +13,13 @@ def echo(ws: WebSocketConnection) -> None:
 
 
 def broadcast(ws: WebSocketConnection) -> None:
-    listeners.add(ws)
-    try:
-        for message in ws:
-            if isinstance(message, Message.Text):
-                for other in list(listeners):
-                    if other is not ws:
-                        try:
-                            other.send(message)
-                        except ConnectionClosed:
-                            pass
-    finally:
-        listeners.discard(ws)
+    """Forward every text to all other /broadcast connections through the registry."""
+    registry = ws.registry
+    assert registry is not None
+    ws.join("broadcast")
+    for message in ws:
+        if isinstance(message, Message.Text):
+            registry.broadcast(message, room="broadcast", exclude=ws)
 
 
 app = Router().websocket("/echo", echo).websocket("/broadcast", broadcast)
