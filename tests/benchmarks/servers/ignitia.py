@@ -6,6 +6,7 @@ monkey.patch_all()
 
 from ignitia_sync import Message, Router, WebSocketConnection, run  # noqa: E402
 
+
 def echo(ws: WebSocketConnection) -> None:
     for message in ws:
         if isinstance(message, (Message.Text, Message.Binary)):
