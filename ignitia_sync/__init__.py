@@ -38,8 +38,17 @@ from .handlers import (
     websocket_handler,
     websocket_message_handler,
 )
-from .http import Headers, Request
+from .http import Headers, Request, Response
 from .message import CloseFrame, Message
+from .middleware import (
+    AuthInfo,
+    AuthMiddleware,
+    KeyedLimiter,
+    OriginCheck,
+    RateLimit,
+    SlidingWindow,
+    TokenBucket,
+)
 from .registry import Backplane, LocalBackplane, Registry
 from .router import Route, Router
 from .server import Server, ServerSettings, run
@@ -47,31 +56,39 @@ from .server import Server, ServerSettings, run
 __version__ = "0.1.0"
 
 __all__ = [
+    "AuthInfo",
+    "AuthMiddleware",
     "Backplane",
     "BatchHandler",
     "CloseFrame",
     "ConnectionClosed",
-    "HandshakeError",
     "Handler",
+    "HandshakeError",
     "Headers",
     "IgnitiaError",
+    "KeyedLimiter",
     "LocalBackplane",
     "Message",
     "MessageDecodeError",
     "MessageHandler",
+    "OriginCheck",
     "ProtocolError",
+    "RateLimit",
     "Registry",
     "Request",
+    "Response",
     "Route",
     "Router",
     "Server",
     "ServerSettings",
+    "SlidingWindow",
+    "TokenBucket",
     "WebSocketConnection",
-    "__version__",
     "run",
     "websocket_batch_handler",
     "websocket_handler",
     "websocket_message_handler",
+    "__version__",
 ]
 
 logging.getLogger("ignitia_sync").addHandler(logging.NullHandler())

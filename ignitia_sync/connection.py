@@ -20,7 +20,7 @@ import logging
 import socket
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import gevent
@@ -35,7 +35,9 @@ from .message import Binary, Message, Ping, Pong, Text
 from .protocol import ProtocolState, WebSocketProtocol
 
 if TYPE_CHECKING:
+    from .middleware import RateLimit
     from .registry import Registry
+    from .server import Server
 
 __all__ = ["WebSocketConnection"]
 
@@ -44,6 +46,7 @@ log = logging.getLogger("ignitia_sync.connection")
 _READ_SIZE = 65536
 _WRITE_CHUNK = 65536
 _EOF = object()
+_SKIP = object()  # a message dropped by the rate limit
 _ids = itertools.count(1)
 #: Close codes an application may send (RFC 6455 section 7.4, plus 3000-4999).
 _SENDABLE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
@@ -85,6 +88,9 @@ class WebSocketConnection:
         max_queue: int = 16,
         close_timeout: float = 10.0,
         outbox_limit: int = 1 << 20,
+        ping_interval: float | None = None,
+        ping_timeout: float | None = None,
+        idle_timeout: float | None = None,
         initial_data: bytes = b"",
     ) -> None:
         if max_queue < 1 or outbox_limit < 1:
@@ -96,6 +102,24 @@ class WebSocketConnection:
         self.id = str(next(_ids))
         #: The registry of the server that accepted the connection (None elsewhere).
         self.registry: Registry | None = None
+        #: The server that accepted the connection (None elsewhere).
+        self.server: Server | None = None
+        #: What upgrade middleware attached (``AuthMiddleware`` puts ``AuthInfo`` here).
+        self.extensions: dict[Any, Any] = {}
+        #: Seconds the last keepalive ping took to be answered; None before the first.
+        self.latency: float | None = None
+        self.messages_in = self.messages_out = self.bytes_in = self.bytes_out = 0
+        self.opened_at = time.monotonic()
+        self._rate_check: Callable[[Message], bool] | None = None
+        self._rate_limit: RateLimit | None = None
+        self._ping_interval = ping_interval
+        self._ping_timeout = ping_timeout or ping_interval
+        self._idle_timeout = idle_timeout
+        self._ping_payload: bytes | None = None
+        self._ping_sent_at = 0.0
+        self._timers: list[Any] = []
+        self._pong_timer: Any = None
+        self._last_activity = self.opened_at
         self._outbox: deque[tuple[bytes | Message, int]] | None = None
         self._outbox_bytes = 0
         self._outbox_limit = outbox_limit
@@ -121,9 +145,75 @@ class WebSocketConnection:
     # -- life cycle ---------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the reader greenlet. Hosts call this once, right after the upgrade."""
-        if self._reader is None:
-            self._reader = gevent.spawn(self._read_loop)
+        """Start the reader greenlet and the keepalive timers. Hosts call this once."""
+        if self._reader is not None:
+            return
+        self._reader = gevent.spawn(self._read_loop)
+        loop = gevent.get_hub().loop
+        if self._ping_interval:
+            timer = loop.timer(self._ping_interval, self._ping_interval)
+            timer.start(self._keepalive_ping)
+            self._timers.append(timer)
+        if self._idle_timeout:
+            timer = loop.timer(self._idle_timeout / 4, self._idle_timeout / 4)
+            timer.start(self._check_idle)
+            self._timers.append(timer)
+
+    def limit_messages(self, limit: RateLimit) -> None:
+        """Apply a route's :class:`~ignitia_sync.middleware.RateLimit` to received messages."""
+        from .middleware import message_checker
+
+        self._rate_limit = limit
+        self._rate_check = message_checker(limit, self)
+
+    def extension(self, key: Any) -> Any:
+        """An extension attached by middleware: ``ws.extension(AuthInfo).user_id``.
+
+        Raises:
+            KeyError: no middleware attached one under ``key``.
+        """
+        return self.extensions[key]
+
+    @property
+    def shutting_down(self) -> bool:
+        """True once the server that accepted this connection has begun to stop."""
+        return self.server is not None and self.server.shutdown_event.is_set()
+
+    # -- keepalive (hub callbacks: they never block) ------------------------------------
+
+    def _keepalive_ping(self) -> None:
+        if self._ping_payload is not None or self._proto.state is not ProtocolState.OPEN:
+            return
+        self._ping_payload = next(_ids).to_bytes(8, "big")
+        self._ping_sent_at = time.monotonic()
+        self.enqueue(Ping(self._ping_payload), 0)
+        self._pong_timer = gevent.get_hub().loop.timer(self._ping_timeout or 20.0)
+        self._pong_timer.start(self._keepalive_timeout)
+
+    def _on_pong(self, payload: bytes) -> None:
+        if payload != self._ping_payload:
+            return
+        self.latency = time.monotonic() - self._ping_sent_at
+        self._ping_payload = None
+        if self._pong_timer is not None:
+            self._pong_timer.close()
+            self._pong_timer = None
+
+    def _keepalive_timeout(self) -> None:
+        """The peer did not answer a ping in time: it is gone; no closing handshake."""
+        log.info("closing %s: keepalive ping timeout", self)
+        data = self._proto.fail(1011, "keepalive ping timeout")
+        if self._raw is not None:
+            try:
+                self._raw.send(data)
+            except OSError:
+                pass
+        self._abort()
+
+    def _check_idle(self) -> None:
+        if self._idle_timeout and time.monotonic() - self._last_activity >= self._idle_timeout and not self.closed:
+            log.info("closing %s: idle for %.0fs", self, self._idle_timeout)
+            gevent.spawn(self.close, 1001, "idle timeout")
 
     def finish(self, code: int = 1000, reason: str = "") -> None:
         """End the connection once its handler is done; returns when the socket is closed.
@@ -145,6 +235,10 @@ class WebSocketConnection:
             self._close_timer.kill(block=False)
         if self._writer is not None:
             self._writer.kill(block=False)
+        for timer in self._timers:
+            timer.close()
+        if self._pong_timer is not None:
+            self._pong_timer.close()
         self._abort()
 
     # -- receiving ------------------------------------------------------------------
@@ -156,9 +250,11 @@ class WebSocketConnection:
         is delivered with the peer's code and reason; every later call returns ``None``.
         The wait ends at the latest when the connection closes.
         """
-        if self._eof_seen:
-            return None
-        return self._take(self._inbox.get())
+        while not self._eof_seen:
+            message = self._take(self._inbox.get())
+            if message is not _SKIP:
+                return message  # type: ignore[no-any-return]
+        return None
 
     def recv_timeout(self, seconds: float) -> Message | None:
         """Like :meth:`recv`, but gives up after ``seconds``.
@@ -170,21 +266,41 @@ class WebSocketConnection:
             ...     if ws.recv_timeout(30) is None and not ws.closed:
             ...         ws.ping(b"keepalive")
         """
-        if self._eof_seen:
-            return None
-        try:
-            item = self._inbox.get(timeout=seconds)
-        except gevent.queue.Empty:
-            return None
-        return self._take(item)
+        deadline = time.monotonic() + seconds
+        while not self._eof_seen:
+            try:
+                item = self._inbox.get(timeout=max(0.0, deadline - time.monotonic()))
+            except gevent.queue.Empty:
+                return None
+            message = self._take(item)
+            if message is not _SKIP:
+                return message  # type: ignore[no-any-return]
+        return None
 
-    def _take(self, item: Any) -> Message | None:
+    def _take(self, item: Any) -> Any:
         if item is _EOF:
             self._eof_seen = True
             return None
         if not self._has_space.is_set() and self._inbox.qsize() < self._max_queue:
             self._has_space.set()
-        return item  # type: ignore[no-any-return]
+        if self._rate_check is not None and (type(item) is Text or type(item) is Binary):
+            if not self._rate_check(item):
+                return self._rate_limited()
+        return item
+
+    def _rate_limited(self) -> Any:
+        limit = self._rate_limit
+        assert limit is not None
+        if limit.action == "close":
+            log.info("closing %s: rate limit exceeded", self)
+            self.close(1008, "rate limit exceeded")
+            self._eof_seen = True
+            return None
+        try:
+            self.send_text(limit.reply)
+        except ConnectionClosed:
+            pass
+        return _SKIP
 
     def __iter__(self) -> Iterator[Message]:
         """Iterate over received messages until the connection closes."""
@@ -201,6 +317,7 @@ class WebSocketConnection:
         """
         with self._write_lock:
             self._write_locked(self._proto.send(message))
+        self.messages_out += 1
 
     def send_text(self, text: str) -> None:
         """Send a text message. Example: ``ws.send_text("Acknowledged")``."""
@@ -223,7 +340,9 @@ class WebSocketConnection:
         """
         with self._write_lock:
             proto_send = self._proto.send
-            self._write_locked(b"".join([proto_send(message) for message in messages]))
+            frames = [proto_send(message) for message in messages]
+            self._write_locked(b"".join(frames))
+        self.messages_out += len(frames)
 
     def ping(self, data: bytes | str = b"") -> None:
         """Send a ping (at most 125 bytes); the peer's pong arrives through :meth:`recv`."""
@@ -260,6 +379,7 @@ class WebSocketConnection:
             return False
         if self._outbox is None:
             self._outbox = deque()
+        self.messages_out += 1
         self._outbox.append((item, size))
         self._outbox_bytes += size
         if self._writer is None and not self._flush_scheduled:
@@ -291,6 +411,7 @@ class WebSocketConnection:
                     sent = self._raw.send(chunk)
                 except BlockingIOError:
                     sent = 0
+                self.bytes_out += sent
                 if sent < len(chunk):
                     rest = chunk[sent:]
                     outbox.appendleft((rest, len(rest)))
@@ -384,6 +505,7 @@ class WebSocketConnection:
     def _write_locked(self, data: bytes) -> None:
         if not data:
             return
+        self.bytes_out += len(data)
         try:
             sent = self._sock.send(data)  # usually all of it, without sendall's overhead
             if sent < len(data):
@@ -459,6 +581,8 @@ class WebSocketConnection:
                     else:
                         gevent.sleep(0)  # a busy socket must not starve other connections
                 data = recv(_READ_SIZE)
+                self.bytes_in += len(data)
+                self._last_activity = time.monotonic()
                 if not data:
                     proto.receive_data(b"")
                     self._deliver_rest(proto)
@@ -478,6 +602,9 @@ class WebSocketConnection:
                 out = proto.data_to_send()
                 if out:
                     self._write_quietly(out)
+                if type(message) is Pong and self._ping_payload is not None:
+                    self._on_pong(message.data)
+                self.messages_in += 1
                 if not self._discard:
                     put(message)
         except ProtocolError as exc:

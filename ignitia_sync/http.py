@@ -33,7 +33,9 @@ __all__ = [
     "Headers",
     "Request",
     "RequestHeadReader",
+    "Response",
     "accept_response",
+    "client_ip",
     "error_response",
     "websocket_key",
 ]
@@ -129,10 +131,38 @@ class Request:
     remote_address: tuple[Any, ...] = ("", 0)
     path_params: Mapping[str, str] = field(default_factory=dict)
     target: str = "/"
+    client_ip: str = ""
+
+    def cookie(self, name: str) -> str | None:
+        """The value of cookie ``name`` from the ``Cookie`` headers, or None."""
+        for header in self.headers.get_all("cookie"):
+            for part in header.split(";"):
+                key, sep, value = part.strip().partition("=")
+                if sep and key == name:
+                    return value
+        return None
 
     def with_path_params(self, params: Mapping[str, str]) -> Request:
         """A copy of this request carrying the route's matched parameters."""
         return dataclasses.replace(self, path_params=dict(params))
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """An HTTP answer that refuses an upgrade; middleware returns one to say no.
+
+    Example:
+        >>> Response(403, "origin not allowed").status
+        403
+    """
+
+    status: int
+    body: str = ""
+    headers: tuple[tuple[str, str], ...] = ()
+
+    def to_bytes(self) -> bytes:
+        """The complete response, ready to write."""
+        return error_response(self.status, self.body or _REASONS.get(self.status, "refused"), self.headers)
 
 
 class RequestHeadReader:
@@ -183,6 +213,15 @@ class RequestHeadReader:
     def trailing_data(self) -> bytes:
         """Bytes received after the request head (the peer's first frames)."""
         return bytes(self._h11.trailing_data[0])
+
+
+def client_ip(request: Request, trust_forwarded: bool) -> str:
+    """The client's IP: the last ``X-Forwarded-For`` hop if the proxy is trusted, else the peer's."""
+    if trust_forwarded:
+        hops = [hop.strip() for value in request.headers.get_all("x-forwarded-for") for hop in value.split(",")]
+        if hops and hops[-1]:
+            return hops[-1]
+    return str(request.remote_address[0]) if request.remote_address else ""
 
 
 def _to_request(event: h11.Request, remote_address: tuple[Any, ...]) -> Request:

@@ -522,14 +522,15 @@ class WebSocketProtocol:
             self.close_code, self.close_reason = code or 1005, reason
         return data
 
-    def fail(self, code: int) -> bytes:
-        """Fail the connection after a :class:`ProtocolError`: the Close frame to send.
+    def fail(self, code: int, reason: str | None = None) -> bytes:
+        """Fail the connection: the Close frame to send; the state becomes CLOSED.
 
-        The reason sent is a short, fixed text for the code, never the parser's details.
+        After a :class:`ProtocolError` the reason sent is a short, fixed text for the code,
+        never the parser's details.
         """
         if self.state is ProtocolState.CLOSED:
             return b""
-        reason = _REASONS.get(code, "protocol error")
+        reason = reason or _REASONS.get(code, "protocol error")
         data = self._conn.send(CloseConnection(code=code, reason=reason))
         self._finish(code, reason)
         return data

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
 
 from .handlers import Handler, as_handler
+from .middleware import Middleware, RateLimit
 
 __all__ = ["ROUTE_OPTIONS", "Route", "Router"]
 
@@ -28,7 +29,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 #: Server settings a route may override for its own connections.
 ROUTE_OPTIONS = frozenset(
-    {"subprotocols", "max_message_size", "max_queue", "close_timeout", "compression", "outbox_limit"}
+    {
+        "subprotocols", "max_message_size", "max_queue", "close_timeout", "compression", "outbox_limit",
+        "ping_interval", "ping_timeout", "idle_timeout",
+    }
 )
 _PARAM = re.compile(r"^(?::(\w+)|\{(\w+)\})$")
 
@@ -47,6 +51,8 @@ class Route:
     handler: Handler
     options: Mapping[str, Any] = field(default_factory=dict)
     regex: re.Pattern[str] | None = None
+    middleware: tuple[Middleware, ...] = ()
+    rate_limit: RateLimit | None = None
 
     def match(self, path: str) -> dict[str, str] | None:
         """The parameters if ``path`` matches this route, else None."""
@@ -101,6 +107,22 @@ class Router:
         self._static: dict[str, Route] = {}
         self._dynamic: list[Route] = []
         self._routes: list[Route] = []
+        self._middleware: list[Middleware] = []
+
+    def middleware(self, middleware: Middleware) -> Router:
+        """Run ``middleware(request)`` on every upgrade request, before the route's own.
+
+        Returns the router so calls chain: ``Router().middleware(AuthMiddleware("t"))``.
+        """
+        if not callable(middleware):
+            raise TypeError(f"middleware must be callable, not {middleware!r}")
+        self._middleware.append(middleware)
+        return self
+
+    @property
+    def global_middleware(self) -> tuple[Middleware, ...]:
+        """The middleware run for every route, in order."""
+        return tuple(self._middleware)
 
     @overload
     def websocket(self, path: str, handler: Callable[..., Any], **options: Any) -> Router: ...
@@ -119,8 +141,9 @@ class Router:
             path: the pattern (``/echo``, ``/chat/:user_id``, ``/files/*rest``).
             handler: a function ``f(ws, **params)`` or a handler from
                 :mod:`ignitia_sync.handlers`.
-            **options: per-route settings: ``subprotocols``, ``max_message_size``,
-                ``max_queue``, ``close_timeout``, ``compression``.
+            **options: per-route settings (see :data:`ROUTE_OPTIONS`), plus
+                ``middleware`` (a list run after the router's) and ``rate_limit``
+                (a :class:`~ignitia_sync.middleware.RateLimit`).
 
         Raises:
             ValueError: a malformed pattern or a path registered twice.
@@ -133,12 +156,14 @@ class Router:
                 return func
 
             return register
+        middleware = tuple(options.pop("middleware", ()))
+        rate_limit = options.pop("rate_limit", None)
         unknown = set(options) - ROUTE_OPTIONS
         if unknown:
             raise TypeError(f"unknown route options: {sorted(unknown)}")
         if any(route.pattern == path for route in self._routes):
             raise ValueError(f"route {path!r} is already registered")
-        route = Route(path, as_handler(handler), dict(options), _compile(path))
+        route = Route(path, as_handler(handler), dict(options), _compile(path), middleware, rate_limit)
         self._routes.append(route)
         if route.regex is None:
             self._static[path] = route

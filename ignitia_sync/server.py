@@ -17,6 +17,8 @@ import dataclasses
 import logging
 import signal
 import threading
+import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
@@ -29,7 +31,15 @@ from gevent.server import StreamServer
 
 from .connection import WebSocketConnection
 from .exceptions import ConnectionClosed, HandshakeError
-from .http import Request, RequestHeadReader, accept_response, error_response, websocket_key
+from .http import (
+    Request,
+    RequestHeadReader,
+    Response,
+    accept_response,
+    client_ip,
+    error_response,
+    websocket_key,
+)
 from .protocol import WebSocketProtocol, negotiate_deflate
 from .registry import Backplane, Registry
 from .router import Route, Router
@@ -41,6 +51,7 @@ if TYPE_CHECKING:
 __all__ = ["Server", "ServerSettings", "run"]
 
 log = logging.getLogger("ignitia_sync.server")
+access_log = logging.getLogger("ignitia_sync.access")
 _real_get_ident = get_original("_thread", "get_ident")
 
 
@@ -59,9 +70,19 @@ class ServerSettings:
         backlog: the listen backlog.
         max_request_head: largest upgrade request head in bytes (431 past it).
         shutdown_timeout: seconds :meth:`Server.stop` waits for handlers to finish.
+        shutdown_grace: seconds handlers get to react to ``shutdown_event`` before every
+            connection is closed with 1001.
         outbox_limit: bytes queued to one peer (broadcasts, ``send_nowait``) before it is
             closed with 1008 "slow consumer".
         backplane: carries broadcasts to other processes; in-process when None.
+        ping_interval: seconds between keepalive pings (None: no pings).
+        ping_timeout: seconds a ping may wait for its pong; then close 1011 and drop TCP.
+        idle_timeout: close with 1001 after this many seconds without receiving anything.
+        max_connections: open connections beyond which upgrades get 503 (None: no limit).
+        max_connections_per_ip: the same, per client IP.
+        trust_forwarded: take the client IP from ``X-Forwarded-For`` (behind a trusted proxy).
+        certfile: serve ``wss://`` with this certificate chain (and ``keyfile``).
+        keyfile: the private key for ``certfile``.
 
     Example:
         >>> ServerSettings(max_message_size=4096).max_queue
@@ -78,8 +99,17 @@ class ServerSettings:
     backlog: int = 1024
     max_request_head: int = 16384
     shutdown_timeout: float = 10.0
+    shutdown_grace: float = 1.0
     outbox_limit: int = 1 << 20
     backplane: Backplane | None = None
+    ping_interval: float | None = 20.0
+    ping_timeout: float | None = 20.0
+    idle_timeout: float | None = None
+    max_connections: int | None = None
+    max_connections_per_ip: int | None = None
+    trust_forwarded: bool = False
+    certfile: str | None = None
+    keyfile: str | None = None
 
     def __post_init__(self) -> None:
         if self.compression not in ("deflate", None):
@@ -112,6 +142,12 @@ class Server:
         self._handlers = gevent.pool.Group()
         #: Every open connection, with rooms and broadcast (see :class:`Registry`).
         self.registry = Registry(self.settings.backplane)
+        #: Set when :meth:`stop` begins: handlers may watch it (``ws.shutting_down``).
+        self.shutdown_event = gevent.event.Event()
+        self._per_ip: Counter[str] = Counter()
+        self._totals: Counter[str] = Counter()
+        self._close_codes: Counter[int] = Counter()
+        self._refusals: Counter[int] = Counter()
         self._stopped: gevent.event.Event | None = None
         self._stopping = False
         self._loop: Any = None
@@ -125,6 +161,11 @@ class Server:
         if self._stream is not None:
             return
         context = self.settings.ssl_context
+        if context is None and self.settings.certfile:
+            import ssl
+
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(self.settings.certfile, self.settings.keyfile)
         if context is None:
             self._stream = StreamServer(self._requested_address, self._handle, backlog=self.settings.backlog)
         else:
@@ -188,7 +229,11 @@ class Server:
         return host, port
 
     def stop(self, timeout: float | None = None) -> None:
-        """Stop accepting, close every connection with 1001 and wait for the handlers.
+        """Stop accepting, let handlers see :attr:`shutdown_event`, then close with 1001.
+
+        Handlers get ``shutdown_grace`` seconds to finish by themselves; then every
+        connection sends what is queued to it and is closed with 1001 "Server shutdown".
+        Upgrades that arrive meanwhile get 503.
 
         Handlers still running after ``timeout`` seconds (default ``shutdown_timeout``)
         are killed. Idempotent, and safe to call from any thread.
@@ -217,6 +262,9 @@ class Server:
             return
         self._stopping = True
         self._stream.close()
+        self.shutdown_event.set()
+        if len(self.registry):  # handlers that watch the event may finish by themselves
+            self._handlers.join(timeout=min(self.settings.shutdown_grace, self.settings.shutdown_timeout))
         for ws in self.registry:
             gevent.spawn(ws.close, 1001, "Server shutdown")  # each flushes its own queue
         self._handlers.join(timeout=self.settings.shutdown_timeout if timeout is None else timeout)
@@ -232,6 +280,32 @@ class Server:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for monitoring: open connections, totals, close codes, refusals, queues.
+
+        Example:
+            >>> Server(Router(), ("127.0.0.1", 0)).stats()["open_connections"]
+            0
+        """
+        open_connections = list(self.registry)
+        live = Counter[str]()
+        for ws in open_connections:
+            live.update(
+                messages_in=ws.messages_in, messages_out=ws.messages_out, bytes_in=ws.bytes_in, bytes_out=ws.bytes_out
+            )
+        return {
+            "open_connections": len(open_connections),
+            "total_connections": self._totals["connections"],
+            "messages_in": self._totals["messages_in"] + live["messages_in"],
+            "messages_out": self._totals["messages_out"] + live["messages_out"],
+            "bytes_in": self._totals["bytes_in"] + live["bytes_in"],
+            "bytes_out": self._totals["bytes_out"] + live["bytes_out"],
+            "close_codes": dict(self._close_codes),
+            "refused": dict(self._refusals),
+            "outbox_bytes": sum(ws.outbox_bytes for ws in open_connections),
+            "shutting_down": self.shutdown_event.is_set(),
+        }
 
     @property
     def connections(self) -> frozenset[WebSocketConnection]:
@@ -269,6 +343,9 @@ class Server:
                     raise HandshakeError(404, f"no WebSocket route for {request.path}")
                 route, params = found
                 key = websocket_key(request)
+                request = dataclasses.replace(request, client_ip=client_ip(request, settings.trust_forwarded))
+                self._check_limits(request.client_ip)
+                attached = self._run_middleware(route, request)
                 options = dataclasses.replace(settings, **route.options) if route.options else settings
                 subprotocol = _choose_subprotocol(request, options.subprotocols)
                 deflate, extensions = (
@@ -281,6 +358,7 @@ class Server:
             log.info("handshake from %s timed out after %.1fs", address[0], settings.handshake_timeout)
             return None
         except HandshakeError as exc:
+            self._refusals[exc.status] += 1
             log.info(
                 "refused %s %s from %s: %d %s", request.method if request else "-",
                 request.target if request else "-", address[0], exc.status, exc.body,
@@ -301,12 +379,43 @@ class Server:
             max_queue=options.max_queue,
             close_timeout=options.close_timeout,
             outbox_limit=options.outbox_limit,
+            ping_interval=options.ping_interval,
+            ping_timeout=options.ping_timeout,
+            idle_timeout=options.idle_timeout,
             initial_data=reader.trailing_data,
         )
+        ws.server = self
+        ws.extensions = attached
+        if route.rate_limit is not None:
+            ws.limit_messages(route.rate_limit)
         return ws, route, params
+
+    def _check_limits(self, ip: str) -> None:
+        limit, per_ip = self.settings.max_connections, self.settings.max_connections_per_ip
+        if limit is not None and len(self.registry) >= limit:
+            raise HandshakeError(503, "too many connections", (("Retry-After", "5"),))
+        if per_ip is not None and self._per_ip[ip] >= per_ip:
+            raise HandshakeError(503, "too many connections from your address", (("Retry-After", "5"),))
+
+    def _run_middleware(self, route: Route, request: Request) -> dict[Any, Any]:
+        extensions: dict[Any, Any] = {}
+        for middleware in (*self.app.global_middleware, *route.middleware):
+            try:
+                result = middleware(request)
+            except Exception:
+                log.exception("middleware %r failed on %s", middleware, request.path)
+                raise HandshakeError(500, "internal error") from None
+            if isinstance(result, Response):
+                raise HandshakeError(result.status, result.body or "refused", result.headers)
+            if result:
+                extensions.update(result)
+        return extensions
 
     def _run(self, ws: WebSocketConnection, route: Route, params: dict[str, str]) -> None:
         self.registry.add(ws)
+        ip = ws.request.client_ip
+        self._per_ip[ip] += 1
+        self._totals["connections"] += 1
         code, reason = 1000, ""
         try:
             ws.start()
@@ -321,6 +430,24 @@ class Server:
         finally:
             self.registry.discard(ws)
             ws.finish(code, reason)
+            self._per_ip[ip] -= 1
+            if not self._per_ip[ip]:
+                del self._per_ip[ip]
+            self._account(ws)
+
+    def _account(self, ws: WebSocketConnection) -> None:
+        """Fold a closed connection into the totals and write its access line."""
+        totals = self._totals
+        totals.update(
+            messages_in=ws.messages_in, messages_out=ws.messages_out, bytes_in=ws.bytes_in, bytes_out=ws.bytes_out
+        )
+        code = ws.close_code or 1006
+        self._close_codes[code] += 1
+        access_log.info(
+            '%s "GET %s" 101 %.3fs in=%d/%dB out=%d/%dB close=%d',
+            ws.request.client_ip, ws.request.target, time.monotonic() - ws.opened_at,
+            ws.messages_in, ws.bytes_in, ws.messages_out, ws.bytes_out, code,
+        )
 
 
 def _choose_subprotocol(request: Request, supported: Sequence[str]) -> str | None:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import websocket  # websocket-client
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 ROOT = pathlib.Path(__file__).parent.parent
@@ -61,6 +61,21 @@ def example() -> Iterator[Callable[..., str]]:
             assert process.wait(15) == 0
         finally:
             process.kill()
+
+
+@pytest.fixture
+def example_process() -> Iterator[Callable[..., tuple[subprocess.Popen[str], str]]]:
+    """Like ``example``, but hands over the process (the test signals it itself)."""
+    processes: list[subprocess.Popen[str]] = []
+
+    def start(name: str) -> tuple[subprocess.Popen[str], str]:
+        process, base = _start([sys.executable, f"examples/{name}.py", "--port", "0"], None)
+        processes.append(process)
+        return process, base
+
+    yield start
+    for process in processes:
+        process.kill()
 
 
 def test_echo(example):
@@ -263,3 +278,54 @@ def test_rooms(example):
         a.send("red: alone now")
         with pytest.raises(TimeoutError):
             b.recv(timeout=0.3)
+
+
+def test_authenticated_chat(example):
+    base = example("authenticated_chat")
+    with pytest.raises(InvalidStatus) as info:
+        connect(f"{base}/secure-chat")
+    assert info.value.response.status_code == 401
+    with connect(f"{base}/secure-chat?token=secret-token") as ws:
+        welcome = json.loads(ws.recv())
+        assert welcome == {"type": "welcome", "user_id": "token", "message": "Welcome to the authenticated channel!"}
+        ws.send("hi")
+        assert ws.recv() == "token: hi"
+
+
+def test_rate_limited(example):
+    base = example("rate_limited")
+    with connect(f"{base}/limited") as ws:
+        for i in range(12):
+            ws.send(f"m{i}")
+        got = [ws.recv(timeout=5) for _ in range(12)]
+        assert got[:10] == [f"Processed: m{i}" for i in range(10)]
+        assert got[10:] == ["Rate limit exceeded. Please slow down."] * 2
+    with connect(f"{base}/strict") as ws:
+        with pytest.raises(ConnectionClosed):
+            for i in range(50):
+                ws.send(f"flood{i}")
+                ws.recv(timeout=5)
+        assert ws.protocol.close_rcvd.code == 1008
+
+
+def test_graceful_shutdown_on_sigterm(example_process):
+    process, base = example_process("graceful_shutdown")
+    with connect(f"{base}/ws") as ws:
+        ws.send("before")
+        assert ws.recv() == "Echo: before"
+        process.send_signal(signal.SIGTERM)
+        assert ws.recv(timeout=10) == "Shutting down gracefully..."
+        with pytest.raises(ConnectionClosed):
+            ws.recv(timeout=10)
+        assert (ws.protocol.close_rcvd.code, ws.protocol.close_rcvd.reason) == (1001, "Server shutdown")
+    assert process.wait(15) == 0
+
+
+def test_stats_example(example):
+    base = example("stats")
+    with connect(f"{base}/echo") as echo, connect(f"{base}/stats") as stats:
+        echo.send("x")
+        echo.recv()
+        snapshot = json.loads(stats.recv(timeout=5))
+        assert snapshot["open_connections"] == 2
+        assert {"messages_in", "bytes_out", "close_codes", "outbox_bytes"} <= set(snapshot)

@@ -7,7 +7,8 @@ import inspect
 import ignitia_sync
 
 EXPECTED = {
-    "Backplane", "BatchHandler", "CloseFrame", "LocalBackplane", "Registry", "ConnectionClosed", "HandshakeError", "Handler", "Headers",
+    "AuthInfo", "AuthMiddleware", "KeyedLimiter", "OriginCheck", "RateLimit", "Response",
+    "SlidingWindow", "TokenBucket", "Backplane", "BatchHandler", "CloseFrame", "LocalBackplane", "Registry", "ConnectionClosed", "HandshakeError", "Handler", "Headers",
     "IgnitiaError", "Message", "MessageDecodeError", "MessageHandler", "ProtocolError", "Request",
     "Route", "Router", "Server", "ServerSettings", "WebSocketConnection", "__version__", "run",
     "websocket_batch_handler", "websocket_handler", "websocket_message_handler",

@@ -1,0 +1,278 @@
+"""Upgrade-time middleware (auth, origin check, connection limits) and rate limiters.
+
+A middleware is a callable ``mw(request)`` run on the upgrade request before the 101. It
+returns None to let the request through, a mapping of extensions for the handler
+(``ws.extensions``), or a :class:`~ignitia_sync.http.Response` to refuse. A middleware
+that raises gives 500 and a log line.
+
+Example:
+    >>> from ignitia_sync import Router
+    >>> app = Router().middleware(AuthMiddleware("secret-token"))
+    >>> @app.websocket("/secure-chat")
+    ... def chat(ws):
+    ...     ws.send_text(f"hello {ws.extension(AuthInfo).user_id}")
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from .http import Request, Response
+
+__all__ = [
+    "AuthInfo",
+    "AuthMiddleware",
+    "KeyedLimiter",
+    "Limiter",
+    "Middleware",
+    "OriginCheck",
+    "RateLimit",
+    "SlidingWindow",
+    "TokenBucket",
+]
+
+MiddlewareResult = Response | Mapping[Any, Any] | None
+Middleware = Callable[[Request], MiddlewareResult]
+
+
+@dataclass(frozen=True)
+class AuthInfo:
+    """Who the client is, as the guide's ``Extension<AuthInfo>``: ``ws.extension(AuthInfo)``.
+
+    Example:
+        >>> AuthInfo("alice", ("chat:write",)).user_id
+        'alice'
+    """
+
+    user_id: str
+    permissions: tuple[str, ...] = ()
+
+
+class AuthMiddleware:
+    """Refuse upgrades without a valid token (401); give the handler an :class:`AuthInfo`.
+
+    The token is taken from ``Authorization: Bearer TOKEN``, else from the query parameter
+    ``query_param`` (browsers cannot set headers on a WebSocket), else from the cookie
+    ``cookie``. Tokens are compared in constant time.
+
+    Args:
+        token_or_verify: a static token, or ``verify(token)`` returning an :class:`AuthInfo`
+            (or any object, kept as ``ws.extensions["auth"]``) for a valid token, None for
+            an invalid one.
+        query_param: the query parameter that may carry the token (None to disable).
+        cookie: the cookie that may carry the token (None to disable).
+
+    Example:
+        >>> auth = AuthMiddleware(lambda token: AuthInfo("alice") if token == "t0k" else None)
+    """
+
+    def __init__(
+        self,
+        token_or_verify: str | Callable[[str], Any],
+        *,
+        query_param: str | None = "token",
+        cookie: str | None = "token",
+    ) -> None:
+        if isinstance(token_or_verify, str):
+            if not token_or_verify:
+                raise ValueError("the static token must not be empty")
+            expected = token_or_verify.encode()
+
+            def verify(token: str) -> AuthInfo | None:
+                return AuthInfo("token") if hmac.compare_digest(token.encode(), expected) else None
+
+            self._verify: Callable[[str], Any] = verify
+        else:
+            self._verify = token_or_verify
+        self._query_param = query_param
+        self._cookie = cookie
+
+    def token(self, request: Request) -> str | None:
+        """The token the request carries, from header, query or cookie."""
+        scheme, _, value = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+        if self._query_param and request.query.get(self._query_param):
+            return request.query[self._query_param]
+        if self._cookie:
+            return request.cookie(self._cookie)
+        return None
+
+    def __call__(self, request: Request) -> MiddlewareResult:
+        """Check the request's token."""
+        token = self.token(request)
+        info = self._verify(token) if token else None
+        if info is None:
+            return Response(401, "missing or invalid token", (("WWW-Authenticate", 'Bearer realm="websocket"'),))
+        extensions: dict[Any, Any] = {"auth": info, type(info): info}
+        return extensions
+
+
+class OriginCheck:
+    """Refuse upgrades from pages of other sites (403): cross-site WebSocket hijacking.
+
+    Args:
+        allowed: origins such as ``"https://example.com"``; compared case-insensitively.
+        allow_missing: let through requests without an ``Origin`` header (non-browser
+            clients send none; browsers always do).
+
+    Example:
+        >>> check = OriginCheck(["https://example.com"])
+    """
+
+    def __init__(self, allowed: Iterable[str], *, allow_missing: bool = True) -> None:
+        self._allowed = frozenset(origin.lower().rstrip("/") for origin in allowed)
+        self._allow_missing = allow_missing
+
+    def __call__(self, request: Request) -> MiddlewareResult:
+        """Check the request's Origin header."""
+        origin = request.headers.get("origin")
+        if origin is None:
+            return None if self._allow_missing else Response(403, "an Origin header is required")
+        if origin.lower().rstrip("/") not in self._allowed:
+            return Response(403, f"origin {origin} is not allowed")
+        return None
+
+
+class Limiter(Protocol):
+    """Anything that can say whether an event of some cost is allowed now."""
+
+    def allow(self, cost: float = 1.0) -> bool:
+        """Record the event and return True, or return False if it is over the limit."""
+
+
+class SlidingWindow:
+    """At most ``max_events`` (or total cost) in any ``window`` seconds: the guide's RateLimiter.
+
+    Example:
+        >>> limiter = SlidingWindow(2, 60.0)
+        >>> [limiter.allow(), limiter.allow(), limiter.allow()]
+        [True, True, False]
+    """
+
+    def __init__(self, max_events: float, window: float, clock: Callable[[], float] = time.monotonic) -> None:
+        if max_events <= 0 or window <= 0:
+            raise ValueError("max_events and window must be positive")
+        self.max_events = max_events
+        self.window = window
+        self._clock = clock
+        self._events: deque[tuple[float, float]] = deque()
+        self._total = 0.0
+
+    def allow(self, cost: float = 1.0) -> bool:
+        """Count an event of ``cost`` if it fits in the window."""
+        now = self._clock()
+        events = self._events
+        while events and now - events[0][0] > self.window:
+            self._total -= events.popleft()[1]
+        if self._total + cost > self.max_events:
+            return False
+        events.append((now, cost))
+        self._total += cost
+        return True
+
+
+class TokenBucket:
+    """``rate`` tokens per second, at most ``burst`` saved up; each event spends its cost.
+
+    Example:
+        >>> bucket = TokenBucket(rate=1.0, burst=2)
+        >>> [bucket.allow(), bucket.allow(), bucket.allow()]
+        [True, True, False]
+    """
+
+    def __init__(self, rate: float, burst: float, clock: Callable[[], float] = time.monotonic) -> None:
+        if rate <= 0 or burst <= 0:
+            raise ValueError("rate and burst must be positive")
+        self.rate = rate
+        self.burst = burst
+        self._clock = clock
+        self._tokens = float(burst)
+        self._stamp = clock()
+
+    def allow(self, cost: float = 1.0) -> bool:
+        """Spend ``cost`` tokens if there are enough."""
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
+        if self._tokens < cost:
+            return False
+        self._tokens -= cost
+        return True
+
+
+class KeyedLimiter:
+    """One limiter per key (client IP, user id, ...), made by ``factory``; old keys are forgotten.
+
+    Example:
+        >>> per_ip = KeyedLimiter(lambda: TokenBucket(5, 10))
+        >>> per_ip.allow("10.0.0.1")
+        True
+    """
+
+    def __init__(self, factory: Callable[[], Limiter], max_keys: int = 100_000) -> None:
+        self._factory = factory
+        self._max_keys = max_keys
+        self._limiters: OrderedDict[str, Limiter] = OrderedDict()
+
+    def allow(self, key: str, cost: float = 1.0) -> bool:
+        """Ask the limiter of ``key``."""
+        limiter = self._limiters.get(key)
+        if limiter is None:
+            limiter = self._limiters[key] = self._factory()
+            if len(self._limiters) > self._max_keys:
+                self._limiters.popitem(last=False)
+        else:
+            self._limiters.move_to_end(key)
+        return limiter.allow(cost)
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """A route's message rate limit: ``Router().websocket(path, f, rate_limit=RateLimit(...))``.
+
+    Each received text or binary message is checked against a limiter made per connection
+    (``per_connection``), and against limiters shared by key (``per_key``, keyed by
+    ``key``: ``"ip"``, ``"user"`` — the AuthInfo user id — or a function of the
+    connection). ``cost`` is ``"messages"`` (1 per message) or ``"bytes"`` (payload size).
+    Over the limit, ``action="reply"`` answers with ``reply`` and drops the message, as the
+    guide does; ``action="close"`` closes with 1008.
+
+    Example:
+        >>> limit = RateLimit(per_connection=lambda: SlidingWindow(10, 60.0), action="reply")
+    """
+
+    per_connection: Callable[[], Limiter] | None = None
+    per_key: KeyedLimiter | None = None
+    key: Literal["ip", "user"] | Callable[[Any], str] = "ip"
+    cost: Literal["messages", "bytes"] = "messages"
+    action: Literal["reply", "close"] = "reply"
+    reply: str = "Rate limit exceeded. Please slow down."
+
+
+def message_checker(limit: RateLimit, ws: Any) -> Callable[[Any], bool]:
+    """The function a connection calls per data message: True when the message is allowed."""
+    own = limit.per_connection() if limit.per_connection else None
+    shared = limit.per_key
+    if shared is not None:
+        if callable(limit.key):
+            key = limit.key(ws)
+        elif limit.key == "user":
+            info = ws.extensions.get(AuthInfo)
+            key = info.user_id if info is not None else ws.request.client_ip
+        else:
+            key = ws.request.client_ip
+    by_bytes = limit.cost == "bytes"
+
+    def check(message: Any) -> bool:
+        cost = float(len(message.data)) if by_bytes else 1.0
+        if own is not None and not own.allow(cost):
+            return False
+        return shared is None or shared.allow(key, cost)
+
+    return check

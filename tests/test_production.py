@@ -1,0 +1,157 @@
+"""Keepalive, idle timeout, graceful drain, TLS, slowloris, stats and access logs."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import time
+
+import pytest
+import trustme
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from ignitia_sync import Message, Router, Server, WebSocketConnection
+from tests.conftest import url
+from tests.wire import Peer, frame, handshake_bytes
+
+
+def echo(ws: WebSocketConnection) -> None:
+    for message in ws:
+        if isinstance(message, Message.Text):
+            ws.send_text(message.data if message.data != "latency?" else f"{ws.latency}")
+
+
+ECHO = Router().websocket("/echo", echo)
+
+
+def test_a_peer_that_stops_answering_pings_is_dropped_with_1011(serve):
+    server = serve(ECHO, ping_interval=0.2, ping_timeout=0.3)
+    peer = Peer(server.address)
+    peer.upgrade("/echo")
+    opcode, payload, _ = peer.read_frame()
+    assert opcode == 0x9 and payload  # a keepalive ping, which we never answer
+    assert peer.read_close() == (1011, "keepalive ping timeout")
+    assert peer.at_eof()  # dropped at once, no closing handshake with a dead peer
+    deadline = time.monotonic() + 5
+    while server.connections and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not server.connections and server.stats()["close_codes"] == {1011: 1}
+
+
+def test_a_peer_that_answers_stays_and_latency_is_exposed(serve):
+    server = serve(ECHO, ping_interval=0.1, ping_timeout=0.5)
+    with connect(url(server, "/echo"), ping_interval=None) as ws:  # its pongs answer ours
+        time.sleep(0.5)
+        ws.send("latency?")
+        latency = ws.recv(timeout=5)
+        assert latency != "None" and 0 <= float(latency) < 0.5
+
+
+def test_idle_timeout_closes_quiet_connections_with_1001(serve):
+    server = serve(ECHO, idle_timeout=0.3, ping_interval=None)
+    with connect(url(server, "/echo")) as ws:
+        with pytest.raises(ConnectionClosed):
+            ws.recv(timeout=5)
+        assert ws.protocol.close_rcvd.code == 1001 and ws.protocol.close_rcvd.reason == "idle timeout"
+
+
+def test_drain_delivers_everything_queued_to_100_clients_before_1001():
+    def queue_up(ws: WebSocketConnection) -> None:
+        ws.recv()
+        for i in range(50):
+            ws.send_nowait(Message.text(f"{i:02d}" + "z" * 2000))
+        for _ in ws:
+            pass
+
+    server = Server(Router().websocket("/q", queue_up), ("127.0.0.1", 0))
+    server.start_in_thread()
+    peers = []
+    for _ in range(100):
+        peer = Peer(server.address)
+        peer.upgrade("/q")
+        peer.send(frame(0x1, b"go"))
+        peers.append(peer)
+    time.sleep(0.2)
+    server.stop(timeout=10)
+    for peer in peers:
+        got = []
+        while True:
+            opcode, payload, _ = peer.read_frame()
+            if opcode == 8:
+                assert payload[:2] == b"\x03\xe9" and payload[2:] == b"Server shutdown"
+                break
+            got.append(payload[:2])
+        assert got == [f"{i:02d}".encode() for i in range(50)]
+
+
+def test_tls_echo_with_a_certificate_made_in_the_test(serve, tmp_path):
+    authority = trustme.CA()
+    cert = authority.issue_cert("127.0.0.1", "localhost")
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.cert_chain_pems[0].write_to_path(cert_file)
+    cert.private_key_pem.write_to_path(key_file)
+    server = serve(ECHO, certfile=str(cert_file), keyfile=str(key_file))
+    client_context = ssl.create_default_context()
+    authority.configure_trust(client_context)
+    host, port = server.address
+    with connect(f"wss://{host}:{port}/echo", ssl=client_context) as ws:
+        ws.send("secret")
+        assert ws.recv() == "secret"
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(server_context)
+    server = serve(ECHO, ssl_context=server_context)
+    host, port = server.address
+    with connect(f"wss://{host}:{port}/echo", ssl=client_context) as ws:
+        ws.send("again")
+        assert ws.recv() == "again"
+
+
+def test_slowloris_does_not_stop_new_clients(serve):
+    server = serve(ECHO, handshake_timeout=30)
+    loris = []
+    for _ in range(500):
+        sock = socket.create_connection(server.address)
+        sock.sendall(handshake_bytes("/echo")[:40])  # half a request head, then silence
+        loris.append(sock)
+    with connect(url(server, "/echo"), open_timeout=10) as ws:
+        ws.send("served")
+        assert ws.recv(timeout=10) == "served"
+    for sock in loris:
+        sock.close()
+
+
+def test_stats_and_one_access_line_per_connection(serve, caplog):
+    server = serve(ECHO)
+    with connect(url(server, "/echo?x=1")) as ws:
+        ws.send("hello")
+        ws.recv()
+        live = server.stats()
+        assert live["open_connections"] == 1 and live["messages_in"] >= 1
+    deadline = time.monotonic() + 5
+    while server.stats()["open_connections"] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    stats = server.stats()
+    assert stats["total_connections"] == 1 and stats["close_codes"] == {1000: 1}
+    assert stats["messages_in"] >= 2 and stats["messages_out"] == 1 and stats["bytes_out"] > 5
+    lines = [r.getMessage() for r in caplog.records if r.name == "ignitia_sync.access"]
+    assert len(lines) == 1 and '"GET /echo?x=1" 101' in lines[0] and "close=1000" in lines[0]
+    assert "hello" not in lines[0]  # never payloads
+
+
+def test_handshakes_during_shutdown_get_503():
+    server = Server(ECHO, ("127.0.0.1", 0), shutdown_timeout=2)
+    server.start_in_thread()
+    slow = Peer(server.address)
+    slow.send(handshake_bytes("/echo")[:30])
+    with connect(url(server, "/echo")) as ws:
+        ws.send("x")
+        ws.recv()
+        import threading
+
+        stopper = threading.Thread(target=server.stop)
+        stopper.start()
+        time.sleep(0.3)
+        slow.send(handshake_bytes("/echo")[30:])
+        assert slow.read_head()[0] == 503
+        stopper.join(10)
