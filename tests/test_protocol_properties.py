@@ -40,7 +40,7 @@ def encode(message: Message, pieces: int, compressed: bool) -> bytes:
 def feed_in_pieces(proto: WebSocketProtocol, data: bytes, cuts: list[int]) -> list[Message]:
     got: list[Message] = []
     start = 0
-    for cut in sorted({c % (len(data) + 1) for c in cuts}) + [len(data)]:
+    for cut in [*sorted({c % (len(data) + 1) for c in cuts}), len(data)]:
         if cut == start:
             continue  # an empty chunk would mean end of stream
         proto.receive_data(data[start:cut])

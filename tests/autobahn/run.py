@@ -104,7 +104,7 @@ def run_chunk(wstest: pathlib.Path, name: str, cases: list[str], timeout: float)
     print(f"autobahn: {name} ({', '.join(cases)}) took {time.monotonic() - start:.0f} s", flush=True)
     index = json.loads((outdir / "index.json").read_text())
     results: dict[str, dict[str, object]] = index["ignitia_sync"]
-    for case, result in results.items():
+    for result in results.values():
         report = outdir / str(result["reportfile"])
         result["description"] = json.loads(report.read_text()).get("description", "") if report.exists() else ""
     return results
