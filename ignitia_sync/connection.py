@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any
 import gevent
 import gevent.event
 import gevent.lock
-import gevent.queue
 import gevent.socket
+from gevent.hub import Waiter
 
 from .exceptions import ConnectionClosed, ProtocolError
 from .http import Request
@@ -47,6 +47,7 @@ _READ_SIZE = 65536
 _WRITE_CHUNK = 65536
 _EOF = object()
 _SKIP = object()  # a message dropped by the rate limit
+_TIMEOUT = object()
 _ids = itertools.count(1)
 #: Close codes an application may send (RFC 6455 section 7.4, plus 3000-4999).
 _SENDABLE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
@@ -77,6 +78,52 @@ class WebSocketConnection:
         ...             case Message.Close(_):
         ...                 break
     """
+
+    __slots__ = (
+        "_close_timeout",
+        "_close_timer",
+        "_discard",
+        "_eof_seen",
+        "_flush_scheduled",
+        "_has_space",
+        "_idle_timeout",
+        "_inbox",
+        "_waiter",
+        "_initial_data",
+        "_last_activity",
+        "_max_queue",
+        "_outbox",
+        "_outbox_bytes",
+        "_outbox_limit",
+        "_ping_interval",
+        "_ping_payload",
+        "_ping_sent_at",
+        "_ping_timeout",
+        "_pong_timer",
+        "_proto",
+        "_rate_check",
+        "_rate_limit",
+        "_raw",
+        "_reader",
+        "_slow_consumer",
+        "_sock",
+        "_timers",
+        "_write_lock",
+        "_writer",
+        "bytes_in",
+        "bytes_out",
+        "extensions",
+        "id",
+        "latency",
+        "messages_in",
+        "messages_out",
+        "opened_at",
+        "registry",
+        "request",
+        "server",
+        "subprotocol",
+        "__weakref__",
+    )
 
     def __init__(
         self,
@@ -133,7 +180,8 @@ class WebSocketConnection:
         self._max_queue = max_queue
         self._close_timeout = close_timeout
         self._initial_data = initial_data
-        self._inbox: gevent.queue.Queue[Any] = gevent.queue.Queue()
+        self._inbox: deque[Any] = deque()  # read by one greenlet at a time: see _get()
+        self._waiter: Waiter[Any] | None = None
         self._has_space = gevent.event.Event()
         self._has_space.set()
         self._write_lock = gevent.lock.Semaphore()
@@ -223,8 +271,7 @@ class WebSocketConnection:
         """
         self._discard = True
         self._has_space.set()
-        while not self._inbox.empty():
-            self._inbox.get_nowait()
+        self._inbox.clear()
         self.close(code, reason)
         reader = self._reader
         if reader is not None:
@@ -251,7 +298,7 @@ class WebSocketConnection:
         The wait ends at the latest when the connection closes.
         """
         while not self._eof_seen:
-            message = self._take(self._inbox.get())
+            message = self._take(self._get(None))
             if message is not _SKIP:
                 return message  # type: ignore[no-any-return]
         return None
@@ -268,20 +315,49 @@ class WebSocketConnection:
         """
         deadline = time.monotonic() + seconds
         while not self._eof_seen:
-            try:
-                item = self._inbox.get(timeout=max(0.0, deadline - time.monotonic()))
-            except gevent.queue.Empty:
+            item = self._get(max(0.0, deadline - time.monotonic()))
+            if item is _TIMEOUT:
                 return None
             message = self._take(item)
             if message is not _SKIP:
                 return message  # type: ignore[no-any-return]
         return None
 
+    def _get(self, timeout: float | None) -> Any:
+        """The next inbox item, waiting at most ``timeout`` seconds (then ``_TIMEOUT``)."""
+        if self._inbox:
+            return self._inbox.popleft()
+        if self._waiter is not None:
+            raise RuntimeError("another greenlet is already waiting in recv() on this connection")
+        waiter: Waiter[Any] = Waiter()
+        self._waiter = waiter
+        timer = None
+        if timeout is not None:
+            timer = gevent.get_hub().loop.timer(timeout)
+            timer.start(waiter.switch, _TIMEOUT)
+        try:
+            woken = waiter.get()
+        finally:
+            self._waiter = None
+            if timer is not None:
+                timer.close()
+        if woken is _TIMEOUT and not self._inbox:
+            return _TIMEOUT
+        return self._inbox.popleft()
+
+    def _put(self, item: Any) -> None:
+        """Add to the inbox and wake the greenlet waiting in recv(), if any."""
+        self._inbox.append(item)
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            gevent.get_hub().loop.run_callback(waiter.switch, None)
+
     def _take(self, item: Any) -> Any:
         if item is _EOF:
             self._eof_seen = True
             return None
-        if not self._has_space.is_set() and self._inbox.qsize() < self._max_queue:
+        if not self._has_space.is_set() and len(self._inbox) < self._max_queue:
             self._has_space.set()
         if self._rate_check is not None and (type(item) is Text or type(item) is Binary):
             if not self._rate_check(item):
@@ -575,7 +651,7 @@ class WebSocketConnection:
                 if data:
                     if not self._deliver(proto, data):
                         break
-                    if not self._has_space.is_set() or self._inbox.qsize() >= self._max_queue:
+                    if not self._has_space.is_set() or len(self._inbox) >= self._max_queue:
                         self._has_space.clear()
                         self._has_space.wait()
                     else:
@@ -590,13 +666,13 @@ class WebSocketConnection:
         except OSError:
             proto.lose()
         finally:
-            self._inbox.put(_EOF)
+            self._put(_EOF)
             self._drain_and_close()
 
     def _deliver(self, proto: WebSocketProtocol, data: bytes) -> bool:
         """Feed ``data``; queue what it completes. False once the connection has ended."""
         proto.receive_data(data)
-        put = self._inbox.put
+        put = self._put
         try:
             for message in proto.events():
                 out = proto.data_to_send()
@@ -626,7 +702,7 @@ class WebSocketConnection:
         try:
             for message in proto.events():
                 if not self._discard:
-                    self._inbox.put(message)
+                    self._put(message)
         except ProtocolError:
             pass
 
@@ -640,7 +716,7 @@ class WebSocketConnection:
         """Give the handler a moment to answer the messages that preceded a bad frame."""
         deadline = time.monotonic() + 1.0
         gevent.sleep(0)
-        while self._inbox.qsize() and not self._discard and time.monotonic() < deadline:
+        while self._inbox and not self._discard and time.monotonic() < deadline:
             gevent.sleep(0.005)
         gevent.sleep(0)
 

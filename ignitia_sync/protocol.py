@@ -281,6 +281,21 @@ class WebSocketProtocol:
         ([Ping(data=b'')], b'\\x8a\\x00')
     """
 
+    __slots__ = (
+        "_buffer",
+        "_extensions",
+        "_fast",
+        "_max_message_size",
+        "_outgoing",
+        "_parts",
+        "_plain_frames",
+        "_role",
+        "_wsproto",
+        "close_code",
+        "close_reason",
+        "state",
+    )
+
     def __init__(
         self,
         *,
@@ -290,7 +305,11 @@ class WebSocketProtocol:
     ) -> None:
         extensions: list[Extension] = [deflate] if deflate is not None else []
         extensions.append(_SizeGuard(max_message_size))
-        self._conn = Connection(ConnectionType.CLIENT if client else ConnectionType.SERVER, extensions)
+        self._role = ConnectionType.CLIENT if client else ConnectionType.SERVER
+        self._extensions = extensions
+        # wsproto's connection is made when first needed: most server connections only
+        # ever see frames the fast path handles, and every idle connection saves its memory.
+        self._wsproto: Connection | None = None if not client and deflate is None else Connection(self._role, extensions)
         self._plain_frames = not client and deflate is None
         self._max_message_size = max_message_size
         # The fast path parses the common frames itself (complete, unfragmented data frames,
@@ -302,6 +321,12 @@ class WebSocketProtocol:
         self.state = ProtocolState.OPEN
         self.close_code: int | None = None
         self.close_reason = ""
+
+    @property
+    def _conn(self) -> Connection:
+        if self._wsproto is None:
+            self._wsproto = Connection(self._role, self._extensions)
+        return self._wsproto
 
     @property
     def plain_framing(self) -> bool:
