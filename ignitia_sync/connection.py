@@ -80,6 +80,7 @@ class WebSocketConnection:
     """
 
     __slots__ = (
+        "__weakref__",
         "_close_timeout",
         "_close_timer",
         "_discard",
@@ -88,7 +89,6 @@ class WebSocketConnection:
         "_has_space",
         "_idle_timeout",
         "_inbox",
-        "_waiter",
         "_initial_data",
         "_last_activity",
         "_max_queue",
@@ -108,6 +108,7 @@ class WebSocketConnection:
         "_slow_consumer",
         "_sock",
         "_timers",
+        "_waiter",
         "_write_lock",
         "_writer",
         "bytes_in",
@@ -122,7 +123,6 @@ class WebSocketConnection:
         "request",
         "server",
         "subprotocol",
-        "__weakref__",
     )
 
     def __init__(
