@@ -232,7 +232,7 @@ def _to_request(event: h11.Request, remote_address: tuple[Any, ...]) -> Request:
         path=unquote(raw_path),
         query=dict(reversed(parse_qsl(raw_query, keep_blank_values=True))),
         headers=Headers(
-            [(name.decode("latin-1"), value.decode("latin-1")) for name, value in event.headers]
+            [(name.decode("latin-1"), value.decode("latin-1")) for name, value in event.headers.raw_items()]
         ),
         remote_address=remote_address,
         target=target,

@@ -353,7 +353,10 @@ class Server:
                     if options.compression
                     else (None, None)
                 )
-                sock.sendall(accept_response(key, subprotocol, extensions))
+                answer = accept_response(key, subprotocol, extensions)
+                sent = sock.send(answer)  # one send() nearly always takes it all
+                if sent < len(answer):
+                    sock.sendall(answer[sent:])
         except gevent.Timeout:
             log.info("handshake from %s timed out after %.1fs", address[0], settings.handshake_timeout)
             return None
