@@ -244,8 +244,15 @@ def test_chat_server_broadcasts_to_everyone_else(example):
 
 def test_chat_room_fans_out_json_chat_messages(example):
     base = example("chat_room")
-    with connect(f"{base}/chat/alice") as alice, connect(f"{base}/chat/bob") as bob:
-        time.sleep(0.2)  # both have joined the room
+    with connect(f"{base}/chat/alice") as alice:
+        first = {"user": "alice", "message": "first", "timestamp": 0}
+        alice.send(json.dumps(first))  # her own copy proves she has joined the room
+        assert json.loads(alice.recv(timeout=5)) == first
+        bob = connect(f"{base}/chat/bob")
+        hello = {"user": "bob", "message": "joined", "timestamp": 1}
+        bob.send(json.dumps(hello))
+        assert json.loads(bob.recv(timeout=5)) == hello
+        assert json.loads(alice.recv(timeout=5)) == hello
         note = {"user": "alice", "message": "hello", "timestamp": 1634567890}
         alice.send(json.dumps(note))
         assert json.loads(alice.recv(timeout=5)) == note
@@ -256,6 +263,7 @@ def test_chat_room_fans_out_json_chat_messages(example):
             with pytest.raises(ConnectionClosed):
                 second_alice.recv(timeout=5)
             assert second_alice.protocol.close_rcvd.code == 1008
+        bob.close()
 
 
 def test_rooms(example):

@@ -40,12 +40,12 @@ def test_a_peer_that_stops_answering_pings_is_dropped_with_1011(serve):
 
 
 def test_a_peer_that_answers_stays_and_latency_is_exposed(serve):
-    server = serve(ECHO, ping_interval=0.1, ping_timeout=0.5)
+    server = serve(ECHO, ping_interval=0.1, ping_timeout=10)
     with connect(url(server, "/echo"), ping_interval=None) as ws:  # its pongs answer ours
         time.sleep(0.5)
         ws.send("latency?")
         latency = ws.recv(timeout=5)
-        assert latency != "None" and 0 <= float(latency) < 0.5
+        assert latency != "None" and 0 <= float(latency) < 10
 
 
 def test_idle_timeout_closes_quiet_connections_with_1001(serve):
