@@ -493,7 +493,8 @@ class WebSocketConnection:
                     outbox.appendleft((rest, len(rest)))
                     taken -= len(rest)
                 self._outbox_bytes -= taken
-            except (OSError, ConnectionClosed):
+            except (OSError, ConnectionClosed) as exc:
+                log.debug("dropping the queue of %s: %s", self, exc)
                 self._proto.lose()
                 outbox.clear()
                 self._outbox_bytes = 0
@@ -699,12 +700,13 @@ class WebSocketConnection:
         return proto.state is not ProtocolState.CLOSED
 
     def _deliver_rest(self, proto: WebSocketProtocol) -> None:
+        """Queue what the end of the stream completes (the peer is gone: nothing to answer)."""
         try:
             for message in proto.events():
                 if not self._discard:
                     self._put(message)
-        except ProtocolError:
-            pass
+        except ProtocolError as exc:
+            log.info("connection from %s ended inside a bad frame: %s", self.remote_address[0], exc.reason)
 
     def _write_quietly(self, data: bytes) -> None:
         try:
