@@ -1,8 +1,10 @@
 """A blocking WebSocket connection, safe to use from any greenlet.
 
-Each connection has one reader greenlet: it reads the socket, feeds the protocol, answers
-pings at once (also while the handler is busy), and puts complete messages into a bounded
-inbox. When the inbox holds ``max_queue`` messages the reader stops reading, so TCP
+Reading needs no greenlet of its own on a plain socket: an io watcher calls the connection
+from gevent's hub whenever the socket is readable, and one non-blocking ``recv()`` feeds the
+protocol, answers pings at once (also while the handler is busy) and puts complete messages
+into a bounded inbox. A TLS socket, which may need to write in order to read, gets a reader
+greenlet instead. When the inbox holds ``max_queue`` messages reading pauses, so TCP
 backpressure reaches the peer. Every write goes through one lock, so frames from several
 greenlets never interleave.
 
@@ -83,10 +85,11 @@ class WebSocketConnection:
         "__weakref__",
         "_close_timeout",
         "_close_timer",
+        "_closed_event",
         "_discard",
         "_eof_seen",
+        "_failure",
         "_flush_scheduled",
-        "_has_space",
         "_idle_timeout",
         "_inbox",
         "_initial_data",
@@ -95,6 +98,7 @@ class WebSocketConnection:
         "_outbox",
         "_outbox_bytes",
         "_outbox_limit",
+        "_paused",
         "_ping_interval",
         "_ping_payload",
         "_ping_sent_at",
@@ -105,10 +109,14 @@ class WebSocketConnection:
         "_rate_limit",
         "_raw",
         "_reader",
+        "_resume",
         "_slow_consumer",
         "_sock",
+        "_socket_closed",
+        "_started",
         "_timers",
         "_waiter",
+        "_watcher",
         "_write_lock",
         "_writer",
         "bytes_in",
@@ -182,22 +190,37 @@ class WebSocketConnection:
         self._initial_data = initial_data
         self._inbox: deque[Any] = deque()  # read by one greenlet at a time: see _get()
         self._waiter: Waiter[Any] | None = None
-        self._has_space = gevent.event.Event()
-        self._has_space.set()
         self._write_lock = gevent.lock.Semaphore()
         self._eof_seen = False
         self._discard = False
-        self._reader: gevent.Greenlet[Any, Any] | None = None
+        self._started = False
+        self._paused = False  # the inbox is full: the socket is not read
+        self._failure: ProtocolError | None = None
+        self._watcher: Any = None  # the io watcher that reads a plain socket
+        self._reader: gevent.Greenlet[Any, Any] | None = None  # reads TLS; winds up either
+        self._resume: gevent.event.Event | None = None  # wakes a paused reader greenlet
         self._close_timer: gevent.Greenlet[Any, Any] | None = None
+        self._socket_closed = False
+        self._closed_event: gevent.event.Event | None = None
 
     # -- life cycle ---------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the reader greenlet and the keepalive timers. Hosts call this once."""
-        if self._reader is not None:
+        """Start reading and the keepalive timers. Hosts call this once."""
+        if self._started:
             return
-        self._reader = gevent.spawn(self._read_loop)
+        self._started = True
         loop = gevent.get_hub().loop
+        if self._raw is None:
+            self._resume = gevent.event.Event()
+            self._reader = gevent.spawn(self._read_loop)
+        else:
+            self._watcher = loop.io(self._raw.fileno(), 1)
+            data, self._initial_data = self._initial_data, b""
+            if data and not self._receive(data):
+                self._end_reading()
+            else:
+                self._watcher.start(self._on_readable)
         if self._ping_interval:
             timer = loop.timer(self._ping_interval, self._ping_interval)
             timer.start(self._keepalive_ping)
@@ -270,14 +293,15 @@ class WebSocketConnection:
         ``close_timeout`` for the peer's part, then drops the TCP connection. Hosts call it.
         """
         self._discard = True
-        self._has_space.set()
         self._inbox.clear()
+        if self._paused:
+            self._resume_reading()
         self.close(code, reason)
-        reader = self._reader
-        if reader is not None:
-            reader.join(timeout=self._close_timeout)
-            if not reader.dead:
-                reader.kill(block=False)
+        if not self._socket_closed:  # reading ends with the closing handshake, or times out
+            self._closed_event = gevent.event.Event()
+            self._closed_event.wait(self._close_timeout)
+        if self._reader is not None:
+            self._reader.kill(block=False)
         if self._close_timer is not None:
             self._close_timer.kill(block=False)
         if self._writer is not None:
@@ -357,8 +381,8 @@ class WebSocketConnection:
         if item is _EOF:
             self._eof_seen = True
             return None
-        if not self._has_space.is_set() and len(self._inbox) < self._max_queue:
-            self._has_space.set()
+        if self._paused and len(self._inbox) < self._max_queue:
+            self._resume_reading()
         if self._rate_check is not None and (type(item) is Text or type(item) is Binary):
             if not self._rate_check(item):
                 return self._rate_limited()
@@ -591,10 +615,6 @@ class WebSocketConnection:
             self._proto.lose()
             raise ConnectionClosed(1006, "") from None
 
-    def _write(self, data: bytes) -> None:
-        with self._write_lock:
-            self._write_locked(data)
-
     # -- state ----------------------------------------------------------------------
 
     @property
@@ -640,35 +660,87 @@ class WebSocketConnection:
             raise RuntimeError("this connection belongs to no registry")
         return self.registry
 
-    # -- the reader greenlet ----------------------------------------------------------
+    # -- reading ---------------------------------------------------------------------
+
+    def _on_readable(self) -> None:
+        """In the hub, when a plain socket is readable: one recv(), then deliver what it completes."""
+        raw = self._raw
+        assert raw is not None
+        try:
+            data: bytes | None = raw.recv(_READ_SIZE)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = None
+        try:
+            reading = self._receive(data)
+        except Exception:  # a bug must not take the hub down: end this connection only
+            log.exception("reading from %s failed", self)
+            self._proto.lose()
+            reading = False
+        if not reading:
+            self._end_reading()
+        elif len(self._inbox) >= self._max_queue and not self._discard:
+            self._paused = True
+            self._watcher.stop()
 
     def _read_loop(self) -> None:
-        proto = self._proto
+        """The reader greenlet of a TLS connection."""
         recv = self._sock.recv
-        data = self._initial_data
+        data: bytes | None = self._initial_data
         self._initial_data = b""
+        assert self._resume is not None
         try:
             while True:
                 if data:
-                    if not self._deliver(proto, data):
+                    if not self._receive(data):
                         break
-                    if not self._has_space.is_set() or len(self._inbox) >= self._max_queue:
-                        self._has_space.clear()
-                        self._has_space.wait()
+                    if len(self._inbox) >= self._max_queue and not self._discard:
+                        self._paused = True
+                        self._resume.clear()
+                        self._resume.wait()
                     else:
                         gevent.sleep(0)  # a busy socket must not starve other connections
-                data = recv(_READ_SIZE)
-                self.bytes_in += len(data)
-                self._last_activity = time.monotonic()
+                try:
+                    data = recv(_READ_SIZE)
+                except OSError:
+                    data = None
                 if not data:
-                    proto.receive_data(b"")
-                    self._deliver_rest(proto)
+                    self._receive(data)
                     break
-        except OSError:
-            proto.lose()
         finally:
-            self._put(_EOF)
-            self._drain_and_close()
+            self._wind_up()
+
+    def _resume_reading(self) -> None:
+        self._paused = False
+        if self._watcher is not None:
+            self._watcher.start(self._on_readable)
+        elif self._resume is not None:
+            self._resume.set()
+
+    def _end_reading(self) -> None:
+        """Stop the io watcher; a short-lived greenlet does the (blocking) rest."""
+        if self._watcher is not None:
+            self._watcher.close()
+            self._watcher = None
+            self._reader = gevent.spawn(self._wind_up)
+
+    def _receive(self, data: bytes | None) -> bool:
+        """Feed what the socket gave (``b""`` at its end, None if it failed).
+
+        Returns False once reading should end; a protocol error is kept in ``_failure``.
+        """
+        proto = self._proto
+        if data is None:
+            proto.lose()
+            return False
+        self.bytes_in += len(data)
+        self._last_activity = time.monotonic()
+        if data:
+            return self._deliver(proto, data)
+        proto.receive_data(b"")
+        self._deliver_rest(proto)
+        return False
 
     def _deliver(self, proto: WebSocketProtocol, data: bytes) -> bool:
         """Feed ``data``; queue what it completes. False once the connection has ended."""
@@ -678,7 +750,7 @@ class WebSocketConnection:
             for message in proto.events():
                 out = proto.data_to_send()
                 if out:
-                    self._write_quietly(out)
+                    self._send_reply(out)
                 if type(message) is Pong and self._ping_payload is not None:
                     self._on_pong(message.data)
                 self.messages_in += 1
@@ -689,13 +761,7 @@ class WebSocketConnection:
                 "failing connection from %s on %s: %s (close code %d)",
                 self.remote_address[0], self.request.path, exc.reason, exc.code,
             )
-            self._let_handler_catch_up()
-            with self._write_lock:
-                data = proto.fail(exc.code)
-                try:
-                    self._write_locked(data)
-                except ConnectionClosed:
-                    pass
+            self._failure = exc
             return False
         return proto.state is not ProtocolState.CLOSED
 
@@ -708,11 +774,32 @@ class WebSocketConnection:
         except ProtocolError as exc:
             log.info("connection from %s ended inside a bad frame: %s", self.remote_address[0], exc.reason)
 
-    def _write_quietly(self, data: bytes) -> None:
+    def _send_reply(self, data: bytes) -> None:
+        """Queue a protocol reply (a pong, the answer to a Close) and write it if we can; never blocks."""
+        if self._outbox is None:
+            self._outbox = deque()
+        self._outbox.append((data, 0))  # replies do not count against the outbox limit
+        self._flush_outbox()
+
+    def _wind_up(self) -> None:
+        """Once reading has ended: fail a bad connection, write what is queued, close the socket."""
         try:
-            self._write(data)
-        except ConnectionClosed:
-            pass
+            failure = self._failure
+            if failure is not None:
+                self._let_handler_catch_up()
+                with self._write_lock:
+                    try:
+                        self._write_locked(self._proto.fail(failure.code))
+                    except ConnectionClosed:
+                        pass
+            writer = self._writer
+            if writer is None and self._outbox:
+                self._drain_outbox()
+            elif writer is not None and writer is not gevent.getcurrent():
+                writer.join(timeout=self._close_timeout)
+        finally:
+            self._put(_EOF)
+            self._drain_and_close()
 
     def _let_handler_catch_up(self) -> None:
         """Give the handler a moment to answer the messages that preceded a bad frame."""
@@ -745,10 +832,17 @@ class WebSocketConnection:
         """Drop the TCP connection now."""
         if self._proto.state is not ProtocolState.CLOSED:
             self._proto.lose()
+        if self._watcher is not None:  # reading had not ended: the handler must learn it
+            self._watcher.close()
+            self._watcher = None
+            self._put(_EOF)
         try:
             self._sock.close()
         except OSError:
             pass
+        self._socket_closed = True
+        if self._closed_event is not None:
+            self._closed_event.set()
 
 
 def _payload_size(message: Message) -> int:

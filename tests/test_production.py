@@ -85,13 +85,20 @@ def test_drain_delivers_everything_queued_to_100_clients_before_1001():
         assert got == [f"{i:02d}".encode() for i in range(50)]
 
 
-def test_tls_echo_with_a_certificate_made_in_the_test(serve, tmp_path):
+@pytest.fixture
+def certificate(tmp_path):
+    """A certificate for 127.0.0.1 from a throwaway authority: (authority, cert, cert_file, key_file)."""
     authority = trustme.CA()
     cert = authority.issue_cert("127.0.0.1", "localhost")
     cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
     cert.cert_chain_pems[0].write_to_path(cert_file)
     cert.private_key_pem.write_to_path(key_file)
-    server = serve(ECHO, certfile=str(cert_file), keyfile=str(key_file))
+    return authority, cert, str(cert_file), str(key_file)
+
+
+def test_tls_echo_with_a_certificate_made_in_the_test(serve, certificate):
+    authority, cert, cert_file, key_file = certificate
+    server = serve(ECHO, certfile=cert_file, keyfile=key_file)
     client_context = ssl.create_default_context()
     authority.configure_trust(client_context)
     host, port = server.address
@@ -105,6 +112,22 @@ def test_tls_echo_with_a_certificate_made_in_the_test(serve, tmp_path):
     with connect(f"wss://{host}:{port}/echo", ssl=client_context) as ws:
         ws.send("again")
         assert ws.recv() == "again"
+
+
+def test_tls_reading_pauses_and_resumes_without_losing_order(serve, certificate):
+    """TLS connections are read by a greenlet (plain ones by an io watcher): same guarantees."""
+    authority, _, cert_file, key_file = certificate
+    server = serve(ECHO, certfile=cert_file, keyfile=key_file, max_queue=2)
+    client_context = ssl.create_default_context()
+    authority.configure_trust(client_context)
+    host, port = server.address
+    with connect(f"wss://{host}:{port}/echo", ssl=client_context) as ws:
+        sent = [f"{i:04d}" + "x" * 4000 for i in range(300)]
+        for text in sent:
+            ws.send(text)
+        pong = ws.ping(b"still there?")
+        assert [ws.recv(timeout=10) for _ in sent] == sent
+        assert pong.wait(10)
 
 
 def test_slowloris_does_not_stop_new_clients(serve):
