@@ -1,6 +1,8 @@
 """The HTTP side of the upgrade: parsing the request head, checking it, and the answers.
 
 No I/O happens here: bytes go in, :class:`Request` objects and response bytes come out.
+The request head is parsed by hand, strictly (RFC 9112): h11 did it before and cost a fifth
+of a handshake's CPU time; the tests check both agree on valid heads.
 
 Example:
     >>> reader = RequestHeadReader(max_size=16384)
@@ -19,12 +21,12 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
-import h11
 from wsproto.utilities import generate_accept_token
 
 from .exceptions import HandshakeError
@@ -52,7 +54,15 @@ _REASONS = {
     431: "Request Header Fields Too Large",
     500: "Internal Server Error",
     503: "Service Unavailable",
+    505: "HTTP Version Not Supported",
 }
+
+_TOKEN = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+"
+_REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") ([^\x00-\x20\x7f]+) HTTP/([0-9])\.([0-9])")
+#: name ":" OWS value OWS, where the value is visible characters with inner spaces or tabs.
+_FIELD_LINE = re.compile(
+    rb"(" + _TOKEN + rb"):[ \t]*((?:[\x21-\x7e\x80-\xff](?:[ \t]*[\x21-\x7e\x80-\xff])*)?)[ \t]*"
+)
 
 
 class Headers(Mapping[str, str]):
@@ -146,6 +156,12 @@ class Request:
         """A copy of this request carrying the route's matched parameters."""
         return dataclasses.replace(self, path_params=dict(params))
 
+    def routed(self, params: Mapping[str, str], client_ip: str) -> Request:
+        """A copy carrying the route's matched parameters and the client's IP (one copy, not two)."""
+        return Request(
+            self.method, self.path, self.query, self.headers, self.remote_address, dict(params), self.target, client_ip
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Response:
@@ -166,7 +182,7 @@ class Response:
 
 
 class RequestHeadReader:
-    """Feeds bytes into h11 until one complete request head is there.
+    """Collects bytes until one complete request head is there, then parses it strictly.
 
     Args:
         max_size: the largest head accepted; a longer one is refused with 431.
@@ -178,11 +194,14 @@ class RequestHeadReader:
         True
     """
 
+    __slots__ = ("_buffer", "_max_size", "_remote_address", "trailing_data")
+
     def __init__(self, max_size: int, remote_address: tuple[Any, ...] = ("", 0)) -> None:
-        self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=max_size)
-        self._remote_address = remote_address
+        self._buffer = b""
         self._max_size = max_size
-        self._received = 0
+        self._remote_address = remote_address
+        #: Bytes received after the request head (the peer's first frames).
+        self.trailing_data = b""
 
     def feed(self, data: bytes) -> Request | None:
         """Add received bytes; returns the request once its head is complete.
@@ -190,29 +209,53 @@ class RequestHeadReader:
         An empty ``data`` means the peer closed the connection.
 
         Raises:
-            HandshakeError: 400 for a malformed head, 431 for an oversized one.
+            HandshakeError: 400 for a malformed head, 431 for an oversized one, 505 for
+                an HTTP major version other than 1.
         """
-        self._h11.receive_data(data)
-        self._received += len(data)
-        try:
-            event = self._h11.next_event()
-        except h11.RemoteProtocolError as exc:
-            status = exc.error_status_hint
-            if status == 431:
-                raise HandshakeError(431, "request head too large") from None
-            raise HandshakeError(status, f"malformed HTTP request: {exc}") from None
-        if event is h11.NEED_DATA:
-            return None
-        if isinstance(event, h11.Request):
-            if self._received - len(self.trailing_data) > self._max_size:
+        if not data:
+            raise HandshakeError(400, "connection closed before the request head was complete")
+        # Empty lines before the request line are ignored (RFC 9112 section 2.2).
+        buffer = (self._buffer + data if self._buffer else data).lstrip(b"\r\n")
+        start = max(0, len(self._buffer) - 2)  # rescanning from the start would be quadratic
+        # The head ends with an empty line: "\n\r\n" (CRLF endings) or "\n\n" (bare LF).
+        crlf, lf = buffer.find(b"\n\r\n", start), buffer.find(b"\n\n", start)
+        end = crlf if lf < 0 or 0 <= crlf < lf else lf
+        if end < 0 or end > self._max_size:
+            if len(buffer) > self._max_size:
                 raise HandshakeError(431, "request head too large")
-            return _to_request(event, self._remote_address)
-        raise HandshakeError(400, "connection closed before the request head was complete")
+            self._buffer = buffer
+            return None
+        self._buffer = b""
+        self.trailing_data = buffer[end + (3 if end == crlf else 2) :]
+        return self._parse(buffer[:end].split(b"\n"))
 
-    @property
-    def trailing_data(self) -> bytes:
-        """Bytes received after the request head (the peer's first frames)."""
-        return bytes(self._h11.trailing_data[0])
+    def _parse(self, lines: list[bytes]) -> Request:
+        found = _REQUEST_LINE.fullmatch(lines[0].removesuffix(b"\r"))
+        if found is None:
+            raise HandshakeError(400, "malformed request line")
+        method, target, major, minor = found.groups()
+        if major != b"1":
+            raise HandshakeError(505, "this server speaks HTTP/1.1")
+        if minor == b"0":
+            raise HandshakeError(400, "a WebSocket upgrade needs HTTP/1.1 or later")
+        headers: list[tuple[str, str]] = []
+        hosts = 0
+        for line in lines[1:]:
+            field_line = _FIELD_LINE.fullmatch(line.removesuffix(b"\r"))
+            if field_line is None:
+                if line[:1] in (b" ", b"\t"):
+                    raise HandshakeError(400, "obsolete line folding in the request head")
+                raise HandshakeError(400, "malformed header line")
+            name, value = field_line[1].decode("latin-1"), field_line[2].decode("latin-1")
+            lowered = name.lower()
+            if lowered == "host":
+                hosts += 1
+            elif lowered == "transfer-encoding" or (lowered == "content-length" and value != "0"):
+                raise HandshakeError(400, "a WebSocket upgrade request has no body")
+            headers.append((name, value))
+        if hosts != 1:
+            raise HandshakeError(400, "a request needs exactly one Host header")
+        return _to_request(method.decode("latin-1"), target.decode("latin-1"), headers, self._remote_address)
 
 
 def client_ip(request: Request, trust_forwarded: bool) -> str:
@@ -224,16 +267,13 @@ def client_ip(request: Request, trust_forwarded: bool) -> str:
     return str(request.remote_address[0]) if request.remote_address else ""
 
 
-def _to_request(event: h11.Request, remote_address: tuple[Any, ...]) -> Request:
-    target = event.target.decode("latin-1")
+def _to_request(method: str, target: str, headers: list[tuple[str, str]], remote_address: tuple[Any, ...]) -> Request:
     raw_path, _, raw_query = target.partition("?")
     return Request(
-        method=event.method.decode("latin-1"),
+        method=method,
         path=unquote(raw_path),
-        query=dict(reversed(parse_qsl(raw_query, keep_blank_values=True))),
-        headers=Headers(
-            [(name.decode("latin-1"), value.decode("latin-1")) for name, value in event.headers.raw_items()]
-        ),
+        query=dict(reversed(parse_qsl(raw_query, keep_blank_values=True))) if raw_query else {},
+        headers=Headers(headers),
         remote_address=remote_address,
         target=target,
     )

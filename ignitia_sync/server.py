@@ -343,7 +343,7 @@ class Server:
                     raise HandshakeError(404, f"no WebSocket route for {request.path}")
                 route, params = found
                 key = websocket_key(request)
-                request = dataclasses.replace(request, client_ip=client_ip(request, settings.trust_forwarded))
+                request = request.routed(params, client_ip(request, settings.trust_forwarded))
                 self._check_limits(request.client_ip)
                 attached = self._run_middleware(route, request)
                 options = dataclasses.replace(settings, **route.options) if route.options else settings
@@ -376,7 +376,7 @@ class Server:
             return None
         ws = WebSocketConnection(
             sock,
-            request.with_path_params(params),
+            request,
             WebSocketProtocol(max_message_size=options.max_message_size, deflate=deflate),
             subprotocol=subprotocol,
             max_queue=options.max_queue,

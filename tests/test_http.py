@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import string
+
+import h11  # the oracle for the hand-written parser (wsproto depends on it)
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ignitia_sync import HandshakeError
 from ignitia_sync.http import RequestHeadReader, accept_response, error_response, websocket_key
 from tests.wire import handshake_bytes
+
+
+_FRAMING = {"host", "content-length", "transfer-encoding"}
 
 
 def parse(data: bytes):
@@ -69,3 +77,100 @@ def test_error_response_is_complete():
     head, body = data.split(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 426 Upgrade Required")
     assert b"Content-Length: 14" in head and body == b"use websocket\n"
+
+
+# -- the hand-written request-head parser ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "status"),
+    [
+        (b"GET /echo HTTP/1.1\r\nHost: x\r\nX-Folded: a\r\n b\r\n\r\n", 400),  # obsolete line folding
+        (b"GET /echo HTTP/1.1\r\nHost : x\r\n\r\n", 400),  # space before the colon
+        (b"GET /echo HTTP/1.1\r\nHost: x\r\nX-Bad: a\x00b\r\n\r\n", 400),  # NUL in a value
+        (b"GET /echo HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n", 400),
+        (b"GET /echo HTTP/1.1\r\nHost: x\r\nX(y): z\r\n\r\n", 400),  # not a token
+        (b"GET  /echo HTTP/1.1\r\nHost: x\r\n\r\n", 400),  # two spaces
+        (b"GET /echo\r\nHost: x\r\n\r\n", 400),  # HTTP/0.9 style
+        (b"GET /e cho HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+        (b"GET /echo HTTP/2.0\r\nHost: x\r\n\r\n", 505),
+        (b"GET /echo HTTP/1.0\r\nHost: x\r\n\r\n", 400),
+        (b"GET /echo HTTP/1.1\r\nUpgrade: websocket\r\n\r\n", 400),  # no Host
+        (b"GET /echo HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+        (b"GET /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello", 400),
+        (b"GET /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+    ],
+)
+def test_malformed_heads_are_refused_with_a_precise_status(data, status):
+    with pytest.raises(HandshakeError) as info:
+        parse(data)
+    assert info.value.status == status
+
+
+def test_lenient_where_rfc_9112_allows_it():
+    request = parse(b"\r\n\r\nGET /a HTTP/1.1\nHost: x\nX-Space:   padded value \t\nContent-Length: 0\n\n")
+    assert request.path == "/a"
+    assert request.headers["x-space"] == "padded value"
+    assert parse(b"GET /a HTTP/1.2\r\nHost: x\r\nEmpty:\r\n\r\n").headers["empty"] == ""
+
+
+def test_head_fed_one_byte_at_a_time():
+    reader = RequestHeadReader(16384)
+    data = handshake_bytes("/slow?q=1") + b"\x88\x80"
+    results = [reader.feed(data[i : i + 1]) for i in range(len(data) - 2)]
+    assert results[:-1] == [None] * (len(results) - 1)
+    assert results[-1] is not None and results[-1].query == {"q": "1"}
+    assert reader.trailing_data == b""
+
+
+def test_an_incomplete_head_over_the_limit_is_431_before_it_ends():
+    reader = RequestHeadReader(1024)
+    assert reader.feed(b"GET / HTTP/1.1\r\n") is None
+    with pytest.raises(HandshakeError) as info:
+        reader.feed(b"X-Big: " + b"a" * 2000)
+    assert info.value.status == 431
+
+
+def test_a_closed_connection_before_the_head_ends_is_400():
+    reader = RequestHeadReader(1024)
+    reader.feed(b"GET / HTTP/1.1\r\n")
+    with pytest.raises(HandshakeError) as info:
+        reader.feed(b"")
+    assert info.value.status == 400
+
+
+_token = st.text(alphabet="!#$%&'*+-.^_`|~" + string.ascii_letters + string.digits, min_size=1, max_size=12)
+_value = st.text(alphabet=string.printable.strip() + " \t\x80\xe9", max_size=30).map(str.strip)
+_target = st.text(alphabet=string.ascii_letters + string.digits + "/?&=%._~-", min_size=1, max_size=30).map(
+    lambda t: "/" + t
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    method=_token,
+    target=_target,
+    fields=st.lists(st.tuples(_token.filter(lambda n: n.lower() not in _FRAMING), _value), max_size=12),
+    trailing=st.binary(max_size=8),
+    cut=st.integers(min_value=1, max_value=400),
+)
+def test_the_parser_agrees_with_h11_on_valid_heads(method, target, fields, trailing, cut):
+    """h11 was the parser before; on every valid head both give the same request."""
+    fields = [("Host", "example.com"), *fields]
+    head = f"{method} {target} HTTP/1.1\r\n" + "".join(f"{n}: {v}\r\n" for n, v in fields) + "\r\n"
+    data = head.encode("latin-1") + trailing
+    reader = RequestHeadReader(16384)
+    request = reader.feed(data[:cut]) if cut < len(data) else None
+    if request is None:
+        request = reader.feed(data[cut:] if cut < len(data) else data)
+    else:  # the head ended within the first piece: only part of the trailing bytes came with it
+        trailing = data[len(head) : cut]
+    assert request is not None
+    oracle = h11.Connection(h11.SERVER)
+    oracle.receive_data(head.encode("latin-1"))
+    event = oracle.next_event()
+    assert isinstance(event, h11.Request)
+    assert request.method == event.method.decode("latin-1")
+    assert request.target == event.target.decode("latin-1")
+    assert request.headers.raw_items() == [(n.decode("latin-1"), v.decode("latin-1")) for n, v in event.headers.raw_items()]
+    assert reader.trailing_data == trailing

@@ -5,6 +5,12 @@
 // node loadgen.mjs echo  URL CONNS INFLIGHT SIZE BINARY WARMUP_S WINDOW_S
 // node loadgen.mjs bcast URL RECEIVERS MESSAGES SIZE PACE_MS
 // node loadgen.mjs idle  URL CONNS CONCURRENCY
+//
+// Echo clients use `ws`. Broadcast receivers and idle connections use RawClient below: a
+// precomputed handshake and a minimal frame parser, several times cheaper than `ws` per
+// handshake and per message, so that 100,000 deliveries/s or 2,000 handshakes/s measure
+// the server rather than this process.
+import net from "node:net";
 import WebSocket from "ws";
 
 const out = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
@@ -15,6 +21,63 @@ const open = (url) => new Promise((resolve, reject) => {
   ws.once("open", () => resolve(ws));
   ws.once("error", reject);
 });
+// RFC 6455's example key, and the Sec-WebSocket-Accept it requires.
+const KEY = "dGhlIHNhbXBsZSBub25jZQ==", ACCEPT = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+
+// A WebSocket client on a bare TCP socket. onMessage(opcode) runs once per complete frame.
+class RawClient {
+  static open(url, onMessage = () => {}) {
+    const { hostname, port, pathname } = new URL(url);
+    return new Promise((resolve, reject) => {
+      const client = new RawClient(net.connect({ host: hostname, port: Number(port), noDelay: true }), onMessage);
+      client.sock.once("error", reject);
+      client.sock.once("connect", () => client.sock.write(
+        `GET ${pathname} HTTP/1.1\r\nHost: ${hostname}:${port}\r\nUpgrade: websocket\r\n` +
+        `Connection: Upgrade\r\nSec-WebSocket-Key: ${KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n`));
+      client.opened = (error) => (error ? reject(error) : resolve(client));
+    });
+  }
+
+  constructor(sock, onMessage) {
+    this.sock = sock;
+    this.onMessage = onMessage;
+    this.buffer = Buffer.alloc(0);
+    this.open = false;
+    this.ended = false;
+    sock.on("data", (chunk) => this.received(chunk));
+    sock.on("close", () => { this.ended = true; });
+  }
+
+  received(chunk) {
+    let data = this.buffer.length ? Buffer.concat([this.buffer, chunk]) : chunk;
+    if (!this.open) {
+      const end = data.indexOf("\r\n\r\n");
+      if (end < 0) { this.buffer = data; return; }
+      const head = data.toString("latin1", 0, end);
+      this.open = head.startsWith("HTTP/1.1 101") && head.includes(ACCEPT);
+      this.opened(this.open ? null : new Error(head.split("\r\n")[0]));
+      data = data.subarray(end + 4);
+    }
+    let at = 0;
+    while (data.length - at >= 2) {
+      let length = data[at + 1] & 0x7f, header = 2;
+      if (length === 126) { header = 4; if (data.length - at < 4) break; length = data.readUInt16BE(at + 2); }
+      else if (length === 127) { header = 10; if (data.length - at < 10) break; length = Number(data.readBigUInt64BE(at + 2)); }
+      if (data.length - at < header + length) break;
+      this.onMessage(data[at] & 0x0f);
+      at += header + length;
+    }
+    this.buffer = at === data.length ? Buffer.alloc(0) : data.subarray(at);
+  }
+
+  sendText(text) {  // one masked text frame (payloads under 126 bytes), mask 0 for speed
+    const payload = Buffer.from(text);
+    this.sock.write(Buffer.concat([Buffer.from([0x81, 0x80 | payload.length, 0, 0, 0, 0]), payload]));
+  }
+
+  terminate() { this.sock.destroy(); }
+}
+
 const percentile = (sorted, p) => sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] : null;
 
 async function echo([url, conns, inflight, size, binary, warmup, window]) {
@@ -58,22 +121,21 @@ async function echo([url, conns, inflight, size, binary, warmup, window]) {
 async function bcast([url, receivers, messages, size, pace]) {
   [receivers, messages, size, pace] = [receivers, messages, size, pace].map(Number);
   const payload = "b".repeat(size);
-  const listeners = [];
-  for (let i = 0; i < receivers; i++) listeners.push(await open(url));
-  const sender = await open(url);
   const sentAt = new Array(messages).fill(0);
-  const seen = new Array(messages).fill(0);
   const lastAt = new Array(messages).fill(0);
   let delivered = 0, done;
   const finished = new Promise((r) => { done = r; });
-  for (const ws of listeners) {
+  const receiver = () => {
     let n = 0;
-    ws.on("message", () => {
-      const k = n++;
-      seen[k]++; lastAt[k] = now(); delivered++;
+    return (opcode) => {
+      if (opcode !== 1) return;
+      lastAt[n++] = now(); delivered++;
       if (delivered === receivers * messages) done();
-    });
-  }
+    };
+  };
+  const listeners = [];
+  for (let i = 0; i < receivers; i++) listeners.push(await RawClient.open(url, receiver()));
+  const sender = await open(url);
   await new Promise((r) => setTimeout(r, 500));
   const c0 = cpu(), t0 = now();
   out({ mark: "start" });
@@ -105,10 +167,14 @@ async function idle([url, conns, concurrency]) {
   // keep up is reported with what it managed, not waited for).
   let next = 0, failed = 0;
   const deadline = now() + 60;
+  const answered = new Map();
   const worker = async () => {
     while (next < conns && now() < deadline) {
       next++;
-      try { sockets.push(await open(url)); } catch { failed++; }
+      try {
+        const client = await RawClient.open(url, (opcode) => { if (opcode === 1) answered.get(client)?.(); });
+        sockets.push(client);
+      } catch { failed++; }
     }
   };
   await Promise.all(Array.from({ length: concurrency }, worker));
@@ -118,11 +184,11 @@ async function idle([url, conns, concurrency]) {
   // Wait for the runner to read memory, then prove every connection is still alive.
   await new Promise((r) => process.stdin.once("data", r));
   let alive = 0;
-  await Promise.all(sockets.map((ws) => new Promise((resolve) => {
-    if (ws.readyState !== WebSocket.OPEN) return resolve();
+  await Promise.all(sockets.map((client) => new Promise((resolve) => {
+    if (client.ended) return resolve();
     const t = setTimeout(resolve, 20000);
-    ws.once("message", () => { alive++; clearTimeout(t); resolve(); });
-    ws.send("alive?");
+    answered.set(client, () => { answered.delete(client); alive++; clearTimeout(t); resolve(); });
+    client.sendText("alive?");
   })));
   out({ result: "idle", messages: sockets.length, requested: conns, failed, elapsed, client_cpu: clientCpu, alive });
   for (const ws of sockets) ws.terminate();
