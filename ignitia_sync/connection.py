@@ -188,7 +188,9 @@ class WebSocketConnection:
         self._max_queue = max_queue
         self._close_timeout = close_timeout
         self._initial_data = initial_data
-        self._inbox: deque[Any] = deque()  # read by one greenlet at a time: see _get()
+        # Received messages, read by one greenlet at a time (see _get()); made on first use,
+        # as an empty deque takes ~760 bytes and many connections only listen.
+        self._inbox: deque[Any] | None = None
         self._waiter: Waiter[Any] | None = None
         self._write_lock = gevent.lock.Semaphore()
         self._eof_seen = False
@@ -293,7 +295,7 @@ class WebSocketConnection:
         ``close_timeout`` for the peer's part, then drops the TCP connection. Hosts call it.
         """
         self._discard = True
-        self._inbox.clear()
+        self._inbox = None
         if self._paused:
             self._resume_reading()
         self.close(code, reason)
@@ -349,8 +351,9 @@ class WebSocketConnection:
 
     def _get(self, timeout: float | None) -> Any:
         """The next inbox item, waiting at most ``timeout`` seconds (then ``_TIMEOUT``)."""
-        if self._inbox:
-            return self._inbox.popleft()
+        inbox = self._inbox
+        if inbox:
+            return inbox.popleft()
         if self._waiter is not None:
             raise RuntimeError("another greenlet is already waiting in recv() on this connection")
         waiter: Waiter[Any] = Waiter()
@@ -365,23 +368,32 @@ class WebSocketConnection:
             self._waiter = None
             if timer is not None:
                 timer.close()
-        if woken is _TIMEOUT and not self._inbox:
+        inbox = self._inbox
+        if woken is _TIMEOUT and not inbox:
             return _TIMEOUT
-        return self._inbox.popleft()
+        assert inbox is not None  # only _put() wakes with None
+        return inbox.popleft()
 
     def _put(self, item: Any) -> None:
         """Add to the inbox and wake the greenlet waiting in recv(), if any."""
-        self._inbox.append(item)
+        inbox = self._inbox
+        if inbox is None:
+            inbox = self._inbox = deque()
+        inbox.append(item)
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None
             gevent.get_hub().loop.run_callback(waiter.switch, None)
 
+    def _inbox_full(self) -> bool:
+        inbox = self._inbox
+        return inbox is not None and len(inbox) >= self._max_queue
+
     def _take(self, item: Any) -> Any:
         if item is _EOF:
             self._eof_seen = True
             return None
-        if self._paused and len(self._inbox) < self._max_queue:
+        if self._paused and not self._inbox_full():
             self._resume_reading()
         if self._rate_check is not None and (type(item) is Text or type(item) is Binary):
             if not self._rate_check(item):
@@ -680,7 +692,7 @@ class WebSocketConnection:
             reading = False
         if not reading:
             self._end_reading()
-        elif len(self._inbox) >= self._max_queue and not self._discard:
+        elif self._inbox_full() and not self._discard:
             self._paused = True
             self._watcher.stop()
 
@@ -695,7 +707,7 @@ class WebSocketConnection:
                 if data:
                     if not self._receive(data):
                         break
-                    if len(self._inbox) >= self._max_queue and not self._discard:
+                    if self._inbox_full() and not self._discard:
                         self._paused = True
                         self._resume.clear()
                         self._resume.wait()

@@ -28,6 +28,8 @@ from .connection import WebSocketConnection
 from .message import Binary, Message, Text
 from .protocol import encode_frame
 
+_NO_ROOMS: frozenset[str] = frozenset()
+
 __all__ = ["Backplane", "LocalBackplane", "Registry"]
 
 log = logging.getLogger("ignitia_sync.registry")
@@ -90,7 +92,9 @@ class Registry:
 
     def __init__(self, backplane: Backplane | None = None) -> None:
         self._lock = gevent.lock.Semaphore()
-        self._rooms_of: dict[WebSocketConnection, set[str]] = {}
+        # A connection's rooms: the shared empty frozenset until it joins one (a set per
+        # connection would cost ~200 bytes each on servers that never use rooms).
+        self._rooms_of: dict[WebSocketConnection, set[str] | frozenset[str]] = {}
         self._rooms: dict[str, set[WebSocketConnection]] = {}
         self._by_id: dict[str, WebSocketConnection] = {}
         self._loop: Any = None
@@ -102,7 +106,7 @@ class Registry:
     def add(self, ws: WebSocketConnection) -> None:
         """Register an open connection (the server does this after the upgrade)."""
         with self._lock:
-            self._rooms_of.setdefault(ws, set())
+            self._rooms_of.setdefault(ws, _NO_ROOMS)
             self._by_id[ws.id] = ws
             ws.registry = self
 
@@ -145,13 +149,17 @@ class Registry:
             rooms = self._rooms_of.get(ws)
             if rooms is None:
                 raise ValueError(f"{ws!r} is not registered")
+            if not isinstance(rooms, set):
+                rooms = self._rooms_of[ws] = set()
             rooms.add(room)
             self._rooms.setdefault(room, set()).add(ws)
 
     def leave(self, room: str, ws: WebSocketConnection) -> None:
         """Take ``ws`` out of ``room``; an empty room disappears."""
         with self._lock:
-            self._rooms_of.get(ws, set()).discard(room)
+            rooms = self._rooms_of.get(ws)
+            if isinstance(rooms, set):
+                rooms.discard(room)
             members = self._rooms.get(room)
             if members is not None:
                 members.discard(ws)

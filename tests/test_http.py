@@ -13,7 +13,6 @@ from ignitia_sync import HandshakeError
 from ignitia_sync.http import RequestHeadReader, accept_response, error_response, websocket_key
 from tests.wire import handshake_bytes
 
-
 _FRAMING = {"host", "content-length", "transfer-encoding"}
 
 
