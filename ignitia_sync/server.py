@@ -31,6 +31,7 @@ from gevent.server import StreamServer
 
 from .connection import WebSocketConnection
 from .exceptions import ConnectionClosed, HandshakeError
+from .handlers import Handler
 from .http import (
     Request,
     RequestHeadReader,
@@ -319,7 +320,7 @@ class Server:
         try:
             upgraded = self._upgrade(sock, address)
             if upgraded is not None:
-                self._run(*upgraded)
+                self._run(upgraded[0], upgraded[1], upgraded[2])
         finally:
             sock.close()
 
@@ -422,7 +423,14 @@ class Server:
         code, reason = 1000, ""
         try:
             ws.start()
-            route.handler(ws, **params)
+            if params:
+                route.handler(ws, **params)
+            elif type(route.handler) is Handler:
+                # Call the function itself: every call through __call__ or *args nests the C
+                # stack, which gevent copies aside (~800 bytes a level) while a handler waits.
+                route.handler.func(ws)
+            else:
+                route.handler(ws)
         except ConnectionClosed:
             log.debug("handler for %s ended: connection closed", ws.request.path)
         except gevent.GreenletExit:

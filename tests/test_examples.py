@@ -248,22 +248,21 @@ def test_chat_room_fans_out_json_chat_messages(example):
         first = {"user": "alice", "message": "first", "timestamp": 0}
         alice.send(json.dumps(first))  # her own copy proves she has joined the room
         assert json.loads(alice.recv(timeout=5)) == first
-        bob = connect(f"{base}/chat/bob")
-        hello = {"user": "bob", "message": "joined", "timestamp": 1}
-        bob.send(json.dumps(hello))
-        assert json.loads(bob.recv(timeout=5)) == hello
-        assert json.loads(alice.recv(timeout=5)) == hello
-        note = {"user": "alice", "message": "hello", "timestamp": 1634567890}
-        alice.send(json.dumps(note))
-        assert json.loads(alice.recv(timeout=5)) == note
-        assert json.loads(bob.recv(timeout=5)) == note
-        bob.send("{not json")
-        assert "invalid JSON" in json.loads(bob.recv(timeout=5))["error"]
-        with connect(f"{base}/chat/alice") as second_alice:
-            with pytest.raises(ConnectionClosed):
-                second_alice.recv(timeout=5)
-            assert second_alice.protocol.close_rcvd.code == 1008
-        bob.close()
+        with connect(f"{base}/chat/bob") as bob:
+            hello = {"user": "bob", "message": "joined", "timestamp": 1}
+            bob.send(json.dumps(hello))
+            assert json.loads(bob.recv(timeout=5)) == hello
+            assert json.loads(alice.recv(timeout=5)) == hello
+            note = {"user": "alice", "message": "hello", "timestamp": 1634567890}
+            alice.send(json.dumps(note))
+            assert json.loads(alice.recv(timeout=5)) == note
+            assert json.loads(bob.recv(timeout=5)) == note
+            bob.send("{not json")
+            assert "invalid JSON" in json.loads(bob.recv(timeout=5))["error"]
+            with connect(f"{base}/chat/alice") as second_alice:
+                with pytest.raises(ConnectionClosed):
+                    second_alice.recv(timeout=5)
+                assert second_alice.protocol.close_rcvd.code == 1008
 
 
 def test_rooms(example):
