@@ -620,7 +620,16 @@ class WebSocketConnection:
             return
         self.bytes_out += len(data)
         try:
-            sent = self._sock.send(data)  # usually all of it, without sendall's overhead
+            # Usually one send() takes it all: try the OS socket itself, without gevent's
+            # wrapper; only a full send buffer makes this greenlet wait in sendall().
+            raw = self._raw
+            if raw is not None:
+                try:
+                    sent = raw.send(data)
+                except BlockingIOError:
+                    sent = 0
+            else:
+                sent = self._sock.send(data)
             if sent < len(data):
                 self._sock.sendall(memoryview(data)[sent:])
         except OSError:
@@ -684,6 +693,9 @@ class WebSocketConnection:
             return
         except OSError:
             data = None
+        # The handler waiting in recv() is woken once, directly, after the whole read: one
+        # switch instead of a callback per message, and a loop iteration sooner.
+        waiter, self._waiter = self._waiter, None
         try:
             reading = self._receive(data)
         except Exception:  # a bug must not take the hub down: end this connection only
@@ -695,6 +707,11 @@ class WebSocketConnection:
         elif self._inbox_full() and not self._discard:
             self._paused = True
             self._watcher.stop()
+        if waiter is not None:
+            if self._inbox:
+                waiter.switch(None)
+            else:
+                self._waiter = waiter
 
     def _read_loop(self) -> None:
         """The reader greenlet of a TLS connection."""

@@ -21,6 +21,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from socket import AF_UNIX, IPPROTO_TCP, TCP_NODELAY
 from typing import TYPE_CHECKING, Any, cast
 
 import gevent
@@ -355,6 +356,9 @@ class Server:
                     else (None, None)
                 )
                 answer = accept_response(key, subprotocol, extensions)
+                if sock.family != AF_UNIX:
+                    # Small frames go out at once, not when the peer acknowledges the last.
+                    sock.setsockopt(IPPROTO_TCP, TCP_NODELAY, 1)
                 sent = sock.send(answer)  # one send() nearly always takes it all
                 if sent < len(answer):
                     sock.sendall(answer[sent:])

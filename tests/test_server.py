@@ -315,6 +315,17 @@ def busy(ws: WebSocketConnection) -> None:
             ws.send_text(type(message).__name__)
 
 
+def test_accepted_sockets_send_small_frames_at_once(serve):
+    """TCP_NODELAY: a second small message must not wait for the peer to acknowledge the first."""
+
+    def report(ws: WebSocketConnection) -> None:
+        ws.send_text(str(ws._sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)))
+
+    server = serve(Router().websocket("/nodelay", report))
+    with connect(url(server, "/nodelay")) as client:
+        assert client.recv(timeout=5) == "1"
+
+
 def test_pings_are_answered_while_the_handler_is_busy_and_still_delivered(serve):
     server = serve(Router().websocket("/busy", busy))
     peer = Peer(server.address)
