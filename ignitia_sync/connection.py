@@ -518,7 +518,12 @@ class WebSocketConnection:
             return
         if self._raw is not None and self._write_lock.acquire(blocking=False):
             try:
-                chunk, taken = self._take_chunk(outbox)
+                item, size = outbox[0]
+                if len(outbox) == 1 and isinstance(item, bytes):  # one broadcast frame: as it is
+                    outbox.popleft()
+                    chunk, taken = item, size
+                else:
+                    chunk, taken = self._take_chunk(outbox)
                 try:
                     sent = self._raw.send(chunk)
                 except BlockingIOError:

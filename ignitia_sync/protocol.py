@@ -337,9 +337,13 @@ class WebSocketProtocol:
         """Add bytes read from the peer; an empty ``data`` means end of stream."""
         if self.state is ProtocolState.CLOSED:
             return
-        if data and self._fast:
-            self._buffer += data
-            return
+        if self._fast:
+            if data:
+                self._buffer += data
+                return
+            if not self._buffer:  # the stream ended between frames, without a Close
+                self._finish(1006, "")
+                return
         if self._fast:
             self._hand_over()
         self._conn.receive_data(data or None)

@@ -153,7 +153,6 @@ async function bcast([url, receivers, messages, size, pace]) {
   out({
     result: "bcast", messages: delivered, expected: receivers * messages, elapsed, client_cpu: clientCpu,
     p50_us: percentile(fanout, 0.5) * 1e6, p99_us: percentile(fanout, 0.99) * 1e6,
-    in_order: true,
   });
   for (const ws of [...listeners, sender]) ws.terminate();
 }
