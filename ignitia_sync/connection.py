@@ -489,15 +489,20 @@ class WebSocketConnection:
         if self._outbox_bytes + size > self._outbox_limit:
             self._fail_slow_consumer()
             return False
-        if self._outbox is None:
-            self._outbox = deque()
+        outbox = self._outbox
+        if outbox is None:
+            outbox = self._outbox = deque()
         self.messages_out += 1
-        self._outbox.append((item, size))
+        outbox.append((item, size))
         self._outbox_bytes += size
         if self._writer is None and not self._flush_scheduled:
-            # Flush once the caller yields: a burst of broadcasts becomes one system call.
+            # The first message since the last flush goes out at once; what follows in this
+            # turn of the event loop is queued and leaves together when the caller yields, so
+            # a burst of broadcasts costs each peer two system calls, not one per message.
             self._flush_scheduled = True
             gevent.get_hub().loop.run_callback(self._flush_outbox)
+            if len(outbox) == 1:
+                self._send_queued()
         return True
 
     @property
@@ -511,8 +516,12 @@ class WebSocketConnection:
         return self._outbox_bytes
 
     def _flush_outbox(self) -> None:
-        """In the hub: write what is queued without blocking; a writer greenlet does the rest."""
+        """In the hub, once the greenlets that queued messages have yielded: send them."""
         self._flush_scheduled = False
+        self._send_queued()
+
+    def _send_queued(self) -> None:
+        """Write what is queued without blocking; a writer greenlet does the rest."""
         outbox = self._outbox
         if not outbox or self._writer is not None:
             return
@@ -813,7 +822,7 @@ class WebSocketConnection:
         if self._outbox is None:
             self._outbox = deque()
         self._outbox.append((data, 0))  # replies do not count against the outbox limit
-        self._flush_outbox()
+        self._send_queued()
 
     def _wind_up(self) -> None:
         """Once reading has ended: fail a bad connection, write what is queued, close the socket."""

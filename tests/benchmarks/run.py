@@ -52,9 +52,9 @@ SCENARIOS = [
     Scenario("E2", "50 conns x 8 in flight, 32 B text", "echo", ["50", "8", "32", "0", "0.5", "3"], "/echo"),
     Scenario("E3", "10 conns x 4 in flight, 16 KiB binary", "echo", ["10", "4", "16384", "1", "0.5", "3"], "/echo"),
     Scenario("B1", "1 sender, 500 receivers, 200 x 64 B broadcasts", "bcast", ["500", "200", "64", "0"], "/broadcast"),
-    # Paced so that neither the server nor the client is saturated (50,000 deliveries/s):
+    # Paced so that neither the server nor the client is saturated (25,000 deliveries/s):
     # the time until the last receiver has a broadcast, not a queue, is measured.
-    Scenario("B1p", "B1 paced: one broadcast every 10 ms (fan-out latency)", "bcast", ["500", "200", "64", "10"],
+    Scenario("B1p", "B1 paced: one broadcast every 20 ms (fan-out latency)", "bcast", ["500", "200", "64", "20"],
              "/broadcast"),
     Scenario("B2", "1 sender, 1,000 receivers, 100 x 64 B broadcasts", "bcast", ["1000", "100", "64", "0"], "/broadcast"),
     Scenario("I1", "5,000 idle connections", "idle", ["5000", "100"], "/echo"),
