@@ -36,6 +36,10 @@ SERVERS = {
     "gevent-websocket": "gevent_websocket.py",
 }
 OURS = "ignitia_sync"
+#: ignitia_sync without websockets' C unmasking (the pure-Python fallback), run where
+#: masking is a real share of the work: bulk messages.
+PURE = "ignitia_sync-pure-python"
+ENVIRONMENTS = {PURE: {"IGNITIA_SYNC_PURE_PYTHON": "1"}}
 
 
 @dataclass
@@ -45,12 +49,14 @@ class Scenario:
     mode: str
     args: list[str]
     path: str
+    also: tuple[str, ...] = ()  # extra variants of ours, for this scenario only
 
 
 SCENARIOS = [
     Scenario("E1", "1 conn, 1 in flight, 32 B text (latency)", "echo", ["1", "1", "32", "0", "0.5", "3"], "/echo"),
     Scenario("E2", "50 conns x 8 in flight, 32 B text", "echo", ["50", "8", "32", "0", "0.5", "3"], "/echo"),
-    Scenario("E3", "10 conns x 4 in flight, 16 KiB binary", "echo", ["10", "4", "16384", "1", "0.5", "3"], "/echo"),
+    Scenario("E3", "10 conns x 4 in flight, 16 KiB binary", "echo", ["10", "4", "16384", "1", "0.5", "3"], "/echo",
+             also=(PURE,)),
     Scenario("B1", "1 sender, 500 receivers, 200 x 64 B broadcasts", "bcast", ["500", "200", "64", "0"], "/broadcast"),
     # Paced so that neither the server nor the client is saturated (25,000 deliveries/s):
     # the time until the last receiver has a broadcast, not a queue, is measured.
@@ -104,7 +110,8 @@ def free_port() -> int:
 def start_server(name: str) -> tuple[subprocess.Popen[str], int]:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, str(HERE / "servers" / SERVERS[name]), "--port", str(port)],
+        [sys.executable, str(HERE / "servers" / SERVERS.get(name, SERVERS[OURS])), "--port", str(port)],
+        env={**os.environ, **ENVIRONMENTS.get(name, {})},
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
     assert process.stdout is not None
@@ -203,10 +210,17 @@ def report(scenario: Scenario, results: dict[str, Result]) -> list[str]:
                          f"{r.alive}/{r.messages} | {client_share} | {ratio} |")
         else:
             ratio = "-"
-            if ours and name != OURS and not ours.error:
+            if ours and name != OURS and name not in ENVIRONMENTS and not ours.error:
                 ratio = f"{ours.cpu_per_msg_us / r.cpu_per_msg_us:.2f}x"
             lines.append(f"| {name} | {r.rate:,.0f} | {r.cpu_per_msg_us:.1f} | {fmt(r.p50_us, '.0f')} | "
                          f"{fmt(r.p99_us, '.0f')} | {fmt(r.fairness, '.2f')} | {client_share} | {ratio} |")
+    peers = [r for name, r in results.items() if name != OURS and name not in ENVIRONMENTS and not r.error]
+    for name in ENVIRONMENTS:
+        variant = results.get(name)
+        if variant is not None and not variant.error and peers:
+            best = min(peers, key=lambda r: r.cpu_per_msg_us)
+            lines += ["", f"{name} ÷ best peer ({best.server}), CPU per message: "
+                          f"{variant.cpu_per_msg_us / best.cpu_per_msg_us:.2f}x"]
     return [*lines, ""]
 
 
@@ -223,9 +237,10 @@ def main() -> int:
     output = [f"Benchmarks on {os.cpu_count()} cores, Python {sys.version.split()[0]}, "
               f"{time.strftime('%Y-%m-%d')}; server CPU per message is the main figure.", ""]
     for scenario in [s for s in SCENARIOS if s.name in args.only]:
-        collected: dict[str, list[Result]] = {name: [] for name in servers}
+        names = [*servers[:1], *scenario.also, *servers[1:]] if servers[:1] == [OURS] else servers
+        collected: dict[str, list[Result]] = {name: [] for name in names}
         for _ in range(args.rounds):
-            for name in servers:  # ours and the peers alternate within each round
+            for name in names:  # ours and the peers alternate within each round
                 result = run_one(scenario, name)
                 collected[name].append(result)
                 print(f"  {scenario.name} {name}: {result.rate:,.0f}/s, {result.cpu_per_msg_us:.1f} µs CPU/msg"
