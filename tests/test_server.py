@@ -177,6 +177,25 @@ def test_first_frame_in_the_same_packet_as_the_request(serve):
     assert peer.read_frame()[:2] == (0x1, b"early")
 
 
+def test_a_close_in_the_same_packet_as_the_request_is_echoed(serve):
+    server = serve(ECHO)
+    peer = Peer(server.address)
+    peer.send(handshake_bytes("/echo") + frame(0x8, struct.pack("!H", 4001) + b"bye"))
+    assert peer.read_head()[0] == 101
+    assert peer.read_close() == (4001, "bye")
+    assert peer.at_eof()
+
+
+def test_a_bad_frame_in_the_same_packet_as_the_request_comes_after_the_answers(serve):
+    server = serve(ECHO)
+    peer = Peer(server.address)
+    peer.send(handshake_bytes("/echo") + frame(0x1, b"hi") + frame(0x3, b"reserved opcode"))
+    assert peer.read_head()[0] == 101
+    assert peer.read_frame()[:2] == (0x1, b"hi")
+    assert peer.read_close()[0] == 1002
+    assert peer.at_eof()
+
+
 def test_subprotocol_chosen_from_the_route_list_never_echoed_blindly(serve):
     app = Router().websocket("/sub", echo, subprotocols=["chat.v2", "chat.v1"])
     server = serve(app)
