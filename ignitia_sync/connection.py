@@ -465,7 +465,7 @@ class WebSocketConnection:
         self.send(Pong(data.encode() if isinstance(data, str) else bytes(data)))
 
     def send_nowait(self, message: Message) -> None:
-        """Queue ``message`` and return at once; a writer greenlet sends it in order.
+        """Send ``message`` without ever blocking: at once if the socket takes it, else queued, in order.
 
         Queued messages count against the outbox limit (``outbox_limit``, 1 MiB by
         default): a peer that does not read and stays over it is closed with 1008
