@@ -604,16 +604,9 @@ class WebSocketConnection:
         """
         if code not in _SENDABLE_CODES and not 3000 <= code <= 4999:
             raise ValueError(f"close code {code} cannot be sent")
-        if self._flush_scheduled or (self._outbox and self._writer is None):
-            self._flush_scheduled = False
-            self._writer = gevent.spawn(self._drain_outbox)
-        writer = self._writer
-        if writer is not None and writer is not gevent.getcurrent():
-            writer.join(timeout=self._close_timeout)  # what was queued goes out first
-            if not writer.dead:
-                log.info("dropping %s: its queued messages did not drain in %.1fs", self, self._close_timeout)
-                self._abort()
-                return
+        if not self._send_queue_first():
+            self._abort()
+            return
         with self._write_lock:
             data = self._proto.close(code, reason)
             if not data:
@@ -624,6 +617,19 @@ class WebSocketConnection:
                 return
         if self._proto.state is ProtocolState.CLOSING:
             self._close_timer = gevent.spawn_later(self._close_timeout, self._abort)
+
+    def _send_queue_first(self) -> bool:
+        """Before a Close: send what is queued; False if it did not drain within close_timeout."""
+        if self._flush_scheduled or (self._outbox and self._writer is None):
+            self._flush_scheduled = False
+            self._writer = gevent.spawn(self._drain_outbox)
+        writer = self._writer
+        if writer is not None and writer is not gevent.getcurrent():
+            writer.join(timeout=self._close_timeout)
+            if not writer.dead:
+                log.info("dropping %s: its queued messages did not drain in %.1fs", self, self._close_timeout)
+                return False
+        return True
 
     def close_with_reason(self, code: int, reason: str) -> None:
         """Close with a code and reason: ``ws.close_with_reason(1011, "Too many errors")``."""
@@ -830,16 +836,13 @@ class WebSocketConnection:
             failure = self._failure
             if failure is not None:
                 self._let_handler_catch_up()
-                with self._write_lock:
-                    try:
-                        self._write_locked(self._proto.fail(failure.code))
-                    except ConnectionClosed:
-                        pass
-            writer = self._writer
-            if writer is None and self._outbox:
-                self._drain_outbox()
-            elif writer is not None and writer is not gevent.getcurrent():
-                writer.join(timeout=self._close_timeout)
+            # What is queued (the answer to a Close, broadcasts) goes out, bounded, and before
+            # the Close of a failed connection: no frame may follow a Close.
+            if self._send_queue_first() and failure is not None:
+                with gevent.Timeout(self._close_timeout), self._write_lock:
+                    self._write_locked(self._proto.fail(failure.code))
+        except (ConnectionClosed, gevent.Timeout):
+            log.info("dropping %s: could not send its Close within %.1fs", self, self._close_timeout)
         finally:
             self._put(_EOF)
             self._drain_and_close()

@@ -344,7 +344,6 @@ class WebSocketProtocol:
             if not self._buffer:  # the stream ended between frames, without a Close
                 self._finish(1006, "")
                 return
-        if self._fast:
             self._hand_over()
         self._conn.receive_data(data or None)
 
