@@ -2,8 +2,9 @@
 
 On SIGINT or SIGTERM the server stops accepting, sets ``server.shutdown_event``
 (``ws.shutting_down``), sends everything still queued, closes every connection with 1001
-"Server shutdown", waits up to ``shutdown_timeout`` and exits 0. This handler notices the
-shutdown within a quarter second and sends a last message before closing.
+"Server shutdown", waits up to ``shutdown_timeout`` and exits 0. This handler waits for
+"a message or the shutdown" in one call (``recv(until_shutdown=True)``, no polling) and
+sends a last message before closing.
 
 Run: python examples/graceful_shutdown.py [--port N]   or   ignitia-sync examples.graceful_shutdown:app
 """
@@ -17,15 +18,13 @@ from ignitia_sync import Message, Router, WebSocketConnection, run  # noqa: E402
 
 def handle_websocket(ws: WebSocketConnection) -> None:
     while True:
-        message = ws.recv_timeout(0.25)  # select over "a message" and "the shutdown signal"
+        message = ws.recv(until_shutdown=True)  # select over "a message" and "the shutdown signal"
         if ws.shutting_down:
             ws.send_text("Shutting down gracefully...")
             ws.close_with_reason(1001, "Server shutdown")
             break
         if message is None:
-            if ws.closed:
-                break
-            continue
+            break
         if isinstance(message, Message.Text):
             ws.send_text(f"Echo: {message.data}")
 

@@ -52,6 +52,7 @@ from .middleware import (
 from .registry import Backplane, LocalBackplane, Registry
 from .router import Route, Router
 from .server import Server, ServerSettings, run
+from .settings import ConnectionSettings
 
 __version__ = "0.1.0"
 
@@ -62,6 +63,7 @@ __all__ = [
     "BatchHandler",
     "CloseFrame",
     "ConnectionClosed",
+    "ConnectionSettings",
     "Handler",
     "HandshakeError",
     "Headers",

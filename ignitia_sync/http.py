@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import dataclasses
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qsl, quote, unquote
 
 from wsproto.utilities import generate_accept_token
 
@@ -39,6 +38,7 @@ __all__ = [
     "accept_response",
     "client_ip",
     "error_response",
+    "escape_for_log",
     "websocket_key",
 ]
 
@@ -152,9 +152,43 @@ class Request:
                     return value
         return None
 
-    def with_path_params(self, params: Mapping[str, str]) -> Request:
-        """A copy of this request carrying the route's matched parameters."""
-        return dataclasses.replace(self, path_params=dict(params))
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, Any]) -> Request:
+        """The request of a WSGI environ (PEP 3333), for hosts that embed a connection.
+
+        Header names are rebuilt from ``HTTP_*`` keys (and ``CONTENT_TYPE`` and
+        ``CONTENT_LENGTH``); the path is re-encoded from WSGI's latin-1 and decoded as
+        UTF-8, as the built-in server does.
+
+        Example:
+            >>> request = Request.from_environ({
+            ...     "REQUEST_METHOD": "GET", "PATH_INFO": "/chat/caf\xc3\xa9",
+            ...     "QUERY_STRING": "room=1", "HTTP_UPGRADE": "websocket",
+            ...     "REMOTE_ADDR": "10.0.0.5", "REMOTE_PORT": "5123"})
+            >>> request.path, request.query["room"], request.headers["upgrade"]
+            ('/chat/café', '1', 'websocket')
+        """
+        headers = [
+            (key[5:].replace("_", "-").title(), str(value))
+            for key, value in environ.items()
+            if key.startswith("HTTP_")
+        ]
+        for key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            if environ.get(key):
+                headers.append((key.replace("_", "-").title(), str(environ[key])))
+        raw_path = str(environ.get("SCRIPT_NAME", "")) + str(environ.get("PATH_INFO", "/"))
+        path = raw_path.encode("latin-1").decode("utf-8", "replace") or "/"
+        query = str(environ.get("QUERY_STRING", ""))
+        remote = (str(environ.get("REMOTE_ADDR", "")), int(environ.get("REMOTE_PORT") or 0))
+        return cls(
+            method=str(environ.get("REQUEST_METHOD", "GET")),
+            path=path,
+            query=dict(reversed(parse_qsl(query, keep_blank_values=True))) if query else {},
+            headers=Headers(headers),
+            remote_address=remote,
+            target=quote(path) + ("?" + query if query else ""),
+            client_ip=remote[0],
+        )
 
     def routed(self, params: Mapping[str, str], client_ip: str) -> Request:
         """A copy carrying the route's matched parameters and the client's IP (one copy, not two)."""
@@ -347,3 +381,15 @@ def error_response(
         *(f"{name}: {value}" for name, value in headers),
     ]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + payload
+
+
+def escape_for_log(text: str) -> str:
+    """``text`` with control characters escaped, safe for one log line.
+
+    Example:
+        >>> escape_for_log("/chat\\nFAKE LINE")
+        '/chat\\\\nFAKE LINE'
+    """
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)

@@ -16,13 +16,17 @@ Example:
 from __future__ import annotations
 
 import hmac
+import logging
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from .exceptions import ConnectionClosed
 from .http import Request, Response
+
+log = logging.getLogger("ignitia_sync.connection")
 
 __all__ = [
     "AuthInfo",
@@ -255,8 +259,12 @@ class RateLimit:
     reply: str = "Rate limit exceeded. Please slow down."
 
 
-def message_checker(limit: RateLimit, ws: Any) -> Callable[[Any], bool]:
-    """The function a connection calls per data message: True when the message is allowed."""
+def message_filter(limit: RateLimit, ws: Any) -> Callable[[Any], bool]:
+    """The filter a host installs on a connection: True lets a data message through.
+
+    Over the limit it answers as ``limit.action`` says (a reply, or a 1008 close) and
+    returns False; the connection then drops the message.
+    """
     own = limit.per_connection() if limit.per_connection else None
     shared = limit.per_key
     if shared is not None:
@@ -269,10 +277,23 @@ def message_checker(limit: RateLimit, ws: Any) -> Callable[[Any], bool]:
             key = ws.request.client_ip
     by_bytes = limit.cost == "bytes"
 
-    def check(message: Any) -> bool:
+    def allowed(message: Any) -> bool:
         cost = float(len(message.data)) if by_bytes else 1.0
         if own is not None and not own.allow(cost):
             return False
         return shared is None or shared.allow(key, cost)
+
+    def check(message: Any) -> bool:
+        if allowed(message):
+            return True
+        if limit.action == "close":
+            log.info("closing %r: rate limit exceeded", ws)
+            ws.close(1008, "rate limit exceeded")
+        else:
+            try:
+                ws.send_text(limit.reply)
+            except ConnectionClosed:
+                pass
+        return False
 
     return check

@@ -2,7 +2,7 @@
 
 Bytes go in with :meth:`WebSocketProtocol.receive_data`, complete :class:`Message` objects
 come out of :meth:`WebSocketProtocol.events`, and every byte to write comes back from
-:meth:`WebSocketProtocol.send` or :meth:`WebSocketProtocol.data_to_send`. This module
+:meth:`WebSocketProtocol.send`, :meth:`~WebSocketProtocol.take_pong` and :meth:`~WebSocketProtocol.data_to_send`. This module
 never imports ``socket`` or ``gevent``; a test checks it.
 
 Example:
@@ -277,7 +277,7 @@ class WebSocketProtocol:
     Example:
         >>> proto = WebSocketProtocol()
         >>> proto.receive_data(bytes([0x89, 0x80, 1, 2, 3, 4]))  # a masked, empty ping
-        >>> list(proto.events()), proto.data_to_send()
+        >>> list(proto.events()), proto.take_pong()
         ([Ping(data=b'')], b'\\x8a\\x00')
     """
 
@@ -289,6 +289,7 @@ class WebSocketProtocol:
         "_outgoing",
         "_parts",
         "_plain_frames",
+        "_pong",
         "_role",
         "_wsproto",
         "close_code",
@@ -317,6 +318,7 @@ class WebSocketProtocol:
         self._fast = not client
         self._buffer = bytearray()
         self._outgoing = bytearray()
+        self._pong = b""  # the answer to the latest ping only (RFC 6455 section 5.5.3)
         self._parts: list[str | bytes] = []
         self.state = ProtocolState.OPEN
         self.close_code: int | None = None
@@ -371,7 +373,7 @@ class WebSocketProtocol:
     def events(self) -> Iterator[Message]:
         """The messages completed by the data received so far, in order.
 
-        Pings are answered (see :meth:`data_to_send`) and still yielded. A peer's Close is
+        Pings are answered (see :meth:`take_pong`) and still yielded. A peer's Close is
         answered and yielded. When the peer breaks the protocol or a limit,
         :class:`ProtocolError` is raised after every message that came before the bad
         frame has been yielded; the connection stays open for answers to those messages
@@ -435,7 +437,7 @@ class WebSocketProtocol:
                 elif first == 0x89:
                     pos = stop
                     if self.state is ProtocolState.OPEN:
-                        self._outgoing += _frame(0xA, payload) if self._plain_frames else self._conn.send(PongEvent(payload=payload))
+                        self._pong = _frame(0xA, payload) if self._plain_frames else self._conn.send(PongEvent(payload=payload))
                     yield Ping(payload)
                 else:
                     pos = stop
@@ -468,7 +470,7 @@ class WebSocketProtocol:
             elif kind is PingEvent:
                 payload = bytes(event.payload)  # type: ignore[attr-defined]
                 if self.state is ProtocolState.OPEN:
-                    self._outgoing += self._control(Opcode.PONG, payload, event)
+                    self._pong = self._control(Opcode.PONG, payload, event)
                 yield Ping(payload)
             elif kind is PongEvent:
                 yield Pong(bytes(event.payload))  # type: ignore[attr-defined]
@@ -482,9 +484,10 @@ class WebSocketProtocol:
             # The stream ended without a Close frame.
             self._finish(1006, "")
             return
-        if self._conn.state is ConnectionState.OPEN:
-            # wsproto reports a parse failure as a CloseConnection while still OPEN. The
-            # caller answers the messages before it, then calls fail() to send the Close.
+        if self._conn.state in (ConnectionState.OPEN, ConnectionState.LOCAL_CLOSING):
+            # wsproto reports a parse failure as a CloseConnection without changing its
+            # state (a real Close frame would have moved it on). The caller answers the
+            # messages before it, then calls fail(), which sends a Close only when OPEN.
             code = int(event.code)
             detail = event.reason if event.reason and event.reason != "error in extension" else None
             raise ProtocolError(code, detail or _REASONS.get(code, "protocol error"))
@@ -531,8 +534,7 @@ class WebSocketProtocol:
         if kind is Pong:
             return self._control(Opcode.PONG, message.data, PongEvent(payload=message.data))  # type: ignore[attr-defined]
         if isinstance(message, Close):
-            frame = message.frame
-            return self.close(frame.code, frame.reason) if frame else self.close(None)
+            raise TypeError("a Close is sent with close(), not send()")
         raise TypeError(f"not a Message: {message!r}")
 
     def close(self, code: int | None = 1000, reason: str = "") -> bytes:
@@ -553,18 +555,37 @@ class WebSocketProtocol:
     def fail(self, code: int, reason: str | None = None) -> bytes:
         """Fail the connection: the Close frame to send; the state becomes CLOSED.
 
+        Only an OPEN connection sends a Close: once ours is sent (CLOSING) no second one
+        may follow, so this returns ``b""`` and the caller just drops the connection.
         After a :class:`ProtocolError` the reason sent is a short, fixed text for the code,
         never the parser's details.
+
+        Example:
+            >>> proto = WebSocketProtocol()
+            >>> proto.close(1000) and proto.fail(1011), proto.state.value
+            (b'', 'closed')
         """
         if self.state is ProtocolState.CLOSED:
             return b""
         reason = reason or _REASONS.get(code, "protocol error")
+        if self.state is ProtocolState.CLOSING:
+            self._finish(code, reason)
+            return b""
         data = self._conn.send(CloseConnection(code=code, reason=reason))
         self._finish(code, reason)
         return data
 
+    def take_pong(self) -> bytes:
+        """The pong answering the latest ping received, once (``b""`` when there is none).
+
+        A peer that sends many pings gets one pong for the last of them, as RFC 6455
+        section 5.5.3 allows: answers to a ping flood never pile up.
+        """
+        pong, self._pong = self._pong, b""
+        return pong
+
     def data_to_send(self) -> bytes:
-        """Bytes the protocol produced by itself (pongs, Close answers); empties the buffer."""
+        """Bytes the protocol produced by itself (the answer to a Close); empties the buffer."""
         if not self._outgoing:
             return b""
         data = bytes(self._outgoing)

@@ -3,8 +3,11 @@
 A broadcast returns at once and never waits on any one peer: the message is framed once,
 the same bytes are queued to every peer with plain framing (peers that negotiated
 compression get the message framed by their own compressor, which costs one deflate per
-such peer), and each connection's writer greenlet sends its queue. A peer whose queue stays
+such peer), in order with everything else sent to that peer. A peer whose queue stays
 over ``outbox_limit`` is closed with 1008 "slow consumer"; the others are not slowed.
+
+Everything here runs in the hub of the server that owns the registry. A broadcast from
+another OS thread (a Flask worker thread, say) is handed to that hub, not run here.
 
 Example:
     >>> def chat(ws):
@@ -21,19 +24,17 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
 import gevent
-import gevent.lock
-from gevent.monkey import get_original
 
 from .connection import WebSocketConnection
 from .message import Binary, Message, Text
 from .protocol import encode_frame
+from .transport import real_get_ident
 
 _NO_ROOMS: frozenset[str] = frozenset()
 
 __all__ = ["Backplane", "LocalBackplane", "Registry"]
 
 log = logging.getLogger("ignitia_sync.registry")
-_real_get_ident = get_original("_thread", "get_ident")
 
 Deliver = Callable[[Message, "str | None"], None]
 
@@ -91,7 +92,6 @@ class Registry:
     """
 
     def __init__(self, backplane: Backplane | None = None) -> None:
-        self._lock = gevent.lock.Semaphore()
         # A connection's rooms: the shared empty frozenset until it joins one (a set per
         # connection would cost ~200 bytes each on servers that never use rooms).
         self._rooms_of: dict[WebSocketConnection, set[str] | frozenset[str]] = {}
@@ -104,40 +104,49 @@ class Registry:
     # -- membership -----------------------------------------------------------------
 
     def add(self, ws: WebSocketConnection) -> None:
-        """Register an open connection (the server does this after the upgrade)."""
-        with self._lock:
-            self._rooms_of.setdefault(ws, _NO_ROOMS)
-            self._by_id[ws.id] = ws
-            ws.registry = self
+        """Register an open connection (its host does this after the upgrade).
+
+        Raises:
+            ValueError: another open connection has the same id.
+        """
+        holder = self._by_id.get(ws.id)
+        if holder is not None and holder is not ws:
+            raise ValueError(f"id {ws.id!r} is taken by another connection")
+        self._rooms_of.setdefault(ws, _NO_ROOMS)
+        self._by_id[ws.id] = ws
+        ws.registry = self
 
     def discard(self, ws: WebSocketConnection) -> None:
-        """Forget a connection and take it out of every room (the server does this at close)."""
-        with self._lock:
-            for room in self._rooms_of.pop(ws, ()):
-                members = self._rooms.get(room)
-                if members is not None:
-                    members.discard(ws)
-                    if not members:
-                        del self._rooms[room]
-            if self._by_id.get(ws.id) is ws:
-                del self._by_id[ws.id]
+        """Forget a connection and take it out of every room (its host does this at close)."""
+        for room in self._rooms_of.pop(ws, ()):
+            members = self._rooms.get(room)
+            if members is not None:
+                members.discard(ws)
+                if not members:
+                    del self._rooms[room]
+        if self._by_id.get(ws.id) is ws:
+            del self._by_id[ws.id]
 
     def identify(self, ws: WebSocketConnection, id: str) -> None:
         """Give ``ws`` an application id, for :meth:`get`: ``registry.identify(ws, user_id)``.
 
+        Automatic ids start with ``#`` ("#17"), so application ids never collide with them.
+
         Raises:
-            ValueError: another open connection already has that id.
+            ValueError: another open connection already has that id, or ``id`` starts
+                with ``#`` or is empty.
         """
-        with self._lock:
-            if ws not in self._rooms_of:
-                raise ValueError(f"{ws!r} is not registered")
-            holder = self._by_id.get(id)
-            if holder is not None and holder is not ws:
-                raise ValueError(f"id {id!r} is taken by another connection")
-            if self._by_id.get(ws.id) is ws:
-                del self._by_id[ws.id]
-            ws.id = id
-            self._by_id[id] = ws
+        if not id or id.startswith("#"):
+            raise ValueError(f"application ids must be non-empty and not start with '#': {id!r}")
+        if ws not in self._rooms_of:
+            raise ValueError(f"{ws!r} is not registered")
+        holder = self._by_id.get(id)
+        if holder is not None and holder is not ws:
+            raise ValueError(f"id {id!r} is taken by another connection")
+        if self._by_id.get(ws.id) is ws:
+            del self._by_id[ws.id]
+        ws.id = id
+        self._by_id[id] = ws
 
     def get(self, id: str) -> WebSocketConnection | None:
         """The open connection with this id, or None."""
@@ -145,26 +154,24 @@ class Registry:
 
     def join(self, room: str, ws: WebSocketConnection) -> None:
         """Put ``ws`` in ``room`` (created on first use)."""
-        with self._lock:
-            rooms = self._rooms_of.get(ws)
-            if rooms is None:
-                raise ValueError(f"{ws!r} is not registered")
-            if not isinstance(rooms, set):
-                rooms = self._rooms_of[ws] = set()
-            rooms.add(room)
-            self._rooms.setdefault(room, set()).add(ws)
+        rooms = self._rooms_of.get(ws)
+        if rooms is None:
+            raise ValueError(f"{ws!r} is not registered")
+        if not isinstance(rooms, set):
+            rooms = self._rooms_of[ws] = set()
+        rooms.add(room)
+        self._rooms.setdefault(room, set()).add(ws)
 
     def leave(self, room: str, ws: WebSocketConnection) -> None:
         """Take ``ws`` out of ``room``; an empty room disappears."""
-        with self._lock:
-            rooms = self._rooms_of.get(ws)
-            if isinstance(rooms, set):
-                rooms.discard(room)
-            members = self._rooms.get(room)
-            if members is not None:
-                members.discard(ws)
-                if not members:
-                    del self._rooms[room]
+        rooms = self._rooms_of.get(ws)
+        if isinstance(rooms, set):
+            rooms.discard(room)
+        members = self._rooms.get(room)
+        if members is not None:
+            members.discard(ws)
+            if not members:
+                del self._rooms[room]
 
     def members(self, room: str) -> frozenset[WebSocketConnection]:
         """A snapshot of the connections in ``room``."""
@@ -205,8 +212,13 @@ class Registry:
             exclude: a connection, or several, to skip (typically the sender).
 
         Returns:
-            How many local connections the message was queued to.
+            How many local connections the message was queued to. Called from an OS
+            thread other than the server's, the broadcast is handed to the server's hub
+            (as :meth:`broadcast_threadsafe` does) and 0 is returned.
         """
+        if self._thread_ident is not None and self._thread_ident != real_get_ident():
+            self.broadcast_threadsafe(message, room, exclude)
+            return 0
         count = self._deliver(message, room, exclude)
         self.backplane.publish(message, room)
         return count
@@ -233,7 +245,7 @@ class Registry:
         for ws in targets:
             if ws in skip:
                 continue
-            if ws.enqueue(frame if ws.plain_framing else message, size):
+            if ws._transport.push_message(message, frame, size):
                 count += 1
         return count
 
@@ -245,7 +257,7 @@ class Registry:
     def attach(self, loop: Any = None) -> None:
         """Bind to the current hub (the server does this when it starts) and the backplane."""
         self._loop = loop if loop is not None else gevent.get_hub().loop
-        self._thread_ident = _real_get_ident()
+        self._thread_ident = real_get_ident()
         self.backplane.attach(self._receive_remote)
 
     def call_threadsafe(self, func: Callable[..., Any], *args: Any) -> None:
@@ -255,15 +267,20 @@ class Registry:
 
             server.registry.call_threadsafe(server.registry.broadcast, Message.text("hi"))
         """
-        if self._loop is None or self._thread_ident == _real_get_ident():
+        if self._loop is None or self._thread_ident == real_get_ident():
             func(*args)
             return
         self._loop.run_callback_threadsafe(_spawn_logged, func, args)
 
     def broadcast_threadsafe(
-        self, message: Message, room: str | None = None, exclude: WebSocketConnection | None = None
+        self,
+        message: Message,
+        room: str | None = None,
+        exclude: WebSocketConnection | Iterable[WebSocketConnection] | None = None,
     ) -> None:
         """:meth:`broadcast` from any thread (a worker thread of a Flask app, say)."""
+        if type(message) is not Text and type(message) is not Binary:
+            raise TypeError(f"only Text and Binary messages are broadcast, not {type(message).__name__}")
         self.call_threadsafe(self.broadcast, message, room, exclude)
 
 

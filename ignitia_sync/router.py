@@ -22,18 +22,15 @@ from typing import Any, TypeVar, overload
 
 from .handlers import Handler, as_handler
 from .middleware import Middleware, RateLimit
+from .settings import CONNECTION_OPTIONS, ConnectionSettings
 
 __all__ = ["ROUTE_OPTIONS", "Route", "Router"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-#: Server settings a route may override for its own connections.
-ROUTE_OPTIONS = frozenset(
-    {
-        "subprotocols", "max_message_size", "max_queue", "close_timeout", "compression", "outbox_limit",
-        "ping_interval", "ping_timeout", "idle_timeout",
-    }
-)
+#: Server settings a route may override for its own connections: every field of
+#: :class:`~ignitia_sync.settings.ConnectionSettings`.
+ROUTE_OPTIONS = CONNECTION_OPTIONS
 _PARAM = re.compile(r"^(?::(\w+)|\{(\w+)\})$")
 
 
@@ -95,9 +92,11 @@ class Router:
     """The application: a set of WebSocket routes.
 
     Example:
+        >>> from ignitia_sync import Message
         >>> def echo(ws):
         ...     for message in ws:
-        ...         ws.send(message)
+        ...         if isinstance(message, (Message.Text, Message.Binary)):
+        ...             ws.send(message)
         >>> app = Router().websocket("/echo", echo).websocket("/other", echo, max_message_size=4096)
         >>> [route.pattern for route in app.routes]
         ['/echo', '/other']
@@ -146,7 +145,7 @@ class Router:
                 (a :class:`~ignitia_sync.middleware.RateLimit`).
 
         Raises:
-            ValueError: a malformed pattern or a path registered twice.
+            ValueError: a malformed pattern, a path registered twice, or a bad option value.
             TypeError: an unknown option.
         """
         if handler is None:
@@ -161,6 +160,7 @@ class Router:
         unknown = set(options) - ROUTE_OPTIONS
         if unknown:
             raise TypeError(f"unknown route options: {sorted(unknown)}")
+        ConnectionSettings(**options)  # bad values fail here, not at every upgrade
         if any(route.pattern == path for route in self._routes):
             raise ValueError(f"route {path!r} is already registered")
         route = Route(path, as_handler(handler), dict(options), _compile(path), middleware, rate_limit)

@@ -1,10 +1,11 @@
 """The gevent WebSocket server: accept, upgrade, run handlers, shut down.
 
 Example:
-    >>> from ignitia_sync import Router, Server
+    >>> from ignitia_sync import Message, Router, Server
     >>> def echo(ws):
     ...     for message in ws:
-    ...         ws.send(message)
+    ...         if isinstance(message, (Message.Text, Message.Binary)):
+    ...             ws.send(message)
     >>> app = Router().websocket("/echo", echo)
     >>> with Server(app, ("127.0.0.1", 0)) as server:   # doctest: +SKIP
     ...     print(server.address)
@@ -27,24 +28,26 @@ from typing import TYPE_CHECKING, Any, cast
 import gevent
 import gevent.event
 import gevent.pool
-from gevent.monkey import get_original
+import gevent.ssl
 from gevent.server import StreamServer
 
 from .connection import WebSocketConnection
-from .exceptions import ConnectionClosed, HandshakeError
-from .handlers import Handler
+from .exceptions import HandshakeError
+from .handshake import accept
 from .http import (
     Request,
     RequestHeadReader,
     Response,
-    accept_response,
     client_ip,
     error_response,
-    websocket_key,
+    escape_for_log,
 )
-from .protocol import WebSocketProtocol, negotiate_deflate
+from .middleware import message_filter
 from .registry import Backplane, Registry
 from .router import Route, Router
+from .session import serve_connection
+from .settings import ConnectionSettings
+from .transport import real_get_ident
 
 if TYPE_CHECKING:
     import socket
@@ -54,72 +57,58 @@ __all__ = ["Server", "ServerSettings", "run"]
 
 log = logging.getLogger("ignitia_sync.server")
 access_log = logging.getLogger("ignitia_sync.access")
-_real_get_ident = get_original("_thread", "get_ident")
 
 
 @dataclass(frozen=True)
-class ServerSettings:
-    """Every limit and option of a :class:`Server`; each has a safe default.
+class ServerSettings(ConnectionSettings):
+    """Every limit and option of a :class:`Server`: the per-connection ones, and the listener's.
+
+    The fields of :class:`~ignitia_sync.settings.ConnectionSettings` (``max_message_size``,
+    ``max_queue``, ``close_timeout``, ``compression``, ``subprotocols``, ``outbox_limit``,
+    ``send_timeout``, ``ping_interval``, ``ping_timeout``, ``idle_timeout``) apply to each
+    connection and may be overridden per route; these belong to the listener:
 
     Attributes:
-        max_message_size: largest incoming message, after decompression (close 1009).
-        max_queue: received messages buffered per connection before reading pauses.
         handshake_timeout: seconds a client has to send its complete upgrade request.
-        close_timeout: seconds to wait for the peer's part of the closing handshake.
-        compression: ``"deflate"`` to accept permessage-deflate, ``None`` to refuse it.
-        subprotocols: subprotocols offered, in order of preference of the client.
         ssl_context: serve ``wss://`` with this context.
         backlog: the listen backlog.
         max_request_head: largest upgrade request head in bytes (431 past it).
         shutdown_timeout: seconds :meth:`Server.stop` waits for handlers to finish.
         shutdown_grace: seconds handlers get to react to ``shutdown_event`` before every
             connection is closed with 1001.
-        outbox_limit: bytes queued to one peer (broadcasts, ``send_nowait``) before it is
-            closed with 1008 "slow consumer".
         backplane: carries broadcasts to other processes; in-process when None.
-        ping_interval: seconds between keepalive pings (None: no pings).
-        ping_timeout: seconds a ping may wait for its pong; then close 1011 and drop TCP.
-        idle_timeout: close with 1001 after this many seconds without receiving anything.
         max_connections: open connections beyond which upgrades get 503 (None: no limit).
         max_connections_per_ip: the same, per client IP.
         trust_forwarded: take the client IP from ``X-Forwarded-For`` (behind a trusted proxy).
         certfile: serve ``wss://`` with this certificate chain (and ``keyfile``).
         keyfile: the private key for ``certfile``.
+        handle_signals: when :meth:`Server.serve_forever` (or ``ignitia()``) runs in the
+            main thread, SIGTERM and SIGINT stop the server gracefully (1001 to everyone,
+            queued messages first) and it returns normally; False leaves signals alone.
 
     Example:
         >>> ServerSettings(max_message_size=4096).max_queue
         16
     """
 
-    max_message_size: int = 1 << 20
-    max_queue: int = 16
     handshake_timeout: float = 10.0
-    close_timeout: float = 10.0
-    compression: str | None = "deflate"
-    subprotocols: Sequence[str] = ()
     ssl_context: ssl.SSLContext | None = None
     backlog: int = 1024
     max_request_head: int = 16384
     shutdown_timeout: float = 10.0
     shutdown_grace: float = 1.0
-    outbox_limit: int = 1 << 20
     backplane: Backplane | None = None
-    ping_interval: float | None = 20.0
-    ping_timeout: float | None = 20.0
-    idle_timeout: float | None = None
     max_connections: int | None = None
     max_connections_per_ip: int | None = None
     trust_forwarded: bool = False
     certfile: str | None = None
     keyfile: str | None = None
+    handle_signals: bool = True
 
     def __post_init__(self) -> None:
-        if self.compression not in ("deflate", None):
-            raise ValueError("compression must be 'deflate' or None")
-        if self.max_message_size < 1 or self.max_queue < 1 or self.max_request_head < 256:
-            raise ValueError("max_message_size, max_queue and max_request_head must be positive")
-        if isinstance(self.subprotocols, str):
-            raise TypeError("subprotocols must be a sequence of names, not a string")
+        super().__post_init__()
+        if self.max_request_head < 256:
+            raise ValueError("max_request_head must be at least 256")
 
 
 class Server:
@@ -155,6 +144,8 @@ class Server:
         self._loop: Any = None
         self._thread_ident: int | None = None
         self._thread: threading.Thread | None = None
+        self._tls: ssl.SSLContext | None = None
+        self._route_options: dict[str, tuple[Route, ConnectionSettings]] = {}
 
     # -- life cycle -----------------------------------------------------------------
 
@@ -167,29 +158,50 @@ class Server:
             import ssl
 
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.options |= ssl.OP_NO_RENEGOTIATION
             context.load_cert_chain(self.settings.certfile, self.settings.keyfile)
-        if context is None:
-            self._stream = StreamServer(self._requested_address, self._handle, backlog=self.settings.backlog)
-        else:
-            self._stream = StreamServer(
-                self._requested_address, self._handle, backlog=self.settings.backlog, ssl_context=context
-            )
+        # TLS is set up per connection in _upgrade, inside handshake_timeout, with gevent's
+        # SSLSocket (a stdlib one would block the hub); the listener itself is plain.
+        self._tls = context
+        self._stream = StreamServer(self._requested_address, self._handle, backlog=self.settings.backlog)
         self._stream.start()
         self._stopped = gevent.event.Event()
         self._loop = gevent.get_hub().loop
         self.registry.attach(self._loop)
-        self._thread_ident = _real_get_ident()
+        self._thread_ident = real_get_ident()
         log.info("listening on %s:%d", *self.address[:2])
 
     def serve_forever(self) -> None:
-        """Start if needed and block until :meth:`stop` is called."""
+        """Start if needed and block until :meth:`stop` is called.
+
+        In the main thread (and unless ``handle_signals=False``), SIGTERM and SIGINT stop
+        the server as :meth:`stop` does, and this returns normally once it has stopped.
+        """
         self.start()
         assert self._stopped is not None
-        self._stopped.wait()
+        installed = self._install_signal_handlers()
+        try:
+            self._stopped.wait()
+        finally:
+            for handler in installed:
+                handler.cancel()
 
     def ignitia(self) -> None:
-        """Serve until stopped: the guide's ``server.ignitia().await``."""
+        """Serve until stopped: the guide's ``server.ignitia().await`` (see :meth:`serve_forever`)."""
         self.serve_forever()
+
+    def _install_signal_handlers(self) -> list[Any]:
+        if not self.settings.handle_signals or threading.current_thread() is not threading.main_thread():
+            return []
+        installed = []
+        for signum in (signal.SIGINT, signal.SIGTERM):
+
+            def on_signal(signum: int = signum) -> None:
+                log.info("%s: stopping", signal.Signals(signum).name)
+                gevent.spawn(self.stop)
+
+            installed.append(gevent.signal_handler(signum, on_signal))
+        return installed
 
     def start_in_thread(self, timeout: float = 10.0) -> None:
         """Serve from a new OS thread with its own gevent hub; returns once bound.
@@ -238,20 +250,27 @@ class Server:
         Upgrades that arrive meanwhile get 503.
 
         Handlers still running after ``timeout`` seconds (default ``shutdown_timeout``)
-        are killed. Idempotent, and safe to call from any thread.
+        are killed. Idempotent, and safe to call from any thread. Called from a handler
+        (an admin "shutdown" route, say), it starts the shutdown and returns at once:
+        that handler is one of those being stopped.
         """
-        if self._stream is None or self._stopping:
+        if self._stream is None:
             return
-        if self._thread_ident != _real_get_ident():
+        if self._thread_ident != real_get_ident():
             done = threading.Event()
-            self._loop.run_callback_threadsafe(
-                lambda: gevent.spawn(self._stop_then, timeout, done)
-            )
-            done.wait((timeout or self.settings.shutdown_timeout) + 10)
+            self._loop.run_callback_threadsafe(lambda: gevent.spawn(self._stop_then, timeout, done))
+            if not done.wait((timeout or self.settings.shutdown_timeout) + self.settings.shutdown_grace + 15):
+                log.warning("stop(): the server's thread did not finish stopping in time")
             if self._thread is not None:
                 self._thread.join(5)
             return
+        if cast(Any, gevent.getcurrent()) in self._handlers:
+            gevent.spawn(self._stop_here, timeout)
+            return
         self._stop_here(timeout)
+        assert self._stopped is not None
+        if not self._stopped.is_set():  # another greenlet is stopping it: wait for the end
+            self._stopped.wait()
 
     def _stop_then(self, timeout: float | None, done: threading.Event) -> None:
         try:
@@ -268,9 +287,11 @@ class Server:
         if len(self.registry):  # handlers that watch the event may finish by themselves
             self._handlers.join(timeout=min(self.settings.shutdown_grace, self.settings.shutdown_timeout))
         for ws in self.registry:
-            gevent.spawn(ws.close, 1001, "Server shutdown")  # each flushes its own queue
+            ws.close(1001, "Server shutdown")  # each sends its queue first; never blocks
         self._handlers.join(timeout=self.settings.shutdown_timeout if timeout is None else timeout)
-        self._handlers.kill(block=True, timeout=1)
+        # Handlers still running are killed; each one's connection is torn down and
+        # accounted for as its greenlet unwinds.
+        self._handlers.kill(block=True, timeout=self.settings.close_timeout + 2)
         self.registry.backplane.close()
         log.info("stopped")
         assert self._stopped is not None
@@ -318,12 +339,14 @@ class Server:
 
     def _handle(self, sock: socket.socket, address: tuple[Any, ...]) -> None:
         self._handlers.add(cast(Any, gevent.getcurrent()))
+        upgraded = None
         try:
             upgraded = self._upgrade(sock, address)
-            if upgraded is not None:
-                self._run(upgraded[0], upgraded[1], upgraded[2])
         finally:
-            sock.close()
+            if upgraded is None:
+                sock.close()
+        if upgraded is not None:
+            self._run(*upgraded)
 
     def _upgrade(
         self, sock: socket.socket, address: tuple[Any, ...]
@@ -333,70 +356,78 @@ class Server:
         request: Request | None = None
         try:
             with gevent.Timeout(settings.handshake_timeout):
+                if self._tls is not None:
+                    sock = gevent.ssl.SSLSocket(
+                        sock=sock, server_side=True, do_handshake_on_connect=False, _context=self._tls
+                    )
+                    sock.do_handshake()
                 while request is None:
                     data = sock.recv(8192)
                     if not data:
+                        sock.close()
                         return None
                     request = reader.feed(data)
                 if self._stopping:
                     raise HandshakeError(503, "server shutting down")
                 found = self.app.match(request.path)
                 if found is None:
-                    raise HandshakeError(404, f"no WebSocket route for {request.path}")
+                    raise HandshakeError(404, "no WebSocket route for this path")
                 route, params = found
-                key = websocket_key(request)
                 request = request.routed(params, client_ip(request, settings.trust_forwarded))
+                options = self._route_settings(route)
+                accepted = accept(request, options)
                 self._check_limits(request.client_ip)
                 attached = self._run_middleware(route, request)
-                options = dataclasses.replace(settings, **route.options) if route.options else settings
-                subprotocol = _choose_subprotocol(request, options.subprotocols)
-                deflate, extensions = (
-                    negotiate_deflate(request.headers.get_all("sec-websocket-extensions"), options.max_message_size)
-                    if options.compression
-                    else (None, None)
-                )
-                answer = accept_response(key, subprotocol, extensions)
                 if sock.family != AF_UNIX:
                     # Small frames go out at once, not when the peer acknowledges the last.
                     sock.setsockopt(IPPROTO_TCP, TCP_NODELAY, 1)
+                answer = accepted.response
                 sent = sock.send(answer)  # one send() nearly always takes it all
                 if sent < len(answer):
                     sock.sendall(answer[sent:])
         except gevent.Timeout:
             log.info("handshake from %s timed out after %.1fs", address[0], settings.handshake_timeout)
+            sock.close()
             return None
         except HandshakeError as exc:
             self._refusals[exc.status] += 1
             log.info(
                 "refused %s %s from %s: %d %s", request.method if request else "-",
-                request.target if request else "-", address[0], exc.status, exc.body,
+                escape_for_log(request.path) if request else "-", address[0], exc.status, escape_for_log(exc.body),
             )
             try:
                 sock.sendall(error_response(exc.status, exc.body, exc.headers))
             except OSError:
                 pass
+            sock.close()
             return None
-        except OSError as exc:
+        except OSError as exc:  # ssl.SSLError included
             log.debug("handshake from %s failed: %s", address[0], exc)
+            sock.close()
             return None
         ws = WebSocketConnection(
             sock,
             request,
-            WebSocketProtocol(max_message_size=options.max_message_size, deflate=deflate),
-            subprotocol=subprotocol,
-            max_queue=options.max_queue,
-            close_timeout=options.close_timeout,
-            outbox_limit=options.outbox_limit,
-            ping_interval=options.ping_interval,
-            ping_timeout=options.ping_timeout,
-            idle_timeout=options.idle_timeout,
+            accepted.protocol,
+            subprotocol=accepted.subprotocol,
+            settings=options,
             initial_data=reader.trailing_data,
+            shutdown_event=self.shutdown_event,
         )
         ws.server = self
         ws.extensions = attached
         if route.rate_limit is not None:
-            ws.limit_messages(route.rate_limit)
+            ws._filter = message_filter(route.rate_limit, ws)
         return ws, route, params
+
+    def _route_settings(self, route: Route) -> ConnectionSettings:
+        """The connection settings of ``route``: the server's, with the route's overrides."""
+        found = self._route_options.get(route.pattern)
+        if found is None or found[0] is not route:
+            base = self.settings.connection_settings()
+            found = (route, dataclasses.replace(base, **route.options) if route.options else base)
+            self._route_options[route.pattern] = found
+        return found[1]
 
     def _check_limits(self, ip: str) -> None:
         limit, per_ip = self.settings.max_connections, self.settings.max_connections_per_ip
@@ -420,38 +451,17 @@ class Server:
         return extensions
 
     def _run(self, ws: WebSocketConnection, route: Route, params: dict[str, str]) -> None:
-        self.registry.add(ws)
         ip = ws.request.client_ip
         self._per_ip[ip] += 1
         self._totals["connections"] += 1
-        code, reason = 1000, ""
-        try:
-            ws.start()
-            if params:
-                route.handler(ws, **params)
-            elif type(route.handler) is Handler:
-                # Call the function itself: every call through __call__ or *args nests the C
-                # stack, which gevent copies aside (~800 bytes a level) while a handler waits.
-                route.handler.func(ws)
-            else:
-                route.handler(ws)
-        except ConnectionClosed:
-            log.debug("handler for %s ended: connection closed", ws.request.path)
-        except gevent.GreenletExit:
-            code, reason = 1001, "Server shutdown"
-        except Exception:
-            log.exception("handler for %s from %s raised", ws.request.path, ws.remote_address[0])
-            code, reason = 1011, ""
-        finally:
-            self.registry.discard(ws)
-            ws.finish(code, reason)
-            self._per_ip[ip] -= 1
-            if not self._per_ip[ip]:
-                del self._per_ip[ip]
-            self._account(ws)
+        serve_connection(ws, route.handler, params, registry=self.registry, on_closed=self._account)
 
     def _account(self, ws: WebSocketConnection) -> None:
         """Fold a closed connection into the totals and write its access line."""
+        ip = ws.request.client_ip
+        self._per_ip[ip] -= 1
+        if self._per_ip[ip] <= 0:
+            del self._per_ip[ip]
         totals = self._totals
         totals.update(
             messages_in=ws.messages_in, messages_out=ws.messages_out, bytes_in=ws.bytes_in, bytes_out=ws.bytes_out
@@ -460,19 +470,9 @@ class Server:
         self._close_codes[code] += 1
         access_log.info(
             '%s "GET %s" 101 %.3fs in=%d/%dB out=%d/%dB close=%d',
-            ws.request.client_ip, ws.request.target, time.monotonic() - ws.opened_at,
+            ws.request.client_ip, escape_for_log(ws.request.path), time.monotonic() - ws.opened_at,
             ws.messages_in, ws.bytes_in, ws.messages_out, ws.bytes_out, code,
         )
-
-
-def _choose_subprotocol(request: Request, supported: Sequence[str]) -> str | None:
-    if not supported:
-        return None
-    for value in request.headers.get_all("sec-websocket-protocol"):
-        for offered in value.split(","):
-            if offered.strip() in supported:
-                return offered.strip()
-    return None
 
 
 def run(app: Router, argv: Sequence[str] | None = None, **settings: Any) -> None:
@@ -489,8 +489,6 @@ def run(app: Router, argv: Sequence[str] | None = None, **settings: Any) -> None
     args = parser.parse_args(argv)
     server = Server(app, (args.host, args.port), **settings)
     server.start()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        gevent.signal_handler(signum, lambda: gevent.spawn(server.stop))
     host, port = server.address
     print(f"WebSocket server running on ws://{host}:{port}", flush=True)
     server.serve_forever()
