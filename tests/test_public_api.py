@@ -8,7 +8,8 @@ import ignitia_sync
 
 EXPECTED = {
     "AuthInfo", "AuthMiddleware", "KeyedLimiter", "OriginCheck", "RateLimit", "Response",
-    "SlidingWindow", "TokenBucket", "Backplane", "BatchHandler", "CloseFrame", "LocalBackplane", "Registry", "ConnectionClosed", "HandshakeError", "Handler", "Headers",
+    "SlidingWindow", "TokenBucket", "Backplane", "BatchHandler", "CloseFrame", "LocalBackplane", "Registry", "ConnectionClosed",
+    "ConnectionSettings", "HandshakeError", "Handler", "Headers",
     "IgnitiaError", "Message", "MessageDecodeError", "MessageHandler", "ProtocolError", "Request",
     "Route", "Router", "Server", "ServerSettings", "WebSocketConnection", "__version__", "run",
     "websocket_batch_handler", "websocket_handler", "websocket_message_handler",
@@ -37,7 +38,8 @@ def test_every_public_name_and_method_has_a_docstring():
 
 
 def test_exceptions_share_one_root():
-    for name in ("ConnectionClosed", "HandshakeError", "MessageDecodeError", "ProtocolError"):
+    for name in ("ConnectionClosed",
+    "HandshakeError", "MessageDecodeError", "ProtocolError"):
         assert issubclass(getattr(ignitia_sync, name), ignitia_sync.IgnitiaError)
     assert issubclass(ignitia_sync.ConnectionClosed, ConnectionError)
 

@@ -338,7 +338,7 @@ def test_accepted_sockets_send_small_frames_at_once(serve):
     """TCP_NODELAY: a second small message must not wait for the peer to acknowledge the first."""
 
     def report(ws: WebSocketConnection) -> None:
-        ws.send_text(str(ws._sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)))
+        ws.send_text(str(ws._transport._sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)))
 
     server = serve(Router().websocket("/nodelay", report))
     with connect(url(server, "/nodelay")) as client:

@@ -1,0 +1,451 @@
+"""Regression tests for the connection core (connection-review.md, H1-H8, M1-M5, API).
+
+Each one drives a real server over real sockets: a raw peer that sends exact bytes and
+parses every frame, or an independent client (websockets). Each failed on the core that
+had three write paths and eight teardown functions.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+import gevent
+import pytest
+from websockets.exceptions import ConnectionClosed as ClientClosed
+from websockets.sync.client import connect
+
+from ignitia_sync import ConnectionClosed, Message, Router, WebSocketConnection
+
+from .conftest import url
+from .wire import Peer, frame
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def small_buffer_peer(server: Any, path: str) -> Peer:
+    """A raw peer whose receive buffer is small: the server meets backpressure early."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(10)
+    sock.connect(server.address)
+    peer = Peer.__new__(Peer)
+    peer.sock, peer.buffer = sock, b""
+    peer.upgrade(path)
+    return peer
+
+
+def frames_until_close(peer: Peer) -> list[tuple[int, bytes]]:
+    """Every frame until (and with) the server's Close; the stream must parse cleanly."""
+    seen = []
+    while True:
+        opcode, payload, first = peer.read_frame()
+        assert first & 0x70 == 0 and opcode in (1, 2, 8, 9, 10), f"corrupt frame header {first:#x}"
+        seen.append((opcode, payload))
+        if opcode == 8:
+            return seen
+
+
+def wait_for(predicate: Any, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+# -- H1: one ordered stream ------------------------------------------------------------
+
+
+def test_a_direct_send_never_lands_inside_a_half_written_broadcast_frame(serve):
+    big = b"A" * 3_000_000
+
+    def handler(ws: WebSocketConnection) -> None:
+        ws.join("room")
+        assert ws.recv() == Message.text("go")
+        ws.registry.broadcast(Message.binary(big), room="room")  # partly written: the peer reads slowly
+        ws.send_text("X")  # waits for its turn behind the broadcast
+        ws.close(4000, "done")
+
+    server = serve(Router().websocket("/r", handler), outbox_limit=8_000_000)
+    peer = small_buffer_peer(server, "/r")
+    peer.send(frame(0x1, b"go"))
+    time.sleep(0.3)  # the broadcast is half out, the handler's send() waits
+    assert frames_until_close(peer) == [(2, big), (1, b"X"), (8, struct.pack("!H", 4000) + b"done")]
+
+
+# -- H2: a push-only handler keeps its connection ----------------------------------------
+
+
+def test_a_handler_that_never_reads_is_not_dropped_by_keepalive(serve):
+    def ticker(ws: WebSocketConnection) -> None:
+        for n in range(150):  # 3 s: 60 keepalive rounds against an inbox of 2
+            ws.send_text(f"tick {n}")
+            gevent.sleep(0.02)
+
+    server = serve(Router().websocket("/ticks", ticker), ping_interval=0.05, ping_timeout=1.0, max_queue=2)
+    ticks = 0
+    with connect(url(server, "/ticks")) as client:  # answers every ping, as browsers do
+        try:
+            while True:
+                client.recv(timeout=10)
+                ticks += 1
+        except ClientClosed:
+            pass
+        assert client.protocol.close_rcvd is not None and client.protocol.close_rcvd.code == 1000
+    assert ticks == 150
+
+
+# -- H3: a ping flood from a peer that never reads ----------------------------------------
+
+
+def test_a_ping_flood_from_a_peer_that_never_reads_queues_no_pongs(serve):
+    def echo(ws: WebSocketConnection) -> None:
+        for message in ws:  # drains the inbox: only the pongs could pile up
+            if isinstance(message, (Message.Text, Message.Binary)):
+                ws.send(message)
+
+    server = serve(Router().websocket("/echo", echo))
+    peer = small_buffer_peer(server, "/echo")
+    pings = frame(0x9, b"p" * 125) * 100
+    peer.sock.settimeout(3)
+    sent = 0
+    try:
+        while sent < 200_000:  # 26 MB of pings; the peer reads nothing meanwhile
+            peer.sock.sendall(pings)
+            sent += 100
+    except TimeoutError:  # the server may also stop reading: backpressure is fine too
+        pass
+    assert server.stats()["outbox_bytes"] == 0
+    with connect(url(server, "/echo")) as other:  # everyone else is served meanwhile
+        other.send("still here")
+        assert other.recv(timeout=5) == "still here"
+    peer.sock.settimeout(20)
+    peer.send(frame(0x1, b"end"))
+    pongs = 0
+    while True:
+        opcode, payload, _ = peer.read_frame()
+        if opcode == 0xA:
+            pongs += 1
+            continue
+        assert (opcode, payload) == (1, b"end")
+        break
+    # Only the latest ping waiting is answered (RFC 6455 5.5.3): nothing piled up.
+    assert 1 <= pongs < sent // 20
+    peer.close()
+
+
+# -- H4/H5: the closing handshake ------------------------------------------------------
+
+
+def test_the_peers_close_is_answered_after_the_queued_messages(serve):
+    done = threading.Event()
+
+    def handler(ws: WebSocketConnection) -> None:
+        assert ws.recv() == Message.text("go")
+        ws.send_nowait(Message.text("a" * 1_000_000))
+        ws.send_nowait(Message.text("b" * 1_000_000))
+        ws.recv()
+        done.set()
+
+    server = serve(Router().websocket("/q", handler), outbox_limit=4_000_000, max_message_size=2_000_000)
+    peer = small_buffer_peer(server, "/q")
+    peer.send(frame(0x1, b"go"))
+    time.sleep(0.3)
+    peer.send(frame(0x8, struct.pack("!H", 1000)))  # while both messages are still queued
+    got = frames_until_close(peer)
+    assert got == [(1, b"a" * 1_000_000), (1, b"b" * 1_000_000), (8, struct.pack("!H", 1000))]
+    assert peer.at_eof() and done.wait(5)
+
+
+def test_nothing_follows_our_close_not_even_a_broadcast(serve):
+    def handler(ws: WebSocketConnection) -> None:
+        ws.join("room")
+        assert ws.recv() == Message.text("go")
+        sender = gevent.spawn(ws.send_bytes, b"B" * 2_000_000)  # blocks: the peer reads slowly
+        gevent.sleep(0.1)
+        ws.close(4000, "bye")
+        assert ws.registry.broadcast(Message.text("late"), room="room") == 0
+        with pytest.raises(ConnectionClosed):
+            ws.send_text("later")
+        sender.join()
+
+    server = serve(Router().websocket("/c", handler))
+    peer = small_buffer_peer(server, "/c")
+    peer.send(frame(0x1, b"go"))
+    time.sleep(0.3)
+    got = frames_until_close(peer)
+    assert got == [(2, b"B" * 2_000_000), (8, struct.pack("!H", 4000) + b"bye")]
+    peer.send(frame(0x8, struct.pack("!H", 4000)))
+    assert peer.read_body() == b""  # and then nothing but EOF
+
+
+# -- H6: application ids never collide with automatic ones ---------------------------------
+
+
+def test_identify_with_a_number_never_collides_with_a_later_connection(serve):
+    found: list[bool] = []
+
+    def handler(ws: WebSocketConnection) -> None:
+        ws.send_text(ws.id)
+        for message in ws:
+            if isinstance(message, Message.Text) and message.data.startswith("identify "):
+                ws.registry.identify(ws, message.data.split()[1])
+                ws.send_text("ok")
+            elif message == Message.text("check"):
+                found.append(ws.registry.get(ws.id) is ws)
+                ws.send_text("checked")
+
+    server = serve(Router().websocket("/id", handler))
+    with connect(url(server, "/id")) as alice:
+        automatic = alice.recv(timeout=5)
+        assert automatic.startswith("#")
+        next_number = str(int(automatic.lstrip("#")) + 1)
+        alice.send(f"identify {next_number}")
+        assert alice.recv(timeout=5) == "ok"
+        with connect(url(server, "/id")) as stranger:
+            assert stranger.recv(timeout=5) == f"#{next_number}"
+            alice.send("check")
+            assert alice.recv(timeout=5) == "checked"
+    assert found == [True]
+
+
+def test_identify_refuses_the_automatic_namespace(serve):
+    errors: list[str] = []
+
+    def handler(ws: WebSocketConnection) -> None:
+        try:
+            ws.registry.identify(ws, "#1")
+        except ValueError as exc:
+            errors.append(str(exc))
+        ws.send_text("done")
+
+    server = serve(Router().websocket("/id", handler))
+    with connect(url(server, "/id")) as client:
+        assert client.recv(timeout=5) == "done"
+    assert len(errors) == 1
+
+
+# -- H7: a broadcast from an OS thread ---------------------------------------------------
+
+
+def test_a_broadcast_from_another_os_thread_is_delivered_and_later_ones_too(serve):
+    def handler(ws: WebSocketConnection) -> None:
+        ws.join("room")
+        ws.send_text("joined")
+        for message in ws:
+            if isinstance(message, Message.Text):
+                ws.registry.broadcast(Message.text(f"hub {message.data}"), room="room")
+
+    server = serve(Router().websocket("/t", handler))
+    with connect(url(server, "/t")) as client:
+        assert client.recv(timeout=5) == "joined"
+        assert threading.current_thread() is threading.main_thread()  # not the server's thread
+        assert server.registry.broadcast(Message.text("from a thread"), room="room") == 0
+        assert client.recv(timeout=5) == "from a thread"
+        for n in range(5):
+            client.send(str(n))
+        assert [client.recv(timeout=5) for _ in range(5)] == [f"hub {n}" for n in range(5)]
+
+
+# -- H8 and signals: stopping from a handler, SIGTERM for ignitia() ------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_script(port: int) -> subprocess.Popen[str]:
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    process = subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "tests", "scripts", "signal_server.py"), str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )
+    assert process.stdout is not None and process.stdout.readline().strip() == "serving"
+    return process
+
+
+def test_stop_from_a_handler_finishes_and_serve_forever_returns():
+    port = free_port()
+    process = start_script(port)
+    try:
+        with connect(f"ws://127.0.0.1:{port}/admin", open_timeout=10) as client:
+            assert client.recv(timeout=5) == "stopping"
+            with pytest.raises(ClientClosed):
+                client.recv(timeout=10)
+            assert client.protocol.close_rcvd is not None and client.protocol.close_rcvd.code == 1001
+        assert process.wait(timeout=20) == 0
+        assert process.stdout is not None and "exited cleanly" in process.stdout.read()
+    finally:
+        process.kill()
+        process.wait()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_drains_a_script_that_ends_with_ignitia(signum):
+    port = free_port()
+    process = start_script(port)
+    try:
+        with connect(f"ws://127.0.0.1:{port}/queue", open_timeout=10) as client:
+            time.sleep(0.2)
+            process.send_signal(signum)
+            got = []
+            with pytest.raises(ClientClosed):
+                while True:
+                    got.append(client.recv(timeout=10))
+            assert got == ["queued 0", "queued 1", "queued 2", "ready"]
+            assert client.protocol.close_rcvd is not None and client.protocol.close_rcvd.code == 1001
+        assert process.wait(timeout=20) == 0
+    finally:
+        process.kill()
+        process.wait()
+
+
+# -- M1/M5: the end of the closing handshake --------------------------------------------------
+
+
+def test_closing_while_a_bad_frame_arrives_raises_nothing_and_fakes_no_close(serve, capfd):
+    seen: list[Any] = []
+
+    def handler(ws: WebSocketConnection) -> None:
+        seen.append(ws.recv())
+        ws.close(1000)
+        seen.append(ws.recv())
+
+    server = serve(Router().websocket("/m", handler))
+    peer = Peer(server.address)
+    peer.upgrade("/m")
+    peer.send(frame(0x1, b"a") + frame(0x3, b"bad"))  # a message, then an unknown opcode
+    assert peer.read_close() == (1000, "")
+    assert peer.at_eof()
+    wait_for(lambda: len(seen) == 2)
+    assert seen == [Message.text("a"), None]  # not Close(1002, "Invalid opcode 0x3")
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_handler_still_working_on_the_last_message_gets_its_answer_out(serve):
+    def handler(ws: WebSocketConnection) -> None:
+        for message in ws:
+            gevent.sleep(0.3)  # a database call
+            ws.send(message)
+
+    server = serve(Router().websocket("/slow", handler))
+    peer = Peer(server.address)
+    peer.upgrade("/slow")
+    peer.send(frame(0x1, b"answer me") + frame(0x1, b"\xff"))  # then invalid UTF-8
+    assert frames_until_close(peer) == [(1, b"answer me"), (8, struct.pack("!H", 1007) + b"invalid frame payload data")]
+
+
+# -- M2/M3: sending checks at once, and a Close goes through close() ------------------------
+
+
+def test_send_nowait_refuses_a_bad_message_at_once_and_loses_nothing(serve):
+    def handler(ws: WebSocketConnection) -> None:
+        ws.send_nowait(Message.text("one"))
+        with pytest.raises(ValueError):
+            ws.send_nowait(Message.ping(b"x" * 200))
+        with pytest.raises(TypeError):
+            ws.send_nowait("not a message")  # type: ignore[arg-type]
+        ws.send_nowait(Message.text("two"))
+        ws.send_nowait(Message.text("three"))
+        ws.send(Message.close_with_reason(4001, "through send"))
+
+    server = serve(Router().websocket("/n", handler))
+    with connect(url(server, "/n")) as client:
+        assert [client.recv(timeout=5) for _ in range(3)] == ["one", "two", "three"]
+        with pytest.raises(ClientClosed):
+            client.recv(timeout=5)
+        assert client.protocol.close_rcvd is not None
+        assert (client.protocol.close_rcvd.code, client.protocol.close_rcvd.reason) == (4001, "through send")
+    assert server.stats()["outbox_bytes"] == 0
+
+
+def test_a_close_with_a_code_one_may_not_send_is_refused_through_send_too(serve):
+    errors: list[type[BaseException]] = []
+
+    def handler(ws: WebSocketConnection) -> None:
+        for code in (999, 70000):
+            try:
+                ws.send(Message.close_with_reason(code, ""))
+            except Exception as exc:
+                errors.append(type(exc))
+        ws.send_text("still open")
+
+    server = serve(Router().websocket("/c", handler))
+    with connect(url(server, "/c")) as client:
+        assert client.recv(timeout=5) == "still open"
+    assert errors == [ValueError, ValueError]
+
+
+# -- M4: every ending is accounted for ---------------------------------------------------------
+
+
+def test_a_handler_killed_at_shutdown_is_still_closed_and_counted(serve):
+    def stubborn(ws: WebSocketConnection) -> None:
+        while True:
+            gevent.sleep(0.05)  # ignores shutdown_event and the closed connection
+
+    server = serve(Router().websocket("/s", stubborn), shutdown_grace=0.1, close_timeout=0.5)
+    peer = Peer(server.address)
+    peer.upgrade("/s")
+    wait_for(lambda: server.stats()["open_connections"] == 1)
+    server.stop(timeout=0.3)
+    assert peer.read_close() == (1001, "Server shutdown")
+    stats = server.stats()
+    assert stats["open_connections"] == 0 and stats["close_codes"] == {1001: 1}
+    assert peer.at_eof()
+
+
+# -- API: recv(timeout), send(str|bytes), waiting for a message or shutdown ---------------------------
+
+
+def test_recv_timeout_raises_timeouterror_and_send_takes_str_and_bytes(serve):
+    def handler(ws: WebSocketConnection) -> None:
+        try:
+            ws.recv(timeout=0.05)
+        except TimeoutError:
+            ws.send("timed out")
+        ws.send(b"\x01\x02")
+        assert ws.recv_timeout(0.05) is None and not ws.closed
+
+    server = serve(Router().websocket("/api", handler))
+    with connect(url(server, "/api")) as client:
+        assert client.recv(timeout=5) == "timed out"
+        assert client.recv(timeout=5) == b"\x01\x02"
+
+
+def test_recv_until_shutdown_wakes_at_shutdown_without_polling(serve):
+    def handler(ws: WebSocketConnection) -> None:
+        assert ws.recv(until_shutdown=True) is None
+        assert ws.shutting_down and not ws.closed
+        ws.send_text("goodbye")
+
+    server = serve(Router().websocket("/w", handler), shutdown_grace=5)
+    with connect(url(server, "/w")) as client:
+        wait_for(lambda: server.stats()["open_connections"] == 1)
+        stopper = threading.Thread(target=server.stop)
+        stopper.start()
+        assert client.recv(timeout=5) == "goodbye"
+        stopper.join(10)
+
+
+def test_idle_timeout_counts_data_messages_not_pongs(serve):
+    server = serve(Router().websocket("/idle", lambda ws: [None for _ in ws]), ping_interval=0.05, idle_timeout=0.4)
+    with connect(url(server, "/idle")) as client:  # answers every ping
+        with pytest.raises(ClientClosed):
+            client.recv(timeout=10)
+        assert client.protocol.close_rcvd is not None
+        assert (client.protocol.close_rcvd.code, client.protocol.close_rcvd.reason) == (1001, "idle timeout")
+
+
+def test_a_bad_route_option_fails_when_the_route_is_registered():
+    with pytest.raises(ValueError, match="outbox_limit"):
+        Router().websocket("/x", lambda ws: None, outbox_limit=0)
