@@ -632,16 +632,18 @@ class Transport:
                 elif kind is Ping:
                     pong = proto.take_pong()
                     if pong:
+                        # Every ping is answered while the peer reads; behind a peer that
+                        # does not, only the latest waits (RFC 6455 5.5.3) and reading pauses.
                         self._pong = pong
                         self._reply_waiting = True
+                        if self._writer is None:
+                            self._flush()
                 inbox.put(message)
         except ProtocolError as exc:
             self._on_protocol_error(exc)
             return
         if got_data:
             self.last_data_at = time.monotonic()
-        if self._pong:
-            self._flush()
         if proto.state is ProtocolState.CLOSED:  # the closing handshake is over, or EOF
             reply = proto.data_to_send()
             if reply:  # our answer to the peer's Close, after what is queued
