@@ -18,7 +18,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .http import Request, accept_response, websocket_key
 from .protocol import WebSocketProtocol, negotiate_deflate
@@ -27,8 +27,7 @@ from .settings import ConnectionSettings
 __all__ = ["Accepted", "accept", "choose_subprotocol"]
 
 
-@dataclass(frozen=True)
-class Accepted:
+class Accepted(NamedTuple):
     """A negotiated upgrade: the bytes to answer with and the connection's protocol state.
 
     Attributes:
