@@ -162,7 +162,8 @@ class _BoundedDeflate(PerMessageDeflate):
             return None
         tail = self._inflate(b"\x00\x00\xff\xff")
         self._inflated = 0
-        if self.client_no_context_takeover:
+        # The peer's compressor resets per message when *its* side has no context takeover.
+        if self.server_no_context_takeover if proto.client else self.client_no_context_takeover:
             self._decompressor = None
         return tail
 

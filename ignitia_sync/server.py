@@ -20,7 +20,7 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from socket import AF_UNIX, IPPROTO_TCP, TCP_NODELAY
 from typing import TYPE_CHECKING, Any, cast
@@ -117,7 +117,8 @@ class Server:
     Args:
         app: the router.
         address: ``(host, port)``; port 0 picks a free port (see :attr:`address`).
-        **settings: any field of :class:`ServerSettings`.
+        settings: a :class:`ServerSettings` (typed, for mypy users), or None.
+        **overrides: any field of :class:`ServerSettings`, over ``settings``.
 
     Example:
         >>> server = Server(Router(), ("127.0.0.1", 0), max_message_size=65536)
@@ -125,9 +126,19 @@ class Server:
         65536
     """
 
-    def __init__(self, app: Router, address: tuple[str, int] = ("127.0.0.1", 3000), **settings: Any) -> None:
+    def __init__(
+        self,
+        app: Router,
+        address: tuple[str, int] = ("127.0.0.1", 3000),
+        settings: ServerSettings | None = None,
+        **overrides: Any,
+    ) -> None:
         self.app = app
-        self.settings = ServerSettings(**settings)
+        if settings is None:
+            settings = ServerSettings(**overrides)
+        elif overrides:
+            settings = dataclasses.replace(settings, **overrides)
+        self.settings = settings
         self._requested_address = address
         self._stream: StreamServer | None = None
         self._handlers = gevent.pool.Group()
@@ -225,6 +236,8 @@ class Server:
                 ready.set()
             assert self._stopped is not None
             self._stopped.wait()
+            # This thread's hub ends with it: close the loop and its file descriptors.
+            gevent.get_hub().destroy(destroy_loop=True)
 
         self._thread = threading.Thread(target=serve, name="ignitia-sync-server", daemon=True)
         self._thread.start()
@@ -254,7 +267,7 @@ class Server:
         (an admin "shutdown" route, say), it starts the shutdown and returns at once:
         that handler is one of those being stopped.
         """
-        if self._stream is None:
+        if self._stream is None or (self._stopped is not None and self._stopped.is_set()):
             return
         if self._thread_ident != real_get_ident():
             done = threading.Event()
@@ -441,13 +454,18 @@ class Server:
         for middleware in (*self.app.global_middleware, *route.middleware):
             try:
                 result = middleware(request)
+            except HandshakeError:
+                raise  # a middleware may refuse by raising, with its own status
             except Exception:
-                log.exception("middleware %r failed on %s", middleware, request.path)
+                log.exception("middleware %r failed on %s", middleware, escape_for_log(request.path))
                 raise HandshakeError(500, "internal error") from None
             if isinstance(result, Response):
                 raise HandshakeError(result.status, result.body or "refused", result.headers)
-            if result:
+            if isinstance(result, Mapping):
                 extensions.update(result)
+            elif result is not None:
+                log.error("middleware %r returned %r: expected None, a mapping or a Response", middleware, type(result))
+                raise HandshakeError(500, "internal error")
         return extensions
 
     def _run(self, ws: WebSocketConnection, route: Route, params: dict[str, str]) -> None:

@@ -453,3 +453,85 @@ def test_idle_timeout_counts_data_messages_not_pongs(serve):
 def test_a_bad_route_option_fails_when_the_route_is_registered():
     with pytest.raises(ValueError, match="outbox_limit"):
         Router().websocket("/x", lambda ws: None, outbox_limit=0)
+
+
+# -- the reusable core: another host, a stdlib socket, the handshake from a WSGI environ ------------
+
+
+def test_another_host_serves_a_connection_from_an_environ_over_a_stdlib_socketpair():
+    from ignitia_sync import ConnectionSettings, Handler, Request
+    from ignitia_sync.handshake import accept
+    from ignitia_sync.registry import Registry
+    from ignitia_sync.session import serve_connection
+
+    environ = {
+        "REQUEST_METHOD": "GET", "PATH_INFO": "/chat/caf\xc3\xa9", "QUERY_STRING": "room=1",
+        "HTTP_HOST": "x", "HTTP_UPGRADE": "websocket", "HTTP_CONNECTION": "Upgrade",
+        "HTTP_SEC_WEBSOCKET_VERSION": "13", "HTTP_SEC_WEBSOCKET_KEY": "dGhlIHNhbXBsZSBub25jZQ==",
+        "REMOTE_ADDR": "10.1.2.3", "REMOTE_PORT": "4000",
+    }
+    request = Request.from_environ(environ)
+    assert (request.path, request.query, request.client_ip) == ("/chat/café", {"room": "1"}, "10.1.2.3")
+    settings = ConnectionSettings(ping_interval=None, compression=None)
+    accepted = accept(request, settings)
+    assert accepted.response.startswith(b"HTTP/1.1 101 ")
+    server_side, client_side = socket.socketpair()  # stdlib sockets: wrapped, never read blocking
+    closed: list[int | None] = []
+
+    def handler(ws: WebSocketConnection) -> None:
+        ws.send_text(f"hello {ws.request.path}")
+        for message in ws:
+            if isinstance(message, Message.Text):
+                ws.send_text(message.data.upper())
+
+    def host() -> None:
+        ws = WebSocketConnection(server_side, request, accepted.protocol, settings=settings)
+        greenlet = gevent.spawn(
+            serve_connection, ws, Handler(handler), {}, registry=Registry(),
+            on_closed=lambda ws: closed.append(ws.close_code),
+        )
+        greenlet.join(20)
+
+    thread = threading.Thread(target=host)
+    thread.start()
+    peer = Peer.__new__(Peer)
+    peer.sock, peer.buffer = client_side, b""
+    client_side.settimeout(10)
+    assert peer.read_frame()[:2] == (1, "hello /chat/café".encode())
+    peer.send(frame(0x1, b"shout"))
+    assert peer.read_frame()[:2] == (1, b"SHOUT")
+    peer.send(frame(0x8, struct.pack("!H", 1000)))
+    assert peer.read_close() == (1000, "")
+    assert peer.at_eof()
+    client_side.close()  # our FIN ends the server's read to EOF at once
+    thread.join(20)
+    assert closed == [1000]
+
+
+def test_a_stdlib_ssl_socket_is_refused():
+    import ssl
+
+    from ignitia_sync.transport import gevent_socket
+
+    context = ssl.create_default_context()
+    with socket.socket() as plain:
+        wrapped = context.wrap_socket(plain, do_handshake_on_connect=False, server_hostname="x")
+        with pytest.raises(TypeError, match="gevent.ssl"):
+            gevent_socket(wrapped)
+        wrapped.close()
+
+
+def test_a_middleware_that_raises_handshakeerror_gets_its_status(serve):
+    from ignitia_sync import HandshakeError, ServerSettings
+
+    def no_entry(request: Any) -> None:
+        raise HandshakeError(403, "members only")
+
+    app = Router().middleware(no_entry).websocket("/x", lambda ws: None)
+    server = serve(app, settings=ServerSettings(max_queue=4))
+    assert server.settings.max_queue == 4
+    peer = Peer(server.address)
+    peer.send(b"GET /x HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+              b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+    status, _ = peer.read_head()
+    assert status == 403 and b"members only" in peer.read_body()
