@@ -516,7 +516,7 @@ def test_a_stdlib_ssl_socket_is_refused():
     context = ssl.create_default_context()
     with socket.socket() as plain:
         wrapped = context.wrap_socket(plain, do_handshake_on_connect=False, server_hostname="x")
-        with pytest.raises(TypeError, match="gevent.ssl"):
+        with pytest.raises(TypeError, match=r"gevent\.ssl"):
             gevent_socket(wrapped)
         wrapped.close()
 
