@@ -23,6 +23,7 @@ import binascii
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote
 
@@ -36,6 +37,7 @@ __all__ = [
     "RequestHeadReader",
     "Response",
     "accept_response",
+    "check_header",
     "client_ip",
     "error_response",
     "escape_for_log",
@@ -57,6 +59,8 @@ _REASONS = {
     505: "HTTP Version Not Supported",
 }
 
+#: The most header lines a request head may have (websockets stops at 128 too).
+MAX_HEADERS = 128
 _TOKEN = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+"
 _REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") ([^\x00-\x20\x7f]+) HTTP/([0-9])\.([0-9])")
 #: name ":" OWS value OWS, where the value is visible characters with inner spaces or tabs.
@@ -74,15 +78,20 @@ class Headers(Mapping[str, str]):
         ('a, b', ['a', 'b'])
     """
 
-    __slots__ = ("_items",)
+    __slots__ = ("_by_name", "_items")
 
     def __init__(self, items: list[tuple[str, str]]) -> None:
         self._items = items
+        self._by_name: dict[str, list[str]] | None = None
 
     def get_all(self, name: str) -> list[str]:
-        """Every value of header ``name``, in order."""
-        name = name.lower()
-        return [value for key, value in self._items if key.lower() == name]
+        """Every value of header ``name``, in order (one pass over the headers, then a lookup)."""
+        by_name = self._by_name
+        if by_name is None:
+            by_name = self._by_name = {}
+            for key, value in self._items:
+                by_name.setdefault(key.lower(), []).append(value)
+        return list(by_name.get(name.lower(), ()))
 
     def tokens(self, name: str) -> list[str]:
         """The comma-separated tokens of header ``name``, stripped and lower-cased."""
@@ -104,13 +113,14 @@ class Headers(Mapping[str, str]):
         return ", ".join(values)
 
     def __iter__(self) -> Iterator[str]:
-        seen: dict[str, None] = {}
-        for key, _ in self._items:
-            seen.setdefault(key.lower(), None)
-        return iter(seen)
+        self.get_all("")
+        assert self._by_name is not None
+        return iter(list(self._by_name))
 
     def __len__(self) -> int:
-        return len({key.lower() for key, _ in self._items})
+        self.get_all("")
+        assert self._by_name is not None
+        return len(self._by_name)
 
     def __repr__(self) -> str:
         return f"Headers({self._items!r})"
@@ -210,9 +220,38 @@ class Response:
     body: str = ""
     headers: tuple[tuple[str, str], ...] = ()
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.status, int) or not 400 <= self.status <= 599:
+            raise ValueError(f"a refusal's status is 4xx or 5xx, not {self.status!r}")
+        for name, value in self.headers:
+            check_header(name, value)
+
     def to_bytes(self) -> bytes:
         """The complete response, ready to write."""
         return error_response(self.status, self.body or _REASONS.get(self.status, "refused"), self.headers)
+
+
+_TOKEN_NAME = re.compile(_TOKEN.decode())
+_FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
+
+
+def check_header(name: str, value: str) -> None:
+    """Refuse a response header that could split the response or break the head.
+
+    Raises:
+        ValueError: the name is not an HTTP token, or the value holds CR, LF, NUL, another
+            control character, or a character outside latin-1.
+
+    Example:
+        >>> check_header("X-Next", "a\\r\\nSet-Cookie: evil=1")
+        Traceback (most recent call last):
+        ...
+        ValueError: header 'X-Next' has a value with a control or non-latin-1 character
+    """
+    if not isinstance(name, str) or not _TOKEN_NAME.fullmatch(name):
+        raise ValueError(f"header name {name!r} is not an HTTP token")
+    if not isinstance(value, str) or not _FIELD_VALUE.fullmatch(value):
+        raise ValueError(f"header {name!r} has a value with a control or non-latin-1 character")
 
 
 class RequestHeadReader:
@@ -274,6 +313,8 @@ class RequestHeadReader:
             raise HandshakeError(400, "a WebSocket upgrade needs HTTP/1.1 or later")
         headers: list[tuple[str, str]] = []
         hosts = 0
+        if len(lines) - 1 > MAX_HEADERS:
+            raise HandshakeError(431, f"more than {MAX_HEADERS} header lines")
         for line in lines[1:]:
             field_line = _FIELD_LINE.fullmatch(line.removesuffix(b"\r"))
             if field_line is None:
@@ -363,6 +404,15 @@ def accept_response(key: str, subprotocol: str | None, extensions: str | None) -
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
+def _reason(status: int) -> str:
+    if status in _REASONS:
+        return _REASONS[status]
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Client Error" if status < 500 else "Server Error"
+
+
 def error_response(
     status: int, body: str, headers: tuple[tuple[str, str], ...] = ()
 ) -> bytes:
@@ -374,7 +424,7 @@ def error_response(
     """
     payload = (body + "\n").encode("utf-8")
     lines = [
-        f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}",
+        f"HTTP/1.1 {status} {_reason(status)}",
         "Content-Type: text/plain; charset=utf-8",
         f"Content-Length: {len(payload)}",
         "Connection: close",

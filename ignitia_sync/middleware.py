@@ -61,15 +61,22 @@ class AuthMiddleware:
     """Refuse upgrades without a valid token (401); give the handler an :class:`AuthInfo`.
 
     The token is taken from ``Authorization: Bearer TOKEN``, else from the query parameter
-    ``query_param`` (browsers cannot set headers on a WebSocket), else from the cookie
-    ``cookie``. Tokens are compared in constant time.
+    ``query_param`` (browsers cannot set headers on a WebSocket), else, only when ``cookie``
+    is given, from that cookie. Tokens are compared in constant time.
+
+    Cookie authentication is off by default: a browser attaches cookies to a WebSocket that
+    *any* page opens (cross-site WebSocket hijacking). With ``cookie=...``, an upgrade
+    authenticated by the cookie is refused with 403 unless its ``Origin`` is one of
+    ``allowed_origins`` (by default: the request's own ``Host``, same-origin only).
 
     Args:
         token_or_verify: a static token, or ``verify(token)`` returning an :class:`AuthInfo`
             (or any object, kept as ``ws.extensions["auth"]``) for a valid token, None for
             an invalid one.
         query_param: the query parameter that may carry the token (None to disable).
-        cookie: the cookie that may carry the token (None to disable).
+        cookie: the cookie that may carry the token (None, the default: never).
+        allowed_origins: origins (``"https://example.com"``) whose pages may use cookie
+            authentication; empty means the request's own host only.
 
     Example:
         >>> auth = AuthMiddleware(lambda token: AuthInfo("alice") if token == "t0k" else None)
@@ -80,7 +87,8 @@ class AuthMiddleware:
         token_or_verify: str | Callable[[str], Any],
         *,
         query_param: str | None = "token",
-        cookie: str | None = "token",
+        cookie: str | None = None,
+        allowed_origins: Iterable[str] = (),
     ) -> None:
         if isinstance(token_or_verify, str):
             if not token_or_verify:
@@ -95,6 +103,7 @@ class AuthMiddleware:
             self._verify = token_or_verify
         self._query_param = query_param
         self._cookie = cookie
+        self._allowed_origins = frozenset(origin.lower().rstrip("/") for origin in allowed_origins)
 
     def token(self, request: Request) -> str | None:
         """The token the request carries, from header, query or cookie."""
@@ -107,9 +116,21 @@ class AuthMiddleware:
             return request.cookie(self._cookie)
         return None
 
+    def _cookie_origin_allowed(self, request: Request) -> bool:
+        origin = request.headers.get("origin")
+        if origin is None:  # not a browser: nobody else's page is involved
+            return True
+        origin = origin.lower().rstrip("/")
+        if self._allowed_origins:
+            return origin in self._allowed_origins
+        host = request.headers.get("host", "").lower()
+        return bool(host) and origin.partition("://")[2] == host
+
     def __call__(self, request: Request) -> MiddlewareResult:
         """Check the request's token."""
         token = self.token(request)
+        if token and self._cookie and token == request.cookie(self._cookie) and not self._cookie_origin_allowed(request):
+            return Response(403, "cookie authentication from this origin is not allowed")
         info = self._verify(token) if token else None
         if info is None:
             return Response(401, "missing or invalid token", (("WWW-Authenticate", 'Bearer realm="websocket"'),))

@@ -452,13 +452,22 @@ class Server:
     def _run_middleware(self, route: Route, request: Request) -> dict[Any, Any]:
         extensions: dict[Any, Any] = {}
         for middleware in (*self.app.global_middleware, *route.middleware):
+            result: Any
             try:
                 result = middleware(request)
-            except HandshakeError:
-                raise  # a middleware may refuse by raising, with its own status
+                if isinstance(result, HandshakeError):
+                    raise result
+            except HandshakeError as exc:  # a middleware may refuse by raising, with its own status
+                result = exc
             except Exception:
                 log.exception("middleware %r failed on %s", middleware, escape_for_log(request.path))
                 raise HandshakeError(500, "internal error") from None
+            if isinstance(result, HandshakeError):
+                try:  # the same checks as a returned Response: no response splitting
+                    result = Response(result.status, result.body, result.headers)
+                except ValueError as exc:
+                    log.error("middleware %r refused with a bad answer: %s", middleware, exc)
+                    raise HandshakeError(500, "internal error") from None
             if isinstance(result, Response):
                 raise HandshakeError(result.status, result.body or "refused", result.headers)
             if isinstance(result, Mapping):

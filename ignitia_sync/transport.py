@@ -44,6 +44,7 @@ from gevent.hub import Waiter
 from gevent.monkey import get_original
 
 from .exceptions import ConnectionClosed, ProtocolError
+from .http import escape_for_log
 from .inbox import EOF, FAILED, TIMEOUT, Inbox
 from .message import Binary, Message, Ping, Pong, Text
 from .protocol import ProtocolState, WebSocketProtocol
@@ -657,7 +658,7 @@ class Transport:
 
     def _on_protocol_error(self, exc: ProtocolError) -> None:
         log.info(
-            "failing connection from %s: %s (close code %d)", self._describe(), exc.reason, exc.code,
+            "failing connection from %s: %s (close code %d)", self._describe(), escape_for_log(exc.reason), exc.code,
         )
         self._failure = exc
         self._update_reading()

@@ -173,3 +173,31 @@ def test_the_parser_agrees_with_h11_on_valid_heads(method, target, fields, trail
     assert request.target == event.target.decode("latin-1")
     assert request.headers.raw_items() == [(n.decode("latin-1"), v.decode("latin-1")) for n, v in event.headers.raw_items()]
     assert reader.trailing_data == trailing
+
+
+def test_more_than_128_header_lines_get_431():
+    from ignitia_sync.http import RequestHeadReader
+
+    head = b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X-A: b\r\n" * 128 + b"\r\n"
+    with pytest.raises(HandshakeError) as info:
+        RequestHeadReader(1 << 20).feed(head)
+    assert info.value.status == 431
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [(("X-Next", "a\r\nSet-Cookie: evil=1"),), (("Bad Name", "x"),), (("X-Nul", "a\x00"),), (("X-Euro", "\u20ac"),)],
+)
+def test_a_refusal_cannot_split_the_response(headers):
+    from ignitia_sync import Response
+
+    with pytest.raises(ValueError):
+        Response(403, "no", headers)
+
+
+@pytest.mark.parametrize("status", [101, 200, 302, 600])
+def test_a_refusal_is_a_4xx_or_5xx(status):
+    from ignitia_sync import Response
+
+    with pytest.raises(ValueError):
+        Response(status, "no")

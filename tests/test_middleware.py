@@ -44,8 +44,25 @@ def test_static_token_from_header_query_or_cookie_else_401(serve):
         assert ws.recv() == "token "
     with connect(url(server, "/secure?token=secret-token")) as ws:
         assert ws.recv() == "token "
-    with connect(url(server, "/secure"), additional_headers={"Cookie": "a=b; token=secret-token"}) as ws:
+    # Cookies are not read unless asked for (S5: any page may open a WebSocket with them).
+    assert status_of(server, "/secure", "Cookie: a=b; token=secret-token\r\n")[0] == 401
+
+
+def test_cookie_auth_is_opt_in_and_refuses_other_sites_pages(serve):
+    auth = AuthMiddleware("secret-token", cookie="token", allowed_origins=["https://app.example"])
+    server = serve(Router().middleware(auth).websocket("/secure", whoami))
+    cookie = "Cookie: a=b; token=secret-token\r\n"
+    with connect(url(server, "/secure"), additional_headers={"Cookie": "token=secret-token"}) as ws:
+        assert ws.recv() == "token "  # no Origin: not a browser, so no other site's page
+    with connect(url(server, "/secure"), origin="https://app.example",
+                 additional_headers={"Cookie": "token=secret-token"}) as ws:
         assert ws.recv() == "token "
+    assert status_of(server, "/secure", cookie + "Origin: https://evil.example\r\n")[0] == 403
+    # A token in the header is not a browser's ambient credential: the Origin does not matter.
+    assert status_of(server, "/secure", "Authorization: Bearer secret-token\r\nOrigin: https://evil.example\r\n")[0] == 101
+    same_site = serve(Router().middleware(AuthMiddleware("secret-token", cookie="token")).websocket("/s", whoami))
+    assert status_of(same_site, "/s", cookie + "Origin: http://127.0.0.1\r\n")[0] == 101  # Host is 127.0.0.1
+    assert status_of(same_site, "/s", cookie + "Origin: http://127.0.0.1.evil\r\n")[0] == 403
 
 
 def test_verify_function_gives_the_handler_its_auth_info(serve):
