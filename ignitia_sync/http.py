@@ -69,6 +69,10 @@ _FIELD_LINE = re.compile(
 )
 
 
+#: Heads with more header lines than this get an index instead of a scan per lookup.
+_SCAN_LIMIT = 24
+
+
 class Headers(Mapping[str, str]):
     """Case-insensitive, read-only HTTP headers; repeated headers are joined with ``, ``.
 
@@ -85,13 +89,21 @@ class Headers(Mapping[str, str]):
         self._by_name: dict[str, list[str]] | None = None
 
     def get_all(self, name: str) -> list[str]:
-        """Every value of header ``name``, in order (one pass over the headers, then a lookup)."""
+        """Every value of header ``name``, in order.
+
+        A short head is scanned; a long one (an attack, usually) is indexed once, so that
+        the handshake's dozen lookups stay linear in the number of headers.
+        """
+        name = name.lower()
+        items = self._items
+        if len(items) <= _SCAN_LIMIT:
+            return [value for key, value in items if key.lower() == name]
         by_name = self._by_name
         if by_name is None:
             by_name = self._by_name = {}
-            for key, value in self._items:
+            for key, value in items:
                 by_name.setdefault(key.lower(), []).append(value)
-        return list(by_name.get(name.lower(), ()))
+        return list(by_name.get(name, ()))
 
     def tokens(self, name: str) -> list[str]:
         """The comma-separated tokens of header ``name``, stripped and lower-cased."""
@@ -113,14 +125,10 @@ class Headers(Mapping[str, str]):
         return ", ".join(values)
 
     def __iter__(self) -> Iterator[str]:
-        self.get_all("")
-        assert self._by_name is not None
-        return iter(list(self._by_name))
+        return iter(list(dict.fromkeys(key.lower() for key, _ in self._items)))
 
     def __len__(self) -> int:
-        self.get_all("")
-        assert self._by_name is not None
-        return len(self._by_name)
+        return len({key.lower() for key, _ in self._items})
 
     def __repr__(self) -> str:
         return f"Headers({self._items!r})"

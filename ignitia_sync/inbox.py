@@ -126,7 +126,25 @@ class Inbox:
                 raise RuntimeError("another greenlet is already waiting in recv() on this connection")
             if shutdown is not None and shutdown.is_set():
                 return SHUTDOWN
-            woken = self._wait(timeout, shutdown)
+            # Waiting here, not in a helper: each call level is stack that gevent saves
+            # while the greenlet waits (most connections spend their life right here).
+            waiter: Waiter[Any] = Waiter()
+            self._waiter = waiter
+            timer = None
+            if timeout is not None:
+                timer = gevent.get_hub().loop.timer(max(0.0, timeout))
+                timer.start(waiter.switch, TIMEOUT)
+            if shutdown is not None:
+                shutdown.rawlink(self._on_shutdown)
+            try:
+                woken = waiter.get()
+            finally:
+                if self._waiter is waiter:
+                    self._waiter = None
+                if timer is not None:
+                    timer.close()
+                if shutdown is not None:
+                    shutdown.unlink(self._on_shutdown)
             items = self._items
             if not items:
                 return woken
@@ -140,27 +158,7 @@ class Inbox:
             self._control -= 1
         return item
 
-    def _wait(self, timeout: float | None, shutdown: Any) -> Any:
-        waiter: Waiter[Any] = Waiter()
-        self._waiter = waiter
-        timer = None
-        if timeout is not None:
-            timer = gevent.get_hub().loop.timer(max(0.0, timeout))
-            timer.start(waiter.switch, TIMEOUT)
-
-        def on_shutdown(_event: Any) -> None:
-            if self._waiter is waiter:
-                self._waiter = None
-                waiter.switch(SHUTDOWN)
-
-        if shutdown is not None:
-            shutdown.rawlink(on_shutdown)
-        try:
-            return waiter.get()
-        finally:
-            if self._waiter is waiter:
-                self._waiter = None
-            if timer is not None:
-                timer.close()
-            if shutdown is not None:
-                shutdown.unlink(on_shutdown)
+    def _on_shutdown(self, _event: Any) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            waiter.switch(SHUTDOWN)

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import logging
+import os
 import signal
 import threading
 import time
@@ -78,7 +80,12 @@ class ServerSettings(ConnectionSettings):
             connection is closed with 1001.
         backplane: carries broadcasts to other processes; in-process when None.
         max_connections: open connections beyond which upgrades get 503 (None: no limit).
-        max_connections_per_ip: the same, per client IP.
+        max_connections_per_ip: the same, per client IP (counted from the moment the
+            limits are checked, so concurrent handshakes cannot slip past it).
+        max_pending_handshakes: sockets still in their handshake (TLS and HTTP) beyond which
+            new ones get 503 at once.
+        max_pending_handshakes_per_ip: the same, per peer address (not applied with
+            ``trust_forwarded``, where every peer is the proxy).
         trust_forwarded: take the client IP from ``X-Forwarded-For`` (behind a trusted proxy).
         certfile: serve ``wss://`` with this certificate chain (and ``keyfile``).
         keyfile: the private key for ``certfile``.
@@ -100,6 +107,8 @@ class ServerSettings(ConnectionSettings):
     backplane: Backplane | None = None
     max_connections: int | None = None
     max_connections_per_ip: int | None = None
+    max_pending_handshakes: int = 1024
+    max_pending_handshakes_per_ip: int = 64
     trust_forwarded: bool = False
     certfile: str | None = None
     keyfile: str | None = None
@@ -109,6 +118,8 @@ class ServerSettings(ConnectionSettings):
         super().__post_init__()
         if self.max_request_head < 256:
             raise ValueError("max_request_head must be at least 256")
+        if self.max_pending_handshakes < 1 or self.max_pending_handshakes_per_ip < 1:
+            raise ValueError("max_pending_handshakes and max_pending_handshakes_per_ip must be at least 1")
 
 
 class Server:
@@ -156,6 +167,10 @@ class Server:
         self._thread_ident: int | None = None
         self._thread: threading.Thread | None = None
         self._tls: ssl.SSLContext | None = None
+        self._pending = 0  # sockets in their handshake ...
+        self._pending_per_ip: Counter[str] = Counter()  # ... per peer address
+        self._holding = 0  # open connections plus places held by handshakes past the limit check
+        self._refusal_log = LogThrottle(log)
         self._route_options: dict[str, tuple[Route, ConnectionSettings]] = {}
 
     # -- life cycle -----------------------------------------------------------------
@@ -174,7 +189,7 @@ class Server:
         # TLS is set up per connection in _upgrade, inside handshake_timeout, with gevent's
         # SSLSocket (a stdlib one would block the hub); the listener itself is plain.
         self._tls = context
-        self._stream = StreamServer(self._requested_address, self._handle, backlog=self.settings.backlog)
+        self._stream = _Listener(self._requested_address, self._handle, backlog=self.settings.backlog)
         self._stream.start()
         self._stopped = gevent.event.Event()
         self._loop = gevent.get_hub().loop
@@ -352,14 +367,47 @@ class Server:
 
     def _handle(self, sock: socket.socket, address: tuple[Any, ...]) -> None:
         self._handlers.add(cast(Any, gevent.getcurrent()))
+        peer = str(address[0]) if address else ""
+        if not self._begin_handshake(sock, peer):
+            return
         upgraded = None
         try:
             upgraded = self._upgrade(sock, address)
         finally:
+            self._end_handshake(peer)
             if upgraded is None:
                 sock.close()
-        if upgraded is not None:
-            self._run(*upgraded)
+        if upgraded is not None:  # served from here: each call level is stack kept while it waits
+            ws, route, params = upgraded
+            self._totals["connections"] += 1
+            serve_connection(ws, route.handler, params, registry=self.registry, on_closed=self._account)
+
+    def _begin_handshake(self, sock: socket.socket, peer: str) -> bool:
+        """Count a socket in its handshake; refuse it at once (503) past the caps."""
+        settings = self.settings
+        per_peer = not settings.trust_forwarded
+        if self._pending >= settings.max_pending_handshakes or (
+            per_peer and self._pending_per_ip[peer] >= settings.max_pending_handshakes_per_ip
+        ):
+            self._refusals[503] += 1
+            self._refusal_log.log("refused a handshake from %s: too many pending handshakes", peer)
+            try:  # one non-blocking attempt: a flood gets no greenlet time
+                sock._sock.send(error_response(503, "too many pending handshakes", (("Retry-After", "5"),)))  # type: ignore[attr-defined]
+            except (OSError, AttributeError):
+                pass
+            sock.close()
+            return False
+        self._pending += 1
+        if per_peer:
+            self._pending_per_ip[peer] += 1
+        return True
+
+    def _end_handshake(self, peer: str) -> None:
+        self._pending -= 1
+        if not self.settings.trust_forwarded:
+            self._pending_per_ip[peer] -= 1
+            if self._pending_per_ip[peer] <= 0:
+                del self._pending_per_ip[peer]
 
     def _upgrade(
         self, sock: socket.socket, address: tuple[Any, ...]
@@ -367,6 +415,7 @@ class Server:
         settings = self.settings
         reader = RequestHeadReader(settings.max_request_head, address)
         request: Request | None = None
+        reserved: str | None = None  # the client IP whose connection place is held
         try:
             with gevent.Timeout(settings.handshake_timeout):
                 if self._tls is not None:
@@ -389,7 +438,8 @@ class Server:
                 request = request.routed(params, client_ip(request, settings.trust_forwarded))
                 options = self._route_settings(route)
                 accepted = accept(request, options)
-                self._check_limits(request.client_ip)
+                self._reserve(request.client_ip)
+                reserved = request.client_ip
                 attached = self._run_middleware(route, request)
                 if sock.family != AF_UNIX:
                     # Small frames go out at once, not when the peer acknowledges the last.
@@ -398,25 +448,10 @@ class Server:
                 sent = sock.send(answer)  # one send() nearly always takes it all
                 if sent < len(answer):
                     sock.sendall(answer[sent:])
-        except gevent.Timeout:
-            log.info("handshake from %s timed out after %.1fs", address[0], settings.handshake_timeout)
-            sock.close()
-            return None
-        except HandshakeError as exc:
-            self._refusals[exc.status] += 1
-            log.info(
-                "refused %s %s from %s: %d %s", request.method if request else "-",
-                escape_for_log(request.path) if request else "-", address[0], exc.status, escape_for_log(exc.body),
-            )
-            try:
-                sock.sendall(error_response(exc.status, exc.body, exc.headers))
-            except OSError:
-                pass
-            sock.close()
-            return None
-        except OSError as exc:  # ssl.SSLError included
-            log.debug("handshake from %s failed: %s", address[0], exc)
-            sock.close()
+        except BaseException as exc:
+            if reserved is not None:
+                self._release(reserved)
+            self._refuse(sock, address, request, exc)
             return None
         ws = WebSocketConnection(
             sock,
@@ -433,6 +468,32 @@ class Server:
             ws._filter = message_filter(route.rate_limit, ws)
         return ws, route, params
 
+    def _refuse(
+        self, sock: socket.socket, address: tuple[Any, ...], request: Request | None, exc: BaseException
+    ) -> None:
+        """Answer and log a failed handshake (throttled), close its socket; re-raise the rest."""
+        peer = address[0] if address else "-"
+        if isinstance(exc, HandshakeError):
+            self._refusals[exc.status] += 1
+            self._refusal_log.log(
+                "refused %s %s from %s: %d %s", request.method if request else "-",
+                escape_for_log(request.path) if request else "-", peer, exc.status, escape_for_log(exc.body),
+            )
+            try:
+                sock.sendall(error_response(exc.status, exc.body, exc.headers))
+            except OSError:
+                pass
+        elif isinstance(exc, gevent.Timeout):
+            self._refusal_log.log(
+                "handshake from %s timed out after %.1fs", peer, self.settings.handshake_timeout
+            )
+        elif isinstance(exc, OSError):  # ssl.SSLError included
+            log.debug("handshake from %s failed: %s", peer, exc)
+        else:
+            sock.close()
+            raise exc
+        sock.close()
+
     def _route_settings(self, route: Route) -> ConnectionSettings:
         """The connection settings of ``route``: the server's, with the route's overrides."""
         found = self._route_options.get(route.pattern)
@@ -442,12 +503,21 @@ class Server:
             self._route_options[route.pattern] = found
         return found[1]
 
-    def _check_limits(self, ip: str) -> None:
+    def _reserve(self, ip: str) -> None:
+        """Check the connection limits and hold a place at once (released by :meth:`_release`)."""
         limit, per_ip = self.settings.max_connections, self.settings.max_connections_per_ip
-        if limit is not None and len(self.registry) >= limit:
+        if limit is not None and self._holding >= limit:
             raise HandshakeError(503, "too many connections", (("Retry-After", "5"),))
         if per_ip is not None and self._per_ip[ip] >= per_ip:
             raise HandshakeError(503, "too many connections from your address", (("Retry-After", "5"),))
+        self._holding += 1
+        self._per_ip[ip] += 1
+
+    def _release(self, ip: str) -> None:
+        self._holding -= 1
+        self._per_ip[ip] -= 1
+        if self._per_ip[ip] <= 0:
+            del self._per_ip[ip]
 
     def _run_middleware(self, route: Route, request: Request) -> dict[Any, Any]:
         extensions: dict[Any, Any] = {}
@@ -477,18 +547,9 @@ class Server:
                 raise HandshakeError(500, "internal error")
         return extensions
 
-    def _run(self, ws: WebSocketConnection, route: Route, params: dict[str, str]) -> None:
-        ip = ws.request.client_ip
-        self._per_ip[ip] += 1
-        self._totals["connections"] += 1
-        serve_connection(ws, route.handler, params, registry=self.registry, on_closed=self._account)
-
     def _account(self, ws: WebSocketConnection) -> None:
-        """Fold a closed connection into the totals and write its access line."""
-        ip = ws.request.client_ip
-        self._per_ip[ip] -= 1
-        if self._per_ip[ip] <= 0:
-            del self._per_ip[ip]
+        """Fold a closed connection into the totals, free its place, write its access line."""
+        self._release(ws.request.client_ip)
         totals = self._totals
         totals.update(
             messages_in=ws.messages_in, messages_out=ws.messages_out, bytes_in=ws.bytes_in, bytes_out=ws.bytes_out
@@ -500,6 +561,83 @@ class Server:
             ws.request.client_ip, escape_for_log(ws.request.path), time.monotonic() - ws.opened_at,
             ws.messages_in, ws.bytes_in, ws.messages_out, ws.bytes_out, code,
         )
+
+
+class _Listener(StreamServer):
+    """gevent's StreamServer; running out of file descriptors is logged and survived.
+
+    With EMFILE (or ENFILE, ENOBUFS, ENOMEM) at accept, accepting pauses for a moment
+    instead of spinning on the readable listening socket, with one throttled log line; the
+    connections already open are served as before.
+    """
+
+    _PAUSE = 0.1
+    _RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._accept_log = LogThrottle(log, burst=1)
+        self._pause_timer: Any = None
+
+    def do_read(self) -> Any:
+        try:
+            return super().do_read()
+        except OSError as exc:
+            if exc.errno not in self._RESOURCE_ERRORS:
+                raise
+            self._accept_log.log("cannot accept: %s; accepting again in %.1fs", os.strerror(exc.errno), self._PAUSE)
+            self.stop_accepting()
+            if self._pause_timer is not None:
+                self._pause_timer.close()
+            self._pause_timer = self.loop.timer(self._PAUSE)
+            self._pause_timer.start(self._accept_again)
+            return None
+
+    def _accept_again(self) -> None:
+        if not self.closed:
+            self.start_accepting()
+
+    def close(self) -> None:
+        if self._pause_timer is not None:
+            self._pause_timer.close()
+            self._pause_timer = None
+        super().close()
+
+
+class LogThrottle:
+    """At most ``burst`` lines per ``interval`` seconds, then one line saying how many were held back.
+
+    A flood of refused handshakes must not flood the log.
+
+    Example:
+        >>> throttle = LogThrottle(logging.getLogger("demo"), burst=2, interval=60.0)
+        >>> for _ in range(5):
+        ...     throttle.log("refused %s", "x")
+        >>> throttle.held_back
+        3
+    """
+
+    def __init__(self, logger: logging.Logger, burst: int = 20, interval: float = 10.0) -> None:
+        self._logger = logger
+        self._burst = burst
+        self._interval = interval
+        self._started = time.monotonic()
+        self._count = 0
+        #: Lines not written in the current interval.
+        self.held_back = 0
+
+    def log(self, message: str, *args: Any) -> None:
+        """Log ``message % args`` at INFO, unless this interval's burst is spent."""
+        now = time.monotonic()
+        if now - self._started >= self._interval:
+            if self.held_back:
+                self._logger.info("%d more like the last were not logged in %.0fs", self.held_back, now - self._started)
+            self._started, self._count, self.held_back = now, 0, 0
+        if self._count < self._burst:
+            self._count += 1
+            self._logger.info(message, *args)
+        else:
+            self.held_back += 1
 
 
 def run(app: Router, argv: Sequence[str] | None = None, **settings: Any) -> None:

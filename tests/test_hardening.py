@@ -1,0 +1,101 @@
+"""Attacks on the edges of a real server (issue 11): handshake floods, running out of fds."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import gevent
+import pytest
+from websockets.sync.client import connect
+
+from ignitia_sync import Router
+
+from .conftest import url
+from .test_connection_core import ROOT, free_port
+from .wire import Peer, handshake_bytes
+
+
+def echo(ws):
+    for message in ws:
+        ws.send(message)
+
+
+def test_pending_handshakes_per_ip_are_capped_and_the_refusals_do_not_flood_the_log(serve, caplog):
+    server = serve(Router().websocket("/echo", echo), max_pending_handshakes_per_ip=5, handshake_timeout=30)
+    idle = [socket.create_connection(server.address) for _ in range(5)]  # slowloris: no request
+    time.sleep(0.2)
+    refused = 0
+    for _ in range(60):
+        with socket.create_connection(server.address, timeout=5) as extra:
+            data = extra.recv(1024)
+            refused += data.startswith(b"HTTP/1.1 503 ")
+    assert refused == 60
+    lines = [r.getMessage() for r in caplog.records if "pending handshakes" in r.getMessage()]
+    assert 1 <= len(lines) <= 20  # throttled: 20 lines per 10 s at most
+    for sock in idle:
+        sock.close()
+    time.sleep(0.2)
+    with connect(url(server, "/echo")) as client:  # the peer's handshakes are welcome again
+        client.send("hi")
+        assert client.recv(timeout=5) == "hi"
+    assert server.stats()["refused"][503] == 60
+
+
+def test_max_connections_per_ip_counts_handshakes_still_in_their_middleware(serve):
+    gate = threading.Event()
+
+    def slow_token_check(request):
+        while not gate.is_set():
+            gevent.sleep(0.01)
+
+    app = Router().middleware(slow_token_check).websocket("/echo", echo)
+    server = serve(app, max_connections_per_ip=2)
+    peers = [Peer(server.address) for _ in range(4)]
+    for peer in peers:
+        peer.send(handshake_bytes("/echo"))
+    time.sleep(0.3)  # two wait in the middleware; the other two were refused before it
+    gate.set()
+    statuses = sorted(peer.read_head()[0] for peer in peers)
+    assert statuses == [101, 101, 503, 503]
+
+
+def test_running_out_of_file_descriptors_is_logged_and_survived():
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    process = subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "tests", "scripts", "fd_limit_server.py"), str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )
+    try:
+        assert process.stdout is not None
+        while "serving" not in process.stdout.readline():
+            pass
+        held = []
+        for _ in range(60):  # more than the 48 descriptors the server may have
+            sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+            held.append(sock)
+        time.sleep(0.5)
+        for sock in held:
+            sock.close()
+        time.sleep(0.5)
+        with connect(f"ws://127.0.0.1:{port}/echo", open_timeout=10) as client:
+            client.send("still serving")
+            assert client.recv(timeout=5) == "still serving"
+        assert process.poll() is None
+    finally:
+        process.terminate()
+        output = process.communicate(timeout=20)[0]
+    assert "cannot accept: Too many open files" in output
+    assert "Traceback" not in output
+    assert process.returncode == 0
+
+
+@pytest.fixture(autouse=True)
+def _info(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="ignitia_sync")
