@@ -108,7 +108,7 @@ class ServerSettings(ConnectionSettings):
     max_connections: int | None = None
     max_connections_per_ip: int | None = None
     max_pending_handshakes: int = 1024
-    max_pending_handshakes_per_ip: int = 64
+    max_pending_handshakes_per_ip: int = 128
     trust_forwarded: bool = False
     certfile: str | None = None
     keyfile: str | None = None
