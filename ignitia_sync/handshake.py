@@ -52,7 +52,13 @@ def accept(request: Request, settings: ConnectionSettings) -> Accepted:
     key = websocket_key(request)
     subprotocol = choose_subprotocol(request, settings.subprotocols)
     deflate, extensions = (
-        negotiate_deflate(request.headers.get_all("sec-websocket-extensions"), settings.max_message_size)
+        negotiate_deflate(
+            request.headers.get_all("sec-websocket-extensions"),
+            settings.max_message_size,
+            server_window_bits=settings.deflate_server_window_bits,
+            client_window_bits=settings.deflate_client_window_bits,
+            mem_level=settings.deflate_mem_level,
+        )
         if settings.compression
         else (None, None)
     )

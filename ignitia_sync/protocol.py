@@ -130,9 +130,13 @@ class _BoundedDeflate(PerMessageDeflate):
     the middle of a fragmented compressed message leave its state alone.
     """
 
-    def __init__(self, max_message_size: int, **params: bool | int | None) -> None:
+    def __init__(
+        self, max_message_size: int, *, compress_bits: int = 15, mem_level: int = 8, **params: bool | int | None
+    ) -> None:
         super().__init__(**params)  # type: ignore[arg-type]
         self._max = max_message_size
+        self._compress_bits = compress_bits
+        self._mem_level = mem_level
         self._inflated = 0
         self._control = False
         self._enabled = True
@@ -167,6 +171,17 @@ class _BoundedDeflate(PerMessageDeflate):
             self._decompressor = None
         return tail
 
+    def frame_outbound(
+        self, proto: FrameDecoder | FrameProtocol, opcode: Opcode, rsv: RsvBits, data: bytes, fin: bool
+    ) -> tuple[RsvBits, bytes]:
+        # Our compressor, made here with our window and memLevel (wsproto would use 15 / 8:
+        # about 256 KiB per connection instead of about 32 KiB with 12 / 5).
+        if self._compressor is None and self._compressible_opcode(opcode) and opcode is not Opcode.CONTINUATION:
+            self._compressor = zlib.compressobj(
+                zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -self._compress_bits, self._mem_level
+            )
+        return super().frame_outbound(proto, opcode, rsv, data, fin)
+
     def _inflate(self, data: bytes) -> bytes | CloseReason:
         assert self._decompressor is not None
         room = self._max - self._inflated
@@ -181,13 +196,26 @@ class _BoundedDeflate(PerMessageDeflate):
 
 
 def negotiate_deflate(
-    offers: list[str], max_message_size: int
+    offers: list[str],
+    max_message_size: int,
+    *,
+    server_window_bits: int = 12,
+    client_window_bits: int = 12,
+    mem_level: int = 5,
 ) -> tuple[PerMessageDeflate | None, str | None]:
     """Pick the first acceptable permessage-deflate offer of a client.
 
     Args:
         offers: the values of the ``Sec-WebSocket-Extensions`` request headers.
         max_message_size: the inflated-size limit the extension enforces.
+        server_window_bits: the largest window our compressor uses (9-15); smaller when
+            the client asks (``server_max_window_bits``).
+        client_window_bits: the window asked of the client's compressor when its offer
+            allows it (``client_max_window_bits``); our inflater then needs only that.
+        mem_level: zlib's memLevel for our compressor (1-9).
+
+    The defaults (12, 12, 5, as websockets') keep a compressed connection near 50 KiB
+    after one message each way, where zlib's 15 / 8 cost about 300 KiB.
 
     Returns:
         The extension and the response header value, or ``(None, None)`` when no offer
@@ -197,7 +225,7 @@ def negotiate_deflate(
 
     Example:
         >>> negotiate_deflate(["permessage-deflate; client_max_window_bits"], 1024)[1]
-        'permessage-deflate'
+        'permessage-deflate; client_max_window_bits=12'
     """
     for header in offers:
         for offer in header.split(","):
@@ -213,10 +241,20 @@ def negotiate_deflate(
                 if flag in params:
                     kwargs[flag] = True
                     response.append(flag)
+            compress_bits = server_window_bits
             if "server_max_window_bits" in params:
-                kwargs["server_max_window_bits"] = params["server_max_window_bits"]
-                response.append(f"server_max_window_bits={params['server_max_window_bits']}")
-            return _BoundedDeflate(max_message_size, **kwargs), "; ".join(response)
+                asked = params["server_max_window_bits"]
+                assert asked is not None
+                kwargs["server_max_window_bits"] = asked
+                compress_bits = min(asked, server_window_bits)
+                response.append(f"server_max_window_bits={asked}")
+            if "client_max_window_bits" in params:
+                allowed = params["client_max_window_bits"] or 15
+                bits = min(allowed, client_window_bits)
+                kwargs["client_max_window_bits"] = bits
+                response.append(f"client_max_window_bits={bits}")
+            extension = _BoundedDeflate(max_message_size, compress_bits=compress_bits, mem_level=mem_level, **kwargs)
+            return extension, "; ".join(response)
     return None, None
 
 

@@ -33,6 +33,10 @@ class ConnectionSettings:
         close_timeout: seconds the closing handshake, and sending what is queued before
             it, may take; then the TCP connection is dropped.
         compression: ``"deflate"`` to accept permessage-deflate, ``None`` to refuse it.
+        deflate_server_window_bits: the largest window of our compressor (9-15).
+        deflate_client_window_bits: the window asked of the client's compressor when it
+            lets us choose (9-15); our inflater then needs only that much.
+        deflate_mem_level: zlib's memLevel for our compressor (1-9).
         subprotocols: subprotocols offered, in order of preference of the client.
         outbox_limit: bytes queued to the peer without blocking (broadcasts,
             ``send_nowait``) before it is closed with 1008 "slow consumer".
@@ -53,6 +57,9 @@ class ConnectionSettings:
     max_queue: int = 16
     close_timeout: float = 10.0
     compression: str | None = "deflate"
+    deflate_server_window_bits: int = 12
+    deflate_client_window_bits: int = 12
+    deflate_mem_level: int = 5
     subprotocols: Sequence[str] = ()
     outbox_limit: int = 1 << 20
     send_timeout: float | None = 30.0
@@ -72,6 +79,10 @@ class ConnectionSettings:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ValueError(f"{name} must be positive or None")
+        if not 9 <= self.deflate_server_window_bits <= 15 or not 9 <= self.deflate_client_window_bits <= 15:
+            raise ValueError("deflate window bits are 9 to 15")
+        if not 1 <= self.deflate_mem_level <= 9:
+            raise ValueError("deflate_mem_level is 1 to 9")
         if isinstance(self.subprotocols, str):
             raise TypeError("subprotocols must be a sequence of names, not a string")
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import zlib
 
 import gevent
 import pytest
@@ -18,7 +19,7 @@ from ignitia_sync import Router
 
 from .conftest import url
 from .test_connection_core import ROOT, free_port
-from .wire import Peer, handshake_bytes
+from .wire import Peer, frame, handshake_bytes
 
 
 def echo(ws):
@@ -99,3 +100,48 @@ def test_running_out_of_file_descriptors_is_logged_and_survived():
 @pytest.fixture(autouse=True)
 def _info(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="ignitia_sync")
+
+
+def compressed_frame(payload: bytes, bits: int) -> bytes:
+    compressor = zlib.compressobj(6, zlib.DEFLATED, -bits)
+    body = (compressor.compress(payload) + compressor.flush(zlib.Z_SYNC_FLUSH))[:-4]
+    return frame(0x1, body, rsv1=True)
+
+
+def test_a_compressed_connection_costs_at_most_64_kib_after_a_message_each_way(serve):
+    """S8: wsproto's zlib defaults (15 / 8) cost about 300 KiB per compressed connection."""
+    import tracemalloc
+
+    server = serve(Router().websocket("/echo", echo))
+    offer = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+    tracemalloc.start()
+    try:
+        peers = []
+        before = tracemalloc.take_snapshot()
+        for _ in range(20):
+            peer = Peer(server.address)
+            peer.send(handshake_bytes("/echo", offer))
+            status, head = peer.read_head()
+            assert status == 101 and "client_max_window_bits=12" in head
+            peer.send(compressed_frame(b"hello " * 200, 12))
+            _opcode, payload, first = peer.read_frame()
+            assert first & 0x40 and zlib.decompressobj(-15).decompress(payload + b"\x00\x00\xff\xff") == b"hello " * 200
+            peers.append(peer)
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    ours = [tracemalloc.Filter(True, "*ignitia_sync*"), tracemalloc.Filter(True, "*wsproto*")]
+    grown = sum(stat.size_diff for stat in after.filter_traces(ours).compare_to(before.filter_traces(ours), "filename"))
+    assert grown / 20 <= 64 * 1024, f"{grown / 20 / 1024:.0f} KiB per compressed connection"
+    for peer in peers:
+        peer.close()
+
+
+def test_deflate_window_and_memlevel_are_settings():
+    from ignitia_sync import ConnectionSettings
+
+    with pytest.raises(ValueError):
+        ConnectionSettings(deflate_server_window_bits=8)
+    with pytest.raises(ValueError):
+        ConnectionSettings(deflate_mem_level=0)
+    assert ConnectionSettings(deflate_client_window_bits=15).deflate_client_window_bits == 15

@@ -184,3 +184,35 @@ def test_handshakes_during_shutdown_get_503():
         slow.send(handshake_bytes("/echo")[30:])
         assert slow.read_head()[0] == 503
         stopper.join(10)
+
+
+def test_tls_slowloris_is_bounded_by_handshake_timeout_and_seen_by_stop(serve, certificate):
+    """S1: a client that opens TCP and never sends a ClientHello is dropped in time."""
+    authority, _, cert_file, key_file = certificate
+    server = serve(ECHO, certfile=cert_file, keyfile=key_file, handshake_timeout=0.5, max_pending_handshakes=3)
+    silent = [socket.create_connection(server.address) for _ in range(3)]
+    started = time.monotonic()
+    for sock in silent:
+        sock.settimeout(10)
+        assert sock.recv(1024) == b""  # closed by the server: no ClientHello in time
+        sock.close()
+    assert time.monotonic() - started < 9  # handshake_timeout, not forever (generous for CI)
+    client_context = ssl.create_default_context()
+    authority.configure_trust(client_context)
+    host, port = server.address
+    with connect(f"wss://{host}:{port}/echo", ssl=client_context) as ws:  # their places are free again
+        ws.send("after")
+        assert ws.recv() == "after"
+    assert server._tls is not None and server._tls.options & ssl.OP_NO_RENEGOTIATION
+
+
+def test_control_characters_from_the_request_never_reach_a_log_line(serve, caplog):
+    """S7: a %0a in the path would forge a log line."""
+    server = serve(ECHO)
+    peer = Peer(server.address)
+    peer.send(handshake_bytes("/nowhere%0a2026-01-01%20FAKE%20admin%20logged%20in"))
+    assert peer.read_head()[0] == 404
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("ignitia_sync")]
+    refused = [line for line in lines if "refused" in line]
+    assert refused and all("\n" not in line for line in lines)
+    assert "\\n2026-01-01 FAKE admin logged in" in refused[0]

@@ -97,7 +97,8 @@ def test_compressed_output_round_trips():
     ("offer", "expected"),
     [
         ("permessage-deflate", "permessage-deflate"),
-        ("permessage-deflate; client_max_window_bits", "permessage-deflate"),
+        ("permessage-deflate; client_max_window_bits", "permessage-deflate; client_max_window_bits=12"),
+        ("permessage-deflate; client_max_window_bits=10", "permessage-deflate; client_max_window_bits=10"),
         ("permessage-deflate; server_max_window_bits=10", "permessage-deflate; server_max_window_bits=10"),
         ("permessage-deflate; server_no_context_takeover; client_no_context_takeover",
          "permessage-deflate; server_no_context_takeover; client_no_context_takeover"),
