@@ -87,11 +87,19 @@ class ProtocolState(Enum):
     CLOSED = "closed"  # both Close frames exchanged, or the connection failed or was lost
 
 
+#: Continuation frames a message may have before each further one costs FRAGMENT_COST.
+FREE_FRAGMENTS = 1024
+#: What each continuation frame past FREE_FRAGMENTS counts against ``max_message_size``:
+#: endless empty or 1-byte fragments then hit the limit (1009) like a big message does.
+FRAGMENT_COST = 64
+
+
 class _SizeGuard(Extension):
     """Refuses a message as soon as a frame header shows it would pass the size limit.
 
     Lengths are the ones on the wire; a compressed message gets a little slack for
     deflate's worst-case growth, and its inflated size is bounded by ``_BoundedDeflate``.
+    Past :data:`FREE_FRAGMENTS` continuation frames, each also costs :data:`FRAGMENT_COST`.
     """
 
     name = "ignitia-size-guard"
@@ -100,6 +108,7 @@ class _SizeGuard(Extension):
         self._max = max_message_size
         self._limit = max_message_size
         self._wire = 0
+        self._fragments = 0
 
     def enabled(self) -> bool:
         return True
@@ -113,8 +122,12 @@ class _SizeGuard(Extension):
         if opcode & 0x08:  # control frames have their own 125-byte limit
             return _NO_RSV
         if opcode is not Opcode.CONTINUATION:
-            self._wire = 0
+            self._wire = self._fragments = 0
             self._limit = self._max + (self._max // 64 + 1024 if rsv.rsv1 else 0)
+        else:
+            self._fragments += 1
+            if self._fragments > FREE_FRAGMENTS:
+                self._wire += FRAGMENT_COST
         self._wire += payload_length
         if self._wire > self._limit:
             return CloseReason.MESSAGE_TOO_BIG

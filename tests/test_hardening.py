@@ -145,3 +145,24 @@ def test_deflate_window_and_memlevel_are_settings():
     with pytest.raises(ValueError):
         ConnectionSettings(deflate_mem_level=0)
     assert ConnectionSettings(deflate_client_window_bits=15).deflate_client_window_bits == 15
+
+
+@pytest.mark.parametrize("fragment", [b"", b"x"])
+def test_endless_tiny_continuation_frames_hit_the_size_limit(serve, fragment):
+    """S9: empty fragments added nothing to the size guard: a message that never ends."""
+    server = serve(Router().websocket("/echo", echo), max_message_size=65536)
+    peer = Peer(server.address)
+    peer.upgrade("/echo")
+    flood = frame(0x0, fragment, fin=False) * 1000
+    peer.send(frame(0x1, b"start", fin=False))
+    peer.sock.settimeout(10)
+    try:
+        for _ in range(200):  # 200,000 fragments: the limit allows about 2,000
+            peer.send(flood)
+    except OSError:  # the server has failed the connection and closed its socket
+        pass
+    code = peer.read_close()[0]
+    assert code == 1009
+    with connect(url(server, "/echo")) as other:  # the others were served meanwhile
+        other.send("ok")
+        assert other.recv(timeout=5) == "ok"
