@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
+import ipaddress
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
@@ -341,13 +343,77 @@ class RequestHeadReader:
         return _to_request(method.decode("latin-1"), target.decode("latin-1"), headers, self._remote_address)
 
 
-def client_ip(request: Request, trust_forwarded: bool) -> str:
-    """The client's IP: the last ``X-Forwarded-For`` hop if the proxy is trusted, else the peer's."""
-    if trust_forwarded:
+def client_ip(request: Request, trusted_proxies: Sequence[str] | None = None) -> str:
+    """The client's IP, looking through the forwarding headers of proxies we trust.
+
+    Only when the peer itself is one of ``trusted_proxies`` (addresses or networks such as
+    ``"10.0.0.0/8"``) are RFC 7239 ``Forwarded`` (preferred) or ``X-Forwarded-For`` read,
+    from the right: the first hop that is not a trusted proxy is the client. A hop that is
+    not an IP address ends the walk there, and the last address seen is used. Without
+    trusted proxies the peer's address is the client's.
+
+    Example:
+        >>> from ignitia_sync.http import Headers
+        >>> request = Request("GET", "/", {}, Headers([("X-Forwarded-For", "203.0.113.7, 10.0.0.2")]),
+        ...                   remote_address=("10.0.0.1", 5000))
+        >>> client_ip(request, ["10.0.0.0/8"]), client_ip(request, None)
+        ('203.0.113.7', '10.0.0.1')
+    """
+    peer = str(request.remote_address[0]) if request.remote_address else ""
+    if not trusted_proxies:
+        return peer
+    networks = _networks(tuple(trusted_proxies))
+    if not _is_in(peer, networks):
+        return peer
+    forwarded = request.headers.get_all("forwarded")
+    if forwarded:
+        hops = [_forwarded_for(element) for value in forwarded for element in value.split(",")]
+    else:
         hops = [hop.strip() for value in request.headers.get_all("x-forwarded-for") for hop in value.split(",")]
-        if hops and hops[-1]:
-            return hops[-1]
-    return str(request.remote_address[0]) if request.remote_address else ""
+    client = peer
+    for hop in reversed(hops):
+        address = _ip(hop)
+        if address is None:
+            break
+        client = address
+        if not _is_in(address, networks):
+            break
+    return client
+
+
+@functools.lru_cache(maxsize=32)
+def _networks(proxies: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(proxy, strict=False) for proxy in proxies)
+
+
+def _is_in(address: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
+
+
+def _forwarded_for(element: str) -> str:
+    """The ``for=`` of one RFC 7239 element (``for="[2001:db8::1]:4711";proto=https``)."""
+    for pair in element.split(";"):
+        key, _, value = pair.strip().partition("=")
+        if key.lower() == "for":
+            return value.strip().strip('"')
+    return ""
+
+
+def _ip(hop: str) -> str | None:
+    """The IP address in a hop (``1.2.3.4``, ``1.2.3.4:80``, ``[::1]:80``, ``::1``), or None."""
+    hop = hop.strip()
+    if hop.startswith("["):
+        hop = hop[1:].partition("]")[0]
+    elif hop.count(":") == 1:
+        hop = hop.partition(":")[0]
+    try:
+        return str(ipaddress.ip_address(hop))
+    except ValueError:
+        return None
 
 
 def _to_request(method: str, target: str, headers: list[tuple[str, str]], remote_address: tuple[Any, ...]) -> Request:

@@ -22,6 +22,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
+from urllib.parse import unquote
 
 from .exceptions import ConnectionClosed
 from .http import Request, Response
@@ -110,8 +111,10 @@ class AuthMiddleware:
         scheme, _, value = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() == "bearer" and value.strip():
             return value.strip()
-        if self._query_param and request.query.get(self._query_param):
-            return request.query[self._query_param]
+        if self._query_param:
+            token = _raw_query_value(request.target, self._query_param)
+            if token:
+                return token
         if self._cookie:
             return request.cookie(self._cookie)
         return None
@@ -136,6 +139,16 @@ class AuthMiddleware:
             return Response(401, "missing or invalid token", (("WWW-Authenticate", 'Bearer realm="websocket"'),))
         extensions: dict[Any, Any] = {"auth": info, type(info): info}
         return extensions
+
+
+def _raw_query_value(target: str, name: str) -> str | None:
+    """A query parameter percent-decoded but with ``+`` kept: tokens are not form text."""
+    _, _, query = target.partition("?")
+    for pair in query.split("&"):
+        key, _, value = pair.partition("=")
+        if unquote(key) == name:
+            return unquote(value)
+    return None
 
 
 class OriginCheck:

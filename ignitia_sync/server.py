@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import errno
+import ipaddress
 import logging
 import os
 import signal
@@ -86,7 +87,10 @@ class ServerSettings(ConnectionSettings):
             new ones get 503 at once.
         max_pending_handshakes_per_ip: the same, per peer address (not applied with
             ``trust_forwarded``, where every peer is the proxy).
-        trust_forwarded: take the client IP from ``X-Forwarded-For`` (behind a trusted proxy).
+        trust_forwarded: take the client IP from ``Forwarded`` / ``X-Forwarded-For`` when
+            the peer is one of ``forwarded_allow_ips`` (behind a proxy you run).
+        forwarded_allow_ips: the proxies (addresses or networks) trusted with
+            ``trust_forwarded``; loopback by default.
         certfile: serve ``wss://`` with this certificate chain (and ``keyfile``).
         keyfile: the private key for ``certfile``.
         handle_signals: when :meth:`Server.serve_forever` (or ``ignitia()``) runs in the
@@ -110,6 +114,7 @@ class ServerSettings(ConnectionSettings):
     max_pending_handshakes: int = 1024
     max_pending_handshakes_per_ip: int = 128
     trust_forwarded: bool = False
+    forwarded_allow_ips: Sequence[str] = ("127.0.0.1", "::1")
     certfile: str | None = None
     keyfile: str | None = None
     handle_signals: bool = True
@@ -118,6 +123,10 @@ class ServerSettings(ConnectionSettings):
         super().__post_init__()
         if self.max_request_head < 256:
             raise ValueError("max_request_head must be at least 256")
+        if isinstance(self.forwarded_allow_ips, str):
+            raise TypeError("forwarded_allow_ips must be a sequence of addresses, not a string")
+        for proxy in self.forwarded_allow_ips:
+            ipaddress.ip_network(proxy, strict=False)  # ValueError for a typo, now
         if self.max_pending_handshakes < 1 or self.max_pending_handshakes_per_ip < 1:
             raise ValueError("max_pending_handshakes and max_pending_handshakes_per_ip must be at least 1")
 
@@ -435,7 +444,9 @@ class Server:
                 if found is None:
                     raise HandshakeError(404, "no WebSocket route for this path")
                 route, params = found
-                request = request.routed(params, client_ip(request, settings.trust_forwarded))
+                request = request.routed(
+                    params, client_ip(request, settings.forwarded_allow_ips if settings.trust_forwarded else None)
+                )
                 options = self._route_settings(route)
                 accepted = accept(request, options)
                 self._reserve(request.client_ip)

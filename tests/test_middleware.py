@@ -15,6 +15,7 @@ from ignitia_sync import (
     RateLimit,
     Response,
     Router,
+    Server,
     SlidingWindow,
     TokenBucket,
 )
@@ -197,3 +198,31 @@ def test_trusted_proxy_header_sets_client_ip(serve):
     server = serve(Router().websocket("/ip", ip))
     with connect(url(server, "/ip"), additional_headers=headers) as ws:
         assert ws.recv() == "127.0.0.1"
+
+
+def test_forwarded_headers_count_only_from_trusted_proxies_and_only_as_addresses(serve):
+    def ip(ws):
+        ws.send_text(ws.request.client_ip)
+
+    app = Router().websocket("/ip", ip)
+    trusting = serve(app, trust_forwarded=True)  # 127.0.0.1, the test's peer, is trusted
+    for headers, expected in [
+        ({"Forwarded": 'for=192.0.2.60;proto=https, for="[2001:db8:cafe::17]:4711"'}, "2001:db8:cafe::17"),
+        ({"X-Forwarded-For": "203.0.113.7, 127.0.0.1"}, "203.0.113.7"),  # the trusted hop is skipped
+        ({"X-Forwarded-For": "203.0.113.7:5555"}, "203.0.113.7"),
+        ({"X-Forwarded-For": "not-an-ip"}, "127.0.0.1"),
+        ({"X-Forwarded-For": "<script>, 198.51.100.2"}, "198.51.100.2"),
+    ]:
+        with connect(url(trusting, "/ip"), additional_headers=headers) as ws:
+            assert ws.recv() == expected, headers
+    elsewhere = serve(app, trust_forwarded=True, forwarded_allow_ips=["10.0.0.0/8"])  # we are not that proxy
+    with connect(url(elsewhere, "/ip"), additional_headers={"X-Forwarded-For": "203.0.113.7"}) as ws:
+        assert ws.recv() == "127.0.0.1"
+    with pytest.raises(ValueError):
+        Server(app, ("127.0.0.1", 0), forwarded_allow_ips=["10.0.0.300"])
+
+
+def test_a_plus_in_a_query_token_stays_a_plus(serve):
+    server = serve(Router().middleware(AuthMiddleware("a+b/c=")).websocket("/secure", whoami))
+    with connect(url(server, "/secure?token=a+b%2Fc%3D")) as ws:
+        assert ws.recv() == "token "
