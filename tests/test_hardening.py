@@ -166,3 +166,24 @@ def test_endless_tiny_continuation_frames_hit_the_size_limit(serve, fragment):
     with connect(url(server, "/echo")) as other:  # the others were served meanwhile
         other.send("ok")
         assert other.recv(timeout=5) == "ok"
+
+
+def test_tokens_never_reach_a_log_line(serve, caplog):
+    """S4: the query string, where browsers put their token, is not logged; nor headers."""
+    from ignitia_sync import AuthMiddleware
+
+    app = Router().middleware(AuthMiddleware("right-token")).websocket("/secure", echo)
+    server = serve(app)
+    peer = Peer(server.address)
+    peer.send(handshake_bytes("/secure?token=wrong-token-123", "Authorization: Bearer bearer-secret-456\r\n"))
+    assert peer.read_head()[0] == 401
+    with connect(url(server, "/secure?token=right-token")) as client:
+        client.send("x")
+        client.recv(timeout=5)
+    wait = time.monotonic() + 5
+    while not any(r.name == "ignitia_sync.access" for r in caplog.records) and time.monotonic() < wait:
+        time.sleep(0.01)
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "refused GET /secure" in text and '"GET /secure" 101' in text
+    for secret in ("wrong-token-123", "bearer-secret-456", "right-token"):
+        assert secret not in text
