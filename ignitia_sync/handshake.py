@@ -58,6 +58,7 @@ def accept(request: Request, settings: ConnectionSettings) -> Accepted:
             server_window_bits=settings.deflate_server_window_bits,
             client_window_bits=settings.deflate_client_window_bits,
             mem_level=settings.deflate_mem_level,
+            no_context_takeover=settings.deflate_no_context_takeover,
         )
         if settings.compression
         else (None, None)

@@ -41,7 +41,7 @@ from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol, Opc
 from .exceptions import ConnectionClosed, ProtocolError
 from .message import Binary, Close, CloseFrame, Message, Ping, Pong, Text
 
-__all__ = ["ProtocolState", "WebSocketProtocol", "encode_frame", "negotiate_deflate", "unmask"]
+__all__ = ["ProtocolState", "WebSocketProtocol", "encode_frame", "encode_shared_frame", "negotiate_deflate", "unmask"]
 
 
 def _unmask_python(data: bytes | bytearray, mask: bytes | bytearray) -> bytes:
@@ -184,6 +184,10 @@ class _BoundedDeflate(PerMessageDeflate):
             self._decompressor = None
         return tail
 
+    def shared_key(self) -> tuple[int, int] | None:
+        """(window bits, memLevel) when each outgoing message is compressed from scratch."""
+        return (self._compress_bits, self._mem_level) if self.server_no_context_takeover else None
+
     def frame_outbound(
         self, proto: FrameDecoder | FrameProtocol, opcode: Opcode, rsv: RsvBits, data: bytes, fin: bool
     ) -> tuple[RsvBits, bytes]:
@@ -215,6 +219,7 @@ def negotiate_deflate(
     server_window_bits: int = 12,
     client_window_bits: int = 12,
     mem_level: int = 5,
+    no_context_takeover: bool = False,
 ) -> tuple[PerMessageDeflate | None, str | None]:
     """Pick the first acceptable permessage-deflate offer of a client.
 
@@ -226,6 +231,10 @@ def negotiate_deflate(
         client_window_bits: the window asked of the client's compressor when its offer
             allows it (``client_max_window_bits``); our inflater then needs only that.
         mem_level: zlib's memLevel for our compressor (1-9).
+        no_context_takeover: answer ``server_no_context_takeover`` even when the client
+            did not ask (RFC 7692 7.1.1.1 allows it): each message is compressed from
+            scratch, so a broadcast compresses once for all such peers, and no compressor
+            is kept between messages.
 
     The defaults (12, 12, 5, as websockets') keep a compressed connection near 50 KiB
     after one message each way, where zlib's 15 / 8 cost about 300 KiB.
@@ -251,7 +260,7 @@ def negotiate_deflate(
             response = ["permessage-deflate"]
             kwargs: dict[str, bool | int | None] = {}
             for flag in ("server_no_context_takeover", "client_no_context_takeover"):
-                if flag in params:
+                if flag in params or (flag == "server_no_context_takeover" and no_context_takeover):
                     kwargs[flag] = True
                     response.append(flag)
             compress_bits = server_window_bits
@@ -293,14 +302,39 @@ def _deflate_params(raw_params: list[str]) -> dict[str, int | None] | None:
     return params
 
 
-def _frame(opcode: int, payload: bytes) -> bytes:
+def _frame(opcode: int, payload: bytes, first: int = 0x80) -> bytes:
     """One unmasked, final frame: what a server sends when no extension is active."""
     length = len(payload)
+    first |= opcode
     if length < 126:
-        return bytes((0x80 | opcode, length)) + payload
+        return bytes((first, length)) + payload
     if length < 65536:
-        return struct.pack("!BBH", 0x80 | opcode, 126, length) + payload
-    return struct.pack("!BBQ", 0x80 | opcode, 127, length) + payload
+        return struct.pack("!BBH", first, 126, length) + payload
+    return struct.pack("!BBQ", first, 127, length) + payload
+
+
+def encode_shared_frame(message: Message, key: tuple[int, int]) -> bytes:
+    """The frame of ``message`` for every peer whose :attr:`WebSocketProtocol.framing_key` is ``key``.
+
+    Such peers negotiated permessage-deflate without server context takeover, so each
+    message is compressed from scratch and the bytes are the same for all of them: a
+    broadcast compresses once per key, not once per peer.
+
+    Example:
+        >>> frame = encode_shared_frame(Message.text("hello"), (12, 5))
+        >>> hex(frame[0]), zlib.decompressobj(-15).decompress(frame[2:] + b"\\x00\\x00\\xff\\xff")
+        ('0xc1', b'hello')
+    """
+    bits, mem_level = key
+    if type(message) is Text:
+        opcode, payload = 1, message.data.encode()
+    elif type(message) is Binary:
+        opcode, payload = 2, message.data
+    else:
+        raise TypeError(f"only Text and Binary messages are broadcast, not {type(message).__name__}")
+    compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -bits, mem_level)
+    body = compressor.compress(payload) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    return _frame(opcode, body[:-4], 0xC0)
 
 
 def encode_frame(message: Message) -> bytes:
@@ -386,6 +420,16 @@ class WebSocketProtocol:
     def plain_framing(self) -> bool:
         """True when outgoing frames need no per-connection state (server, no extension)."""
         return self._plain_frames
+
+    @property
+    def framing_key(self) -> tuple[int, int] | None:
+        """For a server whose deflate has no context takeover: the (window bits, memLevel)
+        its frames depend on, shared with every such peer (see :func:`encode_shared_frame`);
+        None when its frames need its own compressor (or no compressor: see plain_framing)."""
+        for extension in self._extensions:
+            if isinstance(extension, _BoundedDeflate) and self._role is ConnectionType.SERVER:
+                return extension.shared_key()
+        return None
 
     def receive_data(self, data: bytes) -> None:
         """Add bytes read from the peer; an empty ``data`` means end of stream."""

@@ -233,6 +233,7 @@ class Registry:
             raise TypeError(f"only Text and Binary messages are broadcast, not {type(message).__name__}")
         frame = encode_frame(message)
         size = len(frame)
+        shared: dict[Any, bytes] = {None: frame}  # frames by framing key, made once each
         targets = list(self._rooms.get(room, ())) if room is not None else list(self._rooms_of)
         skip: set[WebSocketConnection] | tuple[()]
         if exclude is None:
@@ -245,7 +246,7 @@ class Registry:
         for ws in targets:
             if ws in skip:
                 continue
-            if ws._transport.push_message(message, frame, size):
+            if ws._transport.push_message(message, shared, size):
                 count += 1
         return count
 

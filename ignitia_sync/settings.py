@@ -37,6 +37,10 @@ class ConnectionSettings:
         deflate_client_window_bits: the window asked of the client's compressor when it
             lets us choose (9-15); our inflater then needs only that much.
         deflate_mem_level: zlib's memLevel for our compressor (1-9).
+        deflate_no_context_takeover: compress each outgoing message from scratch (answering
+            ``server_no_context_takeover``): a broadcast then compresses once for every such
+            peer instead of once per peer, and no compressor is kept between messages; small
+            similar messages compress less well.
         subprotocols: subprotocols offered, in order of preference of the client.
         outbox_limit: bytes queued to the peer without blocking (broadcasts,
             ``send_nowait``) before it is closed with 1008 "slow consumer".
@@ -60,6 +64,7 @@ class ConnectionSettings:
     deflate_server_window_bits: int = 12
     deflate_client_window_bits: int = 12
     deflate_mem_level: int = 5
+    deflate_no_context_takeover: bool = False
     subprotocols: Sequence[str] = ()
     outbox_limit: int = 1 << 20
     send_timeout: float | None = 30.0

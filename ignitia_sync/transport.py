@@ -47,7 +47,7 @@ from .exceptions import ConnectionClosed, ProtocolError
 from .http import escape_for_log
 from .inbox import EOF, FAILED, TIMEOUT, Inbox
 from .message import Binary, Message, Ping, Pong, Text
-from .protocol import ProtocolState, WebSocketProtocol
+from .protocol import ProtocolState, WebSocketProtocol, encode_shared_frame
 
 __all__ = ["Phase", "Transport", "gevent_socket"]
 
@@ -340,13 +340,24 @@ class Transport:
                 self._flush()
         return True
 
-    def push_message(self, message: Message, frame: bytes, counted: int) -> bool:
-        """:meth:`push` a broadcast: the shared ``frame``, or framed here when compressed."""
-        if self.proto.plain_framing:
-            return self.push(frame, counted)
-        if self.proto.state is not ProtocolState.OPEN:
+    def push_message(self, message: Message, shared: dict[Any, bytes], counted: int) -> bool:
+        """:meth:`push` a broadcast: a frame shared with peers framed alike, or framed here.
+
+        ``shared`` maps a framing key to the frame made for it (``None``: no extension);
+        frames for a new key are made and added, so a broadcast compresses once per key.
+        """
+        proto = self.proto
+        if proto.plain_framing:
+            return self.push(shared[None], counted)
+        if proto.state is not ProtocolState.OPEN:
             return False
-        return self.push(self.proto.send(message), counted)
+        key = proto.framing_key
+        if key is None:  # its own compressor, with context: frame here, in queue order
+            return self.push(proto.send(message), counted)
+        frame = shared.get(key)
+        if frame is None:
+            frame = shared[key] = encode_shared_frame(message, key)
+        return self.push(frame, counted)
 
     def send_ping(self, frame: bytes) -> None:
         """Queue a keepalive ping ahead of queued data, at the next frame boundary; never blocks."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -187,3 +188,27 @@ def test_tokens_never_reach_a_log_line(serve, caplog):
     assert "refused GET /secure" in text and '"GET /secure" 101' in text
     for secret in ("wrong-token-123", "bearer-secret-456", "right-token"):
         assert secret not in text
+
+
+def test_broadcasts_to_stateless_deflate_peers_are_compressed_once_and_read_correctly(serve):
+    """S8: with deflate_no_context_takeover, one compression serves every such peer."""
+    from ignitia_sync import Message
+
+    def member(ws):
+        ws.join("room")
+        ws.send_text("joined")
+        for message in ws:
+            if isinstance(message, Message.Text):
+                for n in range(5):
+                    ws.registry.broadcast(Message.text(f"{message.data} {n} " * 20), room="room")
+
+    server = serve(Router().websocket("/m", member), deflate_no_context_takeover=True)
+    with contextlib.ExitStack() as stack:
+        clients = [stack.enter_context(connect(url(server, "/m"))) for _ in range(3)]
+        plain = stack.enter_context(connect(url(server, "/m"), compression=None))
+        for client in (*clients, plain):
+            assert client.recv(timeout=5) == "joined"
+        assert "server_no_context_takeover" in clients[0].response.headers["Sec-WebSocket-Extensions"]
+        clients[0].send("hello")
+        for client in (*clients, plain):  # websockets inflates and checks every frame
+            assert [client.recv(timeout=5) for _ in range(5)] == [f"hello {n} " * 20 for n in range(5)]
