@@ -422,6 +422,11 @@ class WebSocketProtocol:
         return self._plain_frames
 
     @property
+    def parsing_fast(self) -> bool:
+        """True while incoming frames are parsed by the fast path (not by wsproto)."""
+        return self._fast
+
+    @property
     def framing_key(self) -> tuple[int, int] | None:
         """For a server whose deflate has no context takeover: the (window bits, memLevel)
         its frames depend on, shared with every such peer (see :func:`encode_shared_frame`);

@@ -55,6 +55,9 @@ log = logging.getLogger("ignitia_sync.connection")
 real_get_ident = get_original("_thread", "get_ident")
 
 _READ_SIZE = 65536
+#: While wsproto parses (fragments, compression, unusual frames: ~10x the CPU per frame of
+#: the fast path), reads are smaller, so one peer's read cannot hold the hub for long.
+_SLOW_READ_SIZE = 8192
 _WRITE_CHUNK = 65536
 #: How long the handler gets to answer what came before a bad frame.
 _CATCH_UP = 1.0
@@ -575,7 +578,7 @@ class Transport:
         raw = self._raw
         assert raw is not None
         try:
-            data: bytes | None = raw.recv(_READ_SIZE)
+            data: bytes | None = raw.recv(_READ_SIZE if self.proto.parsing_fast else _SLOW_READ_SIZE)
         except BlockingIOError:
             return
         except OSError:
@@ -606,7 +609,7 @@ class Transport:
             if self._closed():
                 return
             try:
-                data = recv(_READ_SIZE)
+                data = recv(_READ_SIZE if self.proto.parsing_fast else _SLOW_READ_SIZE)
             except OSError:
                 data = None
             if not data:
