@@ -112,6 +112,8 @@ class Registry:
         holder = self._by_id.get(ws.id)
         if holder is not None and holder is not ws:
             raise ValueError(f"id {ws.id!r} is taken by another connection")
+        if self._loop is None:  # a host that never attached: this hub, from the first connection on
+            self.attach()
         self._rooms_of.setdefault(ws, _NO_ROOMS)
         self._by_id[ws.id] = ws
         ws.registry = self

@@ -59,6 +59,9 @@ _READ_SIZE = 65536
 #: the fast path), reads are smaller, so one peer's read cannot hold the hub for long.
 _SLOW_READ_SIZE = 8192
 _WRITE_CHUNK = 65536
+#: A pong waiting behind a writer that got nothing out for this long: the peer has
+#: stopped reading, so we stop reading its pings (a slow but steady reader is not paused).
+_STALLED = 0.25
 #: How long the handler gets to answer what came before a bad frame.
 _CATCH_UP = 1.0
 _CONTROL = -1  # the "counted" mark of a control frame moved into the queue
@@ -121,12 +124,14 @@ class Transport:
         "_failure",
         "_flush_scheduled",
         "_head_sent",
+        "_inflight",
         "_initial_data",
         "_loop",
         "_outbox_limit",
         "_ping",
         "_pong",
         "_popped",
+        "_progress_at",
         "_pushed",
         "_queue",
         "_raw",
@@ -180,6 +185,8 @@ class Transport:
         # Made on first use: an empty deque takes ~760 bytes and most connections are idle.
         self._queue: deque[tuple[bytes, int]] | None = None
         self._head_sent = 0
+        self._inflight = 0  # bytes of the chunk the writer greenlet is sending right now
+        self._progress_at = 0.0  # when the writer last got bytes out
         self._counted = 0
         self._pushed = 0  # data frames ever queued ...
         self._popped = 0  # ... and fully written: a blocking sender waits for its number
@@ -219,14 +226,14 @@ class Transport:
                 self._on_data(data)
             if self.phase is not Phase.CLOSED and self._watcher is not None and self._reading:
                 self._watcher.start(self._on_readable)
-        if self.keepalive is not None:
+        if self.keepalive is not None and self.phase is not Phase.CLOSED:
             self.keepalive.start(self._loop)
 
     def check_thread(self) -> None:
         """Raise RuntimeError when called from an OS thread other than the serving one."""
         if self._thread and self._thread != real_get_ident():
             raise RuntimeError(
-                "a connection is used from the thread that serves it; from another thread use "
+                "a connection may only be used from the thread that serves it; from another thread use "
                 "registry.call_threadsafe() or registry.broadcast_threadsafe()"
             )
 
@@ -292,6 +299,8 @@ class Transport:
             ConnectionClosed: the connection ended, or the peer read nothing for
                 ``send_timeout`` seconds (then it is closed with 1008 "slow consumer").
         """
+        if self._thread != real_get_ident():
+            self.check_thread()
         self.messages_out += count
         raw = self._raw
         if self._writer is None and not self._queue and not self._pong and not self._ping and raw is not None:
@@ -326,7 +335,8 @@ class Transport:
         """
         if self.proto.state is not ProtocolState.OPEN:
             return False
-        if self._counted + counted > self._outbox_limit:
+        if self._counted and self._counted + counted > self._outbox_limit:
+            # (A message larger than the limit still goes when nothing else waits.)
             self.slow_consumer()
             return False
         queue = self._queue
@@ -369,6 +379,7 @@ class Transport:
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Start the closing handshake: the Close goes after what is queued; never blocks."""
+        self.check_thread()
         data = self.proto.close(code, reason)
         if not data:
             return
@@ -405,12 +416,18 @@ class Transport:
         queue = self._queue
         if queue is None:
             return
-        keep = queue.popleft() if queue and self._head_sent else None
+        # Keep every frame that is partly on the wire: the head's written part plus the
+        # chunk the writer greenlet is sending now. Only whole unsent frames are dropped.
+        kept: list[tuple[bytes, int]] = []
+        covered = self._head_sent + self._inflight
+        while queue and covered > 0:
+            entry = queue.popleft()
+            kept.append(entry)
+            covered -= len(entry[0])
         queue.clear()
-        self._counted = 0
-        self._pushed = self._popped + (1 if keep is not None and keep[1] != _CONTROL else 0)
-        if keep is not None:
-            queue.append(keep)
+        queue.extend(kept)
+        self._counted = sum(counted for _, counted in kept if counted > 0)
+        self._pushed = self._popped + sum(1 for _, counted in kept if counted != _CONTROL)
         self._wake_senders()
 
     def _append(self, frame: bytes, counted: int) -> None:
@@ -485,7 +502,12 @@ class Transport:
     def _mark_sent(self, sent: int) -> None:
         """Account for ``sent`` bytes of the last chunk: pop the frames now fully written."""
         queue = self._queue
-        assert queue is not None
+        if queue is None:  # torn down meanwhile
+            return
+        if sent and self._writer is not None:
+            self._progress_at = time.monotonic()
+            if not self._reading:
+                self._update_reading()
         sent += self._head_sent
         popped = self._popped
         while queue and sent >= len(queue[0][0]):
@@ -502,25 +524,35 @@ class Transport:
 
     def _start_writer(self) -> None:
         if self._writer is None and self.phase is not Phase.CLOSED:
+            self._progress_at = time.monotonic()
             self._writer = gevent.spawn(self._write_loop)
 
     def _write_loop(self) -> None:
         """The writer greenlet: owns the socket until the queue is empty."""
         sock = self._sock
         try:
-            while True:
+            while self.phase is not Phase.CLOSED:
                 chunk = self._next_chunk()
                 if not chunk:
                     break
+                self._inflight = len(chunk)
                 sock.sendall(chunk)
+                self._inflight = 0
                 self.bytes_out += len(chunk)
                 self._mark_sent(len(chunk))
         except OSError:
             self._writer = None
             self._lost()
             return
+        except Exception:  # a bug must not leave the connection without a writer
+            log.exception("writing to %s failed", self._describe())
+            self._writer = None
+            self.teardown()
+            return
+        self._inflight = 0
         self._writer = None
-        self._written()
+        if self.phase is not Phase.CLOSED:
+            self._written()
 
     def _written(self) -> None:
         """Everything queued is out: resume reading if replies held it, half-close if ending."""
@@ -531,6 +563,8 @@ class Transport:
             self._update_reading()
 
     def _wait_written(self, target: int) -> None:
+        if self.phase is Phase.CLOSED:  # torn down while this frame was queued
+            raise ConnectionClosed(self.proto.close_code or 1006, self.proto.close_reason)
         waiters = self._send_waiters
         if waiters is None:
             waiters = self._send_waiters = []
@@ -595,6 +629,13 @@ class Transport:
 
     def _read_loop(self, data: bytes | None) -> None:
         """The reader greenlet of a TLS connection."""
+        try:
+            self._read_tls(data)
+        except Exception:  # a bug must not leave the connection without a reader
+            log.exception("reading from %s failed", self._describe())
+            self.teardown()
+
+    def _read_tls(self, data: bytes | None) -> None:
         recv = self._sock.recv
         resume = self._resume
         assert resume is not None
@@ -610,7 +651,7 @@ class Transport:
                 return
             try:
                 data = recv(_READ_SIZE if self.proto.parsing_fast else _SLOW_READ_SIZE)
-            except OSError:
+            except (OSError, ValueError):  # ValueError: the SSL object is gone
                 data = None
             if not data:
                 self._on_data(data)
@@ -718,7 +759,9 @@ class Transport:
             self.teardown()
             return
         try:
-            self._sock.shutdown(socket.SHUT_WR)
+            # The socket itself, not SSLSocket.shutdown(), which drops the SSL object that
+            # the reader still uses to see the peer's end.
+            gevent.socket.socket.shutdown(self._sock, socket.SHUT_WR)
         except OSError:
             self.teardown()
 
@@ -731,7 +774,7 @@ class Transport:
         elif self._failure is not None:
             reading = False
         else:
-            reading = not self.inbox.full() and not (self._reply_waiting and self._writer is not None)
+            reading = not self.inbox.full() and not self._peer_stopped_reading()
         if reading == self._reading:
             return
         self._reading = reading
@@ -743,6 +786,14 @@ class Transport:
                 watcher.stop()
         elif reading and self._resume is not None:
             self._resume.set()
+
+    def _peer_stopped_reading(self) -> bool:
+        """A pong waits behind a writer that has got nothing out for a while."""
+        return (
+            self._reply_waiting
+            and self._writer is not None
+            and time.monotonic() - self._progress_at > _STALLED
+        )
 
     def _arm_close_timer(self) -> None:
         if self._close_timer is None:

@@ -18,11 +18,12 @@ import time
 from typing import Any
 
 import gevent
+import gevent.socket
 import pytest
 from websockets.exceptions import ConnectionClosed as ClientClosed
 from websockets.sync.client import connect
 
-from ignitia_sync import ConnectionClosed, Message, Router, WebSocketConnection
+from ignitia_sync import ConnectionClosed, Headers, Message, Router, WebSocketConnection
 
 from .conftest import url
 from .wire import Peer, frame
@@ -117,12 +118,12 @@ def test_a_ping_flood_from_a_peer_that_never_reads_meets_backpressure(serve):
     peer.sock.settimeout(3)
     sent = 0
     with pytest.raises(TimeoutError):
-        while sent < 200_000:  # 26 MB of pings; the peer reads nothing meanwhile
+        while sent < 800_000:  # 105 MB of pings; the peer reads nothing meanwhile
             peer.sock.sendall(pings)
             sent += 100
-    # Pongs went out while the kernel took them; then the latest one waited and reading
-    # paused, so the flood stopped at the peer's own socket, not in our memory.
-    assert sent < 200_000 and server.stats()["outbox_bytes"] == 0
+    # Pongs went out while the kernel took them; then the latest one waited, the writer
+    # made no progress, reading paused: the flood stopped at the peer's own socket.
+    assert sent < 800_000 and server.stats()["outbox_bytes"] == 0
     with connect(url(server, "/echo")) as other:  # everyone else is served meanwhile
         other.send("still here")
         assert other.recv(timeout=5) == "still here"
@@ -535,3 +536,137 @@ def test_a_middleware_that_raises_handshakeerror_gets_its_status(serve):
               b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
     status, _ = peer.read_head()
     assert status == 403 and b"members only" in peer.read_body()
+
+
+# -- found by the independent review of the new core -------------------------------------------
+
+
+def parse_frames(data: bytes) -> list[tuple[int, bytes]]:
+    frames, pos = [], 0
+    while pos < len(data):
+        first, length, pos = data[pos], data[pos + 1] & 0x7F, pos + 2
+        if length == 126:
+            (length,), pos = struct.unpack("!H", data[pos : pos + 2]), pos + 2
+        elif length == 127:
+            (length,), pos = struct.unpack("!Q", data[pos : pos + 8]), pos + 8
+        frames.append((first & 0x0F, data[pos : pos + length]))
+        pos += length
+    assert pos == len(data), "a frame was cut"
+    return frames
+
+
+def test_a_slow_consumer_cut_keeps_the_frames_on_the_wire_and_its_close(capfd):
+    """The cut happens while the writer greenlet is in the middle of a chunk."""
+    from ignitia_sync.inbox import Inbox
+    from ignitia_sync.protocol import WebSocketProtocol, encode_frame
+    from ignitia_sync.transport import Phase, Transport
+
+    def scenario() -> tuple[list[tuple[int, bytes]], Phase]:
+        ours, theirs = gevent.socket.socketpair()
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        theirs.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        transport = Transport(ours, WebSocketProtocol(), Inbox(16, lambda: None), outbox_limit=1_000_000, close_timeout=3)
+        transport.start()
+        frames = [encode_frame(Message.binary(bytes([letter]) * 200_000)) for letter in b"ABC"]
+        for data in frames:
+            transport.push(data, len(data))
+        gevent.sleep(0.05)  # the writer greenlet is blocked mid-chunk
+        got = b""
+        while len(got) < len(frames[0]):
+            got += theirs.recv(len(frames[0]) - len(got))
+        gevent.sleep(0.05)
+        big = encode_frame(Message.binary(b"D" * 900_000))
+        assert not transport.push(big, len(big))  # over outbox_limit: a slow consumer
+        theirs.settimeout(5)
+        while chunk := theirs.recv(65536):
+            got += chunk
+        theirs.sendall(b"")
+        return parse_frames(got), transport.phase
+
+    result: list[Any] = []
+    thread = threading.Thread(target=lambda: result.append(scenario()))
+    thread.start()
+    thread.join(30)
+    frames, _ = result[0]
+    assert frames[0] == (2, b"A" * 200_000)
+    assert frames[-1] == (8, struct.pack("!H", 1008) + b"slow consumer")
+    assert all(opcode == 2 and len(payload) == 200_000 for opcode, payload in frames[1:-1])
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_send_to_a_peer_that_vanished_fails_at_once_even_behind_queued_frames():
+    from ignitia_sync.inbox import Inbox
+    from ignitia_sync.protocol import WebSocketProtocol, encode_frame
+    from ignitia_sync.transport import Transport
+
+    def scenario() -> str:
+        ours, theirs = gevent.socket.socketpair()
+        transport = Transport(ours, WebSocketProtocol(), Inbox(16, lambda: None), send_timeout=None)
+        transport.start()
+        data = encode_frame(Message.text("x"))
+        transport.push(data, len(data))
+        transport.push(data, len(data))  # queued: its flush comes later in this turn
+        theirs.close()  # the peer is gone
+        try:
+            with gevent.Timeout(5):
+                for _ in range(3):
+                    transport.send(data)
+        except ConnectionClosed:
+            return "closed"
+        except gevent.Timeout:
+            return "hung"
+        return "sent"
+
+    result: list[str] = []
+    thread = threading.Thread(target=lambda: result.append(scenario()))
+    thread.start()
+    thread.join(20)
+    assert result == ["closed"]
+
+
+def test_a_peer_that_reads_slowly_and_pings_is_not_dropped_by_keepalive():
+    """A pong waiting behind a busy writer must not stop us reading the peer's keepalive pongs."""
+    from ignitia_sync import ConnectionSettings, Handler, Request
+    from ignitia_sync.protocol import WebSocketProtocol
+    from ignitia_sync.session import serve_connection
+
+    ours, theirs = socket.socketpair()
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    theirs.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    outcome: dict[str, Any] = {}
+
+    def handler(ws: WebSocketConnection) -> None:
+        assert ws.recv() == Message.text("go")
+        for _ in range(100):
+            ws.send_nowait(Message.binary(b"x" * 10_000))
+        for _message in ws:
+            pass
+
+    def host() -> None:
+        settings = ConnectionSettings(ping_interval=0.2, ping_timeout=0.6, outbox_limit=8_000_000, compression=None)
+        ws = WebSocketConnection(ours, Request("GET", "/drain", {}, Headers([])), WebSocketProtocol(), settings=settings)
+        serve_connection(ws, Handler(handler), {}, on_closed=lambda ws: outcome.update(code=ws.close_code))
+
+    thread = threading.Thread(target=host)
+    thread.start()
+    peer = Peer.__new__(Peer)
+    peer.sock, peer.buffer = theirs, b""
+    theirs.settimeout(10)
+    peer.send(frame(0x1, b"go"))
+    time.sleep(0.1)
+    peer.send(frame(0x9, b"are you there"))  # a ping while the server drains its queue
+    received = 0
+    while received < 100:
+        opcode, payload, _ = peer.read_frame()
+        if opcode == 9:
+            peer.send(frame(0xA, payload))  # a well-behaved peer answers keepalive pings
+        elif opcode == 2:
+            received += 1
+            time.sleep(0.015)  # slow, but steady: the drain outlasts ping_timeout
+        else:
+            assert opcode == 0xA, (opcode, payload)  # our ping's pong, not a Close 1011
+    peer.send(frame(0x8, struct.pack("!H", 1000)))
+    assert peer.read_close() == (1000, "")
+    theirs.close()
+    thread.join(20)
+    assert outcome == {"code": 1000}

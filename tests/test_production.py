@@ -216,3 +216,39 @@ def test_control_characters_from_the_request_never_reach_a_log_line(serve, caplo
     refused = [line for line in lines if "refused" in line]
     assert refused and all("\n" not in line for line in lines)
     assert "\\n2026-01-01 FAKE admin logged in" in refused[0]
+
+
+def test_tls_closing_handshake_while_the_writer_is_busy_ends_without_the_close_timer(serve, certificate, capfd):
+    """The half-close must not pull the SSL object from under the reader greenlet."""
+    authority, _, cert_file, key_file = certificate
+
+    def bulk(ws: WebSocketConnection) -> None:
+        ws.recv()
+        ws.send_nowait(Message.binary(b"x" * 5_000_000))
+        for _message in ws:
+            pass
+
+    app = Router().websocket("/bulk", bulk)
+    server = serve(app, certfile=cert_file, keyfile=key_file, close_timeout=30, outbox_limit=50_000_000)
+    context = ssl.create_default_context()
+    authority.configure_trust(context)
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw.settimeout(20)
+    raw.connect(server.address)
+    tls = context.wrap_socket(raw, server_hostname="127.0.0.1")
+    tls.sendall(handshake_bytes("/bulk"))
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += tls.recv(4096)
+    tls.sendall(frame(0x1, b"go"))
+    time.sleep(0.2)  # the server's writer is blocked: we read nothing yet
+    tls.sendall(frame(0x8, b"\x03\xe8"))
+    while tls.recv(65536):  # everything, the Close answer, then the server's EOF
+        pass
+    tls.close()
+    deadline = time.monotonic() + 15  # far below close_timeout: the reader saw our FIN
+    while not server.stats()["close_codes"] and time.monotonic() < deadline:
+        time.sleep(0.05)  # accounted once its socket is closed
+    assert server.stats()["open_connections"] == 0 and server.stats()["close_codes"] == {1000: 1}
+    assert "Traceback" not in capfd.readouterr().err
