@@ -1,5 +1,9 @@
 """The ``ignitia-sync MODULE:ATTR [--host H] [--port P]`` command (also ``python -m ignitia_sync``).
 
+``ATTR`` is a :class:`~ignitia_sync.router.Router`, or any WSGI application (a Flask app,
+Django's ``application``): plain HTTP then goes to it through gevent's pywsgi, and its
+:class:`~ignitia_sync.wsgi.WebSocketMiddleware` routes are upgraded on the same port.
+
 It calls ``gevent.monkey.patch_all()`` before importing the application's module, as
 gunicorn's gevent worker does, so blocking libraries used by handlers cooperate.
 
@@ -21,7 +25,7 @@ from collections.abc import Sequence
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the command line, monkey-patch, import the app and serve it until signalled."""
     parser = argparse.ArgumentParser(
-        prog="ignitia-sync", description="Serve an ignitia_sync Router (or Server) object."
+        prog="ignitia-sync", description="Serve an ignitia_sync Router, or a WSGI application with WebSocket routes."
     )
     parser.add_argument("target", help="MODULE:ATTR, for example examples.echo:app")
     parser.add_argument("--host", default="127.0.0.1")
@@ -42,9 +46,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .router import Router
     from .server import run
 
-    if not isinstance(app, Router):
-        parser.error(f"{args.target} is a {type(app).__name__}, not a Router")
-    run(app, ["--host", args.host, "--port", str(args.port)])
+    if isinstance(app, Router):
+        run(app, ["--host", args.host, "--port", str(args.port)])
+    elif callable(app):  # a WSGI application: a Flask app, Django's, any callable
+        run(Router(), ["--host", args.host, "--port", str(args.port)], wsgi_app=app)
+    else:
+        parser.error(f"{args.target} is a {type(app).__name__}, not a Router or a WSGI application")
     return 0
 
 

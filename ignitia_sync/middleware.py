@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 from urllib.parse import unquote
 
-from .exceptions import ConnectionClosed
-from .http import Request, Response
+from .exceptions import ConnectionClosed, HandshakeError
+from .http import Request, Response, escape_for_log
 
 log = logging.getLogger("ignitia_sync.connection")
 
@@ -291,6 +291,46 @@ class RateLimit:
     cost: Literal["messages", "bytes"] = "messages"
     action: Literal["reply", "close"] = "reply"
     reply: str = "Rate limit exceeded. Please slow down."
+
+
+def run_middleware(chain: Iterable[Middleware], request: Request) -> dict[Any, Any]:
+    """Run upgrade middleware in order; the extensions they attach, or HandshakeError.
+
+    A middleware refuses with a :class:`~ignitia_sync.http.Response` (returned) or a
+    :class:`~ignitia_sync.exceptions.HandshakeError` (raised), each checked against
+    response splitting; one that raises anything else, or returns something other than
+    None, a mapping or a Response, gives 500 and a log line.
+
+    Example:
+        >>> from ignitia_sync.http import Headers
+        >>> request = Request("GET", "/t", {"tenant": "a"}, Headers([]))
+        >>> run_middleware([lambda request: {"tenant": request.query["tenant"]}], request)
+        {'tenant': 'a'}
+    """
+    extensions: dict[Any, Any] = {}
+    for middleware in chain:
+        result: Any
+        try:
+            result = middleware(request)
+        except HandshakeError as exc:  # a middleware may refuse by raising, with its own status
+            result = exc
+        except Exception:
+            log.exception("middleware %r failed on %s", middleware, escape_for_log(request.path))
+            raise HandshakeError(500, "internal error") from None
+        if isinstance(result, HandshakeError):
+            try:  # the same checks as a returned Response: no response splitting
+                result = Response(result.status, result.body, result.headers)
+            except ValueError as exc:
+                log.error("middleware %r refused with a bad answer: %s", middleware, exc)
+                raise HandshakeError(500, "internal error") from None
+        if isinstance(result, Response):
+            raise HandshakeError(result.status, result.body or "refused", result.headers)
+        if isinstance(result, Mapping):
+            extensions.update(result)
+        elif result is not None:
+            log.error("middleware %r returned %r: expected None, a mapping or a Response", middleware, type(result))
+            raise HandshakeError(500, "internal error")
+    return extensions
 
 
 def message_filter(limit: RateLimit, ws: Any) -> Callable[[Any], bool]:

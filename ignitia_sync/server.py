@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import errno
+import io
 import ipaddress
 import logging
 import os
@@ -23,10 +24,10 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from socket import AF_UNIX, IPPROTO_TCP, TCP_NODELAY
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import gevent
 import gevent.event
@@ -40,17 +41,17 @@ from .handshake import accept
 from .http import (
     Request,
     RequestHeadReader,
-    Response,
     client_ip,
     error_response,
     escape_for_log,
 )
-from .middleware import message_filter
+from .middleware import message_filter, run_middleware
 from .registry import Backplane, Registry
 from .router import Route, Router
 from .session import serve_connection
 from .settings import ConnectionSettings
 from .transport import real_get_ident
+from .wsgi import WebSocketMiddleware
 
 if TYPE_CHECKING:
     import socket
@@ -151,9 +152,15 @@ class Server:
         app: Router,
         address: tuple[str, int] = ("127.0.0.1", 3000),
         settings: ServerSettings | None = None,
+        *,
+        wsgi_app: Callable[..., Any] | None = None,
         **overrides: Any,
     ) -> None:
         self.app = app
+        #: The WSGI application that answers every request that is not an upgrade to
+        #: one of ``app``'s routes (a Flask app, Django's WSGI handler); None: 404/426.
+        self.wsgi_app = wsgi_app
+        self._wsgi: Any = None
         if settings is None:
             settings = ServerSettings(**overrides)
         elif overrides:
@@ -195,16 +202,39 @@ class Server:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             context.options |= ssl.OP_NO_RENEGOTIATION
             context.load_cert_chain(self.settings.certfile, self.settings.keyfile)
+        if context is not None:
+            import ssl
+
+            context.options |= ssl.OP_NO_RENEGOTIATION  # also on a context the user gave
         # TLS is set up per connection in _upgrade, inside handshake_timeout, with gevent's
         # SSLSocket (a stdlib one would block the hub); the listener itself is plain.
         self._tls = context
         self._stream = _Listener(self._requested_address, self._handle, backlog=self.settings.backlog)
         self._stream.start()
+        if self.wsgi_app is not None:
+            self._wsgi = self._make_wsgi_server()
         self._stopped = gevent.event.Event()
         self._loop = gevent.get_hub().loop
         self.registry.attach(self._loop)
         self._thread_ident = real_get_ident()
         log.info("listening on %s:%d", *self.address[:2])
+
+    def _make_wsgi_server(self) -> Any:
+        from gevent.pywsgi import WSGIServer
+
+        # Never started: it only lends its request handler (HTTP/1.1, keep-alive, chunked
+        # bodies) and its environ to the connections we hand it.
+        server = WSGIServer(
+            self._requested_address, self.wsgi_app, log=logging.getLogger("ignitia_sync.access"),
+            error_log=logging.getLogger("ignitia_sync.wsgi"),
+        )
+        assert self._stream is not None
+        host, port = self._stream.server_host, self._stream.server_port
+        server.environ.update(
+            SERVER_NAME=str(host), SERVER_PORT=str(port), SERVER_SOFTWARE="ignitia_sync gevent.pywsgi",
+            **({"wsgi.url_scheme": "https"} if self._tls is not None else {}),
+        )
+        return server
 
     def serve_forever(self) -> None:
         """Start if needed and block until :meth:`stop` is called.
@@ -325,6 +355,7 @@ class Server:
             self._handlers.join(timeout=min(self.settings.shutdown_grace, self.settings.shutdown_timeout))
         for ws in self.registry:
             ws.close(1001, "Server shutdown")  # each sends its queue first; never blocks
+        WebSocketMiddleware.shutdown_all()  # the WebSocket routes of a WSGI app we serve
         self._handlers.join(timeout=self.settings.shutdown_timeout if timeout is None else timeout)
         # Handlers still running are killed; each one's connection is torn down and
         # accounted for as its greenlet unwinds.
@@ -386,7 +417,9 @@ class Server:
             self._end_handshake(peer)
             if upgraded is None:
                 sock.close()
-        if upgraded is not None:  # served from here: each call level is stack kept while it waits
+        if isinstance(upgraded, _HandOff):
+            self._serve_wsgi(upgraded, address)
+        elif upgraded is not None:  # served from here: each call level is stack kept while it waits
             ws, route, params = upgraded
             self._totals["connections"] += 1
             serve_connection(ws, route.handler, params, registry=self.registry, on_closed=self._account)
@@ -420,7 +453,7 @@ class Server:
 
     def _upgrade(
         self, sock: socket.socket, address: tuple[Any, ...]
-    ) -> tuple[WebSocketConnection, Route, dict[str, str]] | None:
+    ) -> tuple[WebSocketConnection, Route, dict[str, str]] | _HandOff | None:
         settings = self.settings
         reader = RequestHeadReader(settings.max_request_head, address)
         request: Request | None = None
@@ -432,15 +465,25 @@ class Server:
                         sock=sock, server_side=True, do_handshake_on_connect=False, _context=self._tls
                     )
                     sock.do_handshake()
+                received: list[bytes] = []  # replayed to the WSGI app if the request is its
                 while request is None:
                     data = sock.recv(8192)
                     if not data:
                         sock.close()
                         return None
-                    request = reader.feed(data)
+                    if self._wsgi is not None:
+                        received.append(data)
+                    try:
+                        request = reader.feed(data)
+                    except HandshakeError:
+                        if self._wsgi is None:
+                            raise
+                        return _HandOff(sock, b"".join(received))  # not ours: pywsgi answers
+                found = self.app.match(request.path)
+                if self._wsgi is not None and (found is None or "websocket" not in request.headers.tokens("upgrade")):
+                    return _HandOff(sock, b"".join(received))
                 if self._stopping:
                     raise HandshakeError(503, "server shutting down")
-                found = self.app.match(request.path)
                 if found is None:
                     raise HandshakeError(404, "no WebSocket route for this path")
                 route, params = found
@@ -451,7 +494,7 @@ class Server:
                 accepted = accept(request, options)
                 self._reserve(request.client_ip)
                 reserved = request.client_ip
-                attached = self._run_middleware(route, request)
+                attached = run_middleware((*self.app.global_middleware, *route.middleware), request)
                 if sock.family != AF_UNIX:
                     # Small frames go out at once, not when the peer acknowledges the last.
                     sock.setsockopt(IPPROTO_TCP, TCP_NODELAY, 1)
@@ -478,6 +521,16 @@ class Server:
         if route.rate_limit is not None:
             ws._filter = message_filter(route.rate_limit, ws)
         return ws, route, params
+
+    def _serve_wsgi(self, handoff: _HandOff, address: tuple[Any, ...]) -> None:
+        """Give a plain HTTP request (and the rest of its connection) to gevent's pywsgi."""
+        assert self._wsgi is not None
+        handler = self._wsgi.handler_class(handoff.sock, address, self._wsgi)
+        handler.rfile = io.BufferedReader(_Replay(handoff.data, handoff.sock))
+        try:
+            handler.handle()
+        finally:
+            handoff.sock.close()
 
     def _refuse(
         self, sock: socket.socket, address: tuple[Any, ...], request: Request | None, exc: BaseException
@@ -530,34 +583,6 @@ class Server:
         if self._per_ip[ip] <= 0:
             del self._per_ip[ip]
 
-    def _run_middleware(self, route: Route, request: Request) -> dict[Any, Any]:
-        extensions: dict[Any, Any] = {}
-        for middleware in (*self.app.global_middleware, *route.middleware):
-            result: Any
-            try:
-                result = middleware(request)
-                if isinstance(result, HandshakeError):
-                    raise result
-            except HandshakeError as exc:  # a middleware may refuse by raising, with its own status
-                result = exc
-            except Exception:
-                log.exception("middleware %r failed on %s", middleware, escape_for_log(request.path))
-                raise HandshakeError(500, "internal error") from None
-            if isinstance(result, HandshakeError):
-                try:  # the same checks as a returned Response: no response splitting
-                    result = Response(result.status, result.body, result.headers)
-                except ValueError as exc:
-                    log.error("middleware %r refused with a bad answer: %s", middleware, exc)
-                    raise HandshakeError(500, "internal error") from None
-            if isinstance(result, Response):
-                raise HandshakeError(result.status, result.body or "refused", result.headers)
-            if isinstance(result, Mapping):
-                extensions.update(result)
-            elif result is not None:
-                log.error("middleware %r returned %r: expected None, a mapping or a Response", middleware, type(result))
-                raise HandshakeError(500, "internal error")
-        return extensions
-
     def _account(self, ws: WebSocketConnection) -> None:
         """Fold a closed connection into the totals, free its place, write its access line."""
         self._release(ws.request.client_ip)
@@ -572,6 +597,36 @@ class Server:
             ws.request.client_ip, escape_for_log(ws.request.path), time.monotonic() - ws.opened_at,
             ws.messages_in, ws.bytes_in, ws.messages_out, ws.bytes_out, code,
         )
+
+
+class _HandOff(NamedTuple):
+    """A connection whose first request is for the WSGI app, with the bytes read so far."""
+
+    sock: socket.socket
+    data: bytes
+
+
+class _Replay(io.RawIOBase):
+    """The bytes we read while routing, then the socket: what pywsgi reads a request from."""
+
+    def __init__(self, data: bytes, sock: socket.socket) -> None:
+        super().__init__()
+        self._data = memoryview(data)
+        self._sock = sock  # found by ignitia_sync.wsgi.take_socket, as on pywsgi's own file
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int | None:
+        if self._data:
+            size = min(len(buffer), len(self._data))
+            buffer[:size] = self._data[:size]
+            self._data = self._data[size:]
+            return size
+        try:
+            return self._sock.recv_into(buffer)
+        except BlockingIOError:
+            return None
 
 
 class _Listener(StreamServer):

@@ -1,0 +1,236 @@
+"""WebSockets inside a WSGI application, on the same port: ``WebSocketMiddleware(app, router)``.
+
+Upgrade requests for one of the router's routes become WebSocket connections (our
+handshake, limits, middleware, registry); every other request goes to ``app`` untouched.
+The socket is taken over from the WSGI server that runs the app:
+
+* gunicorn with ``-k gevent`` (``environ["gunicorn.socket"]``; bytes the client sent right
+  after the head are taken from gunicorn's read buffer);
+* gevent's ``pywsgi`` (the socket under ``environ["wsgi.input"]``, with its buffer);
+* anything else that gives no socket (uWSGI, mod_wsgi, a threaded server) gets a 500 and
+  one log line that says what to run instead.
+
+Example:
+    >>> from ignitia_sync import Router
+    >>> def hello(environ, start_response):
+    ...     start_response("200 OK", [("Content-Type", "text/plain")])
+    ...     return [b"hello"]
+    >>> router = Router().websocket("/ws/echo", lambda ws: [ws.send(m) for m in ws])
+    >>> app = WebSocketMiddleware(hello, router)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import io
+import logging
+import socket
+import weakref
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import gevent
+import gevent.event
+import gevent.socket
+
+from .connection import WebSocketConnection
+from .exceptions import HandshakeError
+from .handshake import accept
+from .http import Request, _reason, check_header, client_ip, escape_for_log
+from .middleware import message_filter, run_middleware
+from .registry import Registry
+from .router import Route, Router
+from .session import serve_connection
+from .settings import ConnectionSettings
+
+__all__ = ["WebSocketMiddleware", "take_socket"]
+
+log = logging.getLogger("ignitia_sync.wsgi")
+
+_live: weakref.WeakSet[WebSocketMiddleware] = weakref.WeakSet()
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+
+class WebSocketMiddleware:
+    """Wrap a WSGI ``app``: the router's WebSocket routes here, everything else there.
+
+    Args:
+        app: any WSGI application (a Flask app, Django's ``get_wsgi_application()``).
+        router: the WebSocket routes (a new, empty :class:`~ignitia_sync.router.Router`
+            by default: add routes with ``middleware.router.websocket(...)``).
+        settings: per-connection settings; ``**overrides`` change single fields.
+        trusted_proxies: with these proxy addresses, the client IP comes from their
+            forwarding headers (see :func:`~ignitia_sync.http.client_ip`).
+
+    Each worker process has its own :attr:`registry` (rooms, broadcast), attached to the
+    worker's hub on first use; :meth:`shutdown` closes every connection with 1001.
+    """
+
+    def __init__(
+        self,
+        app: WSGIApp,
+        router: Router | None = None,
+        *,
+        settings: ConnectionSettings | None = None,
+        trusted_proxies: Iterable[str] = (),
+        **overrides: Any,
+    ) -> None:
+        self.app = app
+        self.router = router if router is not None else Router()
+        base = settings if settings is not None else ConnectionSettings()
+        self.settings = dataclasses.replace(base, **overrides) if overrides else base
+        self.trusted_proxies = tuple(trusted_proxies)
+        #: Every open WebSocket of this process (rooms, broadcast, ``get``).
+        self.registry = Registry()
+        #: Set by :meth:`shutdown`; handlers see it as ``ws.shutting_down``.
+        self.shutdown_event = gevent.event.Event()
+        self._options: dict[str, tuple[Route, ConnectionSettings]] = {}
+        _live.add(self)
+
+    @classmethod
+    def shutdown_all(cls, code: int = 1001, reason: str = "Server shutdown") -> None:
+        """:meth:`shutdown` every middleware of this process (what the gunicorn worker calls).
+
+        Example:
+            >>> WebSocketMiddleware.shutdown_all()
+        """
+        for middleware in list(_live):  # each in the thread that serves it
+            middleware.registry.call_threadsafe(middleware.shutdown, code, reason)
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        """The WSGI entry point."""
+        if "websocket" not in environ.get("HTTP_UPGRADE", "").lower():
+            return self.app(environ, start_response)
+        path = Request.from_environ(environ).path
+        found = self.router.match(path)
+        if found is None:
+            return self.app(environ, start_response)
+        route, params = found
+        return self._serve(environ, start_response, route, params)
+
+    def shutdown(self, code: int = 1001, reason: str = "Server shutdown") -> None:
+        """Set :attr:`shutdown_event` and close every open connection (each sends its queue first).
+
+        Call it from the serving hub (gunicorn's ``worker_int``/``worker_exit`` hooks run
+        there); from another thread use ``registry.call_threadsafe(middleware.shutdown)``.
+        """
+        self.shutdown_event.set()
+        for ws in self.registry:
+            ws.close(code, reason)
+
+    def _serve(
+        self, environ: dict[str, Any], start_response: StartResponse, route: Route, params: dict[str, str]
+    ) -> Iterable[bytes]:
+        request = Request.from_environ(environ)
+        request = request.routed(params, client_ip(request, self.trusted_proxies or None))
+        options = self._route_settings(route)
+        try:
+            if self.shutdown_event.is_set():
+                raise HandshakeError(503, "server shutting down")
+            accepted = accept(request, options)
+            attached = run_middleware((*self.router.global_middleware, *route.middleware), request)
+            taken = take_socket(environ)
+        except HandshakeError as exc:
+            log.info(
+                "refused %s from %s: %d %s", escape_for_log(request.path), request.client_ip,
+                exc.status, escape_for_log(exc.body),
+            )
+            return _refusal(start_response, exc)
+        sock, buffered, finish = taken
+        if self.registry._loop is None:
+            self.registry.attach()  # the worker's hub, on first use
+        try:
+            sock.sendall(accepted.response)
+        except OSError:
+            return finish()
+        ws = WebSocketConnection(
+            sock,
+            request,
+            accepted.protocol,
+            subprotocol=accepted.subprotocol,
+            settings=options,
+            initial_data=buffered,
+            shutdown_event=self.shutdown_event,
+        )
+        ws.extensions = attached
+        if route.rate_limit is not None:
+            ws._filter = message_filter(route.rate_limit, ws)
+        serve_connection(ws, route.handler, params, registry=self.registry, on_closed=_access_line)
+        return finish()
+
+    def _route_settings(self, route: Route) -> ConnectionSettings:
+        found = self._options.get(route.pattern)
+        if found is None or found[0] is not route:
+            found = (route, dataclasses.replace(self.settings, **route.options) if route.options else self.settings)
+            self._options[route.pattern] = found
+        return found[1]
+
+
+def take_socket(environ: dict[str, Any]) -> tuple[socket.socket, bytes, Callable[[], Iterable[bytes]]]:
+    """Take the client's socket from the WSGI server: (socket, bytes already read, end).
+
+    ``end()`` returns what the WSGI application returns so that the server writes nothing
+    more and does not reuse the connection.
+
+    Raises:
+        HandshakeError: 500, this server does not hand out its sockets.
+    """
+    gunicorn_socket = environ.get("gunicorn.socket")
+    if gunicorn_socket is not None:
+        return _from_gunicorn(environ, gunicorn_socket)
+    stream = environ.get("wsgi.input")
+    raw = getattr(getattr(stream, "raw", None), "_sock", None)
+    if isinstance(raw, gevent.socket.socket) and "gevent" in str(environ.get("SERVER_SOFTWARE", "")).lower():
+        return raw, _drain_buffer(stream, raw), lambda: []
+    log.error(
+        "WebSocket upgrade on %s, which does not hand its sockets to the application: "
+        "serve the app with `ignitia-sync MODULE:app`, `gunicorn -k gevent`, or gevent.pywsgi",
+        escape_for_log(str(environ.get("SERVER_SOFTWARE", "this WSGI server"))),
+    )
+    raise HandshakeError(500, "this server cannot upgrade to WebSocket")
+
+
+def _from_gunicorn(environ: dict[str, Any], sock: Any) -> tuple[socket.socket, bytes, Callable[[], Iterable[bytes]]]:
+    if not isinstance(sock, gevent.socket.socket):
+        log.error("gunicorn must run with the gevent worker (-k gevent) to serve WebSockets")
+        raise HandshakeError(500, "this server cannot upgrade to WebSocket")
+    # gunicorn's async workers take this sentinel as "the app wrote the response itself".
+    already_handled = importlib.import_module("gunicorn.workers.base_async").ALREADY_HANDLED
+    buffered = b""
+    unreader = getattr(getattr(environ.get("wsgi.input"), "reader", None), "unreader", None)
+    buf = getattr(unreader, "buf", None)
+    if isinstance(buf, io.BytesIO):  # what gunicorn read past the head
+        buffered = buf.getvalue()
+        setattr(unreader, "buf", io.BytesIO())  # noqa: B010 (gunicorn's unreader, untyped)
+    return sock, buffered, lambda: already_handled
+
+
+def _drain_buffer(stream: Any, sock: gevent.socket.socket) -> bytes:
+    """The bytes a buffered reader already holds, without waiting for more."""
+    timeout = sock.gettimeout()
+    sock.settimeout(0.0)
+    try:
+        data: bytes = stream.peek(1) if hasattr(stream, "peek") else b""
+    except (OSError, ValueError):
+        data = b""
+    finally:
+        sock.settimeout(timeout)
+    return stream.read(len(data)) if data else b""
+
+
+def _refusal(start_response: StartResponse, exc: HandshakeError) -> Iterable[bytes]:
+    headers = [("Content-Type", "text/plain; charset=utf-8"), ("Connection", "close")]
+    for name, value in exc.headers:
+        check_header(name, value)
+        headers.append((name, value))
+    start_response(f"{exc.status} {_reason(exc.status)}", headers)
+    return [(exc.body + "\n").encode()]
+
+
+def _access_line(ws: WebSocketConnection) -> None:
+    logging.getLogger("ignitia_sync.access").info(
+        '%s "GET %s" 101 in=%d/%dB out=%d/%dB close=%d', ws.request.client_ip, escape_for_log(ws.request.path),
+        ws.messages_in, ws.bytes_in, ws.messages_out, ws.bytes_out, ws.close_code or 1006,
+    )

@@ -1,0 +1,59 @@
+"""A plain WSGI app with WebSocket routes, for the embedding tests (gunicorn, gevent.pywsgi).
+
+    gunicorn -k ignitia_sync.gunicorn.Worker tests.scripts.wsgi_app:app
+    python tests/scripts/wsgi_app.py PORT          # gevent.pywsgi
+"""
+
+from __future__ import annotations
+
+import sys
+
+from ignitia_sync import AuthMiddleware, Message, Router
+from ignitia_sync.wsgi import WebSocketMiddleware
+
+
+def page(environ, start_response):
+    body = f"page {environ['PATH_INFO']}".encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def echo(ws):
+    for message in ws:
+        if isinstance(message, (Message.Text, Message.Binary)):
+            ws.send(message)
+
+
+def hold(ws):
+    ws.send_text("ready")
+    for _message in ws:
+        pass
+
+
+router = (
+    Router()
+    .websocket("/ws/echo", echo, max_message_size=8 << 20)
+    .websocket("/ws/hold", hold)
+    .websocket("/ws/secure", echo, middleware=[AuthMiddleware("secret")])
+)
+app = WebSocketMiddleware(page, router)
+
+if __name__ == "__main__":
+    from gevent import monkey
+
+    monkey.patch_all()
+    import signal
+
+    import gevent
+    from gevent.pywsgi import WSGIServer
+
+    server = WSGIServer(("127.0.0.1", int(sys.argv[1])), app, log=None)
+
+    def stop() -> None:  # what a pywsgi deployment does on SIGTERM: 1001 to everyone, then stop
+        app.shutdown()
+        server.stop(timeout=10)
+
+    gevent.signal_handler(signal.SIGTERM, lambda: gevent.spawn(stop))
+    server.start()
+    print("serving", flush=True)
+    server.serve_forever()
