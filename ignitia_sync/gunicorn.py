@@ -3,7 +3,7 @@
 gunicorn's gevent worker waits ``graceful_timeout`` for requests to end on SIGTERM, HUP
 (reload) or a max-requests restart, then kills them: a WebSocket, a request that lasts
 for hours, would be cut with no Close frame (clients see 1006). This worker, on the same
-signals, first closes every WebSocket of every :class:`~ignitia_sync.wsgi.WebSocketMiddleware`
+signals, first closes every WebSocket of every :class:`~ignitia_sync.wsgi.WebSocketHost` (a WSGI middleware, Flask's ``Sock``)
 in the process with 1001 "Server shutdown" (queued messages first), then stops as gunicorn does.
 
 Example::
@@ -17,7 +17,7 @@ from typing import Any
 
 from gunicorn.workers.ggevent import GeventWorker  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
-from .wsgi import WebSocketMiddleware
+from .wsgi import shutdown_all
 
 __all__ = ["Worker"]
 
@@ -27,10 +27,10 @@ class Worker(GeventWorker):  # type: ignore[misc]
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         """SIGTERM: close WebSockets (1001), then gunicorn's graceful stop."""
-        WebSocketMiddleware.shutdown_all()
+        shutdown_all()
         super().handle_exit(sig, frame)
 
     def handle_quit(self, sig: int, frame: Any) -> None:
         """SIGINT/SIGQUIT: the same, then gunicorn's quick stop."""
-        WebSocketMiddleware.shutdown_all()
+        shutdown_all()
         super().handle_quit(sig, frame)

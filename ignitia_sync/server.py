@@ -51,7 +51,7 @@ from .router import Route, Router
 from .session import serve_connection
 from .settings import ConnectionSettings
 from .transport import real_get_ident
-from .wsgi import WebSocketMiddleware
+from .wsgi import shutdown_all
 
 if TYPE_CHECKING:
     import socket
@@ -355,7 +355,7 @@ class Server:
             self._handlers.join(timeout=min(self.settings.shutdown_grace, self.settings.shutdown_timeout))
         for ws in self.registry:
             ws.close(1001, "Server shutdown")  # each sends its queue first; never blocks
-        WebSocketMiddleware.shutdown_all()  # the WebSocket routes of a WSGI app we serve
+        shutdown_all()  # the WebSocket routes of a WSGI app we serve
         self._handlers.join(timeout=self.settings.shutdown_timeout if timeout is None else timeout)
         # Handlers still running are killed; each one's connection is torn down and
         # accounted for as its greenlet unwinds.

@@ -22,13 +22,12 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import io
 import logging
 import socket
 import weakref
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, NamedTuple
 
 import gevent
 import gevent.event
@@ -36,116 +35,106 @@ import gevent.socket
 
 from .connection import WebSocketConnection
 from .exceptions import HandshakeError
+from .handlers import Handler
 from .handshake import accept
 from .http import Request, _reason, check_header, client_ip, escape_for_log
-from .middleware import message_filter, run_middleware
+from .middleware import Middleware, RateLimit, message_filter, run_middleware
 from .registry import Registry
 from .router import Route, Router
 from .session import serve_connection
 from .settings import ConnectionSettings
 
-__all__ = ["WebSocketMiddleware", "take_socket"]
+__all__ = ["Refused", "Served", "WebSocketHost", "WebSocketMiddleware", "shutdown_all", "take_socket"]
 
 log = logging.getLogger("ignitia_sync.wsgi")
 
-_live: weakref.WeakSet[WebSocketMiddleware] = weakref.WeakSet()
+_live: weakref.WeakSet[WebSocketHost] = weakref.WeakSet()
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 
-class WebSocketMiddleware:
-    """Wrap a WSGI ``app``: the router's WebSocket routes here, everything else there.
+class WebSocketHost:
+    """What every WSGI-side host of WebSockets shares: settings, a registry, shutdown.
+
+    :class:`WebSocketMiddleware` and :class:`ignitia_sync.flask.Sock` are hosts; each
+    upgrade goes through :meth:`upgrade`. :func:`shutdown_all` closes every host's
+    connections (the gunicorn worker and ``ignitia-sync`` call it when they stop).
 
     Args:
-        app: any WSGI application (a Flask app, Django's ``get_wsgi_application()``).
-        router: the WebSocket routes (a new, empty :class:`~ignitia_sync.router.Router`
-            by default: add routes with ``middleware.router.websocket(...)``).
         settings: per-connection settings; ``**overrides`` change single fields.
         trusted_proxies: with these proxy addresses, the client IP comes from their
             forwarding headers (see :func:`~ignitia_sync.http.client_ip`).
 
-    Each worker process has its own :attr:`registry` (rooms, broadcast), attached to the
-    worker's hub on first use; :meth:`shutdown` closes every connection with 1001.
+    Example:
+        >>> host = WebSocketHost(max_message_size=65536)
+        >>> host.settings.max_message_size, len(host.registry)
+        (65536, 0)
     """
 
     def __init__(
         self,
-        app: WSGIApp,
-        router: Router | None = None,
         *,
         settings: ConnectionSettings | None = None,
         trusted_proxies: Iterable[str] = (),
         **overrides: Any,
     ) -> None:
-        self.app = app
-        self.router = router if router is not None else Router()
         base = settings if settings is not None else ConnectionSettings()
         self.settings = dataclasses.replace(base, **overrides) if overrides else base
         self.trusted_proxies = tuple(trusted_proxies)
-        #: Every open WebSocket of this process (rooms, broadcast, ``get``).
+        #: Every open WebSocket of this host in this process (rooms, broadcast, ``get``).
         self.registry = Registry()
         #: Set by :meth:`shutdown`; handlers see it as ``ws.shutting_down``.
         self.shutdown_event = gevent.event.Event()
-        self._options: dict[str, tuple[Route, ConnectionSettings]] = {}
         _live.add(self)
-
-    @classmethod
-    def shutdown_all(cls, code: int = 1001, reason: str = "Server shutdown") -> None:
-        """:meth:`shutdown` every middleware of this process (what the gunicorn worker calls).
-
-        Example:
-            >>> WebSocketMiddleware.shutdown_all()
-        """
-        for middleware in list(_live):  # each in the thread that serves it
-            middleware.registry.call_threadsafe(middleware.shutdown, code, reason)
-
-    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        """The WSGI entry point."""
-        if "websocket" not in environ.get("HTTP_UPGRADE", "").lower():
-            return self.app(environ, start_response)
-        path = Request.from_environ(environ).path
-        found = self.router.match(path)
-        if found is None:
-            return self.app(environ, start_response)
-        route, params = found
-        return self._serve(environ, start_response, route, params)
 
     def shutdown(self, code: int = 1001, reason: str = "Server shutdown") -> None:
         """Set :attr:`shutdown_event` and close every open connection (each sends its queue first).
 
-        Call it from the serving hub (gunicorn's ``worker_int``/``worker_exit`` hooks run
-        there); from another thread use ``registry.call_threadsafe(middleware.shutdown)``.
+        Call it from the serving hub (the gunicorn worker does); from another thread use
+        ``host.registry.call_threadsafe(host.shutdown)``.
         """
         self.shutdown_event.set()
         for ws in self.registry:
             ws.close(code, reason)
 
-    def _serve(
-        self, environ: dict[str, Any], start_response: StartResponse, route: Route, params: dict[str, str]
-    ) -> Iterable[bytes]:
+    def upgrade(
+        self,
+        environ: dict[str, Any],
+        handler: Handler,
+        params: Mapping[str, Any],
+        *,
+        options: ConnectionSettings | None = None,
+        middleware: Iterable[Middleware] = (),
+        rate_limit: RateLimit | None = None,
+        connection_class: type[WebSocketConnection] = WebSocketConnection,
+    ) -> Upgraded:
+        """Upgrade the request of ``environ`` and serve it with ``handler`` until it closes.
+
+        Returns what the WSGI application must return: the server-specific "already
+        answered" value after a connection, or a refusal (status, headers, body) before it.
+        """
+        options = options or self.settings
         request = Request.from_environ(environ)
         request = request.routed(params, client_ip(request, self.trusted_proxies or None))
-        options = self._route_settings(route)
         try:
             if self.shutdown_event.is_set():
                 raise HandshakeError(503, "server shutting down")
             accepted = accept(request, options)
-            attached = run_middleware((*self.router.global_middleware, *route.middleware), request)
-            taken = take_socket(environ)
+            attached = run_middleware(middleware, request)
+            sock, buffered, finish = take_socket(environ)
         except HandshakeError as exc:
             log.info(
                 "refused %s from %s: %d %s", escape_for_log(request.path), request.client_ip,
                 exc.status, escape_for_log(exc.body),
             )
-            return _refusal(start_response, exc)
-        sock, buffered, finish = taken
+            return Refused(exc)
         if self.registry._loop is None:
             self.registry.attach()  # the worker's hub, on first use
         try:
             sock.sendall(accepted.response)
         except OSError:
-            return finish()
-        ws = WebSocketConnection(
+            return Served(finish)
+        ws = connection_class(
             sock,
             request,
             accepted.protocol,
@@ -155,10 +144,88 @@ class WebSocketMiddleware:
             shutdown_event=self.shutdown_event,
         )
         ws.extensions = attached
-        if route.rate_limit is not None:
-            ws._filter = message_filter(route.rate_limit, ws)
-        serve_connection(ws, route.handler, params, registry=self.registry, on_closed=_access_line)
-        return finish()
+        if rate_limit is not None:
+            ws._filter = message_filter(rate_limit, ws)
+        serve_connection(ws, handler, params, registry=self.registry, on_closed=_access_line)
+        return Served(finish)
+
+
+class Served(NamedTuple):
+    """An upgrade that was served: the WSGI application returns ``finish()``.
+
+    ``finish`` tells the WSGI server that the response is written and the connection must
+    not be reused; under gunicorn it raises StopIteration (what gunicorn's async workers
+    take as "close this connection"), so call it last, from the WSGI callable itself.
+    """
+
+    finish: Callable[[], Iterable[bytes]]
+
+
+class Refused(NamedTuple):
+    """An upgrade refused before the 101: answer with :meth:`respond`."""
+
+    error: HandshakeError
+
+    def respond(self, start_response: StartResponse) -> Iterable[bytes]:
+        """Write the refusal through ``start_response``; returns the body."""
+        return _refusal(start_response, self.error)
+
+
+Upgraded = Served | Refused
+
+
+def shutdown_all(code: int = 1001, reason: str = "Server shutdown") -> None:
+    """:meth:`WebSocketHost.shutdown` every host of this process, each in its own thread.
+
+    Example:
+        >>> shutdown_all()
+    """
+    for host in list(_live):
+        host.registry.call_threadsafe(host.shutdown, code, reason)
+
+
+class WebSocketMiddleware(WebSocketHost):
+    """Wrap a WSGI ``app``: the router's WebSocket routes here, everything else there.
+
+    Args:
+        app: any WSGI application (a Flask app, Django's ``get_wsgi_application()``).
+        router: the WebSocket routes (a new, empty :class:`~ignitia_sync.router.Router`
+            by default: add routes with ``middleware.router.websocket(...)``).
+        **host_options: ``settings``, ``trusted_proxies`` and settings fields, as for
+            :class:`WebSocketHost`.
+
+    Example:
+        >>> app = WebSocketMiddleware(lambda environ, start_response: [], Router())
+        >>> app.router.routes
+        []
+    """
+
+    def __init__(self, app: WSGIApp, router: Router | None = None, **host_options: Any) -> None:
+        super().__init__(**host_options)
+        self.app = app
+        self.router = router if router is not None else Router()
+        self._options: dict[str, tuple[Route, ConnectionSettings]] = {}
+
+    @classmethod
+    def shutdown_all(cls, code: int = 1001, reason: str = "Server shutdown") -> None:
+        """The module's :func:`shutdown_all` (every host of the process, not only middlewares)."""
+        shutdown_all(code, reason)
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        """The WSGI entry point."""
+        if "websocket" not in environ.get("HTTP_UPGRADE", "").lower():
+            return self.app(environ, start_response)
+        found = self.router.match(Request.from_environ(environ).path)
+        if found is None:
+            return self.app(environ, start_response)
+        route, params = found
+        outcome = self.upgrade(
+            environ, route.handler, params, options=self._route_settings(route),
+            middleware=(*self.router.global_middleware, *route.middleware), rate_limit=route.rate_limit,
+        )
+        if isinstance(outcome, Refused):
+            return outcome.respond(start_response)
+        return outcome.finish()
 
     def _route_settings(self, route: Route) -> ConnectionSettings:
         found = self._options.get(route.pattern)
@@ -196,15 +263,19 @@ def _from_gunicorn(environ: dict[str, Any], sock: Any) -> tuple[socket.socket, b
     if not isinstance(sock, gevent.socket.socket):
         log.error("gunicorn must run with the gevent worker (-k gevent) to serve WebSockets")
         raise HandshakeError(500, "this server cannot upgrade to WebSocket")
-    # gunicorn's async workers take this sentinel as "the app wrote the response itself".
-    already_handled = importlib.import_module("gunicorn.workers.base_async").ALREADY_HANDLED
     buffered = b""
     unreader = getattr(getattr(environ.get("wsgi.input"), "reader", None), "unreader", None)
     buf = getattr(unreader, "buf", None)
     if isinstance(buf, io.BytesIO):  # what gunicorn read past the head
         buffered = buf.getvalue()
         setattr(unreader, "buf", io.BytesIO())  # noqa: B010 (gunicorn's unreader, untyped)
-    return sock, buffered, lambda: already_handled
+    return sock, buffered, _close_gunicorn_connection
+
+
+def _close_gunicorn_connection() -> Iterable[bytes]:
+    # gunicorn's async workers end a keep-alive connection on StopIteration from the app
+    # (its ALREADY_HANDLED sentinel no longer stops the keep-alive loop in gunicorn 23+).
+    raise StopIteration("the WebSocket has ended; this connection is not reused")
 
 
 def _drain_buffer(stream: Any, sock: gevent.socket.socket) -> bytes:

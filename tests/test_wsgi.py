@@ -52,8 +52,9 @@ def served(request: pytest.FixtureRequest) -> Iterator[tuple[str, int, subproces
         yield request.param, port, process
     finally:
         if process.poll() is None:
-            process.kill()
-        process.wait(10)
+            process.terminate()
+        output = process.communicate(timeout=20)[0]
+        assert "Traceback" not in output and "[ERROR]" not in output, output
 
 
 def test_http_and_websocket_share_one_port(served):

@@ -1,0 +1,207 @@
+"""Flask integration: WebSocket routes in the Flask app itself, in its request context.
+
+``sock = Sock(app)`` (or ``Sock()`` and later ``sock.init_app(app)``), then
+``@sock.route("/ws/<room>")``: the route is a Flask route (URL rules, converters,
+blueprints with ``bp=``, ``url_for``), and the handler runs *inside the request context of
+its upgrade request*: ``flask.request``, ``session``, ``g``, ``current_app`` and
+Flask-Login's ``current_user`` work. A flask-sock application runs after changing its
+import line: ``ws.receive(timeout=None)``, ``ws.send(data)``, ``ws.close(reason, message)``
+and ``ws.connected`` are there, beside everything of ours (``ws.registry``, rooms,
+``recv``, ``send_json``).
+
+Settings come from ``app.config["IGNITIA_SYNC"]`` (a dict of
+:class:`~ignitia_sync.settings.ConnectionSettings` fields) and, for flask-sock
+applications, ``app.config["SOCK_SERVER_OPTIONS"]`` (``ping_interval``,
+``max_message_size``, ``subprotocols``); a route's own options win.
+
+Serve the app with ``ignitia-sync myapp:app`` or ``gunicorn -k ignitia_sync.gunicorn.Worker``.
+
+Example:
+    >>> from flask import Flask, session
+    >>> app = Flask(__name__)
+    >>> sock = Sock(app)
+    >>> @sock.route("/ws/echo")
+    ... def echo(ws):
+    ...     while (data := ws.receive()) is not None:
+    ...         ws.send(data)
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import flask
+from werkzeug.wrappers import Response
+
+from .connection import WebSocketConnection
+from .exceptions import ConnectionClosed
+from .handlers import Handler, as_handler
+from .message import Binary, Text
+from .settings import CONNECTION_OPTIONS, ConnectionSettings
+from .wsgi import Refused, WebSocketHost
+
+__all__ = ["ConnectionClosed", "FlaskWebSocket", "Sock"]
+
+_FLASK_SOCK_OPTIONS = {"ping_interval": "ping_interval", "max_message_size": "max_message_size",
+                       "subprotocols": "subprotocols"}
+
+
+class FlaskWebSocket(WebSocketConnection):
+    """Our connection, plus flask-sock's names: ``receive``, ``connected``, ``close(reason, message)``.
+
+    Example:
+        >>> def handler(ws: FlaskWebSocket) -> None:
+        ...     data = ws.receive(timeout=5)  # str, bytes, or None after 5 s
+        ...     if data is not None:
+        ...         ws.send(data)
+    """
+
+    __slots__ = ()
+
+    def receive(self, timeout: float | None = None) -> str | bytes | None:
+        """The next data message's payload (``str`` or ``bytes``); None on timeout.
+
+        Raises:
+            ConnectionClosed: the connection is closed (flask-sock's behaviour).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                message = self.recv(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                return None
+            if message is None:
+                raise ConnectionClosed(self.close_code or 1006, self.close_reason)
+            if type(message) is Text or type(message) is Binary:
+                return message.data
+
+    @property
+    def connected(self) -> bool:
+        """True while the connection is open (flask-sock's name for ``not ws.closed``)."""
+        return not self.closed
+
+    def close(self, reason: int | None = None, message: str | None = None) -> None:  # type: ignore[override]
+        """Close with code ``reason`` (1000) and text ``message``, as flask-sock spells it."""
+        super().close(1000 if reason is None else reason, message or "")
+
+
+class Sock:
+    """WebSocket routes for a Flask app: ``sock = Sock(app)``; ``@sock.route(path)``.
+
+    Args:
+        app: the Flask app, or None and :meth:`init_app` later (application factories).
+
+    The handler gets the connection (a :class:`FlaskWebSocket`) and the route's URL
+    variables as keyword arguments. Each worker process has one registry per ``Sock``
+    (:attr:`registry`), attached to the worker's hub on first use.
+    """
+
+    def __init__(self, app: flask.Flask | None = None) -> None:
+        self._host: WebSocketHost | None = None
+        self._app: flask.Flask | None = None
+        self._pending: list[tuple[str, Callable[..., Any], Any, dict[str, Any]]] = []
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: flask.Flask) -> None:
+        """Take the settings from ``app.config`` and register the routes declared so far."""
+        options = dict(app.config.get("IGNITIA_SYNC", {}))
+        for flask_sock_name, ours in _FLASK_SOCK_OPTIONS.items():
+            value = app.config.get("SOCK_SERVER_OPTIONS", {}).get(flask_sock_name)
+            if value is not None:
+                options.setdefault(ours, value)
+        self._host = WebSocketHost(settings=ConnectionSettings(**options))
+        self._app = app
+        app.extensions["ignitia_sync"] = self
+        pending, self._pending = self._pending, []
+        for path, func, bp, route_options in pending:
+            self._register(app, path, func, bp, route_options)
+
+    @property
+    def host(self) -> WebSocketHost:
+        """The settings, registry and shutdown of this extension (after :meth:`init_app`)."""
+        if self._host is None:
+            raise RuntimeError("Sock.init_app(app) has not been called")
+        return self._host
+
+    @property
+    def registry(self) -> Any:
+        """Every open WebSocket of these routes in this process (rooms, broadcast)."""
+        return self.host.registry
+
+    def route(self, path: str, bp: flask.Blueprint | None = None, **options: Any) -> Callable[[Any], Any]:
+        """Register a WebSocket route: Flask's URL rule syntax, ``bp=`` for a blueprint.
+
+        ``options`` are per-route connection settings (``max_message_size``, ...),
+        ``decorators`` (view decorators applied before the upgrade, such as Flask-Login's
+        ``login_required``: a refusal is then an HTTP answer, never a half-open socket),
+        and Flask's own route options (``endpoint``, ``defaults``, ...).
+
+        Example::
+
+            @sock.route("/ws/private", decorators=[login_required])
+            def private(ws):
+                ws.send(f"hello {current_user.id}")
+        """
+
+        def decorator(func: Callable[..., Any]) -> Callable[..., Any]:
+            if bp is None and self._app is None:
+                self._pending.append((path, func, bp, options))  # registered by init_app
+            else:
+                self._register(self._app, path, func, bp, options)
+            return func
+
+        return decorator
+
+    def _register(
+        self, app: flask.Flask | None, path: str, func: Callable[..., Any], bp: flask.Blueprint | None,
+        options: dict[str, Any],
+    ) -> None:
+        options = dict(options)
+        decorators = options.pop("decorators", ())
+        ours = {key: value for key, value in options.items() if key in CONNECTION_OPTIONS}
+        theirs = {key: value for key, value in options.items() if key not in CONNECTION_OPTIONS}
+        handler = as_handler(func)
+        view = self._view(handler, func, ours)
+        for decorator in reversed(list(decorators)):
+            view = decorator(view)
+        target: Any = bp if bp is not None else app
+        target.route(path, websocket=True, **theirs)(view)
+
+    def _view(self, handler: Handler, func: Callable[..., Any], ours: dict[str, Any]) -> Callable[..., Any]:
+        sock = self
+
+        @functools.wraps(func)
+        def websocket_view(**params: Any) -> Response:
+            host = sock.host
+            settings = ConnectionSettings(**{**_as_dict(host.settings), **ours}) if ours else host.settings
+            # The URL variables as Flask's converters made them (an <int:n> is an int).
+            outcome = host.upgrade(flask.request.environ, handler, params, options=settings, connection_class=FlaskWebSocket)
+            if isinstance(outcome, Refused):
+                error = outcome.error
+                return Response(error.body + "\n", status=error.status, headers=list(error.headers))
+            return _AlreadyAnswered(outcome.finish)
+
+        return websocket_view
+
+
+def _as_dict(settings: ConnectionSettings) -> dict[str, Any]:
+    return {name: getattr(settings, name) for name in CONNECTION_OPTIONS}
+
+
+class _AlreadyAnswered(flask.Response):
+    """The response of a served upgrade: gives the server what tells it "already answered".
+
+    A ``flask.Response``, so that Flask returns it as it is (another class would be
+    converted by calling it, and the server would then write a response after the 101).
+    """
+
+    def __init__(self, finish: Callable[[], Iterable[bytes]]) -> None:
+        super().__init__()
+        self._finish = finish
+
+    def __call__(self, environ: Any, start_response: Any) -> Iterable[bytes]:
+        return self._finish()  # outside Flask's error handling: gunicorn's StopIteration gets through
