@@ -49,6 +49,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if isinstance(app, Router):
         run(app, ["--host", args.host, "--port", str(args.port)])
     elif callable(app):  # a WSGI application: a Flask app, Django's, any callable
+        if type(app).__module__.startswith("django.") and type(app).__name__ == "WSGIHandler":
+            from .django import WebSocketApplication
+
+            app = WebSocketApplication(app)  # Django's own handler: let its WebSocket views run
         run(Router(), ["--host", args.host, "--port", str(args.port)], wsgi_app=app)
     else:
         parser.error(f"{args.target} is a {type(app).__name__}, not a Router or a WSGI application")

@@ -28,6 +28,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from collections.abc import Callable, Iterable
@@ -177,7 +178,7 @@ class Sock:
         @functools.wraps(func)
         def websocket_view(**params: Any) -> Response:
             host = sock.host
-            settings = ConnectionSettings(**{**_as_dict(host.settings), **ours}) if ours else host.settings
+            settings = dataclasses.replace(host.settings, **ours) if ours else host.settings
             # The URL variables as Flask's converters made them (an <int:n> is an int).
             outcome = host.upgrade(flask.request.environ, handler, params, options=settings, connection_class=FlaskWebSocket)
             if isinstance(outcome, Refused):
@@ -186,10 +187,6 @@ class Sock:
             return _AlreadyAnswered(outcome.finish)
 
         return websocket_view
-
-
-def _as_dict(settings: ConnectionSettings) -> dict[str, Any]:
-    return {name: getattr(settings, name) for name in CONNECTION_OPTIONS}
 
 
 class _AlreadyAnswered(flask.Response):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gunicorn.workers.ggevent import GeventWorker  # type: ignore[import-untyped,import-not-found,unused-ignore]
+from gunicorn.workers.ggevent import GeventWorker
 
 from .wsgi import shutdown_all
 

@@ -12,7 +12,8 @@ import pytest
 from ignitia_sync import Router, Server
 
 # The benchmark servers monkey-patch on import; they run as their own processes only.
-collect_ignore_glob = ["benchmarks/*"]
+# The Django project is imported by the servers it runs in (with its settings), not here.
+collect_ignore_glob = ["benchmarks/*", "django_project/*"]
 
 
 @contextlib.contextmanager
