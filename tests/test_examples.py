@@ -336,3 +336,19 @@ def test_stats_example(example):
         snapshot = json.loads(stats.recv(timeout=5))
         assert snapshot["open_connections"] == 2
         assert {"messages_in", "bytes_out", "close_codes", "outbox_bytes"} <= set(snapshot)
+
+
+def test_flask_app_serves_pages_and_websockets_on_one_port(example):
+    base = example("flask_app", cli=True)
+    http_base = base.replace("ws://", "http://")
+    import urllib.request
+
+    with urllib.request.urlopen(f"{http_base}/", timeout=10) as response:
+        assert f"Echo at {base}/ws/echo" in response.read().decode()
+    with urllib.request.urlopen(f"{http_base}/signin/erin", timeout=10) as response:
+        cookie = response.headers["Set-Cookie"].split(";")[0]
+    with connect(f"{base}/ws/hello", additional_headers={"Cookie": cookie}) as ws:
+        assert ws.recv(timeout=10) == "hello erin"
+    with connect(f"{base}/ws/echo") as ws:
+        ws.send("flask")
+        assert ws.recv(timeout=10) == "flask"
