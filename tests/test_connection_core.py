@@ -26,9 +26,8 @@ from websockets.sync.client import connect
 from ignitia_sync import ConnectionClosed, Headers, Message, Router, WebSocketConnection
 
 from .conftest import url
+from .subprocess_server import ROOT, free_port
 from .wire import Peer, frame
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def small_buffer_peer(server: Any, path: str) -> Peer:
@@ -260,12 +259,6 @@ def test_a_broadcast_from_another_os_thread_is_delivered_and_later_ones_too(serv
 
 
 # -- H8 and signals: stopping from a handler, SIGTERM for ignitia() ------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def start_script(port: int) -> subprocess.Popen[str]:

@@ -4,51 +4,26 @@ from __future__ import annotations
 
 import http.cookiejar
 import os
-import shutil
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 
 import pytest
 from websockets.sync.client import connect
 
-from .test_connection_core import ROOT, free_port
+from .subprocess_server import ROOT, free_port, host_command, running
 from .wire import Peer, handshake_bytes
-
-
-def command(host: str, port: int) -> list[str]:
-    if host == "ignitia-sync":
-        return [sys.executable, "-m", "ignitia_sync", "tests.django_project.wsgi:application", "--port", str(port)]
-    gunicorn = shutil.which("gunicorn", path=os.path.dirname(sys.executable)) or "gunicorn"
-    return [gunicorn, "-k", "ignitia_sync.gunicorn.Worker", "-w", "1", "-b", f"127.0.0.1:{port}",
-            "tests.django_project.wsgi:application"]
 
 
 @pytest.fixture(params=["ignitia-sync", "gunicorn"])
 def base(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               DJANGO_SETTINGS_MODULE="tests.django_project.settings", IGNITIA_TEST_DB=str(tmp_path / "db.sqlite3"))
-    subprocess.run([sys.executable, "-m", "django", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True, timeout=120)
+    env = {"DJANGO_SETTINGS_MODULE": "tests.django_project.settings", "IGNITIA_TEST_DB": str(tmp_path / "db.sqlite3")}
+    subprocess.run([sys.executable, "-m", "django", "migrate", "-v", "0"], cwd=ROOT, check=True, timeout=120,
+                   env=dict(os.environ, PYTHONPATH=ROOT, **env))
     port = free_port()
-    process = subprocess.Popen(command(request.param, port), cwd=ROOT, env=env, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            assert process.poll() is None and time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.1)
-    try:
+    with running(host_command(request.param, "tests.django_project.wsgi:application", port), port, env):
         yield f"127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        output = process.communicate(timeout=20)[0]
-        assert "Traceback" not in output and " 500 " not in output, output
 
 
 def signed_in_cookie(base: str, name: str) -> str:

@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 
@@ -16,37 +11,14 @@ from websockets.exceptions import ConnectionClosed as ClientClosed
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from .test_connection_core import ROOT, free_port
-
-
-def command(host: str, port: int) -> list[str]:
-    if host == "ignitia-sync":
-        return [sys.executable, "-m", "ignitia_sync", "tests.scripts.flask_app:app", "--port", str(port)]
-    gunicorn = shutil.which("gunicorn", path=os.path.dirname(sys.executable)) or "gunicorn"
-    return [gunicorn, "-k", "ignitia_sync.gunicorn.Worker", "-w", "1", "-b", f"127.0.0.1:{port}",
-            "tests.scripts.flask_app:app"]
+from .subprocess_server import free_port, host_command, running
 
 
 @pytest.fixture(params=["ignitia-sync", "gunicorn"])
 def base(request: pytest.FixtureRequest) -> Iterator[str]:
     port = free_port()
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    process = subprocess.Popen(command(request.param, port), cwd=ROOT, env=env, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            assert process.poll() is None and time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.1)
-    try:
+    with running(host_command(request.param, "tests.scripts.flask_app:app", port), port):
         yield f"127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        output = process.communicate(timeout=20)[0]
-        assert " 500 " not in output and "Traceback" not in output, output
 
 
 def login(base: str, name: str) -> str:

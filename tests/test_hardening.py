@@ -19,7 +19,7 @@ from websockets.sync.client import connect
 from ignitia_sync import Router
 
 from .conftest import url
-from .test_connection_core import ROOT, free_port
+from .subprocess_server import ROOT, free_port
 from .wire import Peer, frame, handshake_bytes
 
 

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 
@@ -18,43 +15,23 @@ from websockets.exceptions import ConnectionClosed as ClientClosed
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from .test_connection_core import ROOT, free_port
+from .subprocess_server import ROOT, free_port, host_command, running
 from .wire import Peer, frame, handshake_bytes
 
 HOSTS = ["ignitia-sync", "pywsgi", "gunicorn"]
 
 
 def command(host: str, port: int) -> list[str]:
-    if host == "ignitia-sync":  # the one command: plain HTTP through pywsgi, WebSockets through us
-        return [sys.executable, "-m", "ignitia_sync", "tests.scripts.wsgi_app:app", "--port", str(port)]
     if host == "pywsgi":
         return [sys.executable, os.path.join(ROOT, "tests", "scripts", "wsgi_app.py"), str(port)]
-    gunicorn = shutil.which("gunicorn", path=os.path.dirname(sys.executable)) or "gunicorn"
-    return [gunicorn, "-k", "ignitia_sync.gunicorn.Worker", "-w", "1", "-b", f"127.0.0.1:{port}",
-            "--graceful-timeout", "10", "tests.scripts.wsgi_app:app"]
+    return host_command(host, "tests.scripts.wsgi_app:app", port)
 
 
 @pytest.fixture(params=HOSTS)
 def served(request: pytest.FixtureRequest) -> Iterator[tuple[str, int, subprocess.Popen[str]]]:
     port = free_port()
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    process = subprocess.Popen(command(request.param, port), cwd=ROOT, env=env, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            assert process.poll() is None and time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.1)
-    try:
+    with running(command(request.param, port), port) as process:
         yield request.param, port, process
-    finally:
-        if process.poll() is None:
-            process.terminate()
-        output = process.communicate(timeout=20)[0]
-        assert "Traceback" not in output and "[ERROR]" not in output, output
 
 
 def test_http_and_websocket_share_one_port(served):

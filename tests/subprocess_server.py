@@ -1,0 +1,56 @@
+"""A server run as its users run it: its own process on a free port, checked on the way out."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def host_command(host: str, target: str, port: int) -> list[str]:
+    """How ``target`` (``MODULE:ATTR``) is served by ``host``: ``ignitia-sync`` or ``gunicorn``."""
+    if host == "ignitia-sync":
+        return [sys.executable, "-m", "ignitia_sync", target, "--port", str(port)]
+    gunicorn = shutil.which("gunicorn", path=os.path.dirname(sys.executable)) or "gunicorn"
+    return [gunicorn, "-k", "ignitia_sync.gunicorn.Worker", "-w", "1", "-b", f"127.0.0.1:{port}",
+            "--graceful-timeout", "10", target]
+
+
+@contextlib.contextmanager
+def running(command: list[str], port: int, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[str]]:
+    """Start ``command``, wait until ``port`` accepts, stop it at the end (SIGTERM).
+
+    Its output must hold no traceback, no HTTP 500 and no gunicorn ``[ERROR]`` line.
+    """
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), **(env or {}))
+    process = subprocess.Popen(command, cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise AssertionError("the server did not start:\n" + process.communicate()[0]) from None
+            time.sleep(0.1)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+        output = process.communicate(timeout=20)[0]
+        assert "Traceback" not in output and " 500 " not in output and "[ERROR]" not in output, output
