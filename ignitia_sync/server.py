@@ -184,7 +184,7 @@ class Server:
         self._thread: threading.Thread | None = None
         self._tls: ssl.SSLContext | None = None
         self._pending = 0  # sockets in their handshake ...
-        self._pending_per_ip: Counter[str] = Counter()  # ... per peer address
+        self._pending_per_ip: dict[str, int] = {}  # ... per peer address
         self._holding = 0  # open connections plus places held by handshakes past the limit check
         self._refusal_log = LogThrottle(log)
         self._route_options: dict[str, tuple[Route, ConnectionSettings]] = {}
@@ -428,9 +428,8 @@ class Server:
         """Count a socket in its handshake; refuse it at once (503) past the caps."""
         settings = self.settings
         per_peer = not settings.trust_forwarded
-        if self._pending >= settings.max_pending_handshakes or (
-            per_peer and self._pending_per_ip[peer] >= settings.max_pending_handshakes_per_ip
-        ):
+        pending_here = self._pending_per_ip.get(peer, 0) if per_peer else 0
+        if self._pending >= settings.max_pending_handshakes or pending_here >= settings.max_pending_handshakes_per_ip:
             self._refusals[503] += 1
             self._refusal_log.log("refused a handshake from %s: too many pending handshakes", peer)
             try:  # one non-blocking attempt: a flood gets no greenlet time
@@ -441,14 +440,16 @@ class Server:
             return False
         self._pending += 1
         if per_peer:
-            self._pending_per_ip[peer] += 1
+            self._pending_per_ip[peer] = pending_here + 1
         return True
 
     def _end_handshake(self, peer: str) -> None:
         self._pending -= 1
         if not self.settings.trust_forwarded:
-            self._pending_per_ip[peer] -= 1
-            if self._pending_per_ip[peer] <= 0:
+            left = self._pending_per_ip[peer] - 1
+            if left:
+                self._pending_per_ip[peer] = left
+            else:
                 del self._pending_per_ip[peer]
 
     def _upgrade(
@@ -494,7 +495,8 @@ class Server:
                 accepted = accept(request, options)
                 self._reserve(request.client_ip)
                 reserved = request.client_ip
-                attached = run_middleware((*self.app.global_middleware, *route.middleware), request)
+                chain = (*self.app.global_middleware, *route.middleware)
+                attached = run_middleware(chain, request) if chain else {}
                 if sock.family != AF_UNIX:
                     # Small frames go out at once, not when the peer acknowledges the last.
                     sock.setsockopt(IPPROTO_TCP, TCP_NODELAY, 1)
@@ -570,6 +572,8 @@ class Server:
     def _reserve(self, ip: str) -> None:
         """Check the connection limits and hold a place at once (released by :meth:`_release`)."""
         limit, per_ip = self.settings.max_connections, self.settings.max_connections_per_ip
+        if limit is None and per_ip is None:
+            return  # nothing to count against
         if limit is not None and self._holding >= limit:
             raise HandshakeError(503, "too many connections", (("Retry-After", "5"),))
         if per_ip is not None and self._per_ip[ip] >= per_ip:
@@ -578,6 +582,8 @@ class Server:
         self._per_ip[ip] += 1
 
     def _release(self, ip: str) -> None:
+        if self.settings.max_connections is None and self.settings.max_connections_per_ip is None:
+            return
         self._holding -= 1
         self._per_ip[ip] -= 1
         if self._per_ip[ip] <= 0:

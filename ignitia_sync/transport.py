@@ -88,7 +88,7 @@ def gevent_socket(sock: socket.socket) -> socket.socket:
         >>> type(gevent_socket(a)).__module__
         'gevent._socket3'
     """
-    if isinstance(sock, gevent.socket.socket) or isinstance(sock, gevent.ssl.SSLSocket):
+    if type(sock) is gevent.socket.socket or isinstance(sock, (gevent.socket.socket, gevent.ssl.SSLSocket)):
         return sock
     if isinstance(sock, _stdlib_ssl.SSLSocket):
         raise TypeError("a stdlib ssl.SSLSocket would block the hub; wrap the socket with gevent.ssl")
