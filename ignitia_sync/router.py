@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from .handlers import Handler, as_handler
 from .middleware import Middleware, RateLimit
 from .settings import CONNECTION_OPTIONS, ConnectionSettings
 
-__all__ = ["ROUTE_OPTIONS", "Route", "Router"]
+__all__ = ["ROUTE_OPTIONS", "Route", "RouteSettings", "Router"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -86,6 +87,32 @@ def _compile(pattern: str) -> re.Pattern[str] | None:
             dynamic = True
         parts.append(regex)
     return re.compile("/" + "/".join(parts)) if dynamic else None
+
+
+class RouteSettings:
+    """The connection settings of each route: a host's base settings with the route's options.
+
+    Made once per route and cached; a route registered again under the same pattern gets
+    new ones.
+
+    Example:
+        >>> from ignitia_sync.settings import ConnectionSettings
+        >>> router = Router().websocket("/big", lambda ws: None, max_message_size=4096)
+        >>> RouteSettings(ConnectionSettings()).of(router.routes[0]).max_message_size
+        4096
+    """
+
+    def __init__(self, base: ConnectionSettings) -> None:
+        self.base = base
+        self._cache: dict[str, tuple[Route, ConnectionSettings]] = {}
+
+    def of(self, route: Route) -> ConnectionSettings:
+        """The settings for connections to ``route``."""
+        found = self._cache.get(route.pattern)
+        if found is None or found[0] is not route:
+            found = (route, dataclasses.replace(self.base, **route.options) if route.options else self.base)
+            self._cache[route.pattern] = found
+        return found[1]
 
 
 class Router:

@@ -47,8 +47,8 @@ from .http import (
 )
 from .middleware import message_filter, run_middleware
 from .registry import Backplane, Registry
-from .router import Route, Router
-from .session import serve_connection
+from .router import Route, Router, RouteSettings
+from .session import log_access, serve_connection
 from .settings import ConnectionSettings
 from .transport import real_get_ident
 from .wsgi import shutdown_all
@@ -187,7 +187,7 @@ class Server:
         self._pending_per_ip: dict[str, int] = {}  # ... per peer address
         self._holding = 0  # open connections plus places held by handshakes past the limit check
         self._refusal_log = LogThrottle(log)
-        self._route_options: dict[str, tuple[Route, ConnectionSettings]] = {}
+        self._route_settings = RouteSettings(self.settings.connection_settings())
 
     # -- life cycle -----------------------------------------------------------------
 
@@ -225,7 +225,7 @@ class Server:
         # Never started: it only lends its request handler (HTTP/1.1, keep-alive, chunked
         # bodies) and its environ to the connections we hand it.
         server = WSGIServer(
-            self._requested_address, self.wsgi_app, log=logging.getLogger("ignitia_sync.access"),
+            self._requested_address, self.wsgi_app, log=access_log,
             error_log=logging.getLogger("ignitia_sync.wsgi"),
         )
         assert self._stream is not None
@@ -491,7 +491,7 @@ class Server:
                 request = request.routed(
                     params, client_ip(request, settings.forwarded_allow_ips if settings.trust_forwarded else None)
                 )
-                options = self._route_settings(route)
+                options = self._route_settings.of(route)
                 accepted = accept(request, options)
                 self._reserve(request.client_ip)
                 reserved = request.client_ip
@@ -560,15 +560,6 @@ class Server:
             raise exc
         sock.close()
 
-    def _route_settings(self, route: Route) -> ConnectionSettings:
-        """The connection settings of ``route``: the server's, with the route's overrides."""
-        found = self._route_options.get(route.pattern)
-        if found is None or found[0] is not route:
-            base = self.settings.connection_settings()
-            found = (route, dataclasses.replace(base, **route.options) if route.options else base)
-            self._route_options[route.pattern] = found
-        return found[1]
-
     def _reserve(self, ip: str) -> None:
         """Check the connection limits and hold a place at once (released by :meth:`_release`)."""
         limit, per_ip = self.settings.max_connections, self.settings.max_connections_per_ip
@@ -598,11 +589,7 @@ class Server:
         )
         code = ws.close_code or 1006
         self._close_codes[code] += 1
-        access_log.info(
-            '%s "GET %s" 101 %.3fs in=%d/%dB out=%d/%dB close=%d',
-            ws.request.client_ip, escape_for_log(ws.request.path), time.monotonic() - ws.opened_at,
-            ws.messages_in, ws.bytes_in, ws.messages_out, ws.bytes_out, code,
-        )
+        log_access(ws)
 
 
 class _HandOff(NamedTuple):

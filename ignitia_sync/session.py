@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 
 import gevent
@@ -23,9 +24,22 @@ from .handlers import Handler
 from .http import escape_for_log
 from .registry import Registry
 
-__all__ = ["serve_connection"]
+__all__ = ["log_access", "serve_connection"]
 
 log = logging.getLogger("ignitia_sync.server")
+access_log = logging.getLogger("ignitia_sync.access")
+
+
+def log_access(ws: WebSocketConnection) -> None:
+    """Write the one access line of a closed connection (path only: no query, no token).
+
+    Example line: ``127.0.0.1 "GET /chat" 101 12.031s in=42/3120B out=40/2980B close=1000``
+    """
+    access_log.info(
+        '%s "GET %s" 101 %.3fs in=%d/%dB out=%d/%dB close=%d',
+        ws.request.client_ip, escape_for_log(ws.request.path), time.monotonic() - ws.opened_at,
+        ws.messages_in, ws.bytes_in, ws.messages_out, ws.bytes_out, ws.close_code or 1006,
+    )
 
 
 def serve_connection(
@@ -76,10 +90,7 @@ def serve_connection(
         finally:
             if registry is not None:
                 registry.discard(ws)
-        try:
-            transport.finish(code, reason)
-        except gevent.GreenletExit:
-            transport.teardown()
+        transport.finish(code, reason)  # tears down even when killed meanwhile
     finally:
         transport.teardown()
         if on_closed is not None:

@@ -40,8 +40,8 @@ from .handshake import accept
 from .http import Request, _reason, check_header, client_ip, escape_for_log
 from .middleware import Middleware, RateLimit, message_filter, run_middleware
 from .registry import Registry
-from .router import Route, Router
-from .session import serve_connection
+from .router import Router, RouteSettings
+from .session import log_access, serve_connection
 from .settings import ConnectionSettings
 
 __all__ = ["Refused", "Served", "WebSocketHost", "WebSocketMiddleware", "shutdown_all", "take_socket"]
@@ -146,7 +146,7 @@ class WebSocketHost:
         ws.extensions = attached
         if rate_limit is not None:
             ws._filter = message_filter(rate_limit, ws)
-        serve_connection(ws, handler, params, registry=self.registry, on_closed=_access_line)
+        serve_connection(ws, handler, params, registry=self.registry, on_closed=log_access)
         return Served(finish)
 
 
@@ -204,7 +204,7 @@ class WebSocketMiddleware(WebSocketHost):
         super().__init__(**host_options)
         self.app = app
         self.router = router if router is not None else Router()
-        self._options: dict[str, tuple[Route, ConnectionSettings]] = {}
+        self._route_settings = RouteSettings(self.settings)
 
     @classmethod
     def shutdown_all(cls, code: int = 1001, reason: str = "Server shutdown") -> None:
@@ -220,19 +220,12 @@ class WebSocketMiddleware(WebSocketHost):
             return self.app(environ, start_response)
         route, params = found
         outcome = self.upgrade(
-            environ, route.handler, params, options=self._route_settings(route),
+            environ, route.handler, params, options=self._route_settings.of(route),
             middleware=(*self.router.global_middleware, *route.middleware), rate_limit=route.rate_limit,
         )
         if isinstance(outcome, Refused):
             return outcome.respond(start_response)
         return outcome.finish()
-
-    def _route_settings(self, route: Route) -> ConnectionSettings:
-        found = self._options.get(route.pattern)
-        if found is None or found[0] is not route:
-            found = (route, dataclasses.replace(self.settings, **route.options) if route.options else self.settings)
-            self._options[route.pattern] = found
-        return found[1]
 
 
 def take_socket(environ: dict[str, Any]) -> tuple[socket.socket, bytes, Callable[[], Iterable[bytes]]]:
@@ -299,9 +292,3 @@ def _refusal(start_response: StartResponse, exc: HandshakeError) -> Iterable[byt
     start_response(f"{exc.status} {_reason(exc.status)}", headers)
     return [(exc.body + "\n").encode()]
 
-
-def _access_line(ws: WebSocketConnection) -> None:
-    logging.getLogger("ignitia_sync.access").info(
-        '%s "GET %s" 101 in=%d/%dB out=%d/%dB close=%d', ws.request.client_ip, escape_for_log(ws.request.path),
-        ws.messages_in, ws.bytes_in, ws.messages_out, ws.bytes_out, ws.close_code or 1006,
-    )
