@@ -8,6 +8,9 @@ over ``outbox_limit`` is closed with 1008 "slow consumer"; the others are not sl
 
 Everything here runs in the hub of the server that owns the registry. A broadcast from
 another OS thread (a Flask worker thread, say) is handed to that hub, not run here.
+Under a threaded WSGI server (Werkzeug's and Django's development servers), each connection
+is served by its own OS thread and hub: the registry is then told so
+(:meth:`Registry.serve_from_threads`) and hands each delivery to the thread of its connection.
 
 Example:
     >>> def chat(ws):
@@ -24,6 +27,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
 import gevent
+from gevent.monkey import get_original
 
 from .connection import WebSocketConnection
 from .message import Binary, Message, Text
@@ -37,6 +41,8 @@ __all__ = ["Backplane", "LocalBackplane", "Registry"]
 log = logging.getLogger("ignitia_sync.registry")
 
 Deliver = Callable[[Message, "str | None"], None]
+#: A real lock (not gevent's): held for a few dict operations, never across a switch.
+_allocate_lock = get_original("_thread", "allocate_lock")
 
 
 class Backplane(Protocol):
@@ -99,6 +105,9 @@ class Registry:
         self._by_id: dict[str, WebSocketConnection] = {}
         self._loop: Any = None
         self._thread_ident: int | None = None
+        self._threaded = False  # connections are served by several OS threads, one hub each
+        self._attached = False
+        self._lock = _allocate_lock()  # membership changes may come from several threads
         self.backplane: Backplane = backplane if backplane is not None else LocalBackplane()
 
     # -- membership -----------------------------------------------------------------
@@ -109,25 +118,27 @@ class Registry:
         Raises:
             ValueError: another open connection has the same id.
         """
-        holder = self._by_id.get(ws.id)
-        if holder is not None and holder is not ws:
-            raise ValueError(f"id {ws.id!r} is taken by another connection")
-        if self._loop is None:  # a host that never attached: this hub, from the first connection on
+        if not self._attached:  # a host that never attached: this hub, from the first connection on
             self.attach()
-        self._rooms_of.setdefault(ws, _NO_ROOMS)
-        self._by_id[ws.id] = ws
+        with self._lock:
+            holder = self._by_id.get(ws.id)
+            if holder is not None and holder is not ws:
+                raise ValueError(f"id {ws.id!r} is taken by another connection")
+            self._rooms_of.setdefault(ws, _NO_ROOMS)
+            self._by_id[ws.id] = ws
         ws.registry = self
 
     def discard(self, ws: WebSocketConnection) -> None:
         """Forget a connection and take it out of every room (its host does this at close)."""
-        for room in self._rooms_of.pop(ws, ()):
-            members = self._rooms.get(room)
-            if members is not None:
-                members.discard(ws)
-                if not members:
-                    del self._rooms[room]
-        if self._by_id.get(ws.id) is ws:
-            del self._by_id[ws.id]
+        with self._lock:
+            for room in self._rooms_of.pop(ws, ()):
+                members = self._rooms.get(room)
+                if members is not None:
+                    members.discard(ws)
+                    if not members:
+                        del self._rooms[room]
+            if self._by_id.get(ws.id) is ws:
+                del self._by_id[ws.id]
 
     def identify(self, ws: WebSocketConnection, id: str) -> None:
         """Give ``ws`` an application id, for :meth:`get`: ``registry.identify(ws, user_id)``.
@@ -140,15 +151,16 @@ class Registry:
         """
         if not id or id.startswith("#"):
             raise ValueError(f"application ids must be non-empty and not start with '#': {id!r}")
-        if ws not in self._rooms_of:
-            raise ValueError(f"{ws!r} is not registered")
-        holder = self._by_id.get(id)
-        if holder is not None and holder is not ws:
-            raise ValueError(f"id {id!r} is taken by another connection")
-        if self._by_id.get(ws.id) is ws:
-            del self._by_id[ws.id]
-        ws.id = id
-        self._by_id[id] = ws
+        with self._lock:
+            if ws not in self._rooms_of:
+                raise ValueError(f"{ws!r} is not registered")
+            holder = self._by_id.get(id)
+            if holder is not None and holder is not ws:
+                raise ValueError(f"id {id!r} is taken by another connection")
+            if self._by_id.get(ws.id) is ws:
+                del self._by_id[ws.id]
+            ws.id = id
+            self._by_id[id] = ws
 
     def get(self, id: str) -> WebSocketConnection | None:
         """The open connection with this id, or None."""
@@ -156,24 +168,26 @@ class Registry:
 
     def join(self, room: str, ws: WebSocketConnection) -> None:
         """Put ``ws`` in ``room`` (created on first use)."""
-        rooms = self._rooms_of.get(ws)
-        if rooms is None:
-            raise ValueError(f"{ws!r} is not registered")
-        if not isinstance(rooms, set):
-            rooms = self._rooms_of[ws] = set()
-        rooms.add(room)
-        self._rooms.setdefault(room, set()).add(ws)
+        with self._lock:
+            rooms = self._rooms_of.get(ws)
+            if rooms is None:
+                raise ValueError(f"{ws!r} is not registered")
+            if not isinstance(rooms, set):
+                rooms = self._rooms_of[ws] = set()
+            rooms.add(room)
+            self._rooms.setdefault(room, set()).add(ws)
 
     def leave(self, room: str, ws: WebSocketConnection) -> None:
         """Take ``ws`` out of ``room``; an empty room disappears."""
-        rooms = self._rooms_of.get(ws)
-        if isinstance(rooms, set):
-            rooms.discard(room)
-        members = self._rooms.get(room)
-        if members is not None:
-            members.discard(ws)
-            if not members:
-                del self._rooms[room]
+        with self._lock:
+            rooms = self._rooms_of.get(ws)
+            if isinstance(rooms, set):
+                rooms.discard(room)
+            members = self._rooms.get(room)
+            if members is not None:
+                members.discard(ws)
+                if not members:
+                    del self._rooms[room]
 
     def members(self, room: str) -> frozenset[WebSocketConnection]:
         """A snapshot of the connections in ``room``."""
@@ -245,12 +259,50 @@ class Registry:
         else:
             skip = set(exclude)
         count = 0
+        if self._threaded:
+            return self._deliver_across_threads(targets, skip, message, shared, size)
         for ws in targets:
             if ws in skip:
                 continue
             if ws._transport.push_message(message, shared, size):
                 count += 1
         return count
+
+    def _deliver_across_threads(
+        self,
+        targets: list[WebSocketConnection],
+        skip: set[WebSocketConnection] | tuple[()],
+        message: Message,
+        shared: dict[Any, bytes],
+        size: int,
+    ) -> int:
+        """Queue to each target in its own thread: here directly, elsewhere through its hub."""
+        me = real_get_ident()
+        count = 0
+        for ws in targets:
+            if ws in skip:
+                continue
+            transport = ws._transport
+            if transport._thread == me:
+                queued = transport.push_message(message, shared, size)
+            else:
+                queued = transport.call_soon_threadsafe(transport.push_message, message, shared, size)
+            count += queued
+        return count
+
+    def close_all(self, code: int = 1001, reason: str = "Server shutdown") -> None:
+        """Close every open connection (each sends what it has queued first); returns at once.
+
+        Example:
+            >>> Registry().close_all(1001, "Server shutdown")
+        """
+        me = real_get_ident()
+        for ws in self:
+            transport = ws._transport
+            if transport._thread == me or not transport._thread:
+                ws.close(code, reason)
+            else:
+                transport.call_soon_threadsafe(ws.close, code, reason)
 
     def _receive_remote(self, message: Message, room: str | None) -> None:
         self._deliver(message, room)
@@ -259,9 +311,33 @@ class Registry:
 
     def attach(self, loop: Any = None) -> None:
         """Bind to the current hub (the server does this when it starts) and the backplane."""
-        self._loop = loop if loop is not None else gevent.get_hub().loop
-        self._thread_ident = real_get_ident()
-        self.backplane.attach(self._receive_remote)
+        if not self._threaded:
+            self._loop = loop if loop is not None else gevent.get_hub().loop
+            self._thread_ident = real_get_ident()
+        if not self._attached:
+            self._attached = True
+            self.backplane.attach(self._receive_remote)
+
+    def serve_from_threads(self) -> None:
+        """Connections are served by several OS threads, each in its own hub (a threaded server).
+
+        From then on every method may be called from any thread: deliveries and closes are
+        handed to the thread that serves each connection, and :meth:`call_threadsafe` runs
+        its function at once in the calling thread. Hosts call this before they add the
+        first connection of a threaded WSGI server (Werkzeug's, Django's ``runserver``).
+
+        Example:
+            >>> registry = Registry()
+            >>> registry.serve_from_threads()
+        """
+        self._threaded = True
+        self._loop = self._thread_ident = None
+        self.attach()
+
+    @property
+    def threaded(self) -> bool:
+        """True after :meth:`serve_from_threads`."""
+        return self._threaded
 
     def call_threadsafe(self, func: Callable[..., Any], *args: Any) -> None:
         """Run ``func(*args)`` in the registry's hub, from any thread; returns at once.
@@ -271,7 +347,7 @@ class Registry:
             server.registry.call_threadsafe(server.registry.broadcast, Message.text("hi"))
         """
         if self._loop is None or self._thread_ident == real_get_ident():
-            func(*args)
+            func(*args)  # this hub, no hub yet, or a threaded server (then ``func`` hands over)
             return
         self._loop.run_callback_threadsafe(_spawn_logged, func, args)
 

@@ -33,6 +33,7 @@ import socket
 import ssl as _stdlib_ssl
 import time
 from collections import deque
+from collections.abc import Callable
 from enum import Enum
 from typing import Any
 
@@ -236,6 +237,18 @@ class Transport:
                 "a connection may only be used from the thread that serves it; from another thread use "
                 "registry.call_threadsafe() or registry.broadcast_threadsafe()"
             )
+
+    def call_soon_threadsafe(self, func: Callable[..., Any], *args: Any) -> bool:
+        """Run ``func(*args)`` soon in the hub that serves this connection, from any thread.
+
+        ``func`` runs as a hub callback, so it must not block (``push``, ``close`` do not).
+        Returns False when that hub is gone (the connection has ended meanwhile).
+        """
+        try:
+            self._loop.run_callback_threadsafe(_run_logged, func, args)
+        except ValueError:  # the serving thread's loop was destroyed
+            return False
+        return True
 
     def finish(self, code: int = 1000, reason: str = "") -> None:
         """The handler is done: close with ``code`` unless closing already; return once closed.
@@ -818,3 +831,9 @@ class Transport:
             host = "?"
         return f"connection from {host}"
 
+
+def _run_logged(func: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    try:
+        func(*args)
+    except Exception:
+        log.exception("call handed over from another thread failed: %r", func)

@@ -7,8 +7,12 @@ The socket is taken over from the WSGI server that runs the app:
 * gunicorn with ``-k gevent`` (``environ["gunicorn.socket"]``; bytes the client sent right
   after the head are taken from gunicorn's read buffer);
 * gevent's ``pywsgi`` (the socket under ``environ["wsgi.input"]``, with its buffer);
-* anything else that gives no socket (uWSGI, mod_wsgi, a threaded server) gets a 500 and
-  one log line that says what to run instead.
+* Werkzeug's development server (``environ["werkzeug.socket"]``, what ``flask run`` uses)
+  and Django's ``runserver`` with ``"ignitia_sync.django"`` in ``INSTALLED_APPS``
+  (``environ["ignitia_sync.socket"]``, the key any server can set to hand its socket over):
+  threaded servers, where each connection is served in its own thread and hub;
+* anything else that gives no socket (uWSGI, mod_wsgi) gets a 500 and one log line that
+  says what to run instead.
 
 Example:
     >>> from ignitia_sync import Router
@@ -21,17 +25,21 @@ Example:
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import io
 import logging
 import socket
+import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
+from wsgiref.util import is_hop_by_hop
 
 import gevent
 import gevent.event
 import gevent.socket
+from gevent._hub_local import get_hub_if_exists  # no public name; stable since gevent 1.3
 
 from .connection import WebSocketConnection
 from .exceptions import HandshakeError
@@ -43,14 +51,22 @@ from .registry import Registry
 from .router import Router, RouteSettings
 from .session import log_access, serve_connection
 from .settings import ConnectionSettings
+from .transport import gevent_socket
 
-__all__ = ["Refused", "Served", "WebSocketHost", "WebSocketMiddleware", "shutdown_all", "take_socket"]
+__all__ = [
+    "SOCKET_KEY", "Refused", "Served", "TakenSocket", "WebSocketHost", "WebSocketMiddleware", "shutdown_all",
+    "take_socket",
+]
 
 log = logging.getLogger("ignitia_sync.wsgi")
 
 _live: weakref.WeakSet[WebSocketHost] = weakref.WeakSet()
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+#: The environ key where a WSGI server can put the client's socket for us to take over
+#: (our Django ``runserver`` does); ``"ignitia_sync.reader"`` may hold its buffered reader.
+SOCKET_KEY = "ignitia_sync.socket"
+READER_KEY = "ignitia_sync.reader"
 
 
 class WebSocketHost:
@@ -94,8 +110,7 @@ class WebSocketHost:
         ``host.registry.call_threadsafe(host.shutdown)``.
         """
         self.shutdown_event.set()
-        for ws in self.registry:
-            ws.close(code, reason)
+        self.registry.close_all(code, reason)
 
     def upgrade(
         self,
@@ -116,38 +131,45 @@ class WebSocketHost:
         options = options or self.settings
         request = Request.from_environ(environ)
         request = request.routed(params, client_ip(request, self.trusted_proxies or None))
+        had_hub = get_hub_if_exists() is not None
         try:
             if self.shutdown_event.is_set():
                 raise HandshakeError(503, "server shutting down")
             accepted = accept(request, options)
             attached = run_middleware(middleware, request)
-            sock, buffered, finish = take_socket(environ)
+            taken = take_socket(environ)
         except HandshakeError as exc:
             log.info(
                 "refused %s from %s: %d %s", escape_for_log(request.path), request.client_ip,
                 exc.status, escape_for_log(exc.body),
             )
             return Refused(exc)
-        if self.registry._loop is None:
+        if taken.threaded and not self.registry.threaded:
+            self.registry.serve_from_threads()
+            _close_at_exit(self)
+        elif not self.registry._attached:
             self.registry.attach()  # the worker's hub, on first use
         try:
-            sock.sendall(accepted.response)
-        except OSError:
-            return Served(finish)
-        ws = connection_class(
-            sock,
-            request,
-            accepted.protocol,
-            subprotocol=accepted.subprotocol,
-            settings=options,
-            initial_data=buffered,
-            shutdown_event=self.shutdown_event,
-        )
-        ws.extensions = attached
-        if rate_limit is not None:
-            ws._filter = message_filter(rate_limit, ws)
-        serve_connection(ws, handler, params, registry=self.registry, on_closed=log_access)
-        return Served(finish)
+            taken.sock.sendall(accepted.response)
+            ws = connection_class(
+                taken.sock,
+                request,
+                accepted.protocol,
+                subprotocol=accepted.subprotocol,
+                settings=options,
+                initial_data=taken.buffered,
+                shutdown_event=self.shutdown_event,
+            )
+            ws.extensions = attached
+            if rate_limit is not None:
+                ws._filter = message_filter(rate_limit, ws)
+            serve_connection(ws, handler, params, registry=self.registry, on_closed=log_access)
+        except OSError:  # the client left before the 101 was written
+            taken.sock.close()
+        finally:
+            if taken.threaded and not had_hub:  # this request's thread ends: free its loop's descriptors
+                gevent.get_hub().destroy(destroy_loop=True)
+        return Served(taken.finish)
 
 
 class Served(NamedTuple):
@@ -182,6 +204,34 @@ def shutdown_all(code: int = 1001, reason: str = "Server shutdown") -> None:
     """
     for host in list(_live):
         host.registry.call_threadsafe(host.shutdown, code, reason)
+
+
+_EXIT_GRACE = 2.0  # seconds a threaded development server's exit waits for the 1001s
+
+
+def _close_at_exit(host: WebSocketHost) -> None:
+    """On a threaded development server, close the host's WebSockets with 1001 at exit.
+
+    Werkzeug's and Django's reloaders restart by exiting the process, and Ctrl-C exits
+    it too; their request threads are daemons, which would vanish without a Close (1006).
+    ``atexit`` runs while they still run: each connection gets its 1001 first.
+    """
+    if _at_exit_hosts:
+        _at_exit_hosts.add(host)
+        return
+    _at_exit_hosts.add(host)
+
+    def close_all() -> None:
+        for each in list(_at_exit_hosts):
+            each.shutdown()
+        deadline = time.monotonic() + _EXIT_GRACE
+        while any(len(each.registry) for each in _at_exit_hosts) and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    atexit.register(close_all)
+
+
+_at_exit_hosts: weakref.WeakSet[WebSocketHost] = weakref.WeakSet()
 
 
 class WebSocketMiddleware(WebSocketHost):
@@ -228,22 +278,44 @@ class WebSocketMiddleware(WebSocketHost):
         return outcome.finish()
 
 
-def take_socket(environ: dict[str, Any]) -> tuple[socket.socket, bytes, Callable[[], Iterable[bytes]]]:
-    """Take the client's socket from the WSGI server: (socket, bytes already read, end).
+class TakenSocket(NamedTuple):
+    """The client's socket, taken over from the WSGI server (see :func:`take_socket`)."""
 
-    ``end()`` returns what the WSGI application returns so that the server writes nothing
-    more and does not reuse the connection.
+    #: The connection's socket, ours to use and close.
+    sock: socket.socket
+    #: What the client sent after the request head that the server had already read.
+    buffered: bytes
+    #: Returns what the WSGI application must return so the server writes nothing more
+    #: and does not reuse the connection (under gunicorn it raises StopIteration).
+    finish: Callable[[], Iterable[bytes]]
+    #: The server runs each request in its own OS thread (one hub per connection).
+    threaded: bool
+
+
+def take_socket(environ: dict[str, Any]) -> TakenSocket:
+    """Take the client's socket from the WSGI server that called the application.
 
     Raises:
         HandshakeError: 500, this server does not hand out its sockets.
+
+    Example (in a WSGI application, after the handshake was checked)::
+
+        taken = take_socket(environ)
+        taken.sock.sendall(response_head)
+        ...
+        return taken.finish()
     """
     gunicorn_socket = environ.get("gunicorn.socket")
     if gunicorn_socket is not None:
         return _from_gunicorn(environ, gunicorn_socket)
+    for key in ("werkzeug.socket", SOCKET_KEY):
+        server_socket = environ.get(key)
+        if server_socket is not None:
+            return _from_threaded_server(environ, server_socket)
     stream = environ.get("wsgi.input")
     raw = getattr(getattr(stream, "raw", None), "_sock", None)
     if isinstance(raw, gevent.socket.socket) and "gevent" in str(environ.get("SERVER_SOFTWARE", "")).lower():
-        return raw, _drain_buffer(stream, raw), lambda: []
+        return TakenSocket(raw, _drain_buffer(stream, raw), lambda: [], threaded=False)
     log.error(
         "WebSocket upgrade on %s, which does not hand its sockets to the application: "
         "serve the app with `ignitia-sync MODULE:app`, `gunicorn -k gevent`, or gevent.pywsgi",
@@ -252,7 +324,7 @@ def take_socket(environ: dict[str, Any]) -> tuple[socket.socket, bytes, Callable
     raise HandshakeError(500, "this server cannot upgrade to WebSocket")
 
 
-def _from_gunicorn(environ: dict[str, Any], sock: Any) -> tuple[socket.socket, bytes, Callable[[], Iterable[bytes]]]:
+def _from_gunicorn(environ: dict[str, Any], sock: Any) -> TakenSocket:
     if not isinstance(sock, gevent.socket.socket):
         log.error("gunicorn must run with the gevent worker (-k gevent) to serve WebSockets")
         raise HandshakeError(500, "this server cannot upgrade to WebSocket")
@@ -262,7 +334,7 @@ def _from_gunicorn(environ: dict[str, Any], sock: Any) -> tuple[socket.socket, b
     if isinstance(buf, io.BytesIO):  # what gunicorn read past the head
         buffered = buf.getvalue()
         setattr(unreader, "buf", io.BytesIO())  # noqa: B010 (gunicorn's unreader, untyped)
-    return sock, buffered, _close_gunicorn_connection
+    return TakenSocket(sock, buffered, _close_gunicorn_connection, threaded=False)
 
 
 def _close_gunicorn_connection() -> Iterable[bytes]:
@@ -271,7 +343,32 @@ def _close_gunicorn_connection() -> Iterable[bytes]:
     raise StopIteration("the WebSocket has ended; this connection is not reused")
 
 
-def _drain_buffer(stream: Any, sock: gevent.socket.socket) -> bytes:
+class SocketTakenOver(ConnectionAbortedError):
+    """Ends the request of a served WebSocket on a threaded server, without a log line.
+
+    Werkzeug and wsgiref (Django's ``runserver``) take a ConnectionError from the
+    application as "the client went away": they write nothing more and log no 500.
+    """
+
+
+def _from_threaded_server(environ: dict[str, Any], server_socket: socket.socket) -> TakenSocket:
+    # A duplicate descriptor: the server's own socket object stays valid for its clean-up
+    # (Werkzeug polls it after the application returns), and ours is ours to close.
+    ours = gevent_socket(server_socket.dup())
+    buffered = _drain_buffer(environ.get(READER_KEY) or environ.get("wsgi.input"), server_socket)
+
+    def finish() -> Iterable[bytes]:
+        try:  # the peer sees the end now, and the server's next read sees EOF (no keep-alive reuse)
+            server_socket.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        raise SocketTakenOver("the WebSocket has ended; this connection is not reused")
+
+    # A stdlib socket means real threads; under monkey-patching they are greenlets of one hub.
+    return TakenSocket(ours, buffered, finish, threaded=not isinstance(server_socket, gevent.socket.socket))
+
+
+def _drain_buffer(stream: Any, sock: socket.socket) -> bytes:
     """The bytes a buffered reader already holds, without waiting for more."""
     timeout = sock.gettimeout()
     sock.settimeout(0.0)
@@ -285,10 +382,11 @@ def _drain_buffer(stream: Any, sock: gevent.socket.socket) -> bytes:
 
 
 def _refusal(start_response: StartResponse, exc: HandshakeError) -> Iterable[bytes]:
-    headers = [("Content-Type", "text/plain; charset=utf-8"), ("Connection", "close")]
+    headers = [("Content-Type", "text/plain; charset=utf-8")]
     for name, value in exc.headers:
         check_header(name, value)
-        headers.append((name, value))
+        if not is_hop_by_hop(name):  # PEP 3333: the server owns Connection, Upgrade, ...
+            headers.append((name, value))
     start_response(f"{exc.status} {_reason(exc.status)}", headers)
     return [(exc.body + "\n").encode()]
 

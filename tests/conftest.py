@@ -12,8 +12,7 @@ import pytest
 from ignitia_sync import Router, Server
 
 # The benchmark servers monkey-patch on import; they run as their own processes only.
-# The Django project is imported by the servers it runs in (with its settings), not here.
-collect_ignore_glob = ["benchmarks/*", "django_project/*"]
+collect_ignore_glob = ["benchmarks/*"]
 
 
 @contextlib.contextmanager

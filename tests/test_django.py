@@ -1,28 +1,50 @@
-"""Django with WebSocket views (ignitia_sync.django), served for real in a subprocess."""
+"""Django with WebSocket views (ignitia_sync.django), served for real in a subprocess.
+
+The project is ``examples/django_project``, served by ``ignitia-sync``, gunicorn and
+``manage.py runserver`` (with its autoreloader).
+"""
 
 from __future__ import annotations
 
 import http.cookiejar
 import os
+import pathlib
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 
 import pytest
+from websockets.exceptions import ConnectionClosed as ClientClosed
+from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from .subprocess_server import ROOT, free_port, host_command, running
-from .wire import Peer, handshake_bytes
+from .wire import Peer, frame, handshake_bytes
+
+MANAGE = os.path.join(ROOT, "examples", "django_project", "manage.py")
+SETTINGS = "examples.django_project.settings"
 
 
-@pytest.fixture(params=["ignitia-sync", "gunicorn"])
-def base(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
-    env = {"DJANGO_SETTINGS_MODULE": "tests.django_project.settings", "IGNITIA_TEST_DB": str(tmp_path / "db.sqlite3")}
-    subprocess.run([sys.executable, "-m", "django", "migrate", "-v", "0"], cwd=ROOT, check=True, timeout=120,
-                   env=dict(os.environ, PYTHONPATH=ROOT, **env))
+def command(host: str, port: int) -> list[str]:
+    if host == "runserver":  # Django's development server, autoreloader on (its default)
+        return [sys.executable, MANAGE, "runserver", f"127.0.0.1:{port}"]
+    return host_command(host, "examples.django_project.wsgi:application", port)
+
+
+@pytest.fixture
+def project_env(tmp_path) -> dict[str, str]:
+    env = {"DJANGO_SETTINGS_MODULE": SETTINGS, "DJANGO_DB": str(tmp_path / "db.sqlite3")}
+    subprocess.run([sys.executable, MANAGE, "migrate", "-v", "0"], cwd=ROOT, check=True, timeout=120,
+                   env=dict(os.environ, **env))
+    return env
+
+
+@pytest.fixture(params=["ignitia-sync", "gunicorn", "runserver"])
+def base(request: pytest.FixtureRequest, project_env: dict[str, str]) -> Iterator[str]:
     port = free_port()
-    with running(host_command(request.param, "tests.django_project.wsgi:application", port), port, env):
+    with running(command(request.param, port), port, project_env):
         yield f"127.0.0.1:{port}"
 
 
@@ -61,3 +83,42 @@ def test_a_plain_request_to_a_websocket_view_gets_426(base):
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(f"http://{base}/ws/greet/lobby/", timeout=10)
     assert info.value.code == 426
+
+
+def test_the_session_can_be_saved_while_the_socket_is_open(base):
+    cookie = signed_in_cookie(base, "erin")
+    for expected in ("visit 2", "visit 3"):
+        with connect(f"ws://{base}/ws/counter/", additional_headers={"Cookie": cookie}) as ws:
+            assert ws.recv(timeout=10) == expected
+
+
+def test_bytes_sent_right_after_the_head_are_not_lost(base):
+    host, port = base.split(":")
+    peer = Peer((host, int(port)))
+    peer.send(handshake_bytes("/ws/greet/lobby/") + frame(0x1, b"pipelined"))
+    assert peer.read_head()[0] == 101
+    assert peer.read_frame()[:2] == (1, b"hello AnonymousUser in lobby, visits=None")
+    assert peer.read_frame()[:2] == (1, b"pipelined")
+    peer.close()
+
+
+def test_runserver_reload_closes_websockets_with_1001_and_serves_again(project_env):
+    port = free_port()
+    views = pathlib.Path(ROOT, "examples", "django_project", "views.py")
+    with running(command("runserver", port), port, project_env):
+        with connect(f"ws://127.0.0.1:{port}/ws/greet/lobby/") as ws:
+            assert ws.recv(timeout=10).startswith("hello AnonymousUser")
+            time.sleep(1.5)  # the StatReloader compares modification times once a second
+            os.utime(views)  # what saving the file in an editor does
+            with pytest.raises(ClientClosed):
+                ws.recv(timeout=20)
+            assert ws.protocol.close_rcvd is not None and ws.protocol.close_rcvd.code == 1001  # not 1006
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with connect(f"ws://127.0.0.1:{port}/ws/greet/again/", open_timeout=5) as ws:
+                    assert ws.recv(timeout=10).startswith("hello AnonymousUser in again")
+                break
+            except (OSError, InvalidStatus):
+                assert time.monotonic() < deadline, "the reloaded server did not come back"
+                time.sleep(0.2)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import pathlib
+import time
 import urllib.request
 from collections.abc import Iterator
 
@@ -14,7 +16,7 @@ from websockets.sync.client import connect
 from .subprocess_server import free_port, host_command, running
 
 
-@pytest.fixture(params=["ignitia-sync", "gunicorn"])
+@pytest.fixture(params=["ignitia-sync", "gunicorn", "werkzeug"])
 def base(request: pytest.FixtureRequest) -> Iterator[str]:
     port = free_port()
     with running(host_command(request.param, "tests.scripts.flask_app:app", port), port):
@@ -66,3 +68,57 @@ def test_a_4_mib_message_through_flask_sock_style_receive(base):
         big = os.urandom(4 << 20)
         ws.send(big)
         assert ws.recv(timeout=30) == big
+
+
+@pytest.fixture
+def werkzeug_reloading(tmp_path) -> Iterator[tuple[str, pathlib.Path]]:
+    """``flask run --reload``: Werkzeug's dev server with its reloader, watching one extra file."""
+    watched = tmp_path / "watched.txt"
+    watched.write_text("0")
+    port = free_port()
+    command = [*host_command("werkzeug", "tests.scripts.flask_app", port), "--reload", "--extra-files", str(watched)]
+    with running(command, port):
+        yield f"127.0.0.1:{port}", watched
+
+
+def test_werkzeug_reload_closes_websockets_with_1001_and_serves_again(werkzeug_reloading):
+    base, watched = werkzeug_reloading
+    with connect(f"ws://{base}/ws/echo") as ws:
+        ws.send("before")
+        assert ws.recv(timeout=10) == "before"
+        time.sleep(1.5)  # the reloader polls file times once a second: a change it can see
+        watched.write_text("1")
+        with pytest.raises(ClientClosed):
+            ws.recv(timeout=20)
+        assert ws.protocol.close_rcvd is not None and ws.protocol.close_rcvd.code == 1001  # not 1006
+    deadline = time.monotonic() + 30
+    while True:  # the new process serves the same routes
+        try:
+            with connect(f"ws://{base}/ws/echo", open_timeout=5) as ws:
+                ws.send("after")
+                assert ws.recv(timeout=10) == "after"
+            break
+        except (OSError, InvalidStatus):
+            assert time.monotonic() < deadline, "the reloaded server did not come back"
+            time.sleep(0.2)
+
+
+@pytest.mark.parametrize("base", ["werkzeug"], indirect=True)
+def test_werkzeug_threads_and_descriptors_are_released_after_each_websocket(base):
+    def resources() -> tuple[int, int]:
+        with urllib.request.urlopen(f"http://{base}/resources", timeout=10) as response:
+            fds, threads = response.read().split()
+            return int(fds), int(threads)
+
+    with connect(f"ws://{base}/ws/echo") as ws:  # the first connection: lazy imports, logging
+        ws.send("warm")
+        ws.recv(timeout=10)
+    before = resources()
+    for i in range(30):  # each one is served by its own thread, with its own hub
+        with connect(f"ws://{base}/ws/echo") as ws:
+            ws.send(str(i))
+            assert ws.recv(timeout=10) == str(i)
+    deadline = time.monotonic() + 10
+    while resources() != before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert resources() == before

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -18,12 +19,17 @@ from websockets.sync.client import connect
 from .subprocess_server import ROOT, free_port, host_command, running
 from .wire import Peer, frame, handshake_bytes
 
-HOSTS = ["ignitia-sync", "pywsgi", "gunicorn"]
+HOSTS = ["ignitia-sync", "pywsgi", "gunicorn", "werkzeug"]
+#: How each host is stopped: a signal from the process manager; Werkzeug's dev server by Ctrl-C.
+STOP_SIGNAL = {"werkzeug": signal.SIGINT}
 
 
 def command(host: str, port: int) -> list[str]:
+    script = os.path.join(ROOT, "tests", "scripts", "wsgi_app.py")
     if host == "pywsgi":
-        return [sys.executable, os.path.join(ROOT, "tests", "scripts", "wsgi_app.py"), str(port)]
+        return [sys.executable, script, str(port)]
+    if host == "werkzeug":
+        return [sys.executable, script, str(port), "werkzeug"]
     return host_command(host, "tests.scripts.wsgi_app:app", port)
 
 
@@ -74,10 +80,26 @@ def test_sigterm_closes_every_websocket_with_1001(served):
         clients = [stack.enter_context(connect(f"ws://127.0.0.1:{port}/ws/hold", open_timeout=10)) for _ in range(3)]
         for client in clients:
             assert client.recv(timeout=10) == "ready"
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(STOP_SIGNAL.get(host, signal.SIGTERM))
         for client in clients:
             with pytest.raises(ClientClosed):
                 client.recv(timeout=15)
             assert client.protocol.close_rcvd is not None, host
             assert client.protocol.close_rcvd.code == 1001
     assert process.wait(20) == 0
+
+
+def test_a_server_that_keeps_its_sockets_answers_500_and_says_what_to_run():
+    port = free_port()
+    output: list[str] = []
+    script = os.path.join(ROOT, "tests", "scripts", "wsgi_app.py")
+    with running([sys.executable, script, str(port), "wsgiref"], port, output=output, allow_500=True):
+        for _ in range(2):  # each upgrade gets its answer at once: no hang, no half-open socket
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+                client.sendall(handshake_bytes("/ws/echo"))
+                answer = b"".join(iter(lambda: client.recv(65536), b""))  # HTTP/1.0: it closes
+            assert answer.startswith(b"HTTP/1.0 500 ")
+            assert answer.endswith(b"\r\n\r\nthis server cannot upgrade to WebSocket\n")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/hello", timeout=10) as response:
+            assert response.read() == b"page /hello"  # plain HTTP goes on
+    assert output[0].count("serve the app with `ignitia-sync MODULE:app`") == 2

@@ -19,7 +19,9 @@ In ``urls.py``::
             ...
 
 Serve it with ``ignitia-sync myproject.wsgi:application`` or
-``gunicorn -k ignitia_sync.gunicorn.Worker myproject.wsgi``. Settings: ``IGNITIA_SYNC``
+``gunicorn -k ignitia_sync.gunicorn.Worker myproject.wsgi``; in development, with
+``"ignitia_sync.django"`` in ``INSTALLED_APPS`` (before ``"django.contrib.staticfiles"``),
+``manage.py runserver`` serves them too, with its autoreloader. Settings: ``IGNITIA_SYNC``
 in Django's settings, a dict of :class:`~ignitia_sync.settings.ConnectionSettings` fields.
 
 Database connections: the one the middleware used is released before the handler starts
@@ -36,6 +38,7 @@ import functools
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any
+from wsgiref.util import is_hop_by_hop
 
 from django.core.handlers.wsgi import WSGIHandler
 from django.core.wsgi import get_wsgi_application as django_wsgi_application
@@ -45,7 +48,7 @@ from django.http import HttpRequest, HttpResponse
 from ..connection import WebSocketConnection
 from ..handlers import Handler
 from ..settings import ConnectionSettings
-from ..wsgi import Refused, WebSocketHost
+from ..wsgi import SOCKET_KEY, Refused, WebSocketHost
 
 __all__ = ["WebSocketApplication", "get_wsgi_application", "websocket_view"]
 
@@ -85,6 +88,8 @@ class WebSocketApplication:
         def guarded(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], None]:
             if _FINISH in environ:  # a WebSocket was served: nothing may follow the 101
                 return lambda data: None
+            if SOCKET_KEY in environ:  # runserver's wsgiref refuses hop-by-hop headers (426's Upgrade)
+                headers = [(name, value) for name, value in headers if not is_hop_by_hop(name)]
             write: Callable[[bytes], None] = (
                 start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
             )

@@ -2,9 +2,13 @@
 
     ignitia-sync tests.scripts.flask_app:app --port 8000
     gunicorn -k ignitia_sync.gunicorn.Worker tests.scripts.flask_app:app
+    flask --app tests.scripts.flask_app run --port 8000    # Werkzeug's development server
 """
 
 from __future__ import annotations
+
+import os
+import threading
 
 from flask import Blueprint, Flask, session, url_for
 from flask import request as flask_request
@@ -37,6 +41,12 @@ def login(name: str) -> str:
     session["name"] = name
     login_user(User(name))
     return "logged in"
+
+
+@app.route("/resources")
+def resources() -> str:
+    """Open descriptors and threads of this process, for the leak tests."""
+    return f"{len(os.listdir('/proc/self/fd'))} {threading.active_count()}"
 
 
 @app.route("/")

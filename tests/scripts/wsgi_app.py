@@ -1,7 +1,9 @@
-"""A plain WSGI app with WebSocket routes, for the embedding tests (gunicorn, gevent.pywsgi).
+"""A plain WSGI app with WebSocket routes, for the embedding tests (gunicorn, pywsgi, Werkzeug).
 
     gunicorn -k ignitia_sync.gunicorn.Worker tests.scripts.wsgi_app:app
-    python tests/scripts/wsgi_app.py PORT          # gevent.pywsgi
+    python tests/scripts/wsgi_app.py PORT             # gevent.pywsgi
+    python tests/scripts/wsgi_app.py PORT werkzeug    # Werkzeug's threaded development server
+    python tests/scripts/wsgi_app.py PORT wsgiref     # a server that does not give its sockets out
 """
 
 from __future__ import annotations
@@ -38,7 +40,29 @@ router = (
 )
 app = WebSocketMiddleware(page, router)
 
-if __name__ == "__main__":
+def serve_with_werkzeug(port: int) -> None:
+    """Werkzeug's development server, threaded and not monkey-patched (Ctrl-C stops it)."""
+    from werkzeug.serving import run_simple
+
+    print("serving", flush=True)
+    run_simple("127.0.0.1", port, app, threaded=True)
+
+
+def serve_with_wsgiref(port: int) -> None:
+    """The standard library's WSGI server: like uWSGI or mod_wsgi, it keeps its sockets."""
+    import logging
+    from wsgiref.simple_server import make_server
+
+    logging.basicConfig(level=logging.INFO)
+    print("serving", flush=True)
+    make_server("127.0.0.1", port, app).serve_forever()
+
+
+if __name__ == "__main__" and sys.argv[2:] == ["werkzeug"]:
+    serve_with_werkzeug(int(sys.argv[1]))
+elif __name__ == "__main__" and sys.argv[2:] == ["wsgiref"]:
+    serve_with_wsgiref(int(sys.argv[1]))
+elif __name__ == "__main__":
     from gevent import monkey
 
     monkey.patch_all()

@@ -1,0 +1,1 @@
+"""A minimal Django project with WebSocket views (see README, "Django")."""

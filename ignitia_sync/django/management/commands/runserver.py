@@ -1,0 +1,71 @@
+"""``manage.py runserver`` with WebSocket views, on its port, with Django's autoreloader.
+
+Django's development server, unchanged but for two things: each request's socket is
+offered to WebSocket views (``environ["ignitia_sync.socket"]``), and the application is
+wrapped in :class:`~ignitia_sync.django.WebSocketApplication`. Like Django's own server it
+runs each request in a thread; a WebSocket is served in its request's thread, so a view
+that blocks holds only its own connection. When the autoreloader restarts the process
+(or on Ctrl-C) every WebSocket is closed with 1001 first, so clients reconnect at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.apps import apps
+from django.core.management.commands.runserver import Command as DjangoRunserver
+from django.core.servers.basehttp import WSGIRequestHandler, WSGIServer
+
+from ....wsgi import READER_KEY, SOCKET_KEY
+from ... import WebSocketApplication
+
+if apps.ready and apps.is_installed("django.contrib.staticfiles"):  # keep its static files and options
+    from django.contrib.staticfiles.management.commands.runserver import Command as Base
+else:
+    Base = DjangoRunserver
+
+
+class WebSocketRequestHandler(WSGIRequestHandler):  # type: ignore[misc]
+    """Django's request handler, handing its socket and buffered reader to WebSocket views."""
+
+    def get_environ(self) -> dict[str, Any]:
+        """Django's environ, plus the socket and the reader that holds bytes read past the head."""
+        environ: dict[str, Any] = super().get_environ()
+        environ[SOCKET_KEY] = self.connection
+        environ[READER_KEY] = self.rfile
+        return environ
+
+
+class WebSocketServer(WSGIServer):  # type: ignore[misc]
+    """Django's development server class, with :class:`WebSocketRequestHandler`."""
+
+    def __init__(self, address: Any, handler_class: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(address, WebSocketRequestHandler, *args, **kwargs)
+
+
+class Command(Base):  # type: ignore[misc]
+    """``runserver``, serving WebSocket views as well."""
+
+    help = "Starts Django's development server, with WebSocket views (ignitia_sync)."
+    server_cls = WebSocketServer
+
+    def get_handler(self, *args: Any, **options: Any) -> Any:
+        """Django's (or staticfiles') handler, able to hand requests to WebSocket views."""
+        handler = super().get_handler(*args, **options)
+        _show_websocket_log()
+        return handler if isinstance(handler, WebSocketApplication) else WebSocketApplication(handler)
+
+
+def _show_websocket_log() -> None:
+    """Print ignitia_sync's lines (an access line per WebSocket) unless logging says otherwise."""
+    ours = logging.getLogger("ignitia_sync")
+    only_null = all(isinstance(handler, logging.NullHandler) for handler in ours.handlers)
+    if only_null and not logging.getLogger().handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("[%(asctime)s] %(message)s", "%d/%b/%Y %H:%M:%S"))
+        ours.addHandler(handler)
+        ours.setLevel(logging.INFO)
+
+
+__all__ = ["Command", "WebSocketRequestHandler", "WebSocketServer"]
