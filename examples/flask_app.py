@@ -2,6 +2,7 @@
 
 Run: ignitia-sync examples.flask_app:app --port 8000
  or: gunicorn -k ignitia_sync.gunicorn.Worker -w 2 examples.flask_app:app
+ or: flask --app examples.flask_app run --port 8000        (Werkzeug's dev server)
 
 Open http://127.0.0.1:8000/, sign in with /signin/<name>, then talk to /ws/echo and
 /ws/hello (which greets the name kept in the Flask session).

@@ -20,14 +20,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def host_command(host: str, target: str, port: int) -> list[str]:
+def host_command(host: str, target: str, port: int, workers: int = 1) -> list[str]:
     """How ``target`` (``MODULE:ATTR``) is served by ``host``: ``ignitia-sync``, ``gunicorn`` or ``werkzeug``."""
     if host == "ignitia-sync":
         return [sys.executable, "-m", "ignitia_sync", target, "--port", str(port)]
     if host == "werkzeug":  # what `flask run` serves with: threaded, not monkey-patched
         return [sys.executable, "-m", "flask", "--app", target, "run", "--host", "127.0.0.1", "--port", str(port)]
     gunicorn = shutil.which("gunicorn", path=os.path.dirname(sys.executable)) or "gunicorn"
-    return [gunicorn, "-k", "ignitia_sync.gunicorn.Worker", "-w", "1", "-b", f"127.0.0.1:{port}",
+    return [gunicorn, "-k", "ignitia_sync.gunicorn.Worker", "-w", str(workers), "-b", f"127.0.0.1:{port}",
             "--graceful-timeout", "10", target]
 
 

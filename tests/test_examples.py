@@ -10,12 +10,15 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 
 import pytest
 import websocket  # websocket-client
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
+
+from .subprocess_server import free_port, host_command, running
 
 ROOT = pathlib.Path(__file__).parent.parent
 
@@ -338,17 +341,19 @@ def test_stats_example(example):
         assert {"messages_in", "bytes_out", "close_codes", "outbox_bytes"} <= set(snapshot)
 
 
-def test_flask_app_serves_pages_and_websockets_on_one_port(example):
-    base = example("flask_app", cli=True)
-    http_base = base.replace("ws://", "http://")
-    import urllib.request
-
-    with urllib.request.urlopen(f"{http_base}/", timeout=10) as response:
-        assert f"Echo at {base}/ws/echo" in response.read().decode()
-    with urllib.request.urlopen(f"{http_base}/signin/erin", timeout=10) as response:
-        cookie = response.headers["Set-Cookie"].split(";")[0]
-    with connect(f"{base}/ws/hello", additional_headers={"Cookie": cookie}) as ws:
-        assert ws.recv(timeout=10) == "hello erin"
-    with connect(f"{base}/ws/echo") as ws:
-        ws.send("flask")
-        assert ws.recv(timeout=10) == "flask"
+@pytest.mark.parametrize("host", ["ignitia-sync", "gunicorn", "werkzeug"])
+def test_flask_app_serves_pages_and_websockets_on_one_port(host):
+    port = free_port()
+    # As its docstring runs it: ignitia-sync, gunicorn with two workers, or `flask run`.
+    with running(host_command(host, "examples.flask_app:app", port, workers=2), port):
+        base, http_base = f"ws://127.0.0.1:{port}", f"http://127.0.0.1:{port}"
+        with urllib.request.urlopen(f"{http_base}/", timeout=10) as response:
+            assert f"Echo at {base}/ws/echo" in response.read().decode()
+        with urllib.request.urlopen(f"{http_base}/signin/erin", timeout=10) as response:
+            cookie = response.headers["Set-Cookie"].split(";")[0]
+        for _ in range(4):  # under gunicorn, any of the workers: the signed cookie is enough
+            with connect(f"{base}/ws/hello", additional_headers={"Cookie": cookie}) as ws:
+                assert ws.recv(timeout=10) == "hello erin"
+        with connect(f"{base}/ws/echo") as ws:
+            ws.send("flask")
+            assert ws.recv(timeout=10) == "flask"

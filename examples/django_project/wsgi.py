@@ -8,6 +8,6 @@ import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "examples.django_project.settings")
 
-from ignitia_sync.django import get_wsgi_application  # noqa: E402
+from ignitia_sync.django import get_wsgi_application
 
 application = get_wsgi_application()
