@@ -8,6 +8,9 @@ stays meaningful on a shared machine; ratios compare ignitia_sync with each peer
     tox -e bench                                  # everything
     python tests/benchmarks/run.py --only E2 E3   # some scenarios
     python tests/benchmarks/run.py --servers ignitia_sync websockets-asyncio --rounds 3
+
+A server whose ``ws://`` line names a ``worker pid`` (gunicorn) is measured there (CPU
+time and RSS): the worker does the work, not the process run.py started.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import os
 import pathlib
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -107,7 +111,8 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(name: str) -> tuple[subprocess.Popen[str], int]:
+def start_server(name: str) -> tuple[subprocess.Popen[str], int, int]:
+    """The server's process, its port, and the pid to measure (a gunicorn server's worker)."""
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, str(HERE / "servers" / SERVERS.get(name, SERVERS[OURS])), "--port", str(port)],
@@ -119,6 +124,8 @@ def start_server(name: str) -> tuple[subprocess.Popen[str], int]:
     if "ws://" not in line:
         process.kill()
         raise RuntimeError(f"{name} did not start: {line!r}")
+    worker = re.search(r"worker pid (\d+)", line)
+    pid = int(worker.group(1)) if worker else process.pid
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
@@ -126,11 +133,26 @@ def start_server(name: str) -> tuple[subprocess.Popen[str], int]:
             break
         except OSError:
             time.sleep(0.05)
-    return process, port
+    return process, port, pid
+
+
+def stop_server(process: subprocess.Popen[str], pid: int) -> None:
+    """SIGTERM (gunicorn's arbiter stops its worker), then SIGKILL; a worker left over is killed too."""
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        if pid != process.pid:  # the killed arbiter did not stop its worker
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 def run_one(scenario: Scenario, name: str) -> Result:
-    server, port = start_server(name)
+    server, port, pid = start_server(name)
     result = Result(name)
     try:
         url = f"ws://127.0.0.1:{port}{scenario.path}"
@@ -140,16 +162,16 @@ def run_one(scenario: Scenario, name: str) -> Result:
         )
         assert gen.stdout is not None and gen.stdin is not None
         cpu0 = cpu1 = 0.0
-        rss0 = rss_kib(server.pid)
+        rss0 = rss_kib(pid)
         for line in gen.stdout:
             event = json.loads(line)
             if event.get("mark") == "start":
-                cpu0 = cpu_seconds(server.pid)
+                cpu0 = cpu_seconds(pid)
             elif event.get("mark") == "end":
-                cpu1 = cpu_seconds(server.pid)
+                cpu1 = cpu_seconds(pid)
             elif event.get("mark") == "opened":
                 time.sleep(1.0)
-                result.extra["rss_after"] = rss_kib(server.pid)
+                result.extra["rss_after"] = rss_kib(pid)
                 gen.stdin.write("go\n")
                 gen.stdin.flush()
             elif "result" in event:
@@ -171,11 +193,7 @@ def run_one(scenario: Scenario, name: str) -> Result:
     except Exception as exc:  # a failing peer must not end the whole run
         result.error = repr(exc)
     finally:
-        server.terminate()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_server(server, pid)
     return result
 
 
