@@ -8,6 +8,7 @@ stays meaningful on a shared machine; ratios compare ignitia_sync with each peer
     tox -e bench                                  # everything
     python tests/benchmarks/run.py --only E2 E3   # some scenarios
     python tests/benchmarks/run.py --servers ignitia_sync websockets-asyncio --rounds 3
+    python tests/benchmarks/run.py --only E1 E2 E3 --servers ignitia_sync ignitia_sync-gunicorn flask-sock-gunicorn
 
 A server whose ``ws://`` line names a ``worker pid`` (gunicorn) is measured there (CPU
 time and RSS): the worker does the work, not the process run.py started.
@@ -38,12 +39,25 @@ SERVERS = {
     "websockets-asyncio": "websockets_asyncio.py",
     "simple-websocket": "simple_websocket_gevent.py",
     "gevent-websocket": "gevent_websocket.py",
+    "ignitia_sync-gunicorn": "ignitia_gunicorn.py",
+    "flask-sock-gunicorn": "flask_sock_gunicorn.py",
 }
 OURS = "ignitia_sync"
 #: ignitia_sync without websockets' C unmasking (the pure-Python fallback), run where
 #: masking is a real share of the work: bulk messages.
 PURE = "ignitia_sync-pure-python"
 ENVIRONMENTS = {PURE: {"IGNITIA_SYNC_PURE_PYTHON": "1"}}
+#: ignitia_sync's flask-sock-compatible Sock in a Flask app under gunicorn's gevent worker.
+GUNICORN = "ignitia_sync-gunicorn"
+#: Variants of ours: not peers, so no "ours ÷ peer" ratio for them.
+VARIANTS = {*ENVIRONMENTS, GUNICORN}
+#: Servers with an /echo route only (a Flask app each, under gunicorn's default 1,000
+#: worker connections): they run in the echo scenarios only.
+ECHO_ONLY = {GUNICORN, "flask-sock-gunicorn"}
+#: (variant, baseline, target): variant ÷ baseline on CPU per message, printed under each
+#: table where both ran. Ours under gunicorn against flask-sock's documented gevent
+#: deployment, and against our own standalone server.
+COMPARISONS = [(GUNICORN, "flask-sock-gunicorn", 0.5), (GUNICORN, OURS, 1.15)]
 
 
 @dataclass
@@ -228,17 +242,27 @@ def report(scenario: Scenario, results: dict[str, Result]) -> list[str]:
                          f"{r.alive}/{r.messages} | {client_share} | {ratio} |")
         else:
             ratio = "-"
-            if ours and name != OURS and name not in ENVIRONMENTS and not ours.error:
+            if ours and name != OURS and name not in VARIANTS and not ours.error:
                 ratio = f"{ours.cpu_per_msg_us / r.cpu_per_msg_us:.2f}x"
             lines.append(f"| {name} | {r.rate:,.0f} | {r.cpu_per_msg_us:.1f} | {fmt(r.p50_us, '.0f')} | "
                          f"{fmt(r.p99_us, '.0f')} | {fmt(r.fairness, '.2f')} | {client_share} | {ratio} |")
-    peers = [r for name, r in results.items() if name != OURS and name not in ENVIRONMENTS and not r.error]
+    peers = [r for name, r in results.items() if name != OURS and name not in VARIANTS and not r.error]
     for name in ENVIRONMENTS:
         variant = results.get(name)
         if variant is not None and not variant.error and peers:
             best = min(peers, key=lambda r: r.cpu_per_msg_us)
             lines += ["", f"{name} ÷ best peer ({best.server}), CPU per message: "
                           f"{variant.cpu_per_msg_us / best.cpu_per_msg_us:.2f}x"]
+    compared = []
+    for name, baseline, target in COMPARISONS:
+        a, b = results.get(name), results.get(baseline)
+        if a is not None and b is not None and not a.error and not b.error:
+            ratio = a.cpu_per_msg_us / b.cpu_per_msg_us
+            latency = f"; p50 {a.p50_us / b.p50_us:.2f}x" if a.p50_us and b.p50_us else ""
+            compared.append(f"- {name} ÷ {baseline}, CPU per message: {ratio:.2f}x "
+                            f"(target ≤ {target:.2f}x: {'met' if ratio <= target else 'MISSED'}){latency}")
+    if compared:
+        lines += ["", *compared]
     return [*lines, ""]
 
 
@@ -256,6 +280,9 @@ def main() -> int:
               f"{time.strftime('%Y-%m-%d')}; server CPU per message is the main figure.", ""]
     for scenario in [s for s in SCENARIOS if s.name in args.only]:
         names = [*servers[:1], *scenario.also, *servers[1:]] if servers[:1] == [OURS] else servers
+        names = [name for name in names if scenario.mode == "echo" or name not in ECHO_ONLY]
+        if not names:
+            continue
         collected: dict[str, list[Result]] = {name: [] for name in names}
         for _ in range(args.rounds):
             for name in names:  # ours and the peers alternate within each round
