@@ -57,12 +57,15 @@ def serve(load: Callable[[], Any], worker_class: str) -> None:
     def post_worker_init(worker: Any) -> None:
         print(f"listening on ws://127.0.0.1:{port} (gunicorn worker pid {os.getpid()})", flush=True)
 
-    _OneWorker(load, {
-        "bind": f"127.0.0.1:{port}",
-        "workers": 1,
-        "worker_class": worker_class,
-        "graceful_timeout": 5,
-        "loglevel": "warning",
-        "post_worker_init": post_worker_init,
-        "control_socket_disable": True,  # no ~/.gunicorn/gunicorn.ctl shared with other gunicorns
-    }).run()
+    _OneWorker(
+        load,
+        {
+            "bind": f"127.0.0.1:{port}",
+            "workers": 1,
+            "worker_class": worker_class,
+            "graceful_timeout": 5,
+            "loglevel": "warning",
+            "post_worker_init": post_worker_init,
+            "control_socket_disable": True,  # no ~/.gunicorn/gunicorn.ctl shared with other gunicorns
+        },
+    ).run()
