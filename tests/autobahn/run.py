@@ -1,13 +1,21 @@
 """Run the Autobahn|Testsuite (wstest fuzzingclient) against examples/autobahn.py.
 
     tox -e autobahn                        # every case, in three chunks
+    tox -e autobahn-gunicorn               # groups 1-10, the same route under gunicorn
     python tests/autobahn/run.py --chunks core
     python tests/autobahn/run.py --cases "5.*" "7.1.*"
+    python tests/autobahn/run.py --host gunicorn --chunks core
+
+``--host standalone`` (the default) runs the example's own server; ``--host gunicorn``
+serves the same route (``examples.autobahn:wsgi_app``, WebSocketMiddleware) with
+``gunicorn -k ignitia_sync.gunicorn.Worker -w 1``, so that taking the socket over from
+gunicorn is tested case by case too.
 
 wstest is Python 2.7 code: it is installed once into a virtualenv (``.autobahn/venv``) made
 with CPython 2.7 and pinned by ``constraints-py27.txt``; later runs reuse it. The run fails
 on any FAILED or UNIMPLEMENTED case and on any case whose closing behaviour is not OK. The
-HTML report stays in ``reports/autobahn/`` (git-ignored).
+HTML report stays in ``reports/autobahn/`` (``reports/autobahn-gunicorn/`` under gunicorn;
+git-ignored), beside the server's log.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import json
 import os
 import pathlib
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -28,7 +37,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent.parent
 HERE = pathlib.Path(__file__).resolve().parent
 CONSTRAINTS = HERE / "constraints-py27.txt"
 STATE = ROOT / ".autobahn"
-REPORTS = ROOT / "reports" / "autobahn"
+HOSTS = {"standalone": ROOT / "reports" / "autobahn", "gunicorn": ROOT / "reports" / "autobahn-gunicorn"}
 CHUNKS = {
     # wstest writes its report only when a whole run ends, so the suite runs in chunks.
     "core": ["1.*", "2.*", "3.*", "4.*", "5.*", "6.*", "7.*", "9.*", "10.*"],
@@ -74,9 +83,51 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def run_chunk(wstest: pathlib.Path, name: str, cases: list[str], timeout: float) -> dict[str, dict[str, object]]:
+def server_command(host: str, port: int) -> list[str]:
+    """How the echo route of examples/autobahn.py is served by ``host``."""
+    if host == "gunicorn":
+        from gunicorn.config import KNOWN_SETTINGS
+
+        # gunicorn 25.1+ opens a control socket shared by every gunicorn of the user
+        # (~/.gunicorn/gunicorn.ctl); a test server needs none.
+        private = ["--no-control-socket"] if any(s.name == "control_socket_disable" for s in KNOWN_SETTINGS) else []
+        return [sys.executable, "-m", "gunicorn", "-k", "ignitia_sync.gunicorn.Worker", "-w", "1",
+                "--bind", f"127.0.0.1:{port}", "--chdir", str(ROOT), "--graceful-timeout", "10", *private,
+                "examples.autobahn:wsgi_app"]
+    return [sys.executable, str(ROOT / "examples" / "autobahn.py"), "--port", str(port)]
+
+
+def wait_until_serving(server: subprocess.Popen[bytes], port: int, log: pathlib.Path, timeout: float = 30) -> None:
+    """Until a plain GET gets an HTTP answer: gunicorn's arbiter listens before its worker serves."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as probe:
+                probe.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+                if probe.recv(16).startswith(b"HTTP/1."):
+                    return
+        except OSError:
+            pass
+        if server.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"autobahn: the server did not start; its log:\n{log.read_text()}")
+        time.sleep(0.1)
+
+
+def stop(server: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (gunicorn's graceful stop), then SIGKILL if it is still there after 30 s."""
+    if server.poll() is None:
+        server.send_signal(signal.SIGTERM)
+    try:
+        server.wait(30)
+    except subprocess.TimeoutExpired:
+        print("autobahn: the server ignored SIGTERM for 30 s; killed", flush=True)
+        server.kill()
+        server.wait()
+
+
+def run_chunk(wstest: pathlib.Path, host: str, name: str, cases: list[str], timeout: float) -> dict[str, dict[str, object]]:
     port = free_port()
-    outdir = REPORTS / name
+    outdir = HOSTS[host] / name
     shutil.rmtree(outdir, ignore_errors=True)
     outdir.mkdir(parents=True)
     spec = {
@@ -88,20 +139,20 @@ def run_chunk(wstest: pathlib.Path, name: str, cases: list[str], timeout: float)
     }
     spec_file = outdir / "fuzzingclient.json"
     spec_file.write_text(json.dumps(spec, indent=2))
-    server = subprocess.Popen(
-        [sys.executable, str(ROOT / "examples" / "autobahn.py"), "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )
-    assert server.stdout is not None
-    server.stdout.readline()
+    log = outdir / "server.log"
+    with log.open("wb") as log_file:
+        server = subprocess.Popen(server_command(host, port), cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT)
     start = time.monotonic()
     try:
+        wait_until_serving(server, port, log)
         subprocess.run([str(wstest), "-m", "fuzzingclient", "-s", str(spec_file)], cwd=outdir, check=True,
                        timeout=timeout, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if server.poll() is not None:
+            raise SystemExit(f"autobahn: the server exited ({server.returncode}) during the run; its log:\n"
+                             f"{log.read_text()}")
     finally:
-        server.terminate()
-        server.wait(30)
-    print(f"autobahn: {name} ({', '.join(cases)}) took {time.monotonic() - start:.0f} s", flush=True)
+        stop(server)
+    print(f"autobahn: {name} ({', '.join(cases)}) under {host} took {time.monotonic() - start:.0f} s", flush=True)
     index = json.loads((outdir / "index.json").read_text())
     results: dict[str, dict[str, object]] = index["ignitia_sync"]
     for result in results.values():
@@ -114,15 +165,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--chunks", nargs="*", default=list(CHUNKS), choices=list(CHUNKS))
     parser.add_argument("--cases", nargs="*", help="run just these case patterns (one chunk)")
+    parser.add_argument("--host", default="standalone", choices=list(HOSTS),
+                        help="the example's own server, or its WSGI app under gunicorn's gevent worker")
     args = parser.parse_args()
     wstest = ensure_wstest()
     plan = {"selected": args.cases} if args.cases else {name: CHUNKS[name] for name in args.chunks}
     results: dict[str, dict[str, object]] = {}
     for name, cases in plan.items():
-        results.update(run_chunk(wstest, name, cases, TIMEOUTS.get(name, 2400)))
+        results.update(run_chunk(wstest, args.host, name, cases, TIMEOUTS.get(name, 2400)))
     verdicts = collections.Counter(str(r["behavior"]) for r in results.values())
     closes = collections.Counter(str(r["behaviorClose"]) for r in results.values())
-    print(f"autobahn: {len(results)} cases; behavior: {dict(sorted(verdicts.items()))}; "
+    print(f"autobahn: {len(results)} cases under {args.host}; behavior: {dict(sorted(verdicts.items()))}; "
           f"behaviorClose: {dict(sorted(closes.items()))}")
     bad = []
     for case in sorted(results, key=lambda c: [int(p) for p in c.split(".")]):
@@ -132,7 +185,7 @@ def main() -> int:
             print(line[:300])
             if result["behavior"] in ("FAILED", "UNIMPLEMENTED") or result["behaviorClose"] not in ("OK", "INFORMATIONAL"):
                 bad.append(case)
-    print(f"autobahn: report in {REPORTS}/*/index.html")
+    print(f"autobahn: report in {HOSTS[args.host]}/*/index.html")
     if bad:
         print(f"autobahn: {len(bad)} case(s) fail the gate: {', '.join(bad[:20])}")
         return 1

@@ -8,6 +8,10 @@ stays meaningful on a shared machine; ratios compare ignitia_sync with each peer
     tox -e bench                                  # everything
     python tests/benchmarks/run.py --only E2 E3   # some scenarios
     python tests/benchmarks/run.py --servers ignitia_sync websockets-asyncio --rounds 3
+    python tests/benchmarks/run.py --only E1 E2 E3 --servers ignitia_sync ignitia_sync-gunicorn flask-sock-gunicorn
+
+A server whose ``ws://`` line names a ``worker pid`` (gunicorn) is measured there (CPU
+time and RSS): the worker does the work, not the process run.py started.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import os
 import pathlib
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -34,12 +39,25 @@ SERVERS = {
     "websockets-asyncio": "websockets_asyncio.py",
     "simple-websocket": "simple_websocket_gevent.py",
     "gevent-websocket": "gevent_websocket.py",
+    "ignitia_sync-gunicorn": "ignitia_gunicorn.py",
+    "flask-sock-gunicorn": "flask_sock_gunicorn.py",
 }
 OURS = "ignitia_sync"
 #: ignitia_sync without websockets' C unmasking (the pure-Python fallback), run where
 #: masking is a real share of the work: bulk messages.
 PURE = "ignitia_sync-pure-python"
 ENVIRONMENTS = {PURE: {"IGNITIA_SYNC_PURE_PYTHON": "1"}}
+#: ignitia_sync's flask-sock-compatible Sock in a Flask app under gunicorn's gevent worker.
+GUNICORN = "ignitia_sync-gunicorn"
+#: Variants of ours: not peers, so no "ours ÷ peer" ratio for them.
+VARIANTS = {*ENVIRONMENTS, GUNICORN}
+#: Servers with an /echo route only (a Flask app each, under gunicorn's default 1,000
+#: worker connections): they run in the echo scenarios only.
+ECHO_ONLY = {GUNICORN, "flask-sock-gunicorn"}
+#: (variant, baseline, target): variant ÷ baseline on CPU per message, printed under each
+#: table where both ran. Ours under gunicorn against flask-sock's documented gevent
+#: deployment, and against our own standalone server.
+COMPARISONS = [(GUNICORN, "flask-sock-gunicorn", 0.5), (GUNICORN, OURS, 1.15)]
 
 
 @dataclass
@@ -107,7 +125,8 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(name: str) -> tuple[subprocess.Popen[str], int]:
+def start_server(name: str) -> tuple[subprocess.Popen[str], int, int]:
+    """The server's process, its port, and the pid to measure (a gunicorn server's worker)."""
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, str(HERE / "servers" / SERVERS.get(name, SERVERS[OURS])), "--port", str(port)],
@@ -119,6 +138,8 @@ def start_server(name: str) -> tuple[subprocess.Popen[str], int]:
     if "ws://" not in line:
         process.kill()
         raise RuntimeError(f"{name} did not start: {line!r}")
+    worker = re.search(r"worker pid (\d+)", line)
+    pid = int(worker.group(1)) if worker else process.pid
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
@@ -126,11 +147,26 @@ def start_server(name: str) -> tuple[subprocess.Popen[str], int]:
             break
         except OSError:
             time.sleep(0.05)
-    return process, port
+    return process, port, pid
+
+
+def stop_server(process: subprocess.Popen[str], pid: int) -> None:
+    """SIGTERM (gunicorn's arbiter stops its worker), then SIGKILL; a worker left over is killed too."""
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        if pid != process.pid:  # the killed arbiter did not stop its worker
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 def run_one(scenario: Scenario, name: str) -> Result:
-    server, port = start_server(name)
+    server, port, pid = start_server(name)
     result = Result(name)
     try:
         url = f"ws://127.0.0.1:{port}{scenario.path}"
@@ -140,16 +176,16 @@ def run_one(scenario: Scenario, name: str) -> Result:
         )
         assert gen.stdout is not None and gen.stdin is not None
         cpu0 = cpu1 = 0.0
-        rss0 = rss_kib(server.pid)
+        rss0 = rss_kib(pid)
         for line in gen.stdout:
             event = json.loads(line)
             if event.get("mark") == "start":
-                cpu0 = cpu_seconds(server.pid)
+                cpu0 = cpu_seconds(pid)
             elif event.get("mark") == "end":
-                cpu1 = cpu_seconds(server.pid)
+                cpu1 = cpu_seconds(pid)
             elif event.get("mark") == "opened":
                 time.sleep(1.0)
-                result.extra["rss_after"] = rss_kib(server.pid)
+                result.extra["rss_after"] = rss_kib(pid)
                 gen.stdin.write("go\n")
                 gen.stdin.flush()
             elif "result" in event:
@@ -171,11 +207,7 @@ def run_one(scenario: Scenario, name: str) -> Result:
     except Exception as exc:  # a failing peer must not end the whole run
         result.error = repr(exc)
     finally:
-        server.terminate()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_server(server, pid)
     return result
 
 
@@ -210,17 +242,27 @@ def report(scenario: Scenario, results: dict[str, Result]) -> list[str]:
                          f"{r.alive}/{r.messages} | {client_share} | {ratio} |")
         else:
             ratio = "-"
-            if ours and name != OURS and name not in ENVIRONMENTS and not ours.error:
+            if ours and name != OURS and name not in VARIANTS and not ours.error:
                 ratio = f"{ours.cpu_per_msg_us / r.cpu_per_msg_us:.2f}x"
             lines.append(f"| {name} | {r.rate:,.0f} | {r.cpu_per_msg_us:.1f} | {fmt(r.p50_us, '.0f')} | "
                          f"{fmt(r.p99_us, '.0f')} | {fmt(r.fairness, '.2f')} | {client_share} | {ratio} |")
-    peers = [r for name, r in results.items() if name != OURS and name not in ENVIRONMENTS and not r.error]
+    peers = [r for name, r in results.items() if name != OURS and name not in VARIANTS and not r.error]
     for name in ENVIRONMENTS:
         variant = results.get(name)
         if variant is not None and not variant.error and peers:
             best = min(peers, key=lambda r: r.cpu_per_msg_us)
             lines += ["", f"{name} ÷ best peer ({best.server}), CPU per message: "
                           f"{variant.cpu_per_msg_us / best.cpu_per_msg_us:.2f}x"]
+    compared = []
+    for name, baseline, target in COMPARISONS:
+        a, b = results.get(name), results.get(baseline)
+        if a is not None and b is not None and not a.error and not b.error:
+            ratio = a.cpu_per_msg_us / b.cpu_per_msg_us
+            latency = f"; p50 {a.p50_us / b.p50_us:.2f}x" if a.p50_us and b.p50_us else ""
+            compared.append(f"- {name} ÷ {baseline}, CPU per message: {ratio:.2f}x "
+                            f"(target ≤ {target:.2f}x: {'met' if ratio <= target else 'MISSED'}){latency}")
+    if compared:
+        lines += ["", *compared]
     return [*lines, ""]
 
 
@@ -238,6 +280,9 @@ def main() -> int:
               f"{time.strftime('%Y-%m-%d')}; server CPU per message is the main figure.", ""]
     for scenario in [s for s in SCENARIOS if s.name in args.only]:
         names = [*servers[:1], *scenario.also, *servers[1:]] if servers[:1] == [OURS] else servers
+        names = [name for name in names if scenario.mode == "echo" or name not in ECHO_ONLY]
+        if not names:
+            continue
         collected: dict[str, list[Result]] = {name: [] for name in names}
         for _ in range(args.rounds):
             for name in names:  # ours and the peers alternate within each round
