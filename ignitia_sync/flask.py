@@ -13,6 +13,8 @@ Settings come from ``app.config["IGNITIA_SYNC"]`` (a dict of
 :class:`~ignitia_sync.settings.ConnectionSettings` fields) and, for flask-sock
 applications, ``app.config["SOCK_SERVER_OPTIONS"]`` (``ping_interval``,
 ``max_message_size``, ``subprotocols``); a route's own options win.
+``app.config["IGNITIA_SYNC_BACKPLANE"]`` (a Redis URL or a backplane) spreads rooms and
+broadcasts over every worker and host.
 
 Serve the app with ``ignitia-sync myapp:app`` or ``gunicorn -k ignitia_sync.gunicorn.Worker``.
 
@@ -114,7 +116,9 @@ class Sock:
             value = app.config.get("SOCK_SERVER_OPTIONS", {}).get(flask_sock_name)
             if value is not None:
                 options.setdefault(ours, value)
-        self._host = WebSocketHost(settings=ConnectionSettings(**options))
+        self._host = WebSocketHost(
+            settings=ConnectionSettings(**options), backplane=app.config.get("IGNITIA_SYNC_BACKPLANE")
+        )
         self._app = app
         app.extensions["ignitia_sync"] = self
         pending, self._pending = self._pending, []

@@ -36,29 +36,58 @@ from .transport import real_get_ident
 
 _NO_ROOMS: frozenset[str] = frozenset()
 
-__all__ = ["Backplane", "LocalBackplane", "Registry"]
+__all__ = ["Backplane", "LocalBackplane", "Registry", "backplane_from"]
 
 log = logging.getLogger("ignitia_sync.registry")
 
 Deliver = Callable[[Message, "str | None"], None]
+DeliverTo = Callable[[str, Message], None]
 #: A real lock (not gevent's): held for a few dict operations, never across a switch.
 _allocate_lock = get_original("_thread", "allocate_lock")
 
 
 class Backplane(Protocol):
-    """Carries broadcasts between processes (for example over Redis pub/sub).
+    """Carries broadcasts and direct sends between processes (for example over Redis pub/sub).
 
     ``Registry.broadcast`` delivers to its own connections, then calls :meth:`publish`;
-    a backplane hands messages published by *other* processes to the ``deliver`` callback
-    it was given in :meth:`attach`, in the registry's hub (see
-    :meth:`Registry.call_threadsafe` for a backplane that listens in its own thread).
+    ``Registry.send_to`` an id that is not local calls :meth:`send_to`. The registry tells
+    the backplane which rooms have local members (:meth:`joined`/:meth:`left`) and which
+    application ids live here (:meth:`identified`/:meth:`forgotten`), so that it listens
+    only to what this process needs. Messages from *other* processes are handed to the
+    callbacks given in :meth:`attach`, in the registry's hub (or, for a threaded registry,
+    from any thread). Every method but :meth:`attach` and :meth:`close` must return at once.
     """
 
-    def attach(self, deliver: Deliver) -> None:
-        """Start receiving: call ``deliver(message, room)`` for each remote broadcast."""
+    def attach(self, on_broadcast: Deliver, on_direct: DeliverTo, *, threaded: bool = False) -> None:
+        """Start: call ``on_broadcast(message, room)`` and ``on_direct(id, message)`` for remote ones.
+
+        ``threaded``: the registry serves connections from several OS threads (run in a
+        thread of your own, the callbacks hand over themselves).
+        """
 
     def publish(self, message: Message, room: str | None) -> None:
         """Send a local broadcast to the other processes."""
+
+    def send_to(self, id: str, message: Message) -> bool:
+        """Send ``message`` to the connection identified as ``id`` in another process.
+
+        Returns False when it cannot be sent at all (no other process, the queue is full).
+        """
+
+    def joined(self, room: str) -> None:
+        """``room`` got its first local member: start receiving its broadcasts."""
+
+    def left(self, room: str) -> None:
+        """``room`` has no local member any more: stop receiving its broadcasts."""
+
+    def identified(self, id: str) -> None:
+        """A local connection took the application id ``id`` (direct sends come here)."""
+
+    def forgotten(self, id: str) -> None:
+        """The local connection with application id ``id`` is gone."""
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for ``server.stats()["backplane"]``."""
 
     def close(self) -> None:
         """Stop receiving and release resources; idempotent."""
@@ -71,14 +100,50 @@ class LocalBackplane:
         >>> registry = Registry(backplane=LocalBackplane())
     """
 
-    def attach(self, deliver: Deliver) -> None:
+    def attach(self, on_broadcast: Deliver, on_direct: DeliverTo, *, threaded: bool = False) -> None:
         """Nothing arrives from elsewhere."""
 
     def publish(self, message: Message, room: str | None) -> None:
         """Nobody else to tell."""
 
+    def send_to(self, id: str, message: Message) -> bool:
+        """No other process: the id is unknown."""
+        return False
+
+    def joined(self, room: str) -> None:
+        """Nothing to listen to."""
+
+    def left(self, room: str) -> None:
+        """Nothing to stop."""
+
+    def identified(self, id: str) -> None:
+        """Nothing to record."""
+
+    def forgotten(self, id: str) -> None:
+        """Nothing to forget."""
+
+    def stats(self) -> dict[str, Any]:
+        """One process: no backplane counters."""
+        return {"kind": "local"}
+
     def close(self) -> None:
         """Nothing to release."""
+
+
+def backplane_from(value: Backplane | str | None) -> Backplane:
+    """A backplane from a setting: a Backplane, a Redis URL, or None (this process only).
+
+    Example:
+        >>> type(backplane_from(None)).__name__
+        'LocalBackplane'
+    """
+    if value is None:
+        return LocalBackplane()
+    if isinstance(value, str):
+        from .redis import RedisBackplane  # redis-py is needed only here
+
+        return RedisBackplane(value)
+    return value
 
 
 class Registry:
@@ -130,6 +195,7 @@ class Registry:
 
     def discard(self, ws: WebSocketConnection) -> None:
         """Forget a connection and take it out of every room (its host does this at close)."""
+        emptied = []
         with self._lock:
             for room in self._rooms_of.pop(ws, ()):
                 members = self._rooms.get(room)
@@ -137,8 +203,14 @@ class Registry:
                     members.discard(ws)
                     if not members:
                         del self._rooms[room]
-            if self._by_id.get(ws.id) is ws:
+                        emptied.append(room)
+            forget = self._by_id.get(ws.id) is ws
+            if forget:
                 del self._by_id[ws.id]
+        for room in emptied:
+            self.backplane.left(room)
+        if forget and not ws.id.startswith("#"):
+            self.backplane.forgotten(ws.id)
 
     def identify(self, ws: WebSocketConnection, id: str) -> None:
         """Give ``ws`` an application id, for :meth:`get`: ``registry.identify(ws, user_id)``.
@@ -157,10 +229,15 @@ class Registry:
             holder = self._by_id.get(id)
             if holder is not None and holder is not ws:
                 raise ValueError(f"id {id!r} is taken by another connection")
-            if self._by_id.get(ws.id) is ws:
-                del self._by_id[ws.id]
+            previous = ws.id
+            if self._by_id.get(previous) is ws:
+                del self._by_id[previous]
             ws.id = id
             self._by_id[id] = ws
+        if previous != id:
+            if not previous.startswith("#"):
+                self.backplane.forgotten(previous)
+            self.backplane.identified(id)
 
     def get(self, id: str) -> WebSocketConnection | None:
         """The open connection with this id, or None."""
@@ -175,10 +252,14 @@ class Registry:
             if not isinstance(rooms, set):
                 rooms = self._rooms_of[ws] = set()
             rooms.add(room)
+            first = room not in self._rooms
             self._rooms.setdefault(room, set()).add(ws)
+        if first:
+            self.backplane.joined(room)
 
     def leave(self, room: str, ws: WebSocketConnection) -> None:
         """Take ``ws`` out of ``room``; an empty room disappears."""
+        emptied = False
         with self._lock:
             rooms = self._rooms_of.get(ws)
             if isinstance(rooms, set):
@@ -188,6 +269,9 @@ class Registry:
                 members.discard(ws)
                 if not members:
                     del self._rooms[room]
+                    emptied = True
+        if emptied:
+            self.backplane.left(room)
 
     def members(self, room: str) -> frozenset[WebSocketConnection]:
         """A snapshot of the connections in ``room``."""
@@ -304,8 +388,41 @@ class Registry:
             else:
                 transport.call_soon_threadsafe(ws.close, code, reason)
 
+    def send_to(self, id: str, message: Message) -> bool:
+        """Queue ``message`` to the connection with this id, here or in another process.
+
+        Returns at once, like :meth:`broadcast`. True when it was queued to a local
+        connection or handed to the backplane (which delivers at most once); False when
+        no process has it (without a backplane: no local connection has that id).
+
+        Example:
+            >>> Registry().send_to("alice", Message.text("hi"))
+            False
+        """
+        if type(message) is not Text and type(message) is not Binary:
+            raise TypeError(f"only Text and Binary messages are sent, not {type(message).__name__}")
+        ws = self._by_id.get(id)
+        if ws is None:
+            return self.backplane.send_to(id, message)
+        return self._push_one(ws, message)
+
+    def _push_one(self, ws: WebSocketConnection, message: Message) -> bool:
+        frame = encode_frame(message)
+        transport = ws._transport
+        if self._threaded and transport._thread != real_get_ident():
+            return transport.call_soon_threadsafe(transport.push_message, message, {None: frame}, len(frame))
+        if self._thread_ident is not None and self._thread_ident != real_get_ident():
+            self.call_threadsafe(transport.push_message, message, {None: frame}, len(frame))
+            return True
+        return transport.push_message(message, {None: frame}, len(frame))
+
     def _receive_remote(self, message: Message, room: str | None) -> None:
         self._deliver(message, room)
+
+    def _receive_direct(self, id: str, message: Message) -> None:
+        ws = self._by_id.get(id)
+        if ws is not None:
+            self._push_one(ws, message)
 
     # -- threads -----------------------------------------------------------------------
 
@@ -316,7 +433,7 @@ class Registry:
             self._thread_ident = real_get_ident()
         if not self._attached:
             self._attached = True
-            self.backplane.attach(self._receive_remote)
+            self.backplane.attach(self._receive_remote, self._receive_direct, threaded=self._threaded)
 
     def serve_from_threads(self) -> None:
         """Connections are served by several OS threads, each in its own hub (a threaded server).

@@ -46,7 +46,7 @@ from .http import (
     escape_for_log,
 )
 from .middleware import message_filter, run_middleware
-from .registry import Backplane, Registry
+from .registry import Backplane, Registry, backplane_from
 from .router import Route, Router, RouteSettings
 from .session import log_access, serve_connection
 from .settings import ConnectionSettings
@@ -80,7 +80,8 @@ class ServerSettings(ConnectionSettings):
         shutdown_timeout: seconds :meth:`Server.stop` waits for handlers to finish.
         shutdown_grace: seconds handlers get to react to ``shutdown_event`` before every
             connection is closed with 1001.
-        backplane: carries broadcasts to other processes; in-process when None.
+        backplane: carries broadcasts and ``send_to`` to other processes (a
+            :class:`~ignitia_sync.redis.RedisBackplane`, or its URL); in-process when None.
         max_connections: open connections beyond which upgrades get 503 (None: no limit).
         max_connections_per_ip: the same, per client IP (counted from the moment the
             limits are checked, so concurrent handshakes cannot slip past it).
@@ -109,7 +110,7 @@ class ServerSettings(ConnectionSettings):
     max_request_head: int = 16384
     shutdown_timeout: float = 10.0
     shutdown_grace: float = 1.0
-    backplane: Backplane | None = None
+    backplane: Backplane | str | None = None
     max_connections: int | None = None
     max_connections_per_ip: int | None = None
     max_pending_handshakes: int = 1024
@@ -170,7 +171,7 @@ class Server:
         self._stream: StreamServer | None = None
         self._handlers = gevent.pool.Group()
         #: Every open connection, with rooms and broadcast (see :class:`Registry`).
-        self.registry = Registry(self.settings.backplane)
+        self.registry = Registry(backplane_from(self.settings.backplane))
         #: Set when :meth:`stop` begins: handlers may watch it (``ws.shutting_down``).
         self.shutdown_event = gevent.event.Event()
         self._per_ip: Counter[str] = Counter()
@@ -353,8 +354,7 @@ class Server:
         self.shutdown_event.set()
         if len(self.registry):  # handlers that watch the event may finish by themselves
             self._handlers.join(timeout=min(self.settings.shutdown_grace, self.settings.shutdown_timeout))
-        for ws in self.registry:
-            ws.close(1001, "Server shutdown")  # each sends its queue first; never blocks
+        self.registry.close_all(1001, "Server shutdown")  # each sends its queue first; never blocks
         shutdown_all()  # the WebSocket routes of a WSGI app we serve
         self._handlers.join(timeout=self.settings.shutdown_timeout if timeout is None else timeout)
         # Handlers still running are killed; each one's connection is torn down and
@@ -396,6 +396,7 @@ class Server:
             "refused": dict(self._refusals),
             "outbox_bytes": sum(ws.outbox_bytes for ws in open_connections),
             "shutting_down": self.shutdown_event.is_set(),
+            "backplane": self.registry.backplane.stats(),
         }
 
     @property
@@ -676,8 +677,11 @@ class LogThrottle:
         3
     """
 
-    def __init__(self, logger: logging.Logger, burst: int = 20, interval: float = 10.0) -> None:
+    def __init__(
+        self, logger: logging.Logger, burst: int = 20, interval: float = 10.0, level: int = logging.INFO
+    ) -> None:
         self._logger = logger
+        self._level = level
         self._burst = burst
         self._interval = interval
         self._started = time.monotonic()
@@ -686,15 +690,17 @@ class LogThrottle:
         self.held_back = 0
 
     def log(self, message: str, *args: Any) -> None:
-        """Log ``message % args`` at INFO, unless this interval's burst is spent."""
+        """Log ``message % args`` (at INFO by default), unless this interval's burst is spent."""
         now = time.monotonic()
         if now - self._started >= self._interval:
             if self.held_back:
-                self._logger.info("%d more like the last were not logged in %.0fs", self.held_back, now - self._started)
+                self._logger.log(
+                    self._level, "%d more like the last were not logged in %.0fs", self.held_back, now - self._started
+                )
             self._started, self._count, self.held_back = now, 0, 0
         if self._count < self._burst:
             self._count += 1
-            self._logger.info(message, *args)
+            self._logger.log(self._level, message, *args)
         else:
             self.held_back += 1
 

@@ -47,7 +47,7 @@ from .handlers import Handler
 from .handshake import accept
 from .http import Request, _reason, check_header, client_ip, escape_for_log
 from .middleware import Middleware, RateLimit, message_filter, run_middleware
-from .registry import Registry
+from .registry import Backplane, Registry, backplane_from
 from .router import Router, RouteSettings
 from .session import log_access, serve_connection
 from .settings import ConnectionSettings
@@ -80,6 +80,8 @@ class WebSocketHost:
         settings: per-connection settings; ``**overrides`` change single fields.
         trusted_proxies: with these proxy addresses, the client IP comes from their
             forwarding headers (see :func:`~ignitia_sync.http.client_ip`).
+        backplane: carries broadcasts and ``send_to`` to the other processes (a
+            :class:`~ignitia_sync.redis.RedisBackplane` or its URL); this process only by default.
 
     Example:
         >>> host = WebSocketHost(max_message_size=65536)
@@ -92,13 +94,14 @@ class WebSocketHost:
         *,
         settings: ConnectionSettings | None = None,
         trusted_proxies: Iterable[str] = (),
+        backplane: Backplane | str | None = None,
         **overrides: Any,
     ) -> None:
         base = settings if settings is not None else ConnectionSettings()
         self.settings = dataclasses.replace(base, **overrides) if overrides else base
         self.trusted_proxies = tuple(trusted_proxies)
         #: Every open WebSocket of this host in this process (rooms, broadcast, ``get``).
-        self.registry = Registry()
+        self.registry = Registry(backplane_from(backplane))
         #: Set by :meth:`shutdown`; handlers see it as ``ws.shutting_down``.
         self.shutdown_event = gevent.event.Event()
         _live.add(self)
@@ -111,6 +114,7 @@ class WebSocketHost:
         """
         self.shutdown_event.set()
         self.registry.close_all(code, reason)
+        self.registry.backplane.close()
 
     def upgrade(
         self,

@@ -18,6 +18,8 @@ In ``urls.py``::
         for message in ws:
             ...
 
+``IGNITIA_SYNC_BACKPLANE`` (a Redis URL) spreads rooms and broadcasts over every process.
+
 Serve it with ``ignitia-sync myproject.wsgi:application`` or
 ``gunicorn -k ignitia_sync.gunicorn.Worker myproject.wsgi``; in development, with
 ``"ignitia_sync.django"`` in ``INSTALLED_APPS`` (before ``"django.contrib.staticfiles"``),
@@ -67,7 +69,10 @@ def host() -> WebSocketHost:
     if _host is None:
         from django.conf import settings  # lazily: the module imports before Django is set up
 
-        _host = WebSocketHost(settings=ConnectionSettings(**getattr(settings, "IGNITIA_SYNC", {})))
+        _host = WebSocketHost(
+            settings=ConnectionSettings(**getattr(settings, "IGNITIA_SYNC", {})),
+            backplane=getattr(settings, "IGNITIA_SYNC_BACKPLANE", None),
+        )
     return _host
 
 

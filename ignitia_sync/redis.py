@@ -1,0 +1,554 @@
+"""A Redis pub/sub backplane: rooms, broadcasts and direct sends across processes and hosts.
+
+``Server(router, addr, backplane=RedisBackplane("redis://redis:6379/0"))`` (or
+``backplane=`` on the WSGI, Flask and Django hosts): ``registry.broadcast(message,
+room=...)`` then reaches every member in every process, and ``registry.send_to(id,
+message)`` the connection ``identify``'d as ``id`` wherever it lives.
+
+Channels (``prefix`` is ``"ignitia"`` by default):
+
+* ``PREFIX:all``: broadcasts to every connection; every process listens.
+* ``PREFIX:room:NAME``: a room's broadcasts; a process listens only while it has local
+  members in the room.
+* ``PREFIX:proc:UID``: direct sends to one process; the hash ``PREFIX:ids`` maps each
+  application id to the process that has it.
+
+Delivery is **at most once**, as with every pub/sub backplane: a message published while
+Redis is unreachable, or while a process is reconnecting, is lost for the processes that
+did not get it. Such losses are never silent: they are counted (``stats()["dropped"]``),
+logged, and ``on_backplane_down``/``on_backplane_up`` are called when the link changes.
+
+One greenlet owns the subscription connection (it alone reads and writes it), another
+owns the publishing connection; handlers only append to a bounded queue, so a publish
+never blocks a handler. Both connections use gevent sockets, so the backplane cooperates
+with or without monkey-patching.
+
+The envelope is plain bytes (kind, message type, the sender's process id, the payload):
+no pickle, nothing a Redis user could make us execute; a malformed or oversized message is
+counted and dropped.
+
+Example:
+    >>> backplane = RedisBackplane("redis://127.0.0.1:6379/0", prefix="chat")
+    >>> backplane.stats()["up"]
+    False
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import random
+import socket
+import struct
+from collections.abc import Callable
+from typing import Any
+
+import gevent
+import gevent.event
+import gevent.socket
+import redis
+import redis.connection
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from .http import escape_for_log
+from .message import Binary, Message, Text
+from .registry import Deliver, DeliverTo
+from .server import LogThrottle
+from .settings import ConnectionSettings
+
+__all__ = ["Emitter", "RedisBackplane"]
+
+log = logging.getLogger("ignitia_sync.redis")
+
+_BROADCAST, _DIRECT, _WAKE = b"B", b"D", b"W"
+_TEXT, _BINARY = b"t", b"b"
+_UID_SIZE = 16
+_HEAD = 2 + _UID_SIZE  # kind, type, sender
+#: Direct send in one round trip: look the id up, publish to its process (-1: unknown id).
+_SEND_TO = """
+local uid = redis.call('HGET', KEYS[1], ARGV[1])
+if not uid then return -1 end
+return redis.call('PUBLISH', ARGV[2] .. uid, ARGV[3])
+"""
+#: Forget an id only if it is still ours (it may have reconnected to another process).
+_FORGET = """
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then return redis.call('HDEL', KEYS[1], ARGV[1]) end
+return 0
+"""
+
+
+def encode(kind: bytes, message: Message, sender: bytes, id: str | None = None) -> bytes:
+    """The envelope of a broadcast or direct message (see the module docstring).
+
+    Example:
+        >>> encode(_BROADCAST, Message.text("hi"), b"0" * 16)
+        b'Bt0000000000000000hi'
+    """
+    if type(message) is Text:
+        type_byte, payload = _TEXT, message.data.encode()
+    elif type(message) is Binary:
+        type_byte, payload = _BINARY, bytes(message.data)
+    else:
+        raise TypeError(f"only Text and Binary messages cross the backplane, not {type(message).__name__}")
+    if id is None:
+        return kind + type_byte + sender + payload
+    name = id.encode()
+    return kind + type_byte + sender + struct.pack("!H", len(name)) + name + payload
+
+
+def decode(data: bytes) -> tuple[bytes, bytes, str | None, Message]:
+    """(kind, sender, id or None, message) of an envelope.
+
+    Raises:
+        ValueError: not one of our envelopes (bad kind, type, length or UTF-8).
+
+    Example:
+        >>> decode(b"Bt0000000000000000hi")[3]
+        Text(data='hi')
+    """
+    if len(data) < _HEAD or data[:1] not in (_BROADCAST, _DIRECT):
+        raise ValueError("not an ignitia_sync envelope")
+    kind, type_byte, sender, rest = data[:1], data[1:2], data[2:_HEAD], data[_HEAD:]
+    id = None
+    if kind == _DIRECT:
+        if len(rest) < 2:
+            raise ValueError("truncated direct envelope")
+        (size,) = struct.unpack("!H", rest[:2])
+        if len(rest) < 2 + size:
+            raise ValueError("truncated direct envelope")
+        id, rest = rest[2 : 2 + size].decode(), rest[2 + size :]
+    if type_byte == _TEXT:
+        return kind, sender, id, Message.text(rest.decode())
+    if type_byte == _BINARY:
+        return kind, sender, id, Message.binary(rest)
+    raise ValueError("unknown message type in envelope")
+
+
+class _GeventConnection(redis.connection.Connection):
+    """redis-py's TCP connection on a gevent socket: cooperative without monkey-patching."""
+
+    def _connect(self) -> socket.socket:
+        sock = gevent.socket.create_connection((self.host, self.port), timeout=self.socket_connect_timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.socket_keepalive:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.settimeout(self.socket_timeout)
+        return sock
+
+
+def _client(url: str, *, retries: int, socket_timeout: float | None) -> redis.Redis:
+    """A redis-py client with one gevent connection (RESP2: plain replies, no push frames)."""
+    options: dict[str, Any] = {
+        "socket_timeout": socket_timeout, "socket_connect_timeout": 5.0, "socket_keepalive": True,
+        "retry": Retry(NoBackoff(), retries), "protocol": 2, "max_connections": 1,
+    }
+    if url.startswith("redis://"):
+        options["connection_class"] = _GeventConnection
+    elif not gevent.monkey.is_module_patched("socket"):
+        raise ValueError(f"{url.split(':')[0]}:// needs a monkey-patched process (gevent.monkey.patch_all())")
+    pool = redis.ConnectionPool.from_url(url, **options)
+    return redis.Redis(connection_pool=pool)
+
+
+class RedisBackplane:
+    """Rooms, broadcasts and ``send_to`` across processes, over Redis pub/sub.
+
+    Args:
+        url: ``redis://host:port/db`` (``rediss://`` and ``unix://`` in a monkey-patched
+            process); a password goes in the URL.
+        prefix: the start of every channel and key (several apps can share one Redis).
+        max_message_size: larger messages are delivered locally but not published (counted
+            as dropped); it is also the largest envelope accepted from Redis. Default:
+            ConnectionSettings' ``max_message_size``.
+        max_pending: messages waiting to be published; beyond, new ones are dropped (counted).
+        health_check_interval: with no traffic for this long, the listener pings Redis; no
+            answer within another interval means a dead link (reconnect).
+        reconnect_initial, reconnect_max: reconnect delays: random in [0, d], d doubling
+            from ``reconnect_initial`` up to ``reconnect_max`` seconds.
+        publish_timeout: a publish that takes longer fails (the link is then down).
+        on_backplane_down, on_backplane_up: called with the backplane when the link to
+            Redis is lost and when it is back (both connections up).
+
+    Example::
+
+        server = Server(router, ("0.0.0.0", 8000), backplane=RedisBackplane("redis://redis:6379/0"))
+    """
+
+    def __init__(
+        self,
+        url: str = "redis://localhost:6379/0",
+        prefix: str = "ignitia",
+        *,
+        max_message_size: int = ConnectionSettings().max_message_size,
+        max_pending: int = 10_000,
+        health_check_interval: float = 5.0,
+        reconnect_initial: float = 0.5,
+        reconnect_max: float = 30.0,
+        publish_timeout: float = 5.0,
+        on_backplane_down: Callable[[RedisBackplane], Any] | None = None,
+        on_backplane_up: Callable[[RedisBackplane], Any] | None = None,
+    ) -> None:
+        if max_message_size <= 0 or max_pending <= 0 or health_check_interval <= 0:
+            raise ValueError("max_message_size, max_pending and health_check_interval must be positive")
+        if not 0 < reconnect_initial <= reconnect_max:
+            raise ValueError("need 0 < reconnect_initial <= reconnect_max")
+        self.url = url
+        self.prefix = prefix
+        self.max_message_size = max_message_size
+        self.max_pending = max_pending
+        self.health_check_interval = health_check_interval
+        self.reconnect_initial = reconnect_initial
+        self.reconnect_max = reconnect_max
+        self.publish_timeout = publish_timeout
+        self.on_backplane_down = on_backplane_down
+        self.on_backplane_up = on_backplane_up
+        #: This process's id on the backplane (its direct channel is ``PREFIX:proc:UID``).
+        self.uid = os.urandom(_UID_SIZE // 2).hex().encode()
+        self._all = f"{prefix}:all".encode()
+        self._room_prefix = f"{prefix}:room:".encode()
+        self._proc_prefix = f"{prefix}:proc:".encode()
+        self._own = self._proc_prefix + self.uid
+        self._ids_key = f"{prefix}:ids"
+        self._rooms: set[str] = set()  # rooms with local members: what we want to hear
+        self._ids: set[str] = set()  # application ids of local connections
+        self._queue: collections.deque[tuple[str, tuple[Any, ...]]] = collections.deque()
+        self._queued_messages = 0
+        self._wake_publisher = gevent.event.Event()
+        self._resubscribe = False  # the wanted channels changed: the listener applies it
+        self._on_broadcast: Deliver | None = None
+        self._on_direct: DeliverTo | None = None
+        self._greenlets: list[gevent.Greenlet[Any, Any]] = []
+        self._closed = False
+        self._listening = self._publishing = False
+        self._up = False
+        self._down = False  # a connection failed and is not back: publishing drops (until then it queues)
+        self._warn = LogThrottle(log, burst=10, interval=10.0, level=logging.WARNING)
+        self.counters = collections.Counter[str]()
+
+    # -- the Backplane interface (called by the registry; never blocks) -----------------
+
+    def attach(self, on_broadcast: Deliver, on_direct: DeliverTo, *, threaded: bool = False) -> None:
+        """Start the listener and the publisher (in this hub, or in a thread of their own)."""
+        if self._on_broadcast is not None:
+            return
+        self._on_broadcast, self._on_direct = on_broadcast, on_direct
+        if threaded:  # a threaded WSGI server: no hub lives as long as the process
+            import threading
+
+            threading.Thread(target=self._run_in_own_hub, name="ignitia-sync-redis", daemon=True).start()
+        else:
+            self._greenlets = [gevent.spawn(self._listen), gevent.spawn(self._publish_loop)]
+
+    def publish(self, message: Message, room: str | None) -> None:
+        """Queue a local broadcast for the other processes (dropped, counted, while Redis is down)."""
+        channel = self._all if room is None else self._room_prefix + room.encode()
+        self._enqueue_message("publish", (channel, encode(_BROADCAST, message, self.uid)))
+
+    def send_to(self, id: str, message: Message) -> bool:
+        """Queue a direct send; the process that has ``id`` delivers it (unknown ids are counted)."""
+        return self._enqueue_message("send_to", (id, encode(_DIRECT, message, self.uid, id)))
+
+    def joined(self, room: str) -> None:
+        """Listen to ``room``'s channel (the listener applies it at once)."""
+        self._rooms.add(room)
+        self._subscriptions_changed()
+
+    def left(self, room: str) -> None:
+        """Stop listening to ``room``'s channel."""
+        self._rooms.discard(room)
+        self._subscriptions_changed()
+
+    def identified(self, id: str) -> None:
+        """Record in Redis that ``id`` lives here."""
+        self._ids.add(id)
+        self._enqueue("identify", (id,))
+
+    def forgotten(self, id: str) -> None:
+        """Remove ``id`` from Redis's directory, if it still points here."""
+        self._ids.discard(id)
+        self._enqueue("forget", (id,))
+
+    def stats(self) -> dict[str, Any]:
+        """``published``, ``received``, ``dropped``, ``unknown_ids``, ``rejected``, ``reconnects``, ``up``.
+
+        Example:
+            >>> sorted(RedisBackplane().stats())[:3]
+            ['dropped', 'kind', 'pending']
+        """
+        return {
+            "kind": "redis", "up": self._up, "pending": self._queued_messages, "rooms": len(self._rooms),
+            **{name: self.counters[name] for name in
+               ("published", "received", "dropped", "unknown_ids", "rejected", "reconnects")},
+        }
+
+    def close(self) -> None:
+        """Stop both greenlets and close the connections; idempotent."""
+        self._closed = True
+        self._wake_publisher.set()
+        for greenlet in self._greenlets:
+            greenlet.kill(block=False)
+
+    # -- queueing --------------------------------------------------------------------------
+
+    def _enqueue_message(self, op: str, args: tuple[Any, ...]) -> bool:
+        size = len(args[1]) - _HEAD
+        if size > self.max_message_size:
+            return self._drop(1, f"message of {size} bytes is over max_message_size")
+        if self._down:
+            return self._drop(1, "Redis is unreachable")
+        if self._queued_messages >= self.max_pending:
+            return self._drop(1, f"{self.max_pending} messages already wait to be published")
+        self._queued_messages += 1
+        self._enqueue(op, args)
+        return True
+
+    def _enqueue(self, op: str, args: tuple[Any, ...]) -> None:
+        self._queue.append((op, args))
+        self._wake_publisher.set()
+
+    def _drop(self, count: int, why: str) -> bool:
+        self.counters["dropped"] += count
+        self._warn.log("backplane: dropped %d message(s): %s (%d dropped so far)", count, why, self.counters["dropped"])
+        return False
+
+    def _subscriptions_changed(self) -> None:
+        self._resubscribe = True
+        if self._up:
+            self._enqueue("wake", ())  # the listener wakes when it hears its own channel
+
+    # -- up and down -------------------------------------------------------------------------
+
+    def _set_link(self, listening: bool | None = None, publishing: bool | None = None) -> None:
+        if listening is not None:
+            self._listening = listening
+        if publishing is not None:
+            self._publishing = publishing
+        up = self._listening and self._publishing
+        if listening is False or publishing is False:
+            self._down = True
+        elif up:
+            self._down = False
+        if up == self._up:
+            return
+        self._up = up
+        if up:
+            log.info("backplane: connected to Redis (%s)", _safe_url(self.url))
+        else:
+            log.warning("backplane: lost Redis (%s); broadcasts stay local until it is back", _safe_url(self.url))
+        callback = self.on_backplane_up if up else self.on_backplane_down
+        if callback is not None:
+            try:
+                callback(self)
+            except Exception:
+                log.exception("backplane: %s callback failed", "on_backplane_up" if up else "on_backplane_down")
+
+    def _pause(self, attempt: int) -> None:
+        """Full jitter: random in [0, min(max, initial * 2**attempt)]."""
+        gevent.sleep(random.uniform(0, min(self.reconnect_max, self.reconnect_initial * 2**attempt)))
+
+    def _run_in_own_hub(self) -> None:
+        self._greenlets = [gevent.spawn(self._listen), gevent.spawn(self._publish_loop)]
+        gevent.joinall(self._greenlets)
+
+    # -- the listener: the one owner of the subscription connection ----------------------------
+
+    def _channels(self) -> set[bytes]:
+        return {self._all, self._own, *(self._room_prefix + room.encode() for room in self._rooms)}
+
+    def _listen(self) -> None:
+        attempt = 0
+        while not self._closed:
+            client = _client(self.url, retries=0, socket_timeout=None)
+            pubsub = client.pubsub()  # type: ignore[no-untyped-call]
+            try:
+                subscribed = self._channels()
+                self._resubscribe = False
+                pubsub.subscribe(*subscribed)
+                if attempt:
+                    self.counters["reconnects"] += 1
+                    self._enqueue("register", ())  # Redis may have restarted empty: the directory too
+                self._set_link(listening=True)
+                attempt = 0
+                self._receive(pubsub, subscribed)
+            except (redis.RedisError, OSError) as exc:
+                self._set_link(listening=False)
+                self._warn.log("backplane: subscription lost (%s); reconnecting", escape_for_log(str(exc)))
+                self._pause(attempt)
+                attempt += 1
+            finally:
+                pubsub.close()
+                client.close()
+
+    def _receive(self, pubsub: Any, subscribed: set[bytes]) -> None:
+        pinged = False
+        while not self._closed:
+            if self._resubscribe:
+                self._resubscribe = False
+                wanted = self._channels()
+                if wanted - subscribed:
+                    pubsub.subscribe(*(wanted - subscribed))
+                if subscribed - wanted:
+                    pubsub.unsubscribe(*(subscribed - wanted))
+                subscribed = wanted
+            message = pubsub.get_message(timeout=self.health_check_interval)
+            if message is None:
+                if pinged:
+                    raise redis.ConnectionError(f"no answer from Redis in {self.health_check_interval:g} s")
+                pubsub.ping()
+                pinged = True
+                continue
+            pinged = False
+            if message["type"] == "message":
+                self._hear(message["channel"], message["data"])
+
+    def _hear(self, channel: bytes, data: bytes) -> None:
+        if data == _WAKE or data[2:_HEAD] == self.uid:
+            return  # a wake-up, or our own broadcast (delivered locally already)
+        try:
+            if len(data) > self.max_message_size + _HEAD + 2 + 65535:
+                raise ValueError("over max_message_size")
+            kind, _, id, message = decode(data)
+        except ValueError as exc:  # not ours, malformed, not UTF-8: never delivered
+            self.counters["rejected"] += 1
+            self._warn.log("backplane: rejected a message on %s: %s", escape_for_log(channel.decode("latin-1")), exc)
+            return
+        self.counters["received"] += 1
+        assert self._on_broadcast is not None and self._on_direct is not None
+        if kind == _DIRECT:
+            assert id is not None
+            self._on_direct(id, message)
+        elif channel == self._all:
+            self._on_broadcast(message, None)
+        elif channel.startswith(self._room_prefix):
+            self._on_broadcast(message, channel[len(self._room_prefix):].decode())
+
+    # -- the publisher: the one owner of the publishing connection ---------------------------
+
+    def _publish_loop(self) -> None:
+        attempt = 0
+        client: redis.Redis | None = None
+        while not self._closed:
+            try:
+                if client is None:
+                    client = _client(self.url, retries=1, socket_timeout=self.publish_timeout)
+                    client.ping()
+                    send_to, forget = client.register_script(_SEND_TO), client.register_script(_FORGET)
+                    self._register_ids(client)
+                    if attempt:
+                        self.counters["reconnects"] += 1
+                    self._set_link(publishing=True)
+                    attempt = 0
+                if not self._queue:
+                    self._wake_publisher.clear()
+                    self._wake_publisher.wait()
+                    continue
+                self._flush(client, send_to, forget)
+            except (redis.RedisError, OSError) as exc:
+                self._set_link(publishing=False)
+                lost = self._queued_messages
+                self._queue.clear()
+                self._queued_messages = 0
+                if lost:
+                    self._drop(lost, f"Redis failed while publishing ({escape_for_log(str(exc))})")
+                else:
+                    self._warn.log("backplane: publishing connection lost (%s)", escape_for_log(str(exc)))
+                if client is not None:
+                    client.close()
+                client = None
+                self._pause(attempt)
+                attempt += 1
+        if client is not None:
+            client.close()
+
+    def _register_ids(self, client: Any) -> None:
+        """Say (again) which application ids live here: Redis may have restarted empty."""
+        if self._ids:
+            client.hset(self._ids_key, mapping=dict.fromkeys(self._ids, self.uid))
+
+    def _flush(self, client: redis.Redis, send_to: Any, forget: Any) -> None:
+        """Send what is queued, up to 256 operations in one pipeline (one round trip)."""
+        batch = [self._queue.popleft() for _ in range(min(256, len(self._queue)))]
+        pipe = client.pipeline(transaction=False)
+        for op, args in batch:
+            if op == "publish":
+                pipe.publish(*args)
+            elif op == "send_to":
+                send_to(keys=[self._ids_key], args=[args[0], self._proc_prefix, args[1]], client=pipe)
+            elif op == "identify":
+                pipe.hset(self._ids_key, args[0], self.uid)
+            elif op == "forget":
+                forget(keys=[self._ids_key], args=[args[0], self.uid], client=pipe)
+            elif op == "register":
+                self._register_ids(pipe)
+            else:  # wake
+                pipe.publish(self._own, _WAKE)
+        try:
+            results = pipe.execute()
+        finally:
+            sent = sum(1 for op, _ in batch if op in ("publish", "send_to"))
+            self._queued_messages -= sent
+        for (op, _), result in zip(batch, results, strict=True):
+            if op == "publish":
+                self.counters["published"] += 1
+            elif op == "send_to":
+                if result == -1 or result == 0:  # no such id, or its process is gone
+                    self.counters["unknown_ids"] += 1
+                    self._warn.log("backplane: send_to an id no process has (%d so far)", self.counters["unknown_ids"])
+                else:
+                    self.counters["published"] += 1
+
+
+class Emitter:
+    """Publish to a backplane's connections from a process that serves no WebSockets.
+
+    For a Celery task, a cron job or a view in another process: blocking calls, no
+    greenlets, no monkey-patching needed.
+
+    Args:
+        url, prefix: the same Redis and prefix as the servers' :class:`RedisBackplane`.
+
+    Example::
+
+        Emitter("redis://redis:6379/0").broadcast("the report is ready", room="finance")
+        Emitter("redis://redis:6379/0").send_to("alice", {"type": "ping"})
+    """
+
+    def __init__(self, url: str = "redis://localhost:6379/0", prefix: str = "ignitia") -> None:
+        self._client = redis.Redis.from_url(url, protocol=2)
+        self._prefix = prefix
+        self._uid = os.urandom(_UID_SIZE // 2).hex().encode()
+        self._send_to = self._client.register_script(_SEND_TO)
+
+    def broadcast(self, message: Message | str | bytes, room: str | None = None) -> int:
+        """Send to every connection (or every member of ``room``); returns how many processes heard it."""
+        channel = f"{self._prefix}:all" if room is None else f"{self._prefix}:room:{room}"
+        return int(self._client.publish(channel, encode(_BROADCAST, _as_message(message), self._uid)))
+
+    def send_to(self, id: str, message: Message | str | bytes) -> bool:
+        """Send to the connection identified as ``id``; False when no process has it."""
+        envelope = encode(_DIRECT, _as_message(message), self._uid, id)
+        result = self._send_to(keys=[f"{self._prefix}:ids"], args=[id, f"{self._prefix}:proc:", envelope])
+        return int(result) > 0
+
+    def close(self) -> None:
+        """Close the connection to Redis."""
+        self._client.close()
+
+
+def _as_message(message: Message | str | bytes) -> Message:
+    if isinstance(message, str):
+        return Message.text(message)
+    if isinstance(message, bytes | bytearray | memoryview):
+        return Message.binary(bytes(message))
+    return message
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its password, for logs."""
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        rest = "***@" + rest.rsplit("@", 1)[1]
+    return escape_for_log(scheme + sep + rest)
+

@@ -1,0 +1,269 @@
+"""The Redis backplane against a real redis-server: rooms, send_to and faults across processes.
+
+redis-server is Debian's package (``.ci/run`` installs it); each test starts its own on a
+free port and stops it. The chat servers are ``examples/redis_chat.py``, each in its own
+process, and the clients are python-websockets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+from websockets.sync.client import ClientConnection, connect
+
+from ignitia_sync import Message
+from ignitia_sync.redis import Emitter, decode, encode
+
+from .subprocess_server import ROOT, free_port
+
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+
+
+class RedisServer:
+    """A redis-server of our own on a free port; :meth:`kill` and :meth:`start` again on the same port."""
+
+    def __init__(self, *options: str) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.options = options
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             *self.options],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                redis.Redis.from_url(self.url).ping()
+                return
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.05)
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(10)
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url)
+
+    def subscribers(self, channel: str) -> int:
+        return int(dict(self.client().pubsub_numsub(channel))[channel.encode()])
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer()
+    server.start()
+    yield server
+    server.kill()
+
+
+class ChatProcess:
+    """examples/redis_chat.py in its own process; its output is kept for the assertions."""
+
+    def __init__(self, url: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "examples/redis_chat.py", "--port", "0"], cwd=ROOT, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": ROOT, "REDIS_URL": url},
+        )
+        self.lines: list[str] = []
+        found = threading.Event()
+        self.base = ""
+
+        def drain() -> None:
+            assert self.process.stdout is not None
+            for line in self.process.stdout:
+                self.lines.append(line)
+                match = re.search(r"ws://[\d.]+:\d+", line)
+                if match and not self.base:
+                    self.base = match.group(0)
+                    found.set()
+
+        threading.Thread(target=drain, daemon=True).start()
+        assert found.wait(30), "chat process did not start:\n" + "".join(self.lines)
+
+    def stats(self) -> dict[str, object]:
+        with connect(f"{self.base}/stats") as ws:
+            return dict(json.loads(ws.recv(timeout=10)))
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        assert self.process.wait(20) == 0, "".join(self.lines)
+        assert "Traceback" not in "".join(self.lines), "".join(self.lines)
+
+
+@contextlib.contextmanager
+def chat_processes(url: str, count: int) -> Iterator[list[ChatProcess]]:
+    processes = [ChatProcess(url) for _ in range(count)]
+    try:
+        yield processes
+    finally:
+        for process in processes:
+            process.stop()
+
+
+def wait_until(condition, timeout: float = 15.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def join(base: str, room: str, user: str) -> ClientConnection:
+    ws = connect(f"{base}/chat/{room}/{user}", open_timeout=10)
+    assert ws.recv(timeout=10) == f"* {user} joined {room}"  # its own join, at least
+    return ws
+
+
+def drain_joins(ws: ClientConnection) -> None:
+    """Skip the join notices of members that joined later (they race with the subscriptions)."""
+    with contextlib.suppress(TimeoutError):
+        while True:
+            ws.recv(timeout=0.3)
+
+
+@pytest.mark.parametrize("count", [2, 4])
+def test_every_member_gets_every_message_in_order_across_processes(redis_server, count):
+    with chat_processes(redis_server.url, count) as processes:
+        members = []
+        for i, process in enumerate(processes * 2):  # two members per process
+            members.append((f"user{i}", join(process.base, "lobby", f"user{i}")))
+        wait_until(lambda: redis_server.subscribers("ignitia:room:lobby") == count, what="every process subscribed")
+        for _, ws in members:
+            drain_joins(ws)
+        per_sender = 10
+        for n in range(per_sender):
+            for _, ws in members:
+                ws.send(f"{n}")
+        expected = {user: [f"{user}: {n}" for n in range(per_sender)] for user, _ in members}
+        for _, ws in members:
+            got: dict[str, list[str]] = {user: [] for user, _ in members}
+            for _ in range(per_sender * len(members)):
+                text = ws.recv(timeout=10)
+                got[text.split(":")[0]].append(text)
+            assert got == expected  # all of them, and in order per sender
+        for _, ws in members:
+            ws.close()
+        for process in processes:
+            stats = process.stats()
+            assert stats["up"] is True and stats["dropped"] == 0 and stats["rejected"] == 0
+            assert stats["published"] >= per_sender * 2  # its two members' messages went out
+
+
+def test_send_to_reaches_an_id_in_another_process(redis_server):
+    with chat_processes(redis_server.url, 2) as (first, second):
+        alice = join(first.base, "a", "alice")
+        bob = join(second.base, "b", "bob")
+        wait_until(lambda: redis_server.client().hget("ignitia:ids", "bob") is not None, what="bob in the directory")
+        alice.send("@bob hello from the other process")
+        assert bob.recv(timeout=10) == "alice (to you): hello from the other process"
+        alice.send("@nobody are you there?")  # handed to the backplane, which counts it
+        wait_until(lambda: first.stats()["unknown_ids"] == 1, what="the unknown id counted")
+        bob.close()
+        wait_until(lambda: redis_server.client().hget("ignitia:ids", "bob") is None, what="bob forgotten")
+        alice.close()
+
+
+def test_an_emitter_in_a_third_process_reaches_rooms_and_ids(redis_server):
+    with chat_processes(redis_server.url, 2) as (first, second):
+        carol, dan = join(first.base, "news", "carol"), join(second.base, "news", "dan")
+        wait_until(lambda: redis_server.subscribers("ignitia:room:news") == 2, what="both subscribed")
+        drain_joins(carol)
+        emitter = Emitter(redis_server.url)  # this test process serves no WebSockets
+        assert emitter.broadcast("the report is ready", room="news") == 2
+        assert carol.recv(timeout=10) == dan.recv(timeout=10) == "the report is ready"
+        assert emitter.send_to("dan", b"\x00binary") is True
+        assert dan.recv(timeout=10) == b"\x00binary"
+        assert emitter.send_to("nobody", "lost") is False
+        emitter.close()
+        carol.close()
+        dan.close()
+
+
+def test_redis_restarting_drops_are_counted_then_traffic_resumes(redis_server):
+    with chat_processes(redis_server.url, 2) as (first, second):
+        erin, frank = join(first.base, "ops", "erin"), join(second.base, "ops", "frank")
+        wait_until(lambda: redis_server.subscribers("ignitia:room:ops") == 2, what="both subscribed")
+        drain_joins(erin)
+        redis_server.kill()
+        wait_until(lambda: first.stats()["up"] is False, what="the first process to see Redis down")
+        erin.send("while Redis is down")
+        assert erin.recv(timeout=10) == "erin: while Redis is down"  # local members still get it
+        wait_until(lambda: first.stats()["dropped"] >= 1, what="the drop counted")
+        wait_until(lambda: any("backplane: dropped 1 message" in line for line in first.lines), what="the log line")
+        redis_server.start()  # empty: no subscriptions, no directory
+        wait_until(lambda: first.stats()["up"] is True and second.stats()["up"] is True, what="both back")
+        wait_until(lambda: redis_server.subscribers("ignitia:room:ops") == 2, what="both resubscribed")
+        assert first.stats()["reconnects"] >= 1
+        for sender, receiver, name in ((erin, frank, "erin"), (frank, erin, "frank")):  # no process deaf
+            sender.send("after")
+            texts = [receiver.recv(timeout=10)]
+            while texts[-1] != f"{name}: after":
+                texts.append(receiver.recv(timeout=10))
+        drain_joins(erin)
+        drain_joins(frank)  # each one's own "after"
+        wait_until(lambda: redis_server.client().hget("ignitia:ids", "frank") is not None, what="ids registered again")
+        erin.send("@frank still there?")
+        assert frank.recv(timeout=10) == "erin (to you): still there?"
+        erin.close()
+        frank.close()
+
+
+def test_redis_closing_idle_clients_loses_nothing():
+    server = RedisServer("--timeout", "1")  # Redis closes connections idle for a second
+    server.start()
+    try:
+        with chat_processes(server.url, 2) as (first, second):
+            gina, hal = join(first.base, "quiet", "gina"), join(second.base, "quiet", "hal")
+            wait_until(lambda: server.subscribers("ignitia:room:quiet") == 2, what="both subscribed")
+            drain_joins(gina)
+            for n in range(3):
+                time.sleep(2.5)  # the publishing connections are closed meanwhile
+                gina.send(f"after a pause {n}")
+                assert hal.recv(timeout=10) == f"gina: after a pause {n}"
+            assert first.stats()["dropped"] == 0 and first.stats()["up"] is True
+            gina.close()
+            hal.close()
+    finally:
+        server.kill()
+
+
+def test_garbage_on_our_channels_is_rejected_and_counted(redis_server):
+    with chat_processes(redis_server.url, 1) as (only,):
+        ivy = join(only.base, "lab", "ivy")
+        wait_until(lambda: redis_server.subscribers("ignitia:room:lab") == 1, what="subscribed")
+        client = redis_server.client()
+        client.publish("ignitia:room:lab", b"not an envelope")
+        client.publish("ignitia:room:lab", b"Bt" + b"9" * 16 + b"\xff\xfe")  # a text that is not UTF-8
+        client.publish("ignitia:room:lab", encode(b"B", Message.text("fine"), b"9" * 16))
+        assert ivy.recv(timeout=10) == "fine"  # the bad ones never reached the member
+        assert only.stats()["rejected"] == 2
+        ivy.close()
+
+
+def test_the_envelope_round_trips_and_refuses_what_is_not_ours():
+    sender = b"a" * 16
+    kind, who, id, message = decode(encode(b"D", Message.text("héllo"), sender, "zoë"))
+    assert (kind, who, id, message) == (b"D", sender, "zoë", Message.text("héllo"))
+    assert decode(encode(b"B", Message.binary(b"\x00\x01"), sender))[3] == Message.binary(b"\x00\x01")
+    for bad in (b"", b"X" + b"t" + sender, b"Bq" + sender, b"D" + b"t" + sender + b"\x00\x09ab"):
+        with pytest.raises(ValueError):
+            decode(bad)
