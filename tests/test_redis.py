@@ -26,7 +26,7 @@ from websockets.sync.client import ClientConnection, connect
 from ignitia_sync import Message
 from ignitia_sync.redis import Emitter, decode, encode
 
-from .subprocess_server import ROOT, free_port
+from .subprocess_server import ROOT, free_port, host_command, running
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
@@ -267,3 +267,22 @@ def test_the_envelope_round_trips_and_refuses_what_is_not_ours():
     for bad in (b"", b"X" + b"t" + sender, b"Bq" + sender, b"D" + b"t" + sender + b"\x00\x09ab"):
         with pytest.raises(ValueError):
             decode(bad)
+
+
+def test_gunicorn_four_workers_share_a_room_through_redis(redis_server):
+    port = free_port()
+    command = host_command("gunicorn", "tests.scripts.flask_app:app", port, workers=4)
+    with running(command, port, {"IGNITIA_TEST_REDIS": redis_server.url}), contextlib.ExitStack() as stack:
+        members: dict[str, list[ClientConnection]] = {}
+        for opened in range(1, 41):  # the kernel spreads accepts over the workers; no stickiness needed
+            ws = stack.enter_context(connect(f"ws://127.0.0.1:{port}/ws/worker/hall", open_timeout=10))
+            members.setdefault(ws.recv(timeout=10), []).append(ws)
+            if len(members) == 4 and opened >= 8:
+                break
+        assert len(members) >= 2, f"every connection landed on one worker: {members.keys()}"
+        wait_until(lambda: redis_server.subscribers("ignitia:room:hall") == len(members), what="every worker subscribed")
+        everyone = [ws for group in members.values() for ws in group]
+        sender_pid, (sender, *_) = next(iter(members.items()))
+        sender.send("hello hall")
+        for ws in everyone:  # members on every worker, the sender's own worker included
+            assert ws.recv(timeout=10) == f"{sender_pid}: hello hall"

@@ -20,6 +20,7 @@ from ignitia_sync.flask import ConnectionClosed, Sock
 app = Flask(__name__)
 app.secret_key = "test only"
 app.config["IGNITIA_SYNC"] = {"max_message_size": 8 << 20}
+app.config["IGNITIA_SYNC_BACKPLANE"] = os.environ.get("IGNITIA_TEST_REDIS")  # None: this process only
 login_manager = LoginManager(app)
 
 
@@ -80,6 +81,15 @@ def count(ws, n):
     for i in range(n):
         ws.send(str(i * 2))  # n is an int: Flask's converter ran
     ws.close(1000, "counted")
+
+
+@sock.route("/ws/worker/<room>")
+def worker_room(ws, room):
+    """Says which process serves it, then relays each message to the room (every worker with a backplane)."""
+    ws.join(room)
+    ws.send(str(os.getpid()))
+    while True:
+        ws.registry.broadcast(Message.text(f"{os.getpid()}: {ws.receive()}"), room=room)
 
 
 @sock.route("/ws/echo")
