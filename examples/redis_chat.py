@@ -2,6 +2,7 @@
 
 Run: REDIS_URL=redis://127.0.0.1:6379/0 python examples/redis_chat.py --port 8001
      REDIS_URL=redis://127.0.0.1:6379/0 python examples/redis_chat.py --port 8002
+With a Redis Cluster (sharded pub/sub), give one node and REDIS_SHARDED=1.
 
 Connect to ws://127.0.0.1:8001/chat/ROOM/USER on either process: every member of ROOM hears
 every message, whichever process it is on; "@bob text" reaches bob only, wherever he is
@@ -52,4 +53,5 @@ if __name__ == "__main__":
     import logging
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    run(app, backplane=RedisBackplane(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")))
+    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    run(app, backplane=RedisBackplane(url, sharded=os.environ.get("REDIS_SHARDED") == "1"))

@@ -10,8 +10,11 @@ Channels (``prefix`` is ``"ignitia"`` by default):
 * ``PREFIX:all``: broadcasts to every connection; every process listens.
 * ``PREFIX:room:NAME``: a room's broadcasts; a process listens only while it has local
   members in the room.
-* ``PREFIX:proc:UID``: direct sends to one process; the hash ``PREFIX:ids`` maps each
-  application id to the process that has it.
+* ``{PREFIX}:proc:UID``: direct sends to one process; the hash ``{PREFIX}:ids`` maps each
+  application id to the process that has it (one hash tag: one cluster slot).
+
+With ``sharded=True`` (Redis Cluster, Redis 7+) the same channels are shard channels
+(SPUBLISH/SSUBSCRIBE): a room's traffic goes through the shard that owns its channel.
 
 Delivery is **at most once**, as with every pub/sub backplane: a message published while
 Redis is unreachable, or while a process is reconnecting, is lost for the processes that
@@ -41,6 +44,7 @@ import os
 import random
 import socket
 import struct
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -50,6 +54,8 @@ import gevent.socket
 import redis
 import redis.connection
 from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
+from redis.crc import key_slot
 from redis.retry import Retry
 
 from .http import escape_for_log
@@ -67,10 +73,11 @@ _TEXT, _BINARY = b"t", b"b"
 _UID_SIZE = 16
 _HEAD = 2 + _UID_SIZE  # kind, type, sender
 #: Direct send in one round trip: look the id up, publish to its process (-1: unknown id).
+#: ``%s`` is PUBLISH, or SPUBLISH in sharded mode (the channel shares the key's hash tag).
 _SEND_TO = """
 local uid = redis.call('HGET', KEYS[1], ARGV[1])
 if not uid then return -1 end
-return redis.call('PUBLISH', ARGV[2] .. uid, ARGV[3])
+return redis.call('%s', ARGV[2] .. uid, ARGV[3])
 """
 #: Forget an id only if it is still ours (it may have reconnected to another process).
 _FORGET = """
@@ -138,18 +145,52 @@ class _GeventConnection(redis.connection.Connection):
         return sock
 
 
-def _client(url: str, *, retries: int, socket_timeout: float | None) -> redis.Redis:
-    """A redis-py client with one gevent connection (RESP2: plain replies, no push frames)."""
+def _options(url: str, *, retries: int, socket_timeout: float | None) -> dict[str, Any]:
+    """redis-py options: gevent sockets, RESP2 (plain replies), our own retry policy."""
     options: dict[str, Any] = {
         "socket_timeout": socket_timeout, "socket_connect_timeout": 5.0, "socket_keepalive": True,
-        "retry": Retry(NoBackoff(), retries), "protocol": 2, "max_connections": 1,
+        "retry": Retry(NoBackoff(), retries), "protocol": 2,
     }
     if url.startswith("redis://"):
         options["connection_class"] = _GeventConnection
     elif not gevent.monkey.is_module_patched("socket"):
         raise ValueError(f"{url.split(':')[0]}:// needs a monkey-patched process (gevent.monkey.patch_all())")
-    pool = redis.ConnectionPool.from_url(url, **options)
-    return redis.Redis(connection_pool=pool)
+    return options
+
+
+def _client(url: str, *, retries: int, socket_timeout: float | None) -> redis.Redis:
+    """A redis-py client with one gevent connection."""
+    options = _options(url, retries=retries, socket_timeout=socket_timeout)
+    return redis.Redis(connection_pool=redis.ConnectionPool.from_url(url, max_connections=1, **options))
+
+
+def _cluster(url: str, *, retries: int, socket_timeout: float | None) -> RedisCluster:
+    """A Redis Cluster client (slot map, one connection per node) on gevent connections."""
+    return RedisCluster.from_url(url, **_options(url, retries=retries, socket_timeout=socket_timeout))
+
+
+class _Sequential:
+    """A pipeline's interface for a cluster client: each command runs at once (no cross-slot batches)."""
+
+    def __init__(self, client: RedisCluster) -> None:
+        self._client = client
+        self._results: list[Any] = []
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        method = getattr(self._client, name)
+
+        def call(*args: Any, **kwargs: Any) -> None:
+            self._results.append(method(*args, **kwargs))
+
+        return call
+
+    def run_script(self, script: Any, keys: list[Any], args: list[Any]) -> None:
+        """Run a registered script now (it loads itself on the node that needs it)."""
+        self._results.append(script(keys=keys, args=args, client=self._client))
+
+    def execute(self) -> list[Any]:
+        results, self._results = self._results, []
+        return results
 
 
 class RedisBackplane:
@@ -168,6 +209,9 @@ class RedisBackplane:
         reconnect_initial, reconnect_max: reconnect delays: random in [0, d], d doubling
             from ``reconnect_initial`` up to ``reconnect_max`` seconds.
         publish_timeout: a publish that takes longer fails (the link is then down).
+        sharded: ``url`` is a node of a Redis Cluster (Redis 7+): sharded pub/sub
+            (SPUBLISH/SSUBSCRIBE), so each room's traffic goes through the one shard that owns
+            its channel, and the cluster grows with more shards. One listener per shard.
         on_backplane_down, on_backplane_up: called with the backplane when the link to
             Redis is lost and when it is back (both connections up).
 
@@ -187,6 +231,7 @@ class RedisBackplane:
         reconnect_initial: float = 0.5,
         reconnect_max: float = 30.0,
         publish_timeout: float = 5.0,
+        sharded: bool = False,
         on_backplane_down: Callable[[RedisBackplane], Any] | None = None,
         on_backplane_up: Callable[[RedisBackplane], Any] | None = None,
     ) -> None:
@@ -204,19 +249,22 @@ class RedisBackplane:
         self.publish_timeout = publish_timeout
         self.on_backplane_down = on_backplane_down
         self.on_backplane_up = on_backplane_up
-        #: This process's id on the backplane (its direct channel is ``PREFIX:proc:UID``).
+        self.sharded = sharded
+        #: This process's id on the backplane (its direct channel is ``{PREFIX}:proc:UID``).
         self.uid = os.urandom(_UID_SIZE // 2).hex().encode()
-        self._all = f"{prefix}:all".encode()
-        self._room_prefix = f"{prefix}:room:".encode()
-        self._proc_prefix = f"{prefix}:proc:".encode()
+        names = _Names(prefix)
+        self._all, self._room_prefix, self._proc_prefix, self._ids_key = (
+            names.all, names.room_prefix, names.proc_prefix, names.ids_key
+        )
         self._own = self._proc_prefix + self.uid
-        self._ids_key = f"{prefix}:ids"
+        self._publish_command = "spublish" if sharded else "publish"
+        self._wake_channels: list[bytes] = [self._own]  # one per shard listener
+        self._generation = 0  # bumped when the wanted channels change
         self._rooms: set[str] = set()  # rooms with local members: what we want to hear
         self._ids: set[str] = set()  # application ids of local connections
         self._queue: collections.deque[tuple[str, tuple[Any, ...]]] = collections.deque()
         self._queued_messages = 0
         self._wake_publisher = gevent.event.Event()
-        self._resubscribe = False  # the wanted channels changed: the listener applies it
         self._on_broadcast: Deliver | None = None
         self._on_direct: DeliverTo | None = None
         self._greenlets: list[gevent.Greenlet[Any, Any]] = []
@@ -314,9 +362,9 @@ class RedisBackplane:
         return False
 
     def _subscriptions_changed(self) -> None:
-        self._resubscribe = True
+        self._generation += 1
         if self._up:
-            self._enqueue("wake", ())  # the listener wakes when it hears its own channel
+            self._enqueue("wake", ())  # each shard listener wakes when it hears its wake channel
 
     # -- up and down -------------------------------------------------------------------------
 
@@ -336,7 +384,7 @@ class RedisBackplane:
         if up:
             log.info("backplane: connected to Redis (%s)", _safe_url(self.url))
         else:
-            log.warning("backplane: lost Redis (%s); broadcasts stay local until it is back", _safe_url(self.url))
+            self._warn.log("backplane: lost Redis (%s); broadcasts stay local until it is back", _safe_url(self.url))
         callback = self.on_backplane_up if up else self.on_backplane_down
         if callback is not None:
             try:
@@ -352,56 +400,91 @@ class RedisBackplane:
         self._greenlets = [gevent.spawn(self._listen), gevent.spawn(self._publish_loop)]
         gevent.joinall(self._greenlets)
 
-    # -- the listener: the one owner of the subscription connection ----------------------------
+    # -- the listeners: one per shard, each the one owner of its subscription connection -----
 
     def _channels(self) -> set[bytes]:
         return {self._all, self._own, *(self._room_prefix + room.encode() for room in self._rooms)}
 
     def _listen(self) -> None:
+        """Supervise the shard listeners: (re)connect all of them when one fails."""
         attempt = 0
+        failed = False
         while not self._closed:
-            client = _client(self.url, retries=0, socket_timeout=None)
-            pubsub = client.pubsub()  # type: ignore[no-untyped-call]
+            shards: list[_Shard] = []
+            listeners: list[gevent.Greenlet[Any, Any]] = []
+            connected_at = time.monotonic()
             try:
-                subscribed = self._channels()
-                self._resubscribe = False
-                pubsub.subscribe(*subscribed)
-                if attempt:
+                shards = self._connect_shards()  # subscribed here, then each handed to its greenlet
+                self._wake_channels = [shard.wake for shard in shards]
+                if failed:
                     self.counters["reconnects"] += 1
                     self._enqueue("register", ())  # Redis may have restarted empty: the directory too
                 self._set_link(listening=True)
-                attempt = 0
-                self._receive(pubsub, subscribed)
-            except (redis.RedisError, OSError) as exc:
+                listeners = [gevent.spawn(self._listen_shard, shard) for shard in shards]
+                for ended in gevent.joinall(listeners, count=1):
+                    raise ended.value if isinstance(ended.value, Exception) else redis.ConnectionError("listener ended")
+            except Exception as exc:  # a Redis or network error; anything else is logged in full
                 self._set_link(listening=False)
-                self._warn.log("backplane: subscription lost (%s); reconnecting", escape_for_log(str(exc)))
+                if isinstance(exc, redis.RedisError | OSError):
+                    self._warn.log("backplane: subscription lost (%s); reconnecting", escape_for_log(str(exc)))
+                else:
+                    log.exception("backplane: listener failed; reconnecting")
+                gevent.killall(listeners)
+                failed = True
+                if time.monotonic() - connected_at > self.reconnect_max:
+                    attempt = 0  # it had been up for a while: start the backoff again (no flapping storm)
                 self._pause(attempt)
                 attempt += 1
             finally:
-                pubsub.close()
-                client.close()
+                gevent.killall(listeners)
+                for shard in shards:
+                    shard.close()
 
-    def _receive(self, pubsub: Any, subscribed: set[bytes]) -> None:
+    def _connect_shards(self) -> list[_Shard]:
+        """One subscribed connection per shard (one in all when not sharded)."""
+        if not self.sharded:
+            return [_Shard(self, _client(self.url, retries=0, socket_timeout=None), self._own, None)]
+        cluster = _cluster(self.url, retries=0, socket_timeout=None)
+        try:
+            shards = []
+            for node in cluster.get_primaries():  # type: ignore[no-untyped-call]
+                options = _options(self.url, retries=0, socket_timeout=None)
+                client = redis.Redis(
+                    connection_pool=redis.ConnectionPool(host=node.host, port=node.port, max_connections=1, **options)
+                )
+                shards.append(_Shard(self, client, None, (cluster, node.name)))
+            return shards
+        finally:
+            cluster.close()
+
+    def _listen_shard(self, shard: _Shard) -> Exception | None:
+        """Read one shard's messages; returns what broke the link (the supervisor reconnects)."""
+        try:
+            self._read_shard(shard)
+        except (redis.RedisError, OSError) as exc:
+            return exc
+        return None
+
+    def _read_shard(self, shard: _Shard) -> None:
+        """Apply subscription changes between reads; ping after silence."""
         pinged = False
+        generation = shard.generation
         while not self._closed:
-            if self._resubscribe:
-                self._resubscribe = False
-                wanted = self._channels()
-                if wanted - subscribed:
-                    pubsub.subscribe(*(wanted - subscribed))
-                if subscribed - wanted:
-                    pubsub.unsubscribe(*(subscribed - wanted))
-                subscribed = wanted
-            message = pubsub.get_message(timeout=self.health_check_interval)
+            if generation != self._generation:
+                generation = self._generation
+                shard.update()
+            message = shard.pubsub.get_message(timeout=self.health_check_interval)
             if message is None:
                 if pinged:
                     raise redis.ConnectionError(f"no answer from Redis in {self.health_check_interval:g} s")
-                pubsub.ping()
+                shard.pubsub.ping()
                 pinged = True
                 continue
             pinged = False
-            if message["type"] == "message":
+            if message["type"] == shard.kind:
                 self._hear(message["channel"], message["data"])
+            elif message["type"] == "sunsubscribe" and message["channel"] in shard.subscribed:
+                raise redis.ConnectionError("the cluster moved a channel's slot")  # resubscribe everywhere
 
     def _hear(self, channel: bytes, data: bytes) -> None:
         if data == _WAKE or data[2:_HEAD] == self.uid:
@@ -428,13 +511,16 @@ class RedisBackplane:
 
     def _publish_loop(self) -> None:
         attempt = 0
-        client: redis.Redis | None = None
+        client: redis.Redis | RedisCluster | None = None
         while not self._closed:
             try:
                 if client is None:
-                    client = _client(self.url, retries=1, socket_timeout=self.publish_timeout)
+                    client = (_cluster if self.sharded else _client)(
+                        self.url, retries=1, socket_timeout=self.publish_timeout
+                    )
                     client.ping()
-                    send_to, forget = client.register_script(_SEND_TO), client.register_script(_FORGET)
+                    send_to = client.register_script(_SEND_TO % ("SPUBLISH" if self.sharded else "PUBLISH"))
+                    forget = client.register_script(_FORGET)
                     self._register_ids(client)
                     if attempt:
                         self.counters["reconnects"] += 1
@@ -445,7 +531,9 @@ class RedisBackplane:
                     self._wake_publisher.wait()
                     continue
                 self._flush(client, send_to, forget)
-            except (redis.RedisError, OSError) as exc:
+            except Exception as exc:  # a Redis or network error; anything else is logged in full
+                if not isinstance(exc, redis.RedisError | OSError):
+                    log.exception("backplane: publisher failed")
                 self._set_link(publishing=False)
                 lost = self._queued_messages
                 self._queue.clear()
@@ -467,29 +555,47 @@ class RedisBackplane:
         if self._ids:
             client.hset(self._ids_key, mapping=dict.fromkeys(self._ids, self.uid))
 
-    def _flush(self, client: redis.Redis, send_to: Any, forget: Any) -> None:
+    def _flush(self, client: redis.Redis | RedisCluster, send_to: Any, forget: Any) -> None:
         """Send what is queued, up to 256 operations in one pipeline (one round trip)."""
         batch = [self._queue.popleft() for _ in range(min(256, len(self._queue)))]
-        pipe = client.pipeline(transaction=False)
-        for op, args in batch:
-            if op == "publish":
-                pipe.publish(*args)
-            elif op == "send_to":
-                send_to(keys=[self._ids_key], args=[args[0], self._proc_prefix, args[1]], client=pipe)
-            elif op == "identify":
-                pipe.hset(self._ids_key, args[0], self.uid)
-            elif op == "forget":
-                forget(keys=[self._ids_key], args=[args[0], self.uid], client=pipe)
-            elif op == "register":
-                self._register_ids(pipe)
-            else:  # wake
-                pipe.publish(self._own, _WAKE)
+        pipe: Any
+        if isinstance(client, RedisCluster):
+            pipe = _Sequential(client)
+            run_script = pipe.run_script
+        else:
+            pipe = client.pipeline(transaction=False)
+
+            def run_script(script: Any, keys: list[Any], args: list[Any]) -> None:
+                script(keys=keys, args=args, client=pipe)
+
+        publish = getattr(pipe, self._publish_command)
+        issued: list[str] = []  # the operation of each command, in order (a wake may be several)
+        messages = sum(1 for op, _ in batch if op in ("publish", "send_to"))
+        self._queued_messages -= messages
         try:
+            for op, args in batch:
+                if op == "publish":
+                    publish(*args)
+                elif op == "send_to":
+                    run_script(send_to, [self._ids_key], [args[0], self._proc_prefix, args[1]])
+                elif op == "identify":
+                    pipe.hset(self._ids_key, args[0], self.uid)
+                elif op == "forget":
+                    run_script(forget, [self._ids_key], [args[0], self.uid])
+                elif op == "register":
+                    if not self._ids:
+                        continue
+                    self._register_ids(pipe)
+                else:  # wake every shard listener
+                    for channel in self._wake_channels:
+                        publish(channel, _WAKE)
+                    issued.extend([op] * (len(self._wake_channels) - 1))
+                issued.append(op)
             results = pipe.execute()
-        finally:
-            sent = sum(1 for op, _ in batch if op in ("publish", "send_to"))
-            self._queued_messages -= sent
-        for (op, _), result in zip(batch, results, strict=True):
+        except (redis.RedisError, OSError) as exc:
+            self._drop(messages, f"Redis failed while publishing ({escape_for_log(str(exc))})")  # the batch in flight
+            raise
+        for op, result in zip(issued, results, strict=True):
             if op == "publish":
                 self.counters["published"] += 1
             elif op == "send_to":
@@ -500,6 +606,81 @@ class RedisBackplane:
                     self.counters["published"] += 1
 
 
+class _Shard:
+    """One subscription connection: the whole Redis, or one cluster shard and its channels."""
+
+    def __init__(
+        self, backplane: RedisBackplane, client: redis.Redis, wake: bytes | None, node: tuple[RedisCluster, str] | None
+    ) -> None:
+        self.backplane = backplane
+        self.client = client
+        self.pubsub: Any = client.pubsub()  # type: ignore[no-untyped-call]
+        self.sharded = node is not None
+        self.kind = "smessage" if self.sharded else "message"
+        self._slots: set[int] | None = None
+        if node is not None:
+            cluster, name = node
+            slots = cluster.nodes_manager.slots_cache
+            self._slots = {slot for slot, nodes in slots.items() if nodes and nodes[0].name == name}
+        # The wake channel: our own direct channel, or one that hashes to this shard.
+        self.wake = wake if wake is not None else next(
+            channel for k in range(1_000_000)
+            if self.owns(channel := f"{backplane.prefix}:wake:{backplane.uid.decode()}:{k}".encode())
+        )
+        self.generation = backplane._generation
+        self.subscribed = self.wanted()
+        self._subscribe(*self.subscribed)
+
+    def owns(self, channel: bytes) -> bool:
+        return self._slots is None or key_slot(channel) in self._slots
+
+    def wanted(self) -> set[bytes]:
+        return {channel for channel in self.backplane._channels() if self.owns(channel)} | {self.wake}
+
+    def update(self) -> None:
+        wanted = self.wanted()
+        if wanted - self.subscribed:
+            self._subscribe(*(wanted - self.subscribed))
+        if self.subscribed - wanted:
+            self._unsubscribe(*(self.subscribed - wanted))
+        self.subscribed = wanted
+
+    def _subscribe(self, *channels: bytes) -> None:
+        for group in self._by_slot(channels):
+            (self.pubsub.ssubscribe if self.sharded else self.pubsub.subscribe)(*group)
+
+    def _unsubscribe(self, *channels: bytes) -> None:
+        for group in self._by_slot(channels):
+            (self.pubsub.sunsubscribe if self.sharded else self.pubsub.unsubscribe)(*group)
+
+    def _by_slot(self, channels: tuple[bytes, ...]) -> list[list[bytes]]:
+        """One group in all, or one per slot: SSUBSCRIBE takes channels of one slot only."""
+        if not self.sharded:
+            return [list(channels)]
+        groups: dict[int, list[bytes]] = {}
+        for channel in channels:
+            groups.setdefault(key_slot(channel), []).append(channel)
+        return list(groups.values())
+
+    def close(self) -> None:
+        self.pubsub.close()
+        self.client.close()
+
+
+class _Names:
+    """The channel and key names of a prefix (shared by the backplane and the Emitter).
+
+    The directory and the direct channels share the hash tag ``{PREFIX}``: in a cluster they
+    live in one slot, so one script can look an id up and publish to its process.
+    """
+
+    def __init__(self, prefix: str) -> None:
+        self.all = f"{prefix}:all".encode()
+        self.room_prefix = f"{prefix}:room:".encode()
+        self.proc_prefix = f"{{{prefix}}}:proc:".encode()
+        self.ids_key = f"{{{prefix}}}:ids"
+
+
 class Emitter:
     """Publish to a backplane's connections from a process that serves no WebSockets.
 
@@ -507,7 +688,8 @@ class Emitter:
     greenlets, no monkey-patching needed.
 
     Args:
-        url, prefix: the same Redis and prefix as the servers' :class:`RedisBackplane`.
+        url, prefix, sharded: the same Redis, prefix and mode as the servers'
+            :class:`RedisBackplane`.
 
     Example::
 
@@ -515,21 +697,22 @@ class Emitter:
         Emitter("redis://redis:6379/0").send_to("alice", {"type": "ping"})
     """
 
-    def __init__(self, url: str = "redis://localhost:6379/0", prefix: str = "ignitia") -> None:
-        self._client = redis.Redis.from_url(url, protocol=2)
-        self._prefix = prefix
+    def __init__(self, url: str = "redis://localhost:6379/0", prefix: str = "ignitia", *, sharded: bool = False) -> None:
+        self._client: Any = (RedisCluster if sharded else redis.Redis).from_url(url, protocol=2)
+        self._names = _Names(prefix)
+        self._publish = self._client.spublish if sharded else self._client.publish
         self._uid = os.urandom(_UID_SIZE // 2).hex().encode()
-        self._send_to = self._client.register_script(_SEND_TO)
+        self._send_to = self._client.register_script(_SEND_TO % ("SPUBLISH" if sharded else "PUBLISH"))
 
     def broadcast(self, message: Message | str | bytes, room: str | None = None) -> int:
         """Send to every connection (or every member of ``room``); returns how many processes heard it."""
-        channel = f"{self._prefix}:all" if room is None else f"{self._prefix}:room:{room}"
-        return int(self._client.publish(channel, encode(_BROADCAST, _as_message(message), self._uid)))
+        channel = self._names.all if room is None else self._names.room_prefix + room.encode()
+        return int(self._publish(channel, encode(_BROADCAST, _as_message(message), self._uid)))
 
     def send_to(self, id: str, message: Message | str | bytes) -> bool:
         """Send to the connection identified as ``id``; False when no process has it."""
         envelope = encode(_DIRECT, _as_message(message), self._uid, id)
-        result = self._send_to(keys=[f"{self._prefix}:ids"], args=[id, f"{self._prefix}:proc:", envelope])
+        result = self._send_to(keys=[self._names.ids_key], args=[id, self._names.proc_prefix, envelope])
         return int(result) > 0
 
     def close(self) -> None:

@@ -78,11 +78,12 @@ def redis_server() -> Iterator[RedisServer]:
 class ChatProcess:
     """examples/redis_chat.py in its own process; its output is kept for the assertions."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, sharded: bool = False) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "examples/redis_chat.py", "--port", "0"], cwd=ROOT, text=True,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": ROOT, "REDIS_URL": url},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": ROOT, "REDIS_URL": url,
+                 "REDIS_SHARDED": "1" if sharded else ""},
         )
         self.lines: list[str] = []
         found = threading.Event()
@@ -111,8 +112,8 @@ class ChatProcess:
 
 
 @contextlib.contextmanager
-def chat_processes(url: str, count: int) -> Iterator[list[ChatProcess]]:
-    processes = [ChatProcess(url) for _ in range(count)]
+def chat_processes(url: str, count: int, sharded: bool = False) -> Iterator[list[ChatProcess]]:
+    processes = [ChatProcess(url, sharded) for _ in range(count)]
     try:
         yield processes
     finally:
@@ -172,13 +173,13 @@ def test_send_to_reaches_an_id_in_another_process(redis_server):
     with chat_processes(redis_server.url, 2) as (first, second):
         alice = join(first.base, "a", "alice")
         bob = join(second.base, "b", "bob")
-        wait_until(lambda: redis_server.client().hget("ignitia:ids", "bob") is not None, what="bob in the directory")
+        wait_until(lambda: redis_server.client().hget("{ignitia}:ids", "bob") is not None, what="bob in the directory")
         alice.send("@bob hello from the other process")
         assert bob.recv(timeout=10) == "alice (to you): hello from the other process"
         alice.send("@nobody are you there?")  # handed to the backplane, which counts it
         wait_until(lambda: first.stats()["unknown_ids"] == 1, what="the unknown id counted")
         bob.close()
-        wait_until(lambda: redis_server.client().hget("ignitia:ids", "bob") is None, what="bob forgotten")
+        wait_until(lambda: redis_server.client().hget("{ignitia}:ids", "bob") is None, what="bob forgotten")
         alice.close()
 
 
@@ -220,7 +221,7 @@ def test_redis_restarting_drops_are_counted_then_traffic_resumes(redis_server):
                 texts.append(receiver.recv(timeout=10))
         drain_joins(erin)
         drain_joins(frank)  # each one's own "after"
-        wait_until(lambda: redis_server.client().hget("ignitia:ids", "frank") is not None, what="ids registered again")
+        wait_until(lambda: redis_server.client().hget("{ignitia}:ids", "frank") is not None, what="ids registered again")
         erin.send("@frank still there?")
         assert frank.recv(timeout=10) == "erin (to you): still there?"
         erin.close()
@@ -286,3 +287,99 @@ def test_gunicorn_four_workers_share_a_room_through_redis(redis_server):
         sender.send("hello hall")
         for ws in everyone:  # members on every worker, the sender's own worker included
             assert ws.recv(timeout=10) == f"{sender_pid}: hello hall"
+
+
+@pytest.fixture
+def redis_cluster(tmp_path) -> Iterator[list[int]]:
+    """A real 3-node Redis Cluster (no replicas), made with redis-cli --cluster create."""
+    ports = [_cluster_port() for _ in range(3)]
+    nodes = []
+    for port in ports:
+        nodes.append(subprocess.Popen(
+            [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf", "--dir", str(tmp_path)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        ))
+    try:
+        for port in ports:
+            wait_until(lambda port=port: _pings(port), what=f"node {port}")
+        subprocess.run(
+            [shutil.which("redis-cli") or "redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports),
+             "--cluster-replicas", "0", "--cluster-yes"], check=True, capture_output=True, timeout=60,
+        )
+        wait_until(lambda: all(redis.Redis(host="127.0.0.1", port=p).cluster("info").get("cluster_state") == "ok"
+                               for p in ports), what="the cluster to be ok")
+        yield ports
+    finally:
+        for node in nodes:
+            node.kill()
+            node.wait(10)
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is free too, below the ephemeral range."""
+    import random
+    import socket
+
+    while True:
+        port = random.randrange(12000, 22000)
+        try:
+            for candidate in (port, port + 10000):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", candidate))
+            return port
+        except OSError:
+            continue
+
+
+def _pings(port: int) -> bool:
+    try:
+        return bool(redis.Redis(host="127.0.0.1", port=port).ping())
+    except redis.ConnectionError:
+        return False
+
+
+def test_sharded_pub_sub_on_a_three_node_cluster(redis_cluster):
+    from redis.cluster import RedisCluster
+    from redis.crc import key_slot
+
+    url = f"redis://127.0.0.1:{redis_cluster[0]}/0"
+    cluster = RedisCluster.from_url(url)
+    # One room per shard, so that every shard carries traffic.
+    rooms: dict[str, str] = {}
+    for n in range(1000):
+        node = cluster.get_node_from_key(f"ignitia:room:r{n}").name
+        rooms.setdefault(node, f"r{n}")
+    assert len(rooms) == 3
+    with chat_processes(url, 2, sharded=True) as (first, second):
+        pairs = []
+        for room in rooms.values():
+            left, right = join(first.base, room, f"{room}-a"), join(second.base, room, f"{room}-b")
+            owner = cluster.get_node_from_key(f"ignitia:room:{room}")
+            client = redis.Redis(host=owner.host, port=owner.port)
+            channel = f"ignitia:room:{room}"
+            assert key_slot(channel.encode()) == cluster.keyslot(channel)
+            wait_until(lambda client=client, channel=channel: dict(client.execute_command("PUBSUB SHARDNUMSUB", channel))
+                       .get(channel.encode()) == 2, what=f"both processes on {channel}'s shard")
+            drain_joins(left)
+            drain_joins(right)
+            pairs.append((room, left, right))
+        for room, left, right in pairs:
+            left.send(f"hello {room}")
+            assert right.recv(timeout=10) == f"{room}-a: hello {room}"
+            right.send("back")
+            assert left.recv(timeout=10) == f"{room}-a: hello {room}"  # its own, locally
+            assert left.recv(timeout=10) == f"{room}-b: back"
+            assert right.recv(timeout=10) == f"{room}-b: back"  # its own, locally
+        room, left, right = pairs[0]
+        wait_until(lambda: cluster.hget("{ignitia}:ids", f"{room}-b") is not None, what="the directory")
+        left.send(f"@{room}-b psst")
+        assert right.recv(timeout=10) == f"{room}-a (to you): psst"
+        emitter = Emitter(url, sharded=True)
+        assert emitter.broadcast("from a job", room=pairs[1][0]) == 2
+        assert pairs[1][1].recv(timeout=10) == pairs[1][2].recv(timeout=10) == "from a job"
+        emitter.close()
+        for _, left, right in pairs:
+            left.close()
+            right.close()
+        assert first.stats()["dropped"] == 0 and second.stats()["rejected"] == 0
