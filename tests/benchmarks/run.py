@@ -17,6 +17,7 @@ time and RSS): the worker does the work, not the process run.py started.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import pathlib
@@ -119,6 +120,16 @@ def rss_kib(pid: int) -> int:
     return int(found.group(1)) if found else 0
 
 
+#: prctl(2), looked up before any fork: PR_SET_PDEATHSIG in the children (see die_with_us).
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_us() -> None:
+    """``preexec_fn``: the child is killed when run.py ends, even by SIGKILL (nothing outlives a run)."""
+    _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -131,7 +142,7 @@ def start_server(name: str) -> tuple[subprocess.Popen[str], int, int]:
     process = subprocess.Popen(
         [sys.executable, str(HERE / "servers" / SERVERS.get(name, SERVERS[OURS])), "--port", str(port)],
         env={**os.environ, **ENVIRONMENTS.get(name, {})},
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, preexec_fn=die_with_us,
     )
     assert process.stdout is not None
     line = process.stdout.readline()
@@ -165,14 +176,22 @@ def stop_server(process: subprocess.Popen[str], pid: int) -> None:
                 pass
 
 
+def stop_process(process: subprocess.Popen[Any]) -> None:
+    """Kill a helper (a load generator) that is still running, and reap it."""
+    if process.poll() is None:
+        process.kill()
+    process.wait()
+
+
 def run_one(scenario: Scenario, name: str) -> Result:
     server, port, pid = start_server(name)
     result = Result(name)
+    gen: subprocess.Popen[str] | None = None
     try:
         url = f"ws://127.0.0.1:{port}{scenario.path}"
         gen = subprocess.Popen(
             ["node", str(HERE / "loadgen.mjs"), scenario.mode, url, *scenario.args],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, preexec_fn=die_with_us,
         )
         assert gen.stdout is not None and gen.stdin is not None
         cpu0 = cpu1 = 0.0
@@ -207,6 +226,8 @@ def run_one(scenario: Scenario, name: str) -> Result:
     except Exception as exc:  # a failing peer must not end the whole run
         result.error = repr(exc)
     finally:
+        if gen is not None:
+            stop_process(gen)
         stop_server(server, pid)
     return result
 
@@ -273,6 +294,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=1, help="runs per server; the median is shown")
     parser.add_argument("--output", type=pathlib.Path, help="also write the markdown tables here")
     args = parser.parse_args()
+    # SIGTERM unwinds like Ctrl-C, so that every finally block stops what it started.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     if not (HERE / "node_modules" / "ws").is_dir():
         subprocess.run([shutil.which("npm") or "npm", "install", "--no-audit", "--no-fund"], cwd=HERE, check=True)
     servers = [OURS] + [name for name in args.servers if name != OURS] if OURS in args.servers else args.servers
