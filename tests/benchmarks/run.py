@@ -329,6 +329,24 @@ class RedisProcess:
             self.process.wait()
 
 
+def sched_seconds(pids: list[int]) -> tuple[float, float]:
+    """(on a CPU, runnable but waiting for one) in seconds, over every thread of these processes.
+
+    From /proc/PID/task/*/schedstat, in nanoseconds: R1's windows are a fraction of a
+    second, too short for the 10 ms ticks of /proc/PID/stat.
+    """
+    run = wait = 0
+    for pid in pids:
+        for task in pathlib.Path(f"/proc/{pid}/task").iterdir():
+            try:
+                on_cpu, waiting, _ = task.joinpath("schedstat").read_text().split()
+            except (OSError, ValueError):  # a thread that just ended
+                continue
+            run += int(on_cpu)
+            wait += int(waiting)
+    return run / 1e9, wait / 1e9
+
+
 def fanout_setups(fanout: FanOut) -> list[Setup]:
     """The baseline first: the same receivers and sender on one process, no backplane."""
     per = fanout.receivers // fanout.processes
@@ -353,7 +371,9 @@ def fanout_run(fanout: FanOut, setup: Setup, urls: list[str], pids: list[int], r
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, preexec_fn=die_with_us,
         )
         assert gen.stdout is not None and gen.stdin is not None
-        cpu0 = cpu1 = redis0 = redis1 = 0.0
+        watched = {"servers": pids, "redis": [redis.pid] if redis is not None else [], "client": [gen.pid]}
+        before: dict[str, tuple[float, float]] = {}
+        after: dict[str, tuple[float, float]] = {}
         for line in gen.stdout:
             event = json.loads(line)
             if event.get("mark") == "ready":  # every connection open: every process must be listening
@@ -362,11 +382,9 @@ def fanout_run(fanout: FanOut, setup: Setup, urls: list[str], pids: list[int], r
                 gen.stdin.write("go\n")
                 gen.stdin.flush()
             elif event.get("mark") == "start":
-                cpu0 = sum(cpu_seconds(pid) for pid in pids)
-                redis0 = cpu_seconds(redis.pid) if redis is not None else 0.0
+                before = {name: sched_seconds(group) for name, group in watched.items()}
             elif event.get("mark") == "end":
-                cpu1 = sum(cpu_seconds(pid) for pid in pids)
-                redis1 = cpu_seconds(redis.pid) if redis is not None else 0.0
+                after = {name: sched_seconds(group) for name, group in watched.items()}
             elif "result" in event:
                 result.messages = int(event["messages"])
                 result.elapsed = float(event["elapsed"])
@@ -378,8 +396,10 @@ def fanout_run(fanout: FanOut, setup: Setup, urls: list[str], pids: list[int], r
                     result.error = f"delivered {event['messages']} of {event['expected']}"
         if gen.wait(120) != 0:
             result.error = f"load generator exited {gen.returncode}"
-        result.server_cpu = cpu1 - cpu0
-        result.extra["redis_cpu"] = redis1 - redis0
+        used = {name: (after[name][0] - before[name][0], after[name][1] - before[name][1]) for name in after}
+        result.server_cpu, result.extra["server_wait"] = used["servers"]
+        result.extra["redis_cpu"] = used["redis"][0]
+        result.extra["client_sched"] = used["client"]
     except Exception as exc:
         result.error = repr(exc)
     finally:
@@ -426,7 +446,7 @@ def redis_ceiling(fanout: FanOut, redis: RedisProcess, reader: str) -> dict[str,
             if subscriber.stdout.readline().strip() != "ready":
                 raise RuntimeError("a subscriber did not start")
         redis.wait_subscribers(CEILING_CHANNEL, fanout.processes)
-        cpu0 = cpu_seconds(redis.pid)
+        cpu0 = sched_seconds([redis.pid])[0]
         published = subprocess.run(
             [sys.executable, script, "pub", redis.url, CEILING_CHANNEL, count, str(fanout.size)],
             stdout=subprocess.PIPE, text=True, check=True, timeout=300, preexec_fn=die_with_us,
@@ -435,7 +455,7 @@ def redis_ceiling(fanout: FanOut, redis: RedisProcess, reader: str) -> dict[str,
         for subscriber in subscribers:
             assert subscriber.stdout is not None
             received.append(json.loads(subscriber.stdout.readline()))
-        cpu1 = cpu_seconds(redis.pid)
+        cpu1 = sched_seconds([redis.pid])[0]
     except Exception as exc:
         return {"reader": reader, "error": repr(exc)}
     finally:
@@ -503,7 +523,8 @@ def fanout_report(fanout: FanOut, setups: list[Setup], unpaced: dict[str, Result
     base_paced = paced[setups[0].label]
     lines = [f"### {fanout.name}: {fanout.title}", "",
              f"Unpaced: {fanout.messages} broadcasts sent at once; paced: one every {fanout.pace_ms} ms. "
-             "CPU per delivery is over the unpaced run; server CPU is summed over the server processes.", "",
+             "CPU per delivery is over the unpaced run (from the scheduler, ns); server CPU is summed over the "
+             "server processes.", "",
              "| setup | deliveries/s | time to last receiver (unpaced) | p50 / p99 to last receiver (paced) | "
              "server CPU µs/delivery | redis-server CPU µs/delivery | client CPU | ÷ 1 process (deliveries/s) |",
              "|---|---|---|---|---|---|---|---|"]
@@ -518,6 +539,19 @@ def fanout_report(fanout: FanOut, setups: list[Setup], unpaced: dict[str, Result
             f"| {setup.label} | {a.rate:,.0f} | {a.elapsed * 1e3:.0f} ms | "
             f"{fmt((b.p50_us or 0) / 1e3, '.2f')} / {fmt((b.p99_us or 0) / 1e3, '.2f')} ms | "
             f"{a.cpu_per_msg_us:.2f} | {redis_cpu} | {a.client_cpu / a.elapsed:.0%} | {ratio} |")
+    contention = []
+    for setup in setups:
+        b = paced[setup.label]
+        if not b.error and b.messages:
+            broadcasts = fanout.messages
+            run, wait = b.client_cpu / broadcasts * 1e3, b.extra["client_sched"][1] / broadcasts * 1e3
+            contention.append(f"- {setup.label}: servers {b.server_cpu / broadcasts * 1e3:.2f} ms on a CPU, "
+                              f"{b.extra['server_wait'] / broadcasts * 1e3:.2f} ms waiting for one; load generator "
+                              f"{run:.2f} ms on a CPU, {wait:.2f} ms waiting")
+    if contention:
+        lines += ["", f"Paced, per broadcast, from the scheduler ({os.cpu_count()} cores; runnable but waiting for a "
+                      "CPU: the processes compete for the cores; servers summed over their processes):",
+                  *contention]
     spread, spread_paced = unpaced[setups[-1].label], paced[setups[-1].label]
     groups = spread_paced.extra.get("groups") if not spread_paced.error else None
     if groups:
