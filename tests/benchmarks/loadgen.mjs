@@ -3,13 +3,21 @@
 // when the measured window starts and ends, so that it can sample the server's CPU time.
 //
 // node loadgen.mjs echo  URL CONNS INFLIGHT SIZE BINARY WARMUP_S WINDOW_S
-// node loadgen.mjs bcast URL RECEIVERS MESSAGES SIZE PACE_MS
+// node loadgen.mjs bcast URL[,URL...] RECEIVERS MESSAGES SIZE PACE_MS [WAIT]
 // node loadgen.mjs idle  URL CONNS CONCURRENCY
 //
 // Echo clients use `ws`. Broadcast receivers and idle connections use RawClient below: a
 // precomputed handshake and a minimal frame parser, several times cheaper than `ws` per
 // handshake and per message, so that 100,000 deliveries/s or 2,000 handshakes/s measure
 // the server rather than this process.
+//
+// bcast with several URLs (several server processes sharing a backplane) spreads the
+// receivers over them round-robin and puts the sender on the first; the result then also
+// has, per URL, the p50 time from a send to the first receiver and p50/p99 to the last
+// receiver on that URL, and per message the time from the last receiver on the first URL
+// to the first receiver on any other (hop_p50_us, hop_p99_us). WAIT=1: once
+// every connection is open, print {"mark": "ready"} and send only after a line on stdin
+// (the runner checks that every process is subscribed first).
 import net from "node:net";
 import WebSocket from "ws";
 
@@ -118,25 +126,36 @@ async function echo([url, conns, inflight, size, binary, warmup, window]) {
   for (const ws of sockets) ws.terminate();
 }
 
-async function bcast([url, receivers, messages, size, pace]) {
+async function bcast([urls, receivers, messages, size, pace, wait]) {
   [receivers, messages, size, pace] = [receivers, messages, size, pace].map(Number);
+  urls = urls.split(",");
   const payload = "b".repeat(size);
   const sentAt = new Array(messages).fill(0);
   const lastAt = new Array(messages).fill(0);
+  const groupFirstAt = urls.map(() => new Array(messages).fill(0));  // per URL
+  const groupLastAt = urls.map(() => new Array(messages).fill(0));
   let delivered = 0, done;
   const finished = new Promise((r) => { done = r; });
-  const receiver = () => {
+  const receiver = (group) => {
     let n = 0;
     return (opcode) => {
       if (opcode !== 1) return;
-      lastAt[n++] = now(); delivered++;
+      const t = now();
+      if (!groupFirstAt[group][n]) groupFirstAt[group][n] = t;
+      lastAt[n] = groupLastAt[group][n] = t; n++; delivered++;
       if (delivered === receivers * messages) done();
     };
   };
   const listeners = [];
-  for (let i = 0; i < receivers; i++) listeners.push(await RawClient.open(url, receiver()));
-  const sender = await open(url);
+  for (let i = 0; i < receivers; i++) {
+    listeners.push(await RawClient.open(urls[i % urls.length], receiver(i % urls.length)));
+  }
+  const sender = await open(urls[0]);
   await new Promise((r) => setTimeout(r, 500));
+  if (wait === "1") {
+    out({ mark: "ready" });
+    await new Promise((r) => process.stdin.once("data", r));
+  }
   const c0 = cpu(), t0 = now();
   out({ mark: "start" });
   for (let k = 0; k < messages; k++) {
@@ -149,11 +168,25 @@ async function bcast([url, receivers, messages, size, pace]) {
   clearTimeout(timeout);
   out({ mark: "end" });
   const elapsed = now() - t0, clientCpu = cpu() - c0;
-  const fanout = lastAt.map((t, k) => t - sentAt[k]).filter((x) => x > 0).sort((a, b) => a - b);
-  out({
+  const spread = (last) => last.map((t, k) => t - sentAt[k]).filter((x) => x > 0).sort((a, b) => a - b);
+  const fanout = spread(lastAt);
+  const result = {
     result: "bcast", messages: delivered, expected: receivers * messages, elapsed, client_cpu: clientCpu,
     p50_us: percentile(fanout, 0.5) * 1e6, p99_us: percentile(fanout, 0.99) * 1e6,
-  });
+  };
+  if (urls.length > 1) {
+    result.groups = urls.map((_, g) => {
+      const first = spread(groupFirstAt[g]), last = spread(groupLastAt[g]);
+      return { first_p50_us: percentile(first, 0.5) * 1e6, p50_us: percentile(last, 0.5) * 1e6,
+               p99_us: percentile(last, 0.99) * 1e6 };
+    });
+    // Per message: the first receiver on another URL after the last one on the sender's.
+    const hops = sentAt.map((_, k) => Math.min(...groupFirstAt.slice(1).map((first) => first[k]))
+      - groupLastAt[0][k]).sort((a, b) => a - b);
+    result.hop_p50_us = percentile(hops, 0.5) * 1e6;
+    result.hop_p99_us = percentile(hops, 0.99) * 1e6;
+  }
+  out(result);
   for (const ws of [...listeners, sender]) ws.terminate();
 }
 

@@ -9,14 +9,22 @@ stays meaningful on a shared machine; ratios compare ignitia_sync with each peer
     python tests/benchmarks/run.py --only E2 E3   # some scenarios
     python tests/benchmarks/run.py --servers ignitia_sync websockets-asyncio --rounds 3
     python tests/benchmarks/run.py --only E1 E2 E3 --servers ignitia_sync ignitia_sync-gunicorn flask-sock-gunicorn
+    python tests/benchmarks/run.py --only R1                   # fan-out across processes (Redis)
+    python tests/benchmarks/run.py --only R1 --fanout-size 2 40 20 5000   # a quick try of R1
 
 A server whose ``ws://`` line names a ``worker pid`` (gunicorn) is measured there (CPU
 time and RSS): the worker does the work, not the process run.py started.
+
+R1 (ignitia_sync only; needs redis-server and redis-py) starts its own redis-server and
+compares 1,000 broadcast receivers spread over 4 processes on the Redis backplane with the
+same 1,000 on one process, next to Redis's own pub/sub rate (redis_pubsub.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import dataclasses
 import json
 import os
 import pathlib
@@ -119,19 +127,29 @@ def rss_kib(pid: int) -> int:
     return int(found.group(1)) if found else 0
 
 
+#: prctl(2), looked up before any fork: PR_SET_PDEATHSIG in the children (see die_with_us).
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_us() -> None:
+    """``preexec_fn``: the child is killed when run.py ends, even by SIGKILL (nothing outlives a run)."""
+    _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
-def start_server(name: str) -> tuple[subprocess.Popen[str], int, int]:
+def start_server(name: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], int, int]:
     """The server's process, its port, and the pid to measure (a gunicorn server's worker)."""
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, str(HERE / "servers" / SERVERS.get(name, SERVERS[OURS])), "--port", str(port)],
-        env={**os.environ, **ENVIRONMENTS.get(name, {})},
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        env={**os.environ, **ENVIRONMENTS.get(name, {}), **(env or {})},
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, preexec_fn=die_with_us,
     )
     assert process.stdout is not None
     line = process.stdout.readline()
@@ -165,14 +183,22 @@ def stop_server(process: subprocess.Popen[str], pid: int) -> None:
                 pass
 
 
+def stop_process(process: subprocess.Popen[Any]) -> None:
+    """Kill a helper (a load generator) that is still running, and reap it."""
+    if process.poll() is None:
+        process.kill()
+    process.wait()
+
+
 def run_one(scenario: Scenario, name: str) -> Result:
     server, port, pid = start_server(name)
     result = Result(name)
+    gen: subprocess.Popen[str] | None = None
     try:
         url = f"ws://127.0.0.1:{port}{scenario.path}"
         gen = subprocess.Popen(
             ["node", str(HERE / "loadgen.mjs"), scenario.mode, url, *scenario.args],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, preexec_fn=die_with_us,
         )
         assert gen.stdout is not None and gen.stdin is not None
         cpu0 = cpu1 = 0.0
@@ -207,8 +233,370 @@ def run_one(scenario: Scenario, name: str) -> Result:
     except Exception as exc:  # a failing peer must not end the whole run
         result.error = repr(exc)
     finally:
+        if gen is not None:
+            stop_process(gen)
         stop_server(server, pid)
     return result
+
+
+# -- R1: cross-process fan-out over the Redis backplane ---------------------------------------
+
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+#: The channel of servers/ignitia.py's /broadcast room (backplane prefix "bench").
+ROOM_CHANNEL = "bench:room:broadcast"
+CEILING_CHANNEL = "bench:ceiling"
+
+
+@dataclass
+class FanOut:
+    """PROCESSES servers on one Redis, RECEIVERS spread over them, one sender on the first.
+
+    Each setup is run unpaced (deliveries/s = receivers x messages ÷ the time until the last
+    receiver has the last message) and paced (one broadcast every PACE_MS: per message, the
+    time from the send to the last receiver).
+    """
+
+    name: str
+    processes: int = 4
+    receivers: int = 1000
+    messages: int = 200
+    size: int = 64
+    pace_ms: int = 20
+    ceiling_messages: int = 100_000  # per ceiling measurement, to each of PROCESSES subscribers
+    rate_target: float = 0.5  # PROCESSES ÷ 1 process, deliveries/s: at least this
+    hop_target_ms: float = 2.0  # PROCESSES - 1 process, p50 to the last receiver (paced): at most this
+
+    @property
+    def title(self) -> str:
+        return (f"cross-process fan-out, {self.processes} server processes x {self.receivers // self.processes} "
+                f"receivers, 1 sender, {self.messages} x {self.size} B (Redis backplane)")
+
+
+FANOUTS = [FanOut("R1")]
+
+
+@dataclass
+class Setup:
+    label: str
+    processes: int
+    backplane: bool
+
+
+class RedisProcess:
+    """A redis-server of our own on a free port (no persistence), for one R1 run."""
+
+    def __init__(self) -> None:
+        import redis  # only R1 needs redis-py
+
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        if not os.access(REDIS_SERVER, os.X_OK):
+            raise RuntimeError(f"no {REDIS_SERVER} (apt-get install redis-server)")
+        self.process = subprocess.Popen(
+            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_us,
+        )
+        self.pid = self.process.pid
+        self.client = redis.Redis.from_url(self.url, protocol=2)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                self.client.ping()
+                return
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    self.stop()
+                    raise RuntimeError("redis-server did not start") from None
+                time.sleep(0.05)
+
+    def subscribers(self, channel: str) -> int:
+        return int(dict(self.client.pubsub_numsub(channel))[channel.encode()])
+
+    def wait_subscribers(self, channel: str, count: int, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while (found := self.subscribers(channel)) != count:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{found} subscribers on {channel}, not {count}, after {timeout:g} s")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.client.close()
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def sched_seconds(pids: list[int]) -> tuple[float, float]:
+    """(on a CPU, runnable but waiting for one) in seconds, over every thread of these processes.
+
+    From /proc/PID/task/*/schedstat, in nanoseconds: R1's windows are a fraction of a
+    second, too short for the 10 ms ticks of /proc/PID/stat.
+    """
+    run = wait = 0
+    for pid in pids:
+        for task in pathlib.Path(f"/proc/{pid}/task").iterdir():
+            try:
+                on_cpu, waiting, _ = task.joinpath("schedstat").read_text().split()
+            except (OSError, ValueError):  # a thread that just ended
+                continue
+            run += int(on_cpu)
+            wait += int(waiting)
+    return run / 1e9, wait / 1e9
+
+
+def fanout_setups(fanout: FanOut) -> list[Setup]:
+    """The baseline first: the same receivers and sender on one process, no backplane."""
+    per = fanout.receivers // fanout.processes
+    return [
+        Setup(f"1 process x {fanout.receivers}, no backplane", 1, False),
+        Setup(f"1 process x {fanout.receivers}, Redis backplane", 1, True),
+        Setup(f"{fanout.processes} processes x {per}, Redis backplane", fanout.processes, True),
+    ]
+
+
+def fanout_run(fanout: FanOut, setup: Setup, urls: list[str], pids: list[int], redis: RedisProcess | None,
+               pace_ms: int) -> Result:
+    """One load generator run against the setup's servers (already started)."""
+    result = Result(setup.label)
+    gen: subprocess.Popen[str] | None = None
+    try:
+        if redis is not None:  # the previous run's receivers are gone: so is every subscription
+            redis.wait_subscribers(ROOM_CHANNEL, 0)
+        gen = subprocess.Popen(
+            ["node", str(HERE / "loadgen.mjs"), "bcast", ",".join(urls), str(fanout.receivers),
+             str(fanout.messages), str(fanout.size), str(pace_ms), "1"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, preexec_fn=die_with_us,
+        )
+        assert gen.stdout is not None and gen.stdin is not None
+        watched = {"servers": pids, "redis": [redis.pid] if redis is not None else [], "client": [gen.pid]}
+        before: dict[str, tuple[float, float]] = {}
+        after: dict[str, tuple[float, float]] = {}
+        for line in gen.stdout:
+            event = json.loads(line)
+            if event.get("mark") == "ready":  # every connection open: every process must be listening
+                if redis is not None:
+                    redis.wait_subscribers(ROOM_CHANNEL, setup.processes)
+                gen.stdin.write("go\n")
+                gen.stdin.flush()
+            elif event.get("mark") == "start":
+                before = {name: sched_seconds(group) for name, group in watched.items()}
+            elif event.get("mark") == "end":
+                after = {name: sched_seconds(group) for name, group in watched.items()}
+            elif "result" in event:
+                result.messages = int(event["messages"])
+                result.elapsed = float(event["elapsed"])
+                result.client_cpu = float(event["client_cpu"])
+                result.p50_us, result.p99_us = event.get("p50_us"), event.get("p99_us")
+                result.extra["groups"] = event.get("groups")
+                result.extra["hop"] = (event.get("hop_p50_us"), event.get("hop_p99_us"))
+                if event["messages"] != event["expected"]:
+                    result.error = f"delivered {event['messages']} of {event['expected']}"
+        if gen.wait(120) != 0:
+            result.error = f"load generator exited {gen.returncode}"
+        used = {name: (after[name][0] - before[name][0], after[name][1] - before[name][1]) for name in after}
+        result.server_cpu, result.extra["server_wait"] = used["servers"]
+        result.extra["redis_cpu"] = used["redis"][0]
+        result.extra["client_sched"] = used["client"]
+    except Exception as exc:
+        result.error = repr(exc)
+    finally:
+        if gen is not None:
+            stop_process(gen)
+    return result
+
+
+def fanout_setup(fanout: FanOut, setup: Setup, redis: RedisProcess) -> tuple[Result, Result]:
+    """Start the setup's servers, run it unpaced then paced, stop them: (unpaced, paced)."""
+    servers: list[tuple[subprocess.Popen[str], int, int]] = []
+    try:
+        env = {"IGNITIA_BENCH_REDIS": redis.url} if setup.backplane else {}
+        for _ in range(setup.processes):
+            servers.append(start_server(OURS, env))
+        urls = [f"ws://127.0.0.1:{port}/broadcast" for _, port, _ in servers]
+        pids = [pid for _, _, pid in servers]
+        via = redis if setup.backplane else None
+        return (fanout_run(fanout, setup, urls, pids, via, 0),
+                fanout_run(fanout, setup, urls, pids, via, fanout.pace_ms))
+    except Exception as exc:
+        failed = Result(setup.label, error=repr(exc))
+        return failed, failed
+    finally:
+        for process, _, pid in servers:
+            stop_server(process, pid)
+
+
+def redis_ceiling(fanout: FanOut, redis: RedisProcess, reader: str) -> dict[str, Any]:
+    """One publisher, PROCESSES subscriber processes on one channel (see redis_pubsub.py)."""
+    script = str(HERE / "redis_pubsub.py")
+    count = str(fanout.ceiling_messages)
+    # A subscriber may fall behind the publisher: let Redis buffer for it rather than drop it.
+    redis.client.config_set("client-output-buffer-limit", "pubsub 0 0 0")
+    subscribers: list[subprocess.Popen[str]] = []
+    try:
+        for _ in range(fanout.processes):
+            subscribers.append(subprocess.Popen(
+                [sys.executable, script, "sub", redis.url, CEILING_CHANNEL, count, reader],
+                stdout=subprocess.PIPE, text=True, preexec_fn=die_with_us,
+            ))
+        for subscriber in subscribers:
+            assert subscriber.stdout is not None
+            if subscriber.stdout.readline().strip() != "ready":
+                raise RuntimeError("a subscriber did not start")
+        redis.wait_subscribers(CEILING_CHANNEL, fanout.processes)
+        cpu0 = sched_seconds([redis.pid])[0]
+        published = subprocess.run(
+            [sys.executable, script, "pub", redis.url, CEILING_CHANNEL, count, str(fanout.size)],
+            stdout=subprocess.PIPE, text=True, check=True, timeout=300, preexec_fn=die_with_us,
+        )
+        received = []
+        for subscriber in subscribers:
+            assert subscriber.stdout is not None
+            received.append(json.loads(subscriber.stdout.readline()))
+        cpu1 = sched_seconds([redis.pid])[0]
+    except Exception as exc:
+        return {"reader": reader, "error": repr(exc)}
+    finally:
+        for subscriber in subscribers:
+            stop_process(subscriber)
+    pub = json.loads(published.stdout)
+    rates = [got["count"] / (got["last"] - pub["start"]) if got["count"] else 0.0 for got in received]
+    delivered = sum(got["count"] for got in received)
+    return {
+        "reader": reader, "rates": rates, "total": sum(rates),
+        "publish_rate": pub["count"] / (pub["end"] - pub["start"]),
+        "lost": fanout.ceiling_messages * fanout.processes - delivered,
+        "redis_cpu_us": (cpu1 - cpu0) / delivered * 1e6 if delivered else None,
+    }
+
+
+def run_fanout(fanout: FanOut, rounds: int) -> list[str]:
+    """Every setup and both ceilings, ROUNDS times (alternating), on one redis-server."""
+    setups = fanout_setups(fanout)
+    unpaced: dict[str, list[Result]] = {setup.label: [] for setup in setups}
+    paced: dict[str, list[Result]] = {setup.label: [] for setup in setups}
+    ceilings: dict[str, list[dict[str, Any]]] = {"redis-py": [], "raw": []}
+    try:
+        redis = RedisProcess()
+    except Exception as exc:
+        return [f"### {fanout.name}: {fanout.title}", "", f"error: {exc!r}", ""]
+    try:
+        for _ in range(rounds):
+            for setup in setups:
+                a, b = fanout_setup(fanout, setup, redis)
+                unpaced[setup.label].append(a)
+                paced[setup.label].append(b)
+                print(f"  {fanout.name} {setup.label}: {a.rate:,.0f} deliveries/s, paced p50 "
+                      f"{fmt((b.p50_us or 0) / 1e3, '.2f')} ms{', ' + (a.error or b.error or '') if a.error or b.error else ''}",
+                      file=sys.stderr, flush=True)
+            for reader in ceilings:
+                ceiling = redis_ceiling(fanout, redis, reader)
+                ceilings[reader].append(ceiling)
+                print(f"  {fanout.name} Redis ceiling ({reader} subscribers): "
+                      f"{ceiling.get('error') or format(ceiling['total'], ',.0f') + ' msgs/s in all'}",
+                      file=sys.stderr, flush=True)
+    finally:
+        redis.stop()
+    return fanout_report(
+        fanout, setups,
+        {label: median_by(results, lambda r: -r.rate) for label, results in unpaced.items()},
+        {label: median_by(results, lambda r: r.p50_us or float("inf")) for label, results in paced.items()},
+        {reader: median_ceiling(results) for reader, results in ceilings.items()},
+    )
+
+
+def median_by(results: list[Result], key: Any) -> Result:
+    good = [r for r in results if not r.error] or results
+    return sorted(good, key=key)[len(good) // 2]
+
+
+def median_ceiling(results: list[dict[str, Any]]) -> dict[str, Any]:
+    good = [r for r in results if "error" not in r] or results
+    return sorted(good, key=lambda r: r.get("total", 0))[len(good) // 2]
+
+
+def fanout_report(fanout: FanOut, setups: list[Setup], unpaced: dict[str, Result], paced: dict[str, Result],
+                  ceilings: dict[str, dict[str, Any]]) -> list[str]:
+    base = unpaced[setups[0].label]
+    base_paced = paced[setups[0].label]
+    lines = [f"### {fanout.name}: {fanout.title}", "",
+             f"Unpaced: {fanout.messages} broadcasts sent at once; paced: one every {fanout.pace_ms} ms. "
+             "CPU per delivery is over the unpaced run (from the scheduler, ns); server CPU is summed over the "
+             "server processes.", "",
+             "| setup | deliveries/s | time to last receiver (unpaced) | p50 / p99 to last receiver (paced) | "
+             "server CPU µs/delivery | redis-server CPU µs/delivery | client CPU | ÷ 1 process (deliveries/s) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for setup in setups:
+        a, b = unpaced[setup.label], paced[setup.label]
+        if a.error or b.error:
+            lines.append(f"| {setup.label} | error: {a.error or b.error} |")
+            continue
+        ratio = f"{a.rate / base.rate:.2f}x" if setup is not setups[0] and not base.error and base.rate else "-"
+        redis_cpu = f"{a.extra['redis_cpu'] / a.messages * 1e6:.2f}" if setup.backplane else "-"
+        lines.append(
+            f"| {setup.label} | {a.rate:,.0f} | {a.elapsed * 1e3:.0f} ms | "
+            f"{fmt((b.p50_us or 0) / 1e3, '.2f')} / {fmt((b.p99_us or 0) / 1e3, '.2f')} ms | "
+            f"{a.cpu_per_msg_us:.2f} | {redis_cpu} | {a.client_cpu / a.elapsed:.0%} | {ratio} |")
+    contention = []
+    for setup in setups:
+        b = paced[setup.label]
+        if not b.error and b.messages:
+            broadcasts = fanout.messages
+            run, wait = b.client_cpu / broadcasts * 1e3, b.extra["client_sched"][1] / broadcasts * 1e3
+            contention.append(f"- {setup.label}: servers {b.server_cpu / broadcasts * 1e3:.2f} ms on a CPU, "
+                              f"{b.extra['server_wait'] / broadcasts * 1e3:.2f} ms waiting for one; load generator "
+                              f"{run:.2f} ms on a CPU, {wait:.2f} ms waiting")
+    if contention:
+        lines += ["", f"Paced, per broadcast, from the scheduler ({os.cpu_count()} cores; runnable but waiting for a "
+                      "CPU: the processes compete for the cores; servers summed over their processes):",
+                  *contention]
+    spread, spread_paced = unpaced[setups[-1].label], paced[setups[-1].label]
+    groups = spread_paced.extra.get("groups") if not spread_paced.error else None
+    if groups:
+        def first_last(group: dict[str, float]) -> str:
+            return f"{group['first_p50_us'] / 1e3:.2f} / {group['p50_us'] / 1e3:.2f}"
+
+        lines += ["", f"{setups[-1].label}, paced, p50 from the send to the first / last receiver: on the "
+                      f"sender's process {first_last(groups[0])} ms; on the others (through Redis) "
+                      + ", ".join(first_last(g) for g in groups[1:]) + " ms. From the last receiver on the "
+                      "sender's process to the first on another, per message: p50 "
+                      f"{fmt(spread_paced.extra['hop'][0] / 1e3, '.2f')}, p99 "
+                      f"{fmt(spread_paced.extra['hop'][1] / 1e3, '.2f')} ms (the sender's process delivers to "
+                      "its own receivers before it publishes)."]
+    lines += ["", f"Redis's own pub/sub rate on this machine (the ceiling): one redis-py publisher sends "
+                  f"{fanout.ceiling_messages:,} PUBLISHes of {fanout.size} B to one channel, pipelined 256 at a "
+                  f"time (as the backplane does), to {fanout.processes} subscriber processes; a subscriber's rate "
+                  "is messages ÷ (its last arrival - the first publish)."]
+    for reader, what in (("redis-py", "redis-py subscribers, get_message() per message as the backplane reads"),
+                         ("raw", "raw-socket subscribers, frames counted, not parsed: Redis's own limit")):
+        c = ceilings[reader]
+        if "error" in c:
+            lines.append(f"- {what}: error: {c['error']}")
+            continue
+        lost = f"; {c['lost']:,} lost" if c["lost"] else ""
+        lines.append(f"- {what}: {min(c['rates']):,.0f}-{max(c['rates']):,.0f} msgs/s per subscriber, "
+                     f"{c['total']:,.0f} msgs/s in all (publisher {c['publish_rate']:,.0f}/s; redis-server "
+                     f"{fmt(c['redis_cpu_us'], '.2f')} µs CPU per message delivered{lost})")
+    if not spread.error and spread.elapsed and setups[-1].processes > 1:
+        lines.append(f"- through the backplane in {fanout.name} (unpaced): each process got {fanout.messages} "
+                     f"broadcasts in {spread.elapsed * 1e3:.0f} ms, {fanout.messages / spread.elapsed:,.0f} msgs/s "
+                     f"per process, each fanned out to {fanout.receivers // fanout.processes} WebSockets")
+    targets = []
+    if not spread.error and not base.error and base.rate:
+        ratio = spread.rate / base.rate
+        targets.append(f"- {setups[-1].label} ÷ {setups[0].label}, deliveries/s: {ratio:.2f}x "
+                       f"(target ≥ {fanout.rate_target:.2f}x: {'met' if ratio >= fanout.rate_target else 'MISSED'})")
+    if not spread_paced.error and not base_paced.error and spread_paced.p50_us and base_paced.p50_us:
+        hop = (spread_paced.p50_us - base_paced.p50_us) / 1e3
+        targets.append(f"- what the Redis hop adds, p50 to the last receiver (paced), {setups[-1].label} - "
+                       f"{setups[0].label}: {spread_paced.p50_us / 1e3:.2f} - {base_paced.p50_us / 1e3:.2f} ms "
+                       f"= {hop:+.2f} ms "
+                       f"(target ≤ {fanout.hop_target_ms:g} ms: {'met' if hop <= fanout.hop_target_ms else 'MISSED'})")
+    if targets:
+        lines += ["", *targets]
+    return [*lines, ""]
 
 
 def median_result(results: list[Result]) -> Result:
@@ -268,11 +656,15 @@ def report(scenario: Scenario, results: dict[str, Result]) -> list[str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", nargs="*", default=[s.name for s in SCENARIOS])
+    parser.add_argument("--only", nargs="*", default=[s.name for s in [*SCENARIOS, *FANOUTS]])
     parser.add_argument("--servers", nargs="*", default=list(SERVERS))
     parser.add_argument("--rounds", type=int, default=1, help="runs per server; the median is shown")
     parser.add_argument("--output", type=pathlib.Path, help="also write the markdown tables here")
+    parser.add_argument("--fanout-size", nargs=4, type=int, metavar=("PROCESSES", "RECEIVERS", "MESSAGES", "CEILING"),
+                        help="R1's size (default 4 1000 200 100000); small ones for trying it out")
     args = parser.parse_args()
+    # SIGTERM unwinds like Ctrl-C, so that every finally block stops what it started.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     if not (HERE / "node_modules" / "ws").is_dir():
         subprocess.run([shutil.which("npm") or "npm", "install", "--no-audit", "--no-fund"], cwd=HERE, check=True)
     servers = [OURS] + [name for name in args.servers if name != OURS] if OURS in args.servers else args.servers
@@ -291,6 +683,14 @@ def main() -> int:
                 print(f"  {scenario.name} {name}: {result.rate:,.0f}/s, {result.cpu_per_msg_us:.1f} µs CPU/msg"
                       f"{', ' + result.error if result.error else ''}", file=sys.stderr, flush=True)
         table = report(scenario, {name: median_result(results) for name, results in collected.items()})
+        print("\n".join(table), flush=True)
+        output += table
+    for fanout in [f for f in FANOUTS if f.name in args.only and OURS in servers]:
+        if args.fanout_size:
+            processes, receivers, messages, ceiling = args.fanout_size
+            fanout = dataclasses.replace(fanout, processes=processes, receivers=receivers, messages=messages,
+                                         ceiling_messages=ceiling)
+        table = run_fanout(fanout, args.rounds)
         print("\n".join(table), flush=True)
         output += table
     if args.output:

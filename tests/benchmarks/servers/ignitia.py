@@ -1,4 +1,11 @@
-"""ignitia_sync under benchmark: /echo returns every message, /broadcast forwards to all others."""
+"""ignitia_sync under benchmark: /echo returns every message, /broadcast forwards to all others.
+
+With ``IGNITIA_BENCH_REDIS`` set to a Redis URL, the server has a RedisBackplane on it, so
+/broadcast's room spans every process on that Redis (run.py's R1); unset, it is the
+single-process server of every other scenario.
+"""
+
+import os
 
 from gevent import monkey
 
@@ -26,4 +33,10 @@ def broadcast(ws: WebSocketConnection) -> None:
 app = Router().websocket("/echo", echo).websocket("/broadcast", broadcast)
 
 if __name__ == "__main__":
-    run(app, compression=None)
+    redis_url = os.environ.get("IGNITIA_BENCH_REDIS")
+    if redis_url:
+        from ignitia_sync.redis import RedisBackplane
+
+        run(app, compression=None, backplane=RedisBackplane(redis_url, prefix="bench"))
+    else:
+        run(app, compression=None)
