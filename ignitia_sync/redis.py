@@ -229,7 +229,7 @@ class RedisBackplane:
         max_pending: int = 10_000,
         health_check_interval: float = 5.0,
         reconnect_initial: float = 0.5,
-        reconnect_max: float = 30.0,
+        reconnect_max: float = 5.0,
         publish_timeout: float = 5.0,
         sharded: bool = False,
         on_backplane_down: Callable[[RedisBackplane], Any] | None = None,
