@@ -63,6 +63,7 @@ from .message import Binary, Message, Text
 from .registry import Deliver, DeliverTo
 from .server import LogThrottle
 from .settings import ConnectionSettings
+from .transport import real_get_ident
 
 __all__ = ["Emitter", "RedisBackplane"]
 
@@ -268,6 +269,8 @@ class RedisBackplane:
         self._on_broadcast: Deliver | None = None
         self._on_direct: DeliverTo | None = None
         self._greenlets: list[gevent.Greenlet[Any, Any]] = []
+        self._loop: Any = None  # the hub the greenlets run in, and its OS thread
+        self._thread = 0
         self._closed = False
         self._listening = self._publishing = False
         self._up = False
@@ -285,9 +288,24 @@ class RedisBackplane:
         if threaded:  # a threaded WSGI server: no hub lives as long as the process
             import threading
 
-            threading.Thread(target=self._run_in_own_hub, name="ignitia-sync-redis", daemon=True).start()
+            started = threading.Event()
+            threading.Thread(target=self._run_in_own_hub, args=(started,), name="ignitia-sync-redis",
+                             daemon=True).start()
+            started.wait(10)
         else:
-            self._greenlets = [gevent.spawn(self._listen), gevent.spawn(self._publish_loop)]
+            self._start_greenlets()
+
+    def _start_greenlets(self) -> None:
+        self._loop = gevent.get_hub().loop
+        self._thread = real_get_ident()
+        self._greenlets = [gevent.spawn(self._listen), gevent.spawn(self._publish_loop)]
+
+    def _in_own_hub(self, func: Callable[[], Any]) -> None:
+        """Run ``func`` in the backplane's hub: now, or handed over from another OS thread."""
+        if self._loop is None or self._thread == real_get_ident():
+            func()
+        else:
+            self._loop.run_callback_threadsafe(func)
 
     def publish(self, message: Message, room: str | None) -> None:
         """Queue a local broadcast for the other processes (dropped, counted, while Redis is down)."""
@@ -334,9 +352,13 @@ class RedisBackplane:
     def close(self) -> None:
         """Stop both greenlets and close the connections; idempotent."""
         self._closed = True
-        self._wake_publisher.set()
-        for greenlet in self._greenlets:
-            greenlet.kill(block=False)
+
+        def stop() -> None:
+            self._wake_publisher.set()
+            for greenlet in self._greenlets:
+                greenlet.kill(block=False)
+
+        self._in_own_hub(stop)
 
     # -- queueing --------------------------------------------------------------------------
 
@@ -353,8 +375,8 @@ class RedisBackplane:
         return True
 
     def _enqueue(self, op: str, args: tuple[Any, ...]) -> None:
-        self._queue.append((op, args))
-        self._wake_publisher.set()
+        self._queue.append((op, args))  # a deque: appends from several threads are safe
+        self._in_own_hub(self._wake_publisher.set)
 
     def _drop(self, count: int, why: str) -> bool:
         self.counters["dropped"] += count
@@ -396,8 +418,9 @@ class RedisBackplane:
         """Full jitter: random in [0, min(max, initial * 2**attempt)]."""
         gevent.sleep(random.uniform(0, min(self.reconnect_max, self.reconnect_initial * 2**attempt)))
 
-    def _run_in_own_hub(self) -> None:
-        self._greenlets = [gevent.spawn(self._listen), gevent.spawn(self._publish_loop)]
+    def _run_in_own_hub(self, started: Any) -> None:
+        self._start_greenlets()
+        started.set()
         gevent.joinall(self._greenlets)
 
     # -- the listeners: one per shard, each the one owner of its subscription connection -----

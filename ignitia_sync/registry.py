@@ -401,6 +401,9 @@ class Registry:
         """
         if type(message) is not Text and type(message) is not Binary:
             raise TypeError(f"only Text and Binary messages are sent, not {type(message).__name__}")
+        if self._thread_ident is not None and self._thread_ident != real_get_ident():
+            self.call_threadsafe(self.send_to, id, message)  # from another thread: in our hub
+            return True
         ws = self._by_id.get(id)
         if ws is None:
             return self.backplane.send_to(id, message)
@@ -411,9 +414,6 @@ class Registry:
         transport = ws._transport
         if self._threaded and transport._thread != real_get_ident():
             return transport.call_soon_threadsafe(transport.push_message, message, {None: frame}, len(frame))
-        if self._thread_ident is not None and self._thread_ident != real_get_ident():
-            self.call_threadsafe(transport.push_message, message, {None: frame}, len(frame))
-            return True
         return transport.push_message(message, {None: frame}, len(frame))
 
     def _receive_remote(self, message: Message, room: str | None) -> None:

@@ -383,3 +383,21 @@ def test_sharded_pub_sub_on_a_three_node_cluster(redis_cluster):
             left.close()
             right.close()
         assert first.stats()["dropped"] == 0 and second.stats()["rejected"] == 0
+
+
+def test_flask_run_dev_servers_share_a_room_through_redis(redis_server):
+    """Werkzeug's threaded dev server: each WebSocket in its own thread, the backplane in its own."""
+    ports = [free_port(), free_port()]
+    env = {"IGNITIA_TEST_REDIS": redis_server.url}
+    with contextlib.ExitStack() as stack:
+        for port in ports:
+            stack.enter_context(running(host_command("werkzeug", "tests.scripts.flask_app", port), port, env))
+        first = stack.enter_context(connect(f"ws://127.0.0.1:{ports[0]}/ws/worker/den", open_timeout=10))
+        second = stack.enter_context(connect(f"ws://127.0.0.1:{ports[1]}/ws/worker/den", open_timeout=10))
+        first_pid, second_pid = first.recv(timeout=10), second.recv(timeout=10)
+        wait_until(lambda: redis_server.subscribers("ignitia:room:den") == 2, what="both dev servers subscribed")
+        first.send("from the first")
+        assert second.recv(timeout=10) == f"{first_pid}: from the first"
+        assert first.recv(timeout=10) == f"{first_pid}: from the first"
+        second.send("and back")
+        assert first.recv(timeout=10) == f"{second_pid}: and back"
