@@ -337,14 +337,15 @@ class RedisBackplane:
         self._enqueue("forget", (id,))
 
     def stats(self) -> dict[str, Any]:
-        """``published``, ``received``, ``dropped``, ``unknown_ids``, ``rejected``, ``reconnects``, ``up``.
+        """``up``, ``published``, ``received``, ``dropped``, ``unknown_ids``, ``rejected``, ``reconnects``, ...
 
         Example:
             >>> sorted(RedisBackplane().stats())[:3]
             ['dropped', 'kind', 'pending']
         """
         return {
-            "kind": "redis", "up": self._up, "pending": self._queued_messages, "rooms": len(self._rooms),
+            "kind": "redis", "process": self.uid.decode(), "up": self._up, "pending": self._queued_messages,
+            "rooms": len(self._rooms),
             **{name: self.counters[name] for name in
                ("published", "received", "dropped", "unknown_ids", "rejected", "reconnects")},
         }

@@ -401,3 +401,35 @@ def test_flask_run_dev_servers_share_a_room_through_redis(redis_server):
         assert first.recv(timeout=10) == f"{first_pid}: from the first"
         second.send("and back")
         assert first.recv(timeout=10) == f"{second_pid}: and back"
+
+
+def test_a_process_that_stops_reading_is_cut_by_redis_and_comes_back():
+    # Redis's pubsub output-buffer limit, made small: a subscriber 256 KiB behind is dropped.
+    server = RedisServer("--client-output-buffer-limit", "pubsub 256kb 128kb 1")
+    server.start()
+    try:
+        with chat_processes(server.url, 2) as (stopped, other):
+            mia, ned = join(stopped.base, "yard", "mia"), join(other.base, "yard", "ned")
+            wait_until(lambda: server.subscribers("ignitia:room:yard") == 2, what="both subscribed")
+            drain_joins(mia)
+            own_channel = "{ignitia}:proc:" + str(stopped.stats()["process"])
+            stopped.process.send_signal(signal.SIGSTOP)  # it reads nothing from now on
+            try:
+                flood = encode(b"D", Message.binary(b"x" * 2048), b"9" * 16, "ghost")  # for an id it does not have
+                client = server.client()
+                for _ in range(20):  # 20 MiB: more than the kernel's socket buffers hold
+                    pipe = client.pipeline(transaction=False)
+                    for _ in range(500):
+                        pipe.publish(own_channel, flood)
+                    pipe.execute()
+                wait_until(lambda: server.subscribers(own_channel) == 0, what="Redis to cut the stalled subscriber")
+            finally:
+                stopped.process.send_signal(signal.SIGCONT)
+            wait_until(lambda: stopped.stats()["reconnects"] >= 1 and stopped.stats()["up"] is True, what="it to reconnect")
+            wait_until(lambda: server.subscribers("ignitia:room:yard") == 2, what="it to subscribe again")
+            ned.send("are you back?")
+            assert mia.recv(timeout=10) == "ned: are you back?"  # not deaf afterwards
+            mia.close()
+            ned.close()
+    finally:
+        server.kill()
