@@ -50,6 +50,7 @@ from typing import Any
 
 import gevent
 import gevent.event
+import gevent.monkey
 import gevent.socket
 import redis
 import redis.connection
@@ -65,6 +66,8 @@ from .server import LogThrottle
 from .settings import ConnectionSettings
 from .transport import real_get_ident
 
+_allocate_lock = gevent.monkey.get_original("_thread", "allocate_lock")
+
 __all__ = ["Emitter", "RedisBackplane"]
 
 log = logging.getLogger("ignitia_sync.redis")
@@ -73,18 +76,25 @@ _BROADCAST, _DIRECT, _WAKE = b"B", b"D", b"W"
 _TEXT, _BINARY = b"t", b"b"
 _UID_SIZE = 16
 _HEAD = 2 + _UID_SIZE  # kind, type, sender
-#: Direct send in one round trip: look the id up, publish to its process (-1: unknown id).
+#: Direct send in one round trip: look the id up, publish to its process (-1: unknown id;
+#: 0: its process is gone, and the stale entry is removed).
 #: ``%s`` is PUBLISH, or SPUBLISH in sharded mode (the channel shares the key's hash tag).
 _SEND_TO = """
 local uid = redis.call('HGET', KEYS[1], ARGV[1])
 if not uid then return -1 end
-return redis.call('%s', ARGV[2] .. uid, ARGV[3])
+local heard = redis.call('%s', ARGV[2] .. uid, ARGV[3])
+if heard == 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
+return heard
 """
 #: Forget an id only if it is still ours (it may have reconnected to another process).
 _FORGET = """
 if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then return redis.call('HDEL', KEYS[1], ARGV[1]) end
 return 0
 """
+
+
+def _new_uid() -> bytes:
+    return os.urandom(_UID_SIZE // 2).hex().encode()
 
 
 def encode(kind: bytes, message: Message, sender: bytes, id: str | None = None) -> bytes:
@@ -150,7 +160,9 @@ def _options(url: str, *, retries: int, socket_timeout: float | None) -> dict[st
     """redis-py options: gevent sockets, RESP2 (plain replies), our own retry policy."""
     options: dict[str, Any] = {
         "socket_timeout": socket_timeout, "socket_connect_timeout": 5.0, "socket_keepalive": True,
-        "retry": Retry(NoBackoff(), retries), "protocol": 2,
+        # Retried only when the connection was found closed (Redis's idle timeout): a timeout
+        # may mean Redis ran the commands, and a resent pipeline would deliver them twice.
+        "retry": Retry(NoBackoff(), retries, supported_errors=(redis.ConnectionError,)), "protocol": 2,
     }
     if url.startswith("redis://"):
         options["connection_class"] = _GeventConnection
@@ -251,8 +263,10 @@ class RedisBackplane:
         self.on_backplane_down = on_backplane_down
         self.on_backplane_up = on_backplane_up
         self.sharded = sharded
-        #: This process's id on the backplane (its direct channel is ``{PREFIX}:proc:UID``).
-        self.uid = os.urandom(_UID_SIZE // 2).hex().encode()
+        #: This process's id on the backplane (its direct channel is ``{PREFIX}:proc:UID``);
+        #: drawn again in :meth:`attach`, so that processes forked after construction (gunicorn
+        #: ``--preload``) each have their own.
+        self.uid = _new_uid()
         names = _Names(prefix)
         self._all, self._room_prefix, self._proc_prefix, self._ids_key = (
             names.all, names.room_prefix, names.proc_prefix, names.ids_key
@@ -269,9 +283,13 @@ class RedisBackplane:
         self._on_broadcast: Deliver | None = None
         self._on_direct: DeliverTo | None = None
         self._greenlets: list[gevent.Greenlet[Any, Any]] = []
+        self._listener: gevent.Greenlet[Any, Any] | None = None
         self._loop: Any = None  # the hub the greenlets run in, and its OS thread
         self._thread = 0
-        self._closed = False
+        self._attach_lock = _allocate_lock()
+        self._wake_queued = False  # one wake in the queue is enough
+        self._closed = False  # close() was called: no new publishes
+        self._stopped = False  # the publisher has sent what came before close()
         self._listening = self._publishing = False
         self._up = False
         self._down = False  # a connection failed and is not back: publishing drops (until then it queues)
@@ -282,9 +300,13 @@ class RedisBackplane:
 
     def attach(self, on_broadcast: Deliver, on_direct: DeliverTo, *, threaded: bool = False) -> None:
         """Start the listener and the publisher (in this hub, or in a thread of their own)."""
-        if self._on_broadcast is not None:
-            return
-        self._on_broadcast, self._on_direct = on_broadcast, on_direct
+        with self._attach_lock:
+            if self._on_broadcast is not None:
+                return
+            self._on_broadcast, self._on_direct = on_broadcast, on_direct
+        self.uid = _new_uid()  # this process's own, even if the object was made before a fork
+        self._own = self._proc_prefix + self.uid
+        self._wake_channels = [self._own]
         if threaded:  # a threaded WSGI server: no hub lives as long as the process
             import threading
 
@@ -298,43 +320,55 @@ class RedisBackplane:
     def _start_greenlets(self) -> None:
         self._loop = gevent.get_hub().loop
         self._thread = real_get_ident()
-        self._greenlets = [gevent.spawn(self._listen), gevent.spawn(self._publish_loop)]
+        self._listener = gevent.spawn(self._listen)
+        self._greenlets = [self._listener, gevent.spawn(self._publish_loop)]
 
-    def _in_own_hub(self, func: Callable[[], Any]) -> None:
-        """Run ``func`` in the backplane's hub: now, or handed over from another OS thread."""
+    def _handed_over(self, method: Callable[..., Any], *args: Any) -> bool:
+        """From another OS thread (a threaded server): run ``method`` in the backplane's hub instead.
+
+        Every piece of the backplane's state then has one owner, its hub, in every host.
+        """
         if self._loop is None or self._thread == real_get_ident():
-            func()
-        else:
-            self._loop.run_callback_threadsafe(func)
+            return False
+        self._loop.run_callback_threadsafe(method, *args)
+        return True
 
     def publish(self, message: Message, room: str | None) -> None:
         """Queue a local broadcast for the other processes (dropped, counted, while Redis is down)."""
+        if self._handed_over(self.publish, message, room):
+            return
         channel = self._all if room is None else self._room_prefix + room.encode()
         self._enqueue_message("publish", (channel, encode(_BROADCAST, message, self.uid)))
 
     def send_to(self, id: str, message: Message) -> bool:
         """Queue a direct send; the process that has ``id`` delivers it (unknown ids are counted)."""
+        if self._handed_over(self.send_to, id, message):
+            return True
         return self._enqueue_message("send_to", (id, encode(_DIRECT, message, self.uid, id)))
 
     def joined(self, room: str) -> None:
         """Listen to ``room``'s channel (the listener applies it at once)."""
-        self._rooms.add(room)
-        self._subscriptions_changed()
+        if not self._handed_over(self.joined, room):
+            self._rooms.add(room)
+            self._subscriptions_changed()
 
     def left(self, room: str) -> None:
         """Stop listening to ``room``'s channel."""
-        self._rooms.discard(room)
-        self._subscriptions_changed()
+        if not self._handed_over(self.left, room):
+            self._rooms.discard(room)
+            self._subscriptions_changed()
 
     def identified(self, id: str) -> None:
         """Record in Redis that ``id`` lives here."""
-        self._ids.add(id)
-        self._enqueue("identify", (id,))
+        if not self._handed_over(self.identified, id):
+            self._ids.add(id)
+            self._enqueue("identify", (id,))
 
     def forgotten(self, id: str) -> None:
         """Remove ``id`` from Redis's directory, if it still points here."""
-        self._ids.discard(id)
-        self._enqueue("forget", (id,))
+        if not self._handed_over(self.forgotten, id):
+            self._ids.discard(id)
+            self._enqueue("forget", (id,))
 
     def stats(self) -> dict[str, Any]:
         """``up``, ``published``, ``received``, ``dropped``, ``unknown_ids``, ``rejected``, ``reconnects``, ...
@@ -350,20 +384,39 @@ class RedisBackplane:
                ("published", "received", "dropped", "unknown_ids", "rejected", "reconnects")},
         }
 
-    def close(self) -> None:
-        """Stop both greenlets and close the connections; idempotent."""
+    def close(self, timeout: float = 2.0) -> None:
+        """Send what is queued and take this process's ids out of the directory, then stop.
+
+        Waits at most ``timeout`` seconds for that when called from a greenlet of the
+        backplane's hub (from a hub callback or another thread it returns at once and the
+        publisher finishes by itself); idempotent. Publishes after this are dropped and counted.
+        """
+        if self._closed or self._on_broadcast is None:
+            self._closed = True
+            return
         self._closed = True
+        if self._handed_over(self._stop):
+            return
+        self._stop()
+        publisher = self._greenlets[1] if len(self._greenlets) > 1 else None
+        current = gevent.getcurrent()
+        if publisher is None or current is publisher or current is gevent.get_hub():
+            return  # in a hub callback (a signal handler): the publisher finishes by itself
+        publisher.join(timeout)
+        gevent.killall(self._greenlets, block=False)
 
-        def stop() -> None:
-            self._wake_publisher.set()
-            for greenlet in self._greenlets:
-                greenlet.kill(block=False)
-
-        self._in_own_hub(stop)
+    def _stop(self) -> None:
+        for id in self._ids:
+            self._enqueue("forget", (id,))
+        self._enqueue("stop", ())
+        if self._listener is not None:
+            self._listener.kill(block=False)
 
     # -- queueing --------------------------------------------------------------------------
 
     def _enqueue_message(self, op: str, args: tuple[Any, ...]) -> bool:
+        if self._closed:
+            return self._drop(1, "the backplane is closed")
         size = len(args[1]) - _HEAD
         if size > self.max_message_size:
             return self._drop(1, f"message of {size} bytes is over max_message_size")
@@ -376,8 +429,8 @@ class RedisBackplane:
         return True
 
     def _enqueue(self, op: str, args: tuple[Any, ...]) -> None:
-        self._queue.append((op, args))  # a deque: appends from several threads are safe
-        self._in_own_hub(self._wake_publisher.set)
+        self._queue.append((op, args))
+        self._wake_publisher.set()
 
     def _drop(self, count: int, why: str) -> bool:
         self.counters["dropped"] += count
@@ -386,7 +439,8 @@ class RedisBackplane:
 
     def _subscriptions_changed(self) -> None:
         self._generation += 1
-        if self._up:
+        if self._up and not self._wake_queued:
+            self._wake_queued = True
             self._enqueue("wake", ())  # each shard listener wakes when it hears its wake channel
 
     # -- up and down -------------------------------------------------------------------------
@@ -536,43 +590,49 @@ class RedisBackplane:
     def _publish_loop(self) -> None:
         attempt = 0
         client: redis.Redis | RedisCluster | None = None
-        while not self._closed:
-            try:
-                if client is None:
-                    client = (_cluster if self.sharded else _client)(
-                        self.url, retries=1, socket_timeout=self.publish_timeout
-                    )
-                    client.ping()
-                    send_to = client.register_script(_SEND_TO % ("SPUBLISH" if self.sharded else "PUBLISH"))
-                    forget = client.register_script(_FORGET)
-                    self._register_ids(client)
-                    if attempt:
-                        self.counters["reconnects"] += 1
-                    self._set_link(publishing=True)
-                    attempt = 0
-                if not self._queue:
-                    self._wake_publisher.clear()
-                    self._wake_publisher.wait()
-                    continue
-                self._flush(client, send_to, forget)
-            except Exception as exc:  # a Redis or network error; anything else is logged in full
-                if not isinstance(exc, redis.RedisError | OSError):
-                    log.exception("backplane: publisher failed")
-                self._set_link(publishing=False)
-                lost = self._queued_messages
-                self._queue.clear()
-                self._queued_messages = 0
-                if lost:
-                    self._drop(lost, f"Redis failed while publishing ({escape_for_log(str(exc))})")
-                else:
-                    self._warn.log("backplane: publishing connection lost (%s)", escape_for_log(str(exc)))
-                if client is not None:
-                    client.close()
-                client = None
-                self._pause(attempt)
-                attempt += 1
-        if client is not None:
-            client.close()
+        try:
+            while not self._stopped:
+                try:
+                    if client is None:
+                        if self._closed:
+                            break  # no link to say goodbye on
+                        client = (_cluster if self.sharded else _client)(
+                            self.url, retries=1, socket_timeout=self.publish_timeout
+                        )
+                        client.ping()
+                        send_to = client.register_script(_SEND_TO % ("SPUBLISH" if self.sharded else "PUBLISH"))
+                        forget = client.register_script(_FORGET)
+                        self._register_ids(client)
+                        if attempt:
+                            self.counters["reconnects"] += 1
+                        self._set_link(publishing=True)
+                        attempt = 0
+                    self._wake_publisher.clear()  # before the check: a wake-up after it is not lost
+                    if not self._queue:
+                        self._wake_publisher.wait()
+                        continue
+                    self._flush(client, send_to, forget)
+                except Exception as exc:  # a Redis or network error; anything else is logged in full
+                    if not isinstance(exc, redis.RedisError | OSError):
+                        log.exception("backplane: publisher failed")
+                    self._set_link(publishing=False)
+                    lost = self._queued_messages
+                    self._queue.clear()
+                    self._queued_messages = 0
+                    if lost:
+                        self._drop(lost, f"Redis failed while publishing ({escape_for_log(str(exc))})")
+                    else:
+                        self._warn.log("backplane: publishing connection lost (%s)", escape_for_log(str(exc)))
+                    if client is not None:
+                        client.close()
+                    client = None
+                    if self._closed:
+                        break
+                    self._pause(attempt)
+                    attempt += 1
+        finally:
+            if client is not None:
+                client.close()
 
     def _register_ids(self, client: Any) -> None:
         """Say (again) which application ids live here: Redis may have restarted empty."""
@@ -610,7 +670,11 @@ class RedisBackplane:
                     if not self._ids:
                         continue
                     self._register_ids(pipe)
+                elif op == "stop":
+                    self._stopped = True  # everything queued before it has been sent
+                    continue
                 else:  # wake every shard listener
+                    self._wake_queued = False
                     for channel in self._wake_channels:
                         publish(channel, _WAKE)
                     issued.extend([op] * (len(self._wake_channels) - 1))
@@ -718,7 +782,7 @@ class Emitter:
     Example::
 
         Emitter("redis://redis:6379/0").broadcast("the report is ready", room="finance")
-        Emitter("redis://redis:6379/0").send_to("alice", {"type": "ping"})
+        Emitter("redis://redis:6379/0").send_to("alice", '{"type": "ping"}')
     """
 
     def __init__(self, url: str = "redis://localhost:6379/0", prefix: str = "ignitia", *, sharded: bool = False) -> None:

@@ -41,6 +41,8 @@ __all__ = ["Backplane", "LocalBackplane", "Registry", "backplane_from"]
 log = logging.getLogger("ignitia_sync.registry")
 
 Deliver = Callable[[Message, "str | None"], None]
+#: The longest application id (``identify``): ids travel in every direct message's envelope.
+MAX_ID_LENGTH = 1024
 DeliverTo = Callable[[str, Message], None]
 #: A real lock (not gevent's): held for a few dict operations, never across a switch.
 _allocate_lock = get_original("_thread", "allocate_lock")
@@ -207,10 +209,11 @@ class Registry:
             forget = self._by_id.get(ws.id) is ws
             if forget:
                 del self._by_id[ws.id]
-        for room in emptied:
-            self.backplane.left(room)
-        if forget and not ws.id.startswith("#"):
-            self.backplane.forgotten(ws.id)
+            # Told under the lock, so that the backplane hears joins and leaves in their order.
+            for room in emptied:
+                self.backplane.left(room)
+            if forget and not ws.id.startswith("#"):
+                self.backplane.forgotten(ws.id)
 
     def identify(self, ws: WebSocketConnection, id: str) -> None:
         """Give ``ws`` an application id, for :meth:`get`: ``registry.identify(ws, user_id)``.
@@ -221,8 +224,10 @@ class Registry:
             ValueError: another open connection already has that id, or ``id`` starts
                 with ``#`` or is empty.
         """
-        if not id or id.startswith("#"):
-            raise ValueError(f"application ids must be non-empty and not start with '#': {id!r}")
+        if not id or id.startswith("#") or len(id) > MAX_ID_LENGTH:
+            raise ValueError(
+                f"application ids must be 1-{MAX_ID_LENGTH} characters and not start with '#': {id[:40]!r}"
+            )
         with self._lock:
             if ws not in self._rooms_of:
                 raise ValueError(f"{ws!r} is not registered")
@@ -234,10 +239,10 @@ class Registry:
                 del self._by_id[previous]
             ws.id = id
             self._by_id[id] = ws
-        if previous != id:
-            if not previous.startswith("#"):
-                self.backplane.forgotten(previous)
-            self.backplane.identified(id)
+            if previous != id:
+                if not previous.startswith("#"):
+                    self.backplane.forgotten(previous)
+                self.backplane.identified(id)
 
     def get(self, id: str) -> WebSocketConnection | None:
         """The open connection with this id, or None."""
@@ -254,8 +259,8 @@ class Registry:
             rooms.add(room)
             first = room not in self._rooms
             self._rooms.setdefault(room, set()).add(ws)
-        if first:
-            self.backplane.joined(room)
+            if first:
+                self.backplane.joined(room)
 
     def leave(self, room: str, ws: WebSocketConnection) -> None:
         """Take ``ws`` out of ``room``; an empty room disappears."""
@@ -270,8 +275,8 @@ class Registry:
                 if not members:
                     del self._rooms[room]
                     emptied = True
-        if emptied:
-            self.backplane.left(room)
+            if emptied:
+                self.backplane.left(room)
 
     def members(self, room: str) -> frozenset[WebSocketConnection]:
         """A snapshot of the connections in ``room``."""
@@ -361,17 +366,11 @@ class Registry:
         size: int,
     ) -> int:
         """Queue to each target in its own thread: here directly, elsewhere through its hub."""
-        me = real_get_ident()
         count = 0
         for ws in targets:
-            if ws in skip:
-                continue
-            transport = ws._transport
-            if transport._thread == me:
-                queued = transport.push_message(message, shared, size)
-            else:
-                queued = transport.call_soon_threadsafe(transport.push_message, message, shared, size)
-            count += queued
+            if ws not in skip:
+                transport = ws._transport
+                count += transport.run_in_own_thread(transport.push_message, message, shared, size)
         return count
 
     def close_all(self, code: int = 1001, reason: str = "Server shutdown") -> None:
@@ -380,13 +379,8 @@ class Registry:
         Example:
             >>> Registry().close_all(1001, "Server shutdown")
         """
-        me = real_get_ident()
         for ws in self:
-            transport = ws._transport
-            if transport._thread == me or not transport._thread:
-                ws.close(code, reason)
-            else:
-                transport.call_soon_threadsafe(ws.close, code, reason)
+            ws._transport.run_in_own_thread(ws.close, code, reason)
 
     def send_to(self, id: str, message: Message) -> bool:
         """Queue ``message`` to the connection with this id, here or in another process.
@@ -412,9 +406,7 @@ class Registry:
     def _push_one(self, ws: WebSocketConnection, message: Message) -> bool:
         frame = encode_frame(message)
         transport = ws._transport
-        if self._threaded and transport._thread != real_get_ident():
-            return transport.call_soon_threadsafe(transport.push_message, message, {None: frame}, len(frame))
-        return transport.push_message(message, {None: frame}, len(frame))
+        return transport.run_in_own_thread(transport.push_message, message, {None: frame}, len(frame))
 
     def _receive_remote(self, message: Message, room: str | None) -> None:
         self._deliver(message, room)
@@ -428,11 +420,12 @@ class Registry:
 
     def attach(self, loop: Any = None) -> None:
         """Bind to the current hub (the server does this when it starts) and the backplane."""
-        if not self._threaded:
-            self._loop = loop if loop is not None else gevent.get_hub().loop
-            self._thread_ident = real_get_ident()
-        if not self._attached:
-            self._attached = True
+        with self._lock:  # two first connections in two threads attach once
+            if not self._threaded:
+                self._loop = loop if loop is not None else gevent.get_hub().loop
+                self._thread_ident = real_get_ident()
+            attach, self._attached = not self._attached, True
+        if attach:
             self.backplane.attach(self._receive_remote, self._receive_direct, threaded=self._threaded)
 
     def serve_from_threads(self) -> None:
@@ -447,8 +440,11 @@ class Registry:
             >>> registry = Registry()
             >>> registry.serve_from_threads()
         """
-        self._threaded = True
-        self._loop = self._thread_ident = None
+        with self._lock:
+            if self._threaded:
+                return
+            self._threaded = True
+            self._loop = self._thread_ident = None
         self.attach()
 
     @property

@@ -238,6 +238,15 @@ class Transport:
                 "registry.call_threadsafe() or registry.broadcast_threadsafe()"
             )
 
+    def run_in_own_thread(self, func: Callable[..., Any], *args: Any) -> bool:
+        """``func(*args)`` now when called from the serving thread, else handed to it (non-blocking only).
+
+        Returns what ``func`` returned (as a bool), or whether the hand-over was accepted.
+        """
+        if not self._thread or self._thread == real_get_ident():
+            return bool(func(*args))
+        return self.call_soon_threadsafe(func, *args)
+
     def call_soon_threadsafe(self, func: Callable[..., Any], *args: Any) -> bool:
         """Run ``func(*args)`` soon in the hub that serves this connection, from any thread.
 

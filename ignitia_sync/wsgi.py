@@ -30,6 +30,7 @@ import dataclasses
 import io
 import logging
 import socket
+import ssl
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
@@ -54,8 +55,8 @@ from .settings import ConnectionSettings
 from .transport import gevent_socket
 
 __all__ = [
-    "SOCKET_KEY", "Refused", "Served", "TakenSocket", "WebSocketHost", "WebSocketMiddleware", "shutdown_all",
-    "take_socket",
+    "READER_KEY", "SOCKET_KEY", "Refused", "Served", "SocketTakenOver", "TakenSocket", "WebSocketHost",
+    "WebSocketMiddleware", "shutdown_all", "take_socket",
 ]
 
 log = logging.getLogger("ignitia_sync.wsgi")
@@ -356,10 +357,15 @@ class SocketTakenOver(ConnectionAbortedError):
 
 
 def _from_threaded_server(environ: dict[str, Any], server_socket: socket.socket) -> TakenSocket:
+    if isinstance(server_socket, ssl.SSLSocket):  # `flask run --cert`: stdlib TLS would block the hub
+        log.error("WebSocket upgrade on a TLS development server: serve TLS with `ignitia-sync` or a proxy")
+        raise HandshakeError(500, "this server cannot upgrade to WebSocket")
+    # What the server's reader holds first: that toggles the blocking mode of the socket,
+    # which the duplicate below shares (one open file, two descriptors).
+    buffered = _drain_buffer(environ.get(READER_KEY) or environ.get("wsgi.input"), server_socket)
     # A duplicate descriptor: the server's own socket object stays valid for its clean-up
     # (Werkzeug polls it after the application returns), and ours is ours to close.
     ours = gevent_socket(server_socket.dup())
-    buffered = _drain_buffer(environ.get(READER_KEY) or environ.get("wsgi.input"), server_socket)
 
     def finish() -> Iterable[bytes]:
         try:  # the peer sees the end now, and the server's next read sees EOF (no keep-alive reuse)

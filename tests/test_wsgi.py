@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 
@@ -61,6 +62,21 @@ def test_bytes_sent_right_after_the_head_are_not_lost(served):
     assert peer.read_head()[0] == 101
     assert peer.read_frame()[:2] == (1, b"pipelined")
     assert peer.read_frame()[:2] == (1, b"too")
+    peer.close()
+
+
+def test_a_peer_that_stops_reading_is_closed_by_send_timeout(served):
+    host, port, _ = served
+    peer = Peer(("127.0.0.1", port), timeout=15)
+    peer.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    peer.send(handshake_bytes("/ws/flood"))
+    assert peer.read_head()[0] == 101
+    time.sleep(3)  # reads nothing: the server's send() must give up after send_timeout (1 s)
+    while True:  # then read what was queued: it ends with the Close
+        opcode, payload, _ = peer.read_frame()
+        if opcode == 0x8:
+            break
+    assert int.from_bytes(payload[:2], "big") == 1008, host  # "slow consumer", not stuck in send()
     peer.close()
 
 

@@ -38,6 +38,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 from wsgiref.util import is_hop_by_hop
@@ -61,12 +62,17 @@ _FINISH = "ignitia_sync.finish"
 #: Set by WebSocketApplication: WebSocket views can run.
 _ACTIVE = "ignitia_sync.django"
 _host: WebSocketHost | None = None
+_host_lock = threading.Lock()  # a real lock under runserver; gevent's under monkey-patching: both fine
 
 
 def host() -> WebSocketHost:
     """This process's WebSocket host (settings from ``settings.IGNITIA_SYNC``, the registry)."""
     global _host
-    if _host is None:
+    if _host is not None:
+        return _host
+    with _host_lock:  # runserver's request threads may all ask first
+        if _host is not None:
+            return _host
         from django.conf import settings  # lazily: the module imports before Django is set up
 
         _host = WebSocketHost(

@@ -32,9 +32,17 @@ def hold(ws):
         pass
 
 
+def flood(ws):
+    """Sends until the peer stops reading; send_timeout then closes it (1008)."""
+    chunk = b"x" * 65536
+    while True:
+        ws.send_bytes(chunk)
+
+
 router = (
     Router()
     .websocket("/ws/echo", echo, max_message_size=8 << 20)
+    .websocket("/ws/flood", flood, send_timeout=1.0)
     .websocket("/ws/hold", hold)
     .websocket("/ws/secure", echo, middleware=[AuthMiddleware("secret")])
 )
@@ -42,8 +50,12 @@ app = WebSocketMiddleware(page, router)
 
 def serve_with_werkzeug(port: int) -> None:
     """Werkzeug's development server, threaded and not monkey-patched (Ctrl-C stops it)."""
+    import signal
+
     from werkzeug.serving import run_simple
 
+    # Ctrl-C, even when started in the background (where SIGINT may arrive ignored).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     print("serving", flush=True)
     run_simple("127.0.0.1", port, app, threaded=True)
 

@@ -10,6 +10,7 @@ that blocks holds only its own connection. When the autoreloader restarts the pr
 
 from __future__ import annotations
 
+import atexit
 import logging
 from typing import Any
 
@@ -38,10 +39,16 @@ class WebSocketRequestHandler(WSGIRequestHandler):  # type: ignore[misc]
 
 
 class WebSocketServer(WSGIServer):  # type: ignore[misc]
-    """Django's development server class, with :class:`WebSocketRequestHandler`."""
+    """Django's development server class, with :class:`WebSocketRequestHandler`.
+
+    At exit (a reload, Ctrl-C) it stops accepting once the WebSockets have had their 1001:
+    otherwise a client reconnecting at that moment reaches a process that can no longer
+    start the request's thread.
+    """
 
     def __init__(self, address: Any, handler_class: Any, *args: Any, **kwargs: Any) -> None:
         super().__init__(address, WebSocketRequestHandler, *args, **kwargs)
+        atexit.register(self.socket.close)  # runs after the 1001s (atexit is last in, first out)
 
 
 class Command(Base):  # type: ignore[misc]
