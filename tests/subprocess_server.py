@@ -41,7 +41,7 @@ def running(
     Its output must hold no traceback, no HTTP 500 (unless ``allow_500``) and no gunicorn
     ``[ERROR]`` line; it is appended to ``output`` when given.
     """
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), **(env or {}))
+    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), **(env or {})}
     process = subprocess.Popen(command, cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 30
     while True:

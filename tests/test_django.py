@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import http.cookiejar
 import os
-import pathlib
+import shutil
 import subprocess
 import sys
 import time
@@ -102,10 +102,17 @@ def test_bytes_sent_right_after_the_head_are_not_lost(base):
     peer.close()
 
 
-def test_runserver_reload_closes_websockets_with_1001_and_serves_again(project_env):
+def test_runserver_reload_closes_websockets_with_1001_and_serves_again(project_env, tmp_path):
+    # A copy of the project, first on the path: the reload touches only the copy's files.
+    shutil.copytree(os.path.join(ROOT, "examples", "django_project"), tmp_path / "examples" / "django_project",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.sqlite3"))
+    (tmp_path / "examples" / "__init__.py").write_text("")
+    views = tmp_path / "examples" / "django_project" / "views.py"
     port = free_port()
-    views = pathlib.Path(ROOT, "examples", "django_project", "views.py")
-    with running(command("runserver", port), port, project_env):
+    runserver = [sys.executable, str(tmp_path / "examples" / "django_project" / "manage.py"), "runserver",
+                 f"127.0.0.1:{port}"]
+    env = dict(project_env, PYTHONPATH=f"{tmp_path}{os.pathsep}{ROOT}")
+    with running(runserver, port, env):
         with connect(f"ws://127.0.0.1:{port}/ws/greet/lobby/") as ws:
             assert ws.recv(timeout=10).startswith("hello AnonymousUser")
             time.sleep(1.5)  # the StatReloader compares modification times once a second

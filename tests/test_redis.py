@@ -183,6 +183,15 @@ def test_send_to_reaches_an_id_in_another_process(redis_server):
         alice.close()
 
 
+def test_a_graceful_stop_takes_its_ids_out_of_the_directory(redis_server):
+    process = ChatProcess(redis_server.url)
+    olga = join(process.base, "hall", "olga")
+    wait_until(lambda: redis_server.client().hget("{ignitia}:ids", "olga") is not None, what="olga registered")
+    process.stop()  # SIGTERM while olga is still connected
+    assert redis_server.client().hget("{ignitia}:ids", "olga") is None
+    olga.close()
+
+
 def test_an_emitter_in_a_third_process_reaches_rooms_and_ids(redis_server):
     with chat_processes(redis_server.url, 2) as (first, second):
         carol, dan = join(first.base, "news", "carol"), join(second.base, "news", "dan")
@@ -270,9 +279,12 @@ def test_the_envelope_round_trips_and_refuses_what_is_not_ours():
             decode(bad)
 
 
-def test_gunicorn_four_workers_share_a_room_through_redis(redis_server):
+@pytest.mark.parametrize("preload", [False, True])
+def test_gunicorn_four_workers_share_a_room_through_redis(redis_server, preload):
     port = free_port()
     command = host_command("gunicorn", "tests.scripts.flask_app:app", port, workers=4)
+    if preload:  # the app (and its backplane object) made once in the master, then forked
+        command.insert(1, "--preload")
     with running(command, port, {"IGNITIA_TEST_REDIS": redis_server.url}), contextlib.ExitStack() as stack:
         members: dict[str, list[ClientConnection]] = {}
         for opened in range(1, 41):  # the kernel spreads accepts over the workers; no stickiness needed
