@@ -274,7 +274,7 @@ class RedisBackplane:
         self._own = self._proc_prefix + self.uid
         self._publish_command = "spublish" if sharded else "publish"
         self._wake_channels: list[bytes] = [self._own]  # one per shard listener
-        self._generation = 0  # bumped when the wanted channels change
+        self._live_shards: list[_Shard] = []  # the connected shard listeners, told of room changes
         self._rooms: set[str] = set()  # rooms with local members: what we want to hear
         self._ids: set[str] = set()  # application ids of local connections
         self._queue: collections.deque[tuple[str, tuple[Any, ...]]] = collections.deque()
@@ -350,13 +350,13 @@ class RedisBackplane:
         """Listen to ``room``'s channel (the listener applies it at once)."""
         if not self._handed_over(self.joined, room):
             self._rooms.add(room)
-            self._subscriptions_changed()
+            self._subscriptions_changed(self._room_prefix + room.encode(), True)
 
     def left(self, room: str) -> None:
         """Stop listening to ``room``'s channel."""
         if not self._handed_over(self.left, room):
             self._rooms.discard(room)
-            self._subscriptions_changed()
+            self._subscriptions_changed(self._room_prefix + room.encode(), False)
 
     def identified(self, id: str) -> None:
         """Record in Redis that ``id`` lives here."""
@@ -437,8 +437,11 @@ class RedisBackplane:
         self._warn.log("backplane: dropped %d message(s): %s (%d dropped so far)", count, why, self.counters["dropped"])
         return False
 
-    def _subscriptions_changed(self) -> None:
-        self._generation += 1
+    def _subscriptions_changed(self, channel: bytes, wanted: bool) -> None:
+        """Tell the shard that owns ``channel``: only the change, not the whole set, is applied."""
+        for shard in self._live_shards:
+            if shard.owns(channel):
+                shard.pending[channel] = wanted
         if self._up and not self._wake_queued:
             self._wake_queued = True
             self._enqueue("wake", ())  # each shard listener wakes when it hears its wake channel
@@ -491,6 +494,7 @@ class RedisBackplane:
             shards: list[_Shard] = []
             listeners: list[gevent.Greenlet[Any, Any]] = []
             connected_at = time.monotonic()
+            self._live_shards = []
             try:
                 shards = self._connect_shards()  # subscribed here, then each handed to its greenlet
                 self._wake_channels = [shard.wake for shard in shards]
@@ -546,10 +550,8 @@ class RedisBackplane:
     def _read_shard(self, shard: _Shard) -> None:
         """Apply subscription changes between reads; ping after silence."""
         pinged = False
-        generation = shard.generation
         while not self._closed:
-            if generation != self._generation:
-                generation = self._generation
+            if shard.pending:
                 shard.update()
             message = shard.pubsub.get_message(timeout=self.health_check_interval)
             if message is None:
@@ -561,7 +563,7 @@ class RedisBackplane:
             pinged = False
             if message["type"] == shard.kind:
                 self._hear(message["channel"], message["data"])
-            elif message["type"] == "sunsubscribe" and message["channel"] in shard.subscribed:
+            elif message["type"] == "sunsubscribe" and not shard.confirm_unsubscribe(message["channel"]):
                 raise redis.ConnectionError("the cluster moved a channel's slot")  # resubscribe everywhere
 
     def _hear(self, channel: bytes, data: bytes) -> None:
@@ -715,23 +717,35 @@ class _Shard:
             channel for k in range(1_000_000)
             if self.owns(channel := f"{backplane.prefix}:wake:{backplane.uid.decode()}:{k}".encode())
         )
-        self.generation = backplane._generation
-        self.subscribed = self.wanted()
+        #: Room channels joined (True) or left (False) since the last update.
+        self.pending: dict[bytes, bool] = {}
+        self._unsubscribing: set[bytes] = set()
+        backplane._live_shards.append(self)  # before the snapshot: no change falls in between
+        self.subscribed = {channel for channel in backplane._channels() if self.owns(channel)} | {self.wake}
         self._subscribe(*self.subscribed)
 
     def owns(self, channel: bytes) -> bool:
         return self._slots is None or key_slot(channel) in self._slots
 
-    def wanted(self) -> set[bytes]:
-        return {channel for channel in self.backplane._channels() if self.owns(channel)} | {self.wake}
-
     def update(self) -> None:
-        wanted = self.wanted()
-        if wanted - self.subscribed:
-            self._subscribe(*(wanted - self.subscribed))
-        if self.subscribed - wanted:
-            self._unsubscribe(*(self.subscribed - wanted))
-        self.subscribed = wanted
+        """Apply the pending joins and leaves (several changes to one room: the last one wins)."""
+        changes, self.pending = self.pending, {}
+        add = [channel for channel, wanted in changes.items() if wanted and channel not in self.subscribed]
+        remove = [channel for channel, wanted in changes.items() if not wanted and channel in self.subscribed]
+        if add:
+            self._subscribe(*add)
+            self.subscribed.update(add)
+        if remove:
+            self.subscribed.difference_update(remove)
+            self._unsubscribing.update(remove)
+            self._unsubscribe(*remove)
+
+    def confirm_unsubscribe(self, channel: bytes) -> bool:
+        """True for the answer to our own unsubscribe; False when the server dropped a channel we want."""
+        if channel in self._unsubscribing:
+            self._unsubscribing.discard(channel)
+            return True
+        return channel not in self.subscribed
 
     def _subscribe(self, *channels: bytes) -> None:
         for group in self._by_slot(channels):

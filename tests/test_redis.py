@@ -183,6 +183,16 @@ def test_send_to_reaches_an_id_in_another_process(redis_server):
         alice.close()
 
 
+def test_a_process_listens_to_a_room_only_while_it_has_members_there(redis_server):
+    with chat_processes(redis_server.url, 1) as (only,):
+        for _ in range(2):  # join, leave, join again
+            pia = join(only.base, "attic", "pia")
+            wait_until(lambda: redis_server.subscribers("ignitia:room:attic") == 1, what="subscribed")
+            pia.close()
+            wait_until(lambda: redis_server.subscribers("ignitia:room:attic") == 0, what="unsubscribed")
+        assert only.stats()["reconnects"] == 0
+
+
 def test_a_graceful_stop_takes_its_ids_out_of_the_directory(redis_server):
     process = ChatProcess(redis_server.url)
     olga = join(process.base, "hall", "olga")
@@ -394,7 +404,14 @@ def test_sharded_pub_sub_on_a_three_node_cluster(redis_cluster):
         for _, left, right in pairs:
             left.close()
             right.close()
+        for room, _, _ in pairs:  # no members left: no shard carries these rooms to us any more
+            owner = cluster.get_node_from_key(f"ignitia:room:{room}")
+            client = redis.Redis(host=owner.host, port=owner.port)
+            wait_until(lambda client=client, room=room: dict(client.execute_command(
+                "PUBSUB SHARDNUMSUB", f"ignitia:room:{room}")).get(f"ignitia:room:{room}".encode()) == 0,
+                what=f"{room} unsubscribed")
         assert first.stats()["dropped"] == 0 and second.stats()["rejected"] == 0
+        assert first.stats()["reconnects"] == 0 and second.stats()["reconnects"] == 0
 
 
 def test_flask_run_dev_servers_share_a_room_through_redis(redis_server):
