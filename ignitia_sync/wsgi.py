@@ -284,7 +284,14 @@ class WebSocketMiddleware(WebSocketHost):
 
 
 class TakenSocket(NamedTuple):
-    """The client's socket, taken over from the WSGI server (see :func:`take_socket`)."""
+    """The client's socket, taken over from the WSGI server (see :func:`take_socket`).
+
+    Example::
+
+        taken = take_socket(environ)
+        if taken.threaded:          # Werkzeug, runserver: this request's own thread and hub
+            registry.serve_from_threads()
+    """
 
     #: The connection's socket, ours to use and close.
     sock: socket.socket
@@ -353,6 +360,10 @@ class SocketTakenOver(ConnectionAbortedError):
 
     Werkzeug and wsgiref (Django's ``runserver``) take a ConnectionError from the
     application as "the client went away": they write nothing more and log no 500.
+
+    Example:
+        >>> isinstance(SocketTakenOver("done"), ConnectionError)
+        True
     """
 
 

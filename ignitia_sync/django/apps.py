@@ -8,7 +8,10 @@ from django.apps import AppConfig
 
 
 class IgnitiaSyncConfig(AppConfig):  # type: ignore[misc]
-    """The app: its only job is the ``runserver`` command."""
+    """The app: its only job is the ``runserver`` command.
+
+    Example: ``INSTALLED_APPS = ["ignitia_sync.django", ..., "django.contrib.staticfiles"]``.
+    """
 
     name = "ignitia_sync.django"
     label = "ignitia_sync"

@@ -28,7 +28,10 @@ else:
 
 
 class WebSocketRequestHandler(WSGIRequestHandler):  # type: ignore[misc]
-    """Django's request handler, handing its socket and buffered reader to WebSocket views."""
+    """Django's request handler, handing its socket and buffered reader to WebSocket views.
+
+    Example: ``environ["ignitia_sync.socket"]`` is then the request's socket.
+    """
 
     def get_environ(self) -> dict[str, Any]:
         """Django's environ, plus the socket and the reader that holds bytes read past the head."""
@@ -44,6 +47,8 @@ class WebSocketServer(WSGIServer):  # type: ignore[misc]
     At exit (a reload, Ctrl-C) it stops accepting once the WebSockets have had their 1001:
     otherwise a client reconnecting at that moment reaches a process that can no longer
     start the request's thread.
+
+    Example: ``Command.server_cls`` is this class.
     """
 
     def __init__(self, address: Any, handler_class: Any, *args: Any, **kwargs: Any) -> None:
@@ -52,7 +57,10 @@ class WebSocketServer(WSGIServer):  # type: ignore[misc]
 
 
 class Command(Base):  # type: ignore[misc]
-    """``runserver``, serving WebSocket views as well."""
+    """``runserver``, serving WebSocket views as well.
+
+    Example: ``python manage.py runserver 8000`` with ``"ignitia_sync.django"`` installed.
+    """
 
     help = "Starts Django's development server, with WebSocket views (ignitia_sync)."
     server_cls = WebSocketServer
