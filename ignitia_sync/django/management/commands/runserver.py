@@ -10,8 +10,8 @@ that blocks holds only its own connection. When the autoreloader restarts the pr
 
 from __future__ import annotations
 
-import atexit
 import logging
+import sys
 from typing import Any
 
 from django.apps import apps
@@ -44,16 +44,26 @@ class WebSocketRequestHandler(WSGIRequestHandler):  # type: ignore[misc]
 class WebSocketServer(WSGIServer):  # type: ignore[misc]
     """Django's development server class, with :class:`WebSocketRequestHandler`.
 
-    At exit (a reload, Ctrl-C) it stops accepting once the WebSockets have had their 1001:
-    otherwise a client reconnecting at that moment reaches a process that can no longer
-    start the request's thread.
+    While the process exits (a reload, Ctrl-C) and its WebSockets get their 1001, a client
+    that reconnects at once may still be accepted here, where no thread can be started any
+    more (Python 3.12+): it is then refused quietly (the client retries) instead of a
+    traceback in the log.
 
     Example: ``Command.server_cls`` is this class.
     """
 
     def __init__(self, address: Any, handler_class: Any, *args: Any, **kwargs: Any) -> None:
         super().__init__(address, WebSocketRequestHandler, *args, **kwargs)
-        atexit.register(self.socket.close)  # runs after the 1001s (atexit is last in, first out)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Django's error report, except for a request that came in while the process exits.
+
+        socketserver then closes that connection (the client sees it end and retries).
+        """
+        error = sys.exc_info()[1]
+        if isinstance(error, RuntimeError) and "shutdown" in str(error):
+            return  # "can't create new thread at interpreter shutdown"
+        super().handle_error(request, client_address)
 
 
 class Command(Base):  # type: ignore[misc]
