@@ -485,7 +485,7 @@ class Server:
                 if self._wsgi is not None and (found is None or "websocket" not in request.headers.tokens("upgrade")):
                     return _HandOff(sock, b"".join(received))
                 if self._stopping:
-                    raise HandshakeError(503, "server shutting down")
+                    raise HandshakeError(503, "server shutting down", (("Retry-After", "1"),))
                 if found is None:
                     raise HandshakeError(404, "no WebSocket route for this path")
                 route, params = found

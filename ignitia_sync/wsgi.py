@@ -139,7 +139,7 @@ class WebSocketHost:
         had_hub = get_hub_if_exists() is not None
         try:
             if self.shutdown_event.is_set():
-                raise HandshakeError(503, "server shutting down")
+                raise HandshakeError(503, "server shutting down", (("Retry-After", "1"),))  # another worker will take it
             accepted = accept(request, options)
             attached = run_middleware(middleware, request)
             taken = take_socket(environ)

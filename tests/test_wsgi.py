@@ -119,3 +119,40 @@ def test_a_server_that_keeps_its_sockets_answers_500_and_says_what_to_run():
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/hello", timeout=10) as response:
             assert response.read() == b"page /hello"  # plain HTTP goes on
     assert output[0].count("serve the app with `ignitia-sync MODULE:app`") == 2
+
+
+def test_a_stop_sends_each_connections_queued_messages_before_its_1001(served):
+    host, port, process = served
+    with connect(f"ws://127.0.0.1:{port}/ws/queued", open_timeout=10, max_queue=4) as client:
+        assert client.recv(timeout=10).startswith("0000")  # the handler has queued everything
+        time.sleep(0.5)  # the client reads no more meanwhile: most of the 800 KiB waits in our queue
+        process.send_signal(STOP_SIGNAL.get(host, signal.SIGTERM))
+        received = [client.recv(timeout=15)[:4] for _ in range(799)]
+        assert received == [f"{i:04d}" for i in range(1, 800)]  # all of them, in order
+        with pytest.raises(ClientClosed):
+            client.recv(timeout=15)
+        assert client.protocol.close_rcvd is not None and client.protocol.close_rcvd.code == 1001
+    assert process.wait(20) == 0
+
+
+def test_gunicorn_reload_closes_the_old_workers_websockets_with_1001():
+    port = free_port()
+    with running(host_command("gunicorn", "tests.scripts.wsgi_app:app", port), port) as process:
+        with connect(f"ws://127.0.0.1:{port}/ws/hold", open_timeout=10) as old:
+            assert old.recv(timeout=10) == "ready"
+            process.send_signal(signal.SIGHUP)  # gunicorn's reload: new workers, the old ones stop
+            with pytest.raises(ClientClosed):
+                old.recv(timeout=20)
+            assert old.protocol.close_rcvd is not None and old.protocol.close_rcvd.code == 1001
+        deadline = time.monotonic() + 20
+        while True:  # until the old worker stops listening, it answers upgrades with 503
+            try:
+                with connect(f"ws://127.0.0.1:{port}/ws/echo", open_timeout=10) as new:  # a new worker
+                    new.send("after the reload")
+                    assert new.recv(timeout=10) == "after the reload"
+                break
+            except InvalidStatus as refused:
+                assert refused.response.status_code == 503
+                assert refused.response.headers["Retry-After"] == "1"
+                assert time.monotonic() < deadline, "no new worker took the connection"
+                time.sleep(0.2)

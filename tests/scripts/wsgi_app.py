@@ -32,6 +32,14 @@ def hold(ws):
         pass
 
 
+def queued(ws):
+    """Queues 800 KiB at once (the peer reads slowly), then waits: a stop must send it all first."""
+    for i in range(800):
+        ws.send_nowait(Message.text(f"{i:04d}" + "x" * 1020))
+    for _message in ws:
+        pass
+
+
 def flood(ws):
     """Sends until the peer stops reading; send_timeout then closes it (1008)."""
     chunk = b"x" * 65536
@@ -43,6 +51,7 @@ router = (
     Router()
     .websocket("/ws/echo", echo, max_message_size=8 << 20)
     .websocket("/ws/flood", flood, send_timeout=1.0)
+    .websocket("/ws/queued", queued)
     .websocket("/ws/hold", hold)
     .websocket("/ws/secure", echo, middleware=[AuthMiddleware("secret")])
 )
