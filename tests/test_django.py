@@ -126,6 +126,9 @@ def test_runserver_reload_closes_websockets_with_1001_and_serves_again(project_e
                 with connect(f"ws://127.0.0.1:{port}/ws/greet/again/", open_timeout=5) as ws:
                     assert ws.recv(timeout=10).startswith("hello AnonymousUser in again")
                 break
-            except (OSError, InvalidStatus, InvalidMessage):  # the old process may still take one
+            except (OSError, InvalidStatus, InvalidMessage, ClientClosed):
+                # While the reloader swaps processes a connection can be refused (503), cut, or
+                # dropped after its 101 (seen once in ~10 runs on Python 3.12 with Django 6.1,
+                # not yet explained): the client retries, as a browser's would.
                 assert time.monotonic() < deadline, "the reloaded server did not come back"
                 time.sleep(0.2)
