@@ -210,6 +210,28 @@ class WebSocketConnection:
             return item  # type: ignore[no-any-return]
         return None
 
+    def recv_json(self, timeout: float | None = None) -> Any:
+        """The next data message, decoded as JSON (text or UTF-8 binary).
+
+        Raises:
+            ConnectionClosed: the connection closed first.
+            MessageDecodeError: the message is not valid JSON.
+            TimeoutError: nothing came within ``timeout`` seconds.
+
+        Example:
+            >>> def handler(ws: WebSocketConnection) -> None:
+            ...     order = ws.recv_json(timeout=30)
+            ...     ws.send_json({"accepted": order["id"]})
+        """
+        while True:
+            message = self.recv(timeout)
+            if message is None:
+                raise ConnectionClosed(self.close_code or 1006, self.close_reason)
+            if type(message) is Text:
+                return message.decode_json()
+            if type(message) is Binary:
+                return Text(bytes(message.data).decode("utf-8", "replace")).decode_json()
+
     def recv_timeout(self, seconds: float) -> Message | None:
         """Like :meth:`recv`, but gives up after ``seconds`` (the guide's spelling).
 

@@ -12,6 +12,7 @@ __all__ = [
     "ConnectionClosed",
     "HandshakeError",
     "IgnitiaError",
+    "InvalidHandshake",
     "MessageDecodeError",
     "ProtocolError",
 ]
@@ -85,6 +86,19 @@ class HandshakeError(IgnitiaError):
         self.status = status
         self.body = body
         self.headers = headers
+
+
+class InvalidHandshake(IgnitiaError):
+    """The server's answer to our upgrade request broke HTTP or RFC 6455.
+
+    A wrong ``Sec-WebSocket-Accept``, a subprotocol or extension we did not offer, a 101
+    without ``Upgrade: websocket``, a malformed head, too many redirects. (A server that
+    *refuses* the upgrade with an HTTP status raises :class:`HandshakeError` instead.)
+
+    Example:
+        >>> isinstance(InvalidHandshake("wrong Sec-WebSocket-Accept"), IgnitiaError)
+        True
+    """
 
 
 class MessageDecodeError(IgnitiaError, ValueError):

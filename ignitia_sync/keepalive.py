@@ -102,7 +102,14 @@ class Keepalive:
 
     def _timed_out(self) -> None:
         self._pong_timer = None
-        self._transport.fail(1011, "keepalive ping timeout")
+        # A program that spent the whole timeout in a blocking call outside the hub (a
+        # client in a script that does not monkey-patch) may have the pong unread in the
+        # socket: the read due in this same loop turn runs before this callback does.
+        self._transport._loop.run_callback(self._confirm_timeout)
+
+    def _confirm_timeout(self) -> None:
+        if self._waiting_for is not None and self._transport.proto.state is not ProtocolState.CLOSED:
+            self._transport.fail(1011, "keepalive ping timeout")
 
     def _check_idle(self) -> None:
         transport = self._transport

@@ -313,6 +313,19 @@ def _frame(opcode: int, payload: bytes, first: int = 0x80) -> bytes:
     return struct.pack("!BBQ", first, 127, length) + payload
 
 
+def _masked_frame(opcode: int, payload: bytes, key: bytes) -> bytes:
+    """One final frame from a client: masked with the 4-byte ``key`` (RFC 6455 section 5.3)."""
+    length = len(payload)
+    first = 0x80 | opcode
+    if length < 126:
+        head = bytes((first, 0x80 | length))
+    elif length < 65536:
+        head = struct.pack("!BBH", first, 0xFE, length)
+    else:
+        head = struct.pack("!BBQ", first, 0xFF, length)
+    return head + key + unmask(payload, key)
+
+
 def encode_shared_frame(message: Message, key: tuple[int, int]) -> bytes:
     """The frame of ``message`` for every peer whose :attr:`WebSocketProtocol.framing_key` is ``key``.
 
@@ -371,6 +384,8 @@ class WebSocketProtocol:
         "_buffer",
         "_extensions",
         "_fast",
+        "_keys",
+        "_masking",
         "_max_message_size",
         "_outgoing",
         "_parts",
@@ -398,10 +413,15 @@ class WebSocketProtocol:
         # ever see frames the fast path handles, and every idle connection saves its memory.
         self._wsproto: Connection | None = None if not client and deflate is None else Connection(self._role, extensions)
         self._plain_frames = not client and deflate is None
+        # A client without an extension frames its own messages too, each masked with a key
+        # from the operating system's CSPRNG (drawn 64 keys at a time).
+        self._masking = client and deflate is None
+        self._keys = b""
         self._max_message_size = max_message_size
         # The fast path parses the common frames itself (complete, unfragmented data frames,
-        # pings and pongs, no RSV bits); anything else goes to wsproto until it is idle again.
-        self._fast = not client
+        # pings and pongs, no RSV bits, masked from a client, unmasked from a server);
+        # anything else goes to wsproto until it is idle again.
+        self._fast = True
         self._buffer = bytearray()
         self._outgoing = bytearray()
         self._pong = b""  # the answer to the latest ping only (RFC 6455 section 5.5.3)
@@ -494,29 +514,33 @@ class WebSocketProtocol:
         end = len(buf)
         pos = 0
         limit = self._max_message_size
+        # A server reads masked frames (a 4-byte key after the length), a client unmasked ones.
+        masked = self._role is ConnectionType.SERVER
+        mask_bit = 0x80 if masked else 0
+        key_size = 4 if masked else 0
         try:
             while end - pos >= 2:
                 first = buf[pos]
                 second = buf[pos + 1]
                 length = second & 0x7F
-                if not second & 0x80 or first not in (0x81, 0x82, 0x89, 0x8A):
-                    break  # unmasked, fragmented, RSV bits, close, bad opcode: wsproto decides
+                if second & 0x80 != mask_bit or first not in (0x81, 0x82, 0x89, 0x8A):
+                    break  # wrong masking, fragmented, RSV bits, close, bad opcode: wsproto decides
                 if length < 126:
-                    start = pos + 6
+                    start = pos + 2 + key_size
                 elif first & 0x08:
                     break  # a control frame over 125 bytes: wsproto fails it
                 elif length == 126:
-                    if end - pos < 8:
+                    if end - pos < 4:
                         return
                     length = (buf[pos + 2] << 8) | buf[pos + 3]
-                    start = pos + 8
+                    start = pos + 4 + key_size
                     if length < 126:
                         break
                 else:
-                    if end - pos < 14:
+                    if end - pos < 10:
                         return
                     length = int.from_bytes(buf[pos + 2 : pos + 10], "big")
-                    start = pos + 14
+                    start = pos + 10 + key_size
                     if length < 65536 or length >> 63:
                         break
                 if length > limit:
@@ -524,7 +548,7 @@ class WebSocketProtocol:
                 stop = start + length
                 if stop > end:
                     return
-                payload = unmask(buf[start:stop], buf[start - 4 : start])
+                payload = unmask(buf[start:stop], buf[start - 4 : start]) if masked else bytes(buf[start:stop])
                 if first == 0x81:
                     try:
                         text = payload.decode()
@@ -538,7 +562,10 @@ class WebSocketProtocol:
                 elif first == 0x89:
                     pos = stop
                     if self.state is ProtocolState.OPEN:
-                        self._pong = _frame(0xA, payload) if self._plain_frames else self._conn.send(PongEvent(payload=payload))
+                        self._pong = (
+                            _frame(0xA, payload) if self._plain_frames
+                            else self._control(Opcode.PONG, payload, PongEvent(payload=payload))
+                        )
                     yield Ping(payload)
                 else:
                     pos = stop
@@ -610,7 +637,15 @@ class WebSocketProtocol:
             raise ValueError("control frame payloads are limited to 125 bytes")
         if self._plain_frames:
             return _frame(opcode, payload)
+        if self._masking:
+            return _masked_frame(opcode, payload, self._key())
         return self._conn.send(event if opcode is not Opcode.PONG else PongEvent(payload=payload))
+
+    def _key(self) -> bytes:
+        """A fresh masking key from the CSPRNG; the syscall is made once per 64 keys."""
+        keys = self._keys or os.urandom(256)
+        self._keys = keys[4:]
+        return keys[:4]
 
     def send(self, message: Message) -> bytes:
         """The bytes that carry ``message`` to the peer.
@@ -625,10 +660,14 @@ class WebSocketProtocol:
         if kind is Text:
             if self._plain_frames:
                 return _frame(1, message.data.encode())  # type: ignore[attr-defined]
+            if self._masking:
+                return _masked_frame(1, message.data.encode(), self._key())  # type: ignore[attr-defined]
             return self._conn.send(TextMessage(data=message.data))  # type: ignore[attr-defined]
         if kind is Binary:
             if self._plain_frames:
                 return _frame(2, message.data)  # type: ignore[attr-defined]
+            if self._masking:
+                return _masked_frame(2, message.data, self._key())  # type: ignore[attr-defined]
             return self._conn.send(BytesMessage(data=message.data))  # type: ignore[attr-defined]
         if kind is Ping:
             return self._control(Opcode.PING, message.data, PingEvent(payload=message.data))  # type: ignore[attr-defined]

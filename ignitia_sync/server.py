@@ -192,9 +192,13 @@ class Server:
 
     # -- life cycle -----------------------------------------------------------------
 
-    def start(self) -> None:
-        """Bind and start accepting in the background of the current hub; returns at once."""
-        if self._stream is not None:
+    def start(self, *, listen: bool = True) -> None:
+        """Bind and start accepting in the background of the current hub; returns at once.
+
+        With ``listen=False`` nothing is bound: connections come only through
+        :meth:`serve_socket` (what :class:`~ignitia_sync.testing.TestClient` does).
+        """
+        if self._stopped is not None:
             return
         context = self.settings.ssl_context
         if context is None and self.settings.certfile:
@@ -210,15 +214,38 @@ class Server:
         # TLS is set up per connection in _upgrade, inside handshake_timeout, with gevent's
         # SSLSocket (a stdlib one would block the hub); the listener itself is plain.
         self._tls = context
-        self._stream = _Listener(self._requested_address, self._handle, backlog=self.settings.backlog)
-        self._stream.start()
+        if listen:
+            self._stream = _Listener(self._requested_address, self._handle, backlog=self.settings.backlog)
+            self._stream.start()
         if self.wsgi_app is not None:
             self._wsgi = self._make_wsgi_server()
         self._stopped = gevent.event.Event()
         self._loop = gevent.get_hub().loop
         self.registry.attach(self._loop)
         self._thread_ident = real_get_ident()
-        log.info("listening on %s:%d", *self.address[:2])
+        if listen:
+            log.info("listening on %s:%d", *self.address[:2])
+
+    def serve_socket(self, sock: socket.socket, address: tuple[Any, ...]) -> gevent.Greenlet[Any, Any]:
+        """Serve one connection accepted elsewhere: handshake, limits, routing, everything after.
+
+        Call it in the server's thread, after :meth:`start`; the connection is served in
+        a new greenlet (returned), counted and stopped with the others.
+
+        Example:
+            >>> import gevent.socket
+            >>> server = Server(Router(), ("127.0.0.1", 0))
+            >>> server.start(listen=False)
+            >>> ours, theirs = gevent.socket.socketpair()
+            >>> _ = server.serve_socket(theirs, ("127.0.0.1", 50000))
+            >>> ours.sendall(b"GET /nowhere HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n")
+            >>> ours.recv(100).split(b"\\r\\n")[0]
+            b'HTTP/1.1 404 Not Found'
+            >>> server.stop()
+        """
+        if self._stopped is None:
+            raise RuntimeError("start() the server before serve_socket()")
+        return gevent.spawn(self._handle, sock, address)
 
     def _make_wsgi_server(self) -> Any:
         from gevent.pywsgi import WSGIServer
@@ -229,8 +256,7 @@ class Server:
             self._requested_address, self.wsgi_app, log=access_log,
             error_log=logging.getLogger("ignitia_sync.wsgi"),
         )
-        assert self._stream is not None
-        host, port = self._stream.server_host, self._stream.server_port
+        host, port = self.address[:2]
         server.environ.update(
             SERVER_NAME=str(host), SERVER_PORT=str(port), SERVER_SOFTWARE="ignitia_sync gevent.pywsgi",
             **({"wsgi.url_scheme": "https"} if self._tls is not None else {}),
@@ -322,7 +348,7 @@ class Server:
         (an admin "shutdown" route, say), it starts the shutdown and returns at once:
         that handler is one of those being stopped.
         """
-        if self._stream is None or (self._stopped is not None and self._stopped.is_set()):
+        if self._stopped is None or self._stopped.is_set():
             return
         if self._thread_ident != real_get_ident():
             done = threading.Event()
@@ -347,10 +373,11 @@ class Server:
             done.set()
 
     def _stop_here(self, timeout: float | None) -> None:
-        if self._stopping or self._stream is None:
+        if self._stopping or self._stopped is None:
             return
         self._stopping = True
-        self._stream.close()
+        if self._stream is not None:
+            self._stream.close()
         self.shutdown_event.set()
         if len(self.registry):  # handlers that watch the event may finish by themselves
             self._handlers.join(timeout=min(self.settings.shutdown_grace, self.settings.shutdown_timeout))

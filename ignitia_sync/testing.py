@@ -1,0 +1,179 @@
+"""Test your WebSocket handlers in process: :class:`TestClient`, and a pytest fixture.
+
+The test client serves your application (a :class:`~ignitia_sync.router.Router`, a Flask
+app with :class:`~ignitia_sync.flask.Sock`, a Django project, any WSGI app wrapped by
+:class:`~ignitia_sync.wsgi.WebSocketMiddleware`) with the real server code, over a
+socketpair: no port, no thread, the real protocol bytes both ways, every limit and
+middleware on. Each test connection is a :class:`~ignitia_sync.client.ClientConnection`.
+
+Example:
+    >>> from ignitia_sync import Router
+    >>> router = Router()
+    >>> router.websocket("/hello/:name", lambda ws, name: ws.send_text(f"hi {name}"))  # doctest: +ELLIPSIS
+    <ignitia_sync.router.Router object at ...>
+    >>> with TestClient(router) as client:
+    ...     ws = client.connect("/hello/alice")
+    ...     ws.recv(timeout=1)
+    Text(data='hi alice')
+
+As a pytest plugin (``-p ignitia_sync.testing``, or ``pytest_plugins = ["ignitia_sync.testing"]``
+in a ``conftest.py``), the ``websocket_client`` fixture gives a test client for the
+application your ``websocket_app`` fixture returns.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from http.cookies import SimpleCookie
+from typing import Any
+
+import gevent.socket
+
+from .client import ClientConnection, connect
+from .router import Router
+from .server import Server
+
+__all__ = ["TestClient", "websocket_client"]
+
+_ports = itertools.count(40000)
+
+
+class TestClient:
+    """Serves ``app`` in this process and opens test connections to it.
+
+    Args:
+        app: a :class:`Router`, or a WSGI application (Flask, Django, anything wrapped by
+            our middleware); plain HTTP requests are not its business (use your
+            framework's own test client for those, and pass it as ``http_client``).
+        http_client: a Flask/Werkzeug or Django test client whose cookies every
+            connection sends: log in over HTTP with it, then open the WebSocket as that user.
+        **settings: :class:`~ignitia_sync.server.ServerSettings` fields for the server
+            (limits, ``max_connections_per_ip``...).
+
+    A refused upgrade raises :class:`~ignitia_sync.exceptions.HandshakeError` with the
+    status, body and headers. Leaving the ``with`` block closes every test connection and
+    stops the server as a real one stops (1001 to what is still open).
+
+    Example:
+        >>> from flask import Flask
+        >>> from ignitia_sync.flask import Sock
+        >>> app = Flask(__name__)
+        >>> sock = Sock(app)
+        >>> @sock.route("/echo")
+        ... def echo(ws):
+        ...     ws.send(ws.receive())
+        >>> with TestClient(app) as client:
+        ...     ws = client.connect("/echo")
+        ...     ws.send_text("ping")
+        ...     ws.recv(timeout=1)
+        Text(data='ping')
+    """
+
+    __test__ = False  # not a test class, whatever pytest's name rules say
+
+    def __init__(self, app: Router | Callable[..., Any], *, http_client: Any = None, **settings: Any) -> None:
+        router = app if isinstance(app, Router) else Router()
+        wsgi_app = None if isinstance(app, Router) else app
+        settings.setdefault("handle_signals", False)
+        #: The server that serves the test connections (``client.server.registry``, ``stats()``).
+        self.server = Server(router, ("testserver", 80), wsgi_app=wsgi_app, **settings)
+        self.http_client = http_client
+        self._connections: list[ClientConnection] = []
+
+    def __enter__(self) -> TestClient:
+        self.server.start(listen=False)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close every test connection (1000), then stop the server."""
+        for ws in self._connections:
+            ws.close_and_wait()
+        self._connections.clear()
+        self.server.stop()
+
+    def connect(
+        self,
+        path: str,
+        *,
+        headers: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
+        subprotocols: Sequence[str] | None = None,
+        cookies: Mapping[str, str] | None = None,
+        client_address: str = "127.0.0.1",
+        **options: Any,
+    ) -> ClientConnection:
+        """Open a test connection to ``path`` (with its query string).
+
+        Args:
+            headers: extra request headers (``Origin``, ``Authorization``...).
+            subprotocols: offered in this order.
+            cookies: cookies to send, on top of those of ``http_client``.
+            client_address: the peer address the server sees (per-IP limits).
+            **options: any keyword argument of :func:`ignitia_sync.client.connect`
+                (``compression``, ``max_message_size``, ``ping_interval``...).
+
+        Raises:
+            HandshakeError: the application refused the upgrade (``exc.status``, ``exc.body``).
+        """
+        if self.server._stopped is None:
+            raise RuntimeError("use the TestClient in a `with` block (or call __enter__)")
+        fields = list(headers.items()) if isinstance(headers, Mapping) else list(headers or ())
+        cookie = _cookie_header(self.http_client, path, cookies)
+        if cookie:
+            fields.append(("Cookie", cookie))
+        ours, theirs = gevent.socket.socketpair()
+        self.server.serve_socket(theirs, (client_address, next(_ports)))
+        options.setdefault("open_timeout", 10.0)
+        ws = connect(f"ws://localhost{path}", sock=ours, headers=fields, subprotocols=subprotocols, **options)
+        self._connections.append(ws)
+        return ws
+
+
+def _cookie_header(http_client: Any, path: str, extra: Mapping[str, str] | None) -> str:
+    """The ``Cookie`` header a Werkzeug (Flask) or Django test client would send to ``path``."""
+    pairs: dict[str, str] = {}
+    if http_client is not None:
+        jar = getattr(http_client, "cookies", None)
+        if isinstance(jar, SimpleCookie):  # Django's test client
+            pairs.update((name, morsel.value) for name, morsel in jar.items())
+        elif hasattr(http_client, "_cookies"):  # Werkzeug's (Flask's app.test_client())
+            server_name = getattr(http_client, "server_name", None) or "localhost"
+            for cookie in list(http_client._cookies.values()):
+                if cookie._matches_request(server_name, path.split("?", 1)[0]):
+                    pairs[cookie.key] = cookie.value
+        else:
+            raise TypeError(f"not a Flask/Werkzeug or Django test client: {type(http_client).__name__}")
+    pairs.update(extra or {})
+    return "; ".join(f"{name}={value}" for name, value in pairs.items())
+
+
+try:
+    import pytest
+except ImportError:  # pragma: no cover - the plugin is only loaded by pytest
+    pass
+else:
+
+    @pytest.fixture
+    def websocket_client(request: pytest.FixtureRequest) -> Iterator[TestClient]:
+        """A :class:`TestClient` for the application of your ``websocket_app`` fixture.
+
+        Example (``conftest.py``)::
+
+            pytest_plugins = ["ignitia_sync.testing"]
+
+            @pytest.fixture
+            def websocket_app():
+                from myproject.app import app
+                return app
+
+            def test_echo(websocket_client):
+                ws = websocket_client.connect("/echo")
+                ws.send_text("hi")
+                assert ws.recv(timeout=1).data == "hi"
+        """
+        app = request.getfixturevalue("websocket_app")
+        with TestClient(app) as client:
+            yield client
