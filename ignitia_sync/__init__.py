@@ -27,6 +27,7 @@ from .exceptions import (
     ConnectionClosed,
     HandshakeError,
     IgnitiaError,
+    InvalidHandshake,
     MessageDecodeError,
     ProtocolError,
 )
@@ -68,6 +69,7 @@ __all__ = [
     "HandshakeError",
     "Headers",
     "IgnitiaError",
+    "InvalidHandshake",
     "KeyedLimiter",
     "LocalBackplane",
     "Message",

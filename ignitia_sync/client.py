@@ -197,7 +197,9 @@ def connect(
             deflate windows); the keyword arguments above override it.
         sock: an already connected socket to speak over (the URL then only gives the
             ``Host`` and the path).
-        max_redirects: 3xx answers followed (never from ``wss://`` to ``ws://``).
+        max_redirects: 3xx answers followed (never from ``wss://`` to ``ws://``); with 0,
+            a redirect raises :class:`~ignitia_sync.exceptions.HandshakeError` (its
+            ``Location`` is in ``headers``).
 
     Raises:
         HandshakeError: the server refused the upgrade (``status``, ``body``, ``headers``).
@@ -239,6 +241,8 @@ def connect(
         connected.close()
         if isinstance(outcome, HandshakeError):
             raise outcome
+        if not max_redirects:
+            raise outcome.refusal
         url = _follow(url, outcome)
     raise InvalidHandshake(f"more than {max_redirects} redirects")
 

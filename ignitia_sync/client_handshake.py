@@ -62,10 +62,14 @@ class Opened(NamedTuple):
 
 
 class Redirect(NamedTuple):
-    """The server answered with a redirect (301, 302, 303, 307, 308) to ``location``."""
+    """The server answered with a redirect (301, 302, 303, 307, 308) to ``location``.
+
+    ``refusal`` is the same answer as an error, for a caller that follows no redirects.
+    """
 
     status: int
     location: str
+    refusal: HandshakeError
 
 
 class ClientHandshake:
@@ -167,7 +171,8 @@ class ClientHandshake:
                 self._headers = _headers(event.headers)
                 location = self._headers.get("location")
                 if self._status in _REDIRECTS and location:
-                    self._done = Redirect(self._status, location)
+                    refusal = HandshakeError(self._status, "", tuple(self._headers.raw_items()))
+                    self._done = Redirect(self._status, location, refusal)
                     return
             elif isinstance(event, h11.Data):
                 self._body += event.data[: MAX_BODY - len(self._body)]

@@ -16,9 +16,8 @@ Example:
     ...     ws.recv(timeout=1)
     Text(data='hi alice')
 
-As a pytest plugin (``-p ignitia_sync.testing``, or ``pytest_plugins = ["ignitia_sync.testing"]``
-in a ``conftest.py``), the ``websocket_client`` fixture gives a test client for the
-application your ``websocket_app`` fixture returns.
+The package registers this module as a pytest plugin: the ``websocket_client`` fixture
+gives a test client for the application your ``websocket_app`` fixture returns.
 """
 
 from __future__ import annotations
@@ -127,6 +126,7 @@ class TestClient:
         ours, theirs = gevent.socket.socketpair()
         self.server.serve_socket(theirs, (client_address, next(_ports)))
         options.setdefault("open_timeout", 10.0)
+        options.setdefault("max_redirects", 0)  # a redirect is the app's answer: HandshakeError
         ws = connect(f"ws://localhost{path}", sock=ours, headers=fields, subprotocols=subprotocols, **options)
         self._connections.append(ws)
         return ws
@@ -160,9 +160,7 @@ else:
     def websocket_client(request: pytest.FixtureRequest) -> Iterator[TestClient]:
         """A :class:`TestClient` for the application of your ``websocket_app`` fixture.
 
-        Example (``conftest.py``)::
-
-            pytest_plugins = ["ignitia_sync.testing"]
+        Example (``conftest.py`` and a test; the plugin is loaded by pytest itself)::
 
             @pytest.fixture
             def websocket_app():

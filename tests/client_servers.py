@@ -1,0 +1,21 @@
+"""A server the client tests stop and start again: ``python -m ignitia_sync tests.client_servers:router``."""
+
+from __future__ import annotations
+
+from ignitia_sync import Message, Router, WebSocketConnection
+from ignitia_sync.http import Response
+
+
+def feed(ws: WebSocketConnection) -> None:
+    for message in ws:
+        if isinstance(message, Message.Text):
+            ws.send_text(f"feed: {message.data}")
+
+
+def never(ws: WebSocketConnection) -> None:
+    raise AssertionError("the middleware refuses every upgrade here")
+
+
+router = Router()
+router.websocket("/feed", feed)
+router.websocket("/forbidden", never, middleware=[lambda request: Response(403, "not for you")])

@@ -1,0 +1,139 @@
+"""TestClient: the application served in process by the real server code, over a socketpair.
+
+These are also the tests of the examples (``examples.flask_app``, ``examples.django_project``,
+``examples.rooms``) the way our users would write theirs.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from ignitia_sync import HandshakeError, Message, Router, WebSocketConnection
+from ignitia_sync.http import Response
+from ignitia_sync.testing import TestClient
+
+
+def chat(ws: WebSocketConnection, room: str) -> None:
+    ws.join(room)
+    for message in ws:
+        if isinstance(message, Message.Text):
+            ws.registry.broadcast(Message.text(f"{ws.request.query.get('name')}: {message.data}"), room=room)
+
+
+def router() -> Router:
+    app = Router()
+    app.websocket("/chat/:room", chat)
+    app.websocket("/private", chat, middleware=[lambda request: Response(403, "members only")])
+    app.websocket("/proto", lambda ws: ws.send_text(str(ws.subprotocol)), subprotocols=["v2", "v1"])
+    app.websocket("/small", lambda ws: list(ws), max_message_size=16)
+    return app
+
+
+def test_several_connections_talk_to_each_other_through_rooms():
+    with TestClient(router()) as client:
+        alice = client.connect("/chat/lobby?name=alice")
+        bob = client.connect("/chat/lobby?name=bob")
+        carol = client.connect("/chat/other?name=carol")
+        alice.send_text("hi")
+        assert alice.recv(timeout=1) == bob.recv(timeout=1) == Message.text("alice: hi")
+        carol.expect_nothing(0.1)
+        assert client.server.stats()["open_connections"] == 3
+
+
+def test_a_refused_upgrade_carries_status_and_body():
+    with TestClient(router()) as client, pytest.raises(HandshakeError) as refused:
+        client.connect("/private")
+    assert (refused.value.status, refused.value.body) == (403, "members only\n")
+
+
+def test_subprotocols_limits_and_close_codes_are_the_real_ones():
+    with TestClient(router()) as client:
+        assert client.connect("/proto", subprotocols=["v1"]).recv(timeout=1) == Message.text("v1")
+        ws = client.connect("/small")
+        ws.send_text("x" * 17)
+        assert ws.recv(timeout=1) == Message.close_with_reason(1009, "message too big")
+        assert ws.recv(timeout=1) is None and ws.close_code == 1009
+
+
+def test_expect_nothing_fails_when_something_comes():
+    with TestClient(router()) as client:
+        ws = client.connect("/chat/a?name=me")
+        ws.send_text("echo")
+        with pytest.raises(AssertionError, match="Text"):
+            ws.expect_nothing(1)
+
+
+def test_leaving_the_block_closes_what_is_open_with_a_closing_handshake():
+    with TestClient(router()) as client:
+        ws = client.connect("/chat/a?name=me")
+    assert ws.close_code == 1000 and ws.closed
+    assert client.server.stats()["close_codes"] == {1000: 1}
+
+
+@pytest.fixture
+def websocket_app() -> Router:
+    return router()
+
+
+def test_the_pytest_fixture(websocket_client):
+    ws = websocket_client.connect("/chat/x?name=fixture")
+    ws.send_text("hello")
+    assert ws.recv(timeout=1) == Message.text("fixture: hello")
+
+
+# -- Flask: the session comes from app.test_client() ----------------------------------------
+
+
+def test_the_flask_example_shares_the_session_of_app_test_client():
+    from examples.flask_app import app
+
+    http = app.test_client()
+    with TestClient(app, http_client=http) as client:
+        assert client.connect("/ws/hello").recv(timeout=1) == Message.text("hello stranger")
+        assert http.get("/signin/alice").status_code == 200
+        assert client.connect("/ws/hello").recv(timeout=1) == Message.text("hello alice")
+        echo = client.connect("/ws/echo")
+        echo.send_bytes(b"\x00" * 100_000)
+        assert echo.recv(timeout=1) == Message.binary(b"\x00" * 100_000)
+        with pytest.raises(HandshakeError) as refused:
+            client.connect("/nowhere")
+        assert refused.value.status == 404
+
+
+# -- Django: a logged-in user of django.test.Client ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def django_project(tmp_path_factory):
+    os.environ["DJANGO_SETTINGS_MODULE"] = "examples.django_project.settings"
+    os.environ["DJANGO_DB"] = str(tmp_path_factory.mktemp("django") / "db.sqlite3")
+    import django
+    from django.core.management import call_command
+    from django.test.utils import setup_test_environment
+
+    django.setup()
+    setup_test_environment()
+    call_command("migrate", verbosity=0)
+    from examples.django_project.wsgi import application
+
+    return application
+
+
+def test_the_django_example_sees_the_logged_in_user_and_session(django_project):
+    from django.contrib.auth.models import User
+    from django.test import Client
+
+    http = Client()
+    with TestClient(django_project, http_client=http) as client:
+        with pytest.raises(HandshakeError) as refused:
+            client.connect("/ws/private/")
+        assert refused.value.status == 302  # login_required's redirect, before any 101
+        assert dict(refused.value.headers)["location"].startswith("/login/?next=")
+        http.force_login(User.objects.get_or_create(username="dora")[0])
+        assert client.connect("/ws/private/").recv(timeout=1) == Message.text("only for dora")
+        greet = client.connect("/ws/greet/lobby/")
+        assert greet.recv(timeout=1) == Message.text("hello dora in lobby, visits=None")
+        assert client.connect("/ws/counter/").recv(timeout=1) == Message.text("visit 1")
+        assert client.connect("/ws/counter/").recv(timeout=1) == Message.text("visit 2")  # saved while open
