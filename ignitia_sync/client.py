@@ -48,7 +48,7 @@ from .message import Binary, Close, Message, Text
 from .settings import ConnectionSettings
 from .transport import real_get_ident
 
-__all__ = ["Backoff", "ClientConnection", "Reconnecting", "connect", "reconnecting"]
+__all__ = ["Backoff", "ClientConnection", "Reconnecting", "connect", "parse_url", "reconnecting", "retryable"]
 
 log = logging.getLogger("ignitia_sync.client")
 

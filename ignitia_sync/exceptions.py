@@ -69,6 +69,9 @@ class ProtocolError(IgnitiaError):
 class HandshakeError(IgnitiaError):
     """The HTTP upgrade request was refused before any WebSocket traffic.
 
+    A server raises it to refuse; our client raises it when a server refused (the
+    status, the body it sent, its headers).
+
     Attributes:
         status: the HTTP status answered (400, 404, 405, 426, 431, ...).
         body: the short plain-text body sent with it.

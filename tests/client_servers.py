@@ -19,3 +19,19 @@ def never(ws: WebSocketConnection) -> None:
 router = Router()
 router.websocket("/feed", feed)
 router.websocket("/forbidden", never, middleware=[lambda request: Response(403, "not for you")])
+
+
+def ticks(ws: WebSocketConnection) -> None:
+    """After a subscription message, a tick every 0.1 s: ``tick 1``, ``tick 2``..."""
+    if ws.recv_json() != {"subscribe": "ticks"}:
+        ws.close(1008, "subscribe first")
+        return
+    count = 0
+    while not ws.closed:
+        count += 1
+        ws.send_text(f"tick {count}")
+        if ws.recv_timeout(0.1) is None and ws.closed:
+            return
+
+
+router.websocket("/ticks", ticks)

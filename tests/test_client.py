@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -438,6 +439,11 @@ def test_reconnecting_survives_a_server_restart_and_stops_on_403():
     port = free_port()
     command = [sys.executable, "-m", "ignitia_sync", RESTARTABLE, "--port", str(port)]
     received: list[str] = []
+    restarted: list[subprocess.Popen[bytes]] = []
+
+    def restart() -> None:
+        restarted.append(subprocess.Popen(command, cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}))
+
     loop = reconnecting(f"ws://127.0.0.1:{port}/feed", backoff=Backoff(first=0.5, factor=2.0, cap=1.0),
                         open_timeout=2)
     with running(command, port) as first:
@@ -448,9 +454,7 @@ def test_reconnecting_survives_a_server_restart_and_stops_on_403():
                 first.terminate()  # the server stops: 1001, then nobody listens for a while
                 assert ws.recv(timeout=10) == Message.close_with_reason(1001, "Server shutdown")
                 first.wait(10)
-                threading.Timer(1.5, lambda: restarted.append(
-                    subprocess.Popen(command, cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}))).start()
-                restarted: list[subprocess.Popen[bytes]] = []
+                threading.Timer(1.5, restart).start()
             else:
                 loop.stop()
     try:
@@ -499,3 +503,36 @@ def test_stop_from_another_thread_ends_a_blocked_loop(serve):
     for ws in loop:
         seen.extend(ws)  # blocks until stop() closes it: the server's answer, then the end
     assert seen == [Message.close_with_reason(1001, "")] and loop.connections == 1
+
+
+# -- the examples ------------------------------------------------------------------------------
+
+
+def test_the_echo_client_example(serve):
+    server = serve(app())
+    done = subprocess.run([sys.executable, "examples/client.py", url(server, "/echo"), "one", "two"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.stdout.splitlines() == ["Text(data='one')", "Text(data='two')"], done.stderr
+
+
+def test_the_feed_consumer_example_survives_a_server_restart():
+    port = free_port()
+    server = [sys.executable, "-m", "ignitia_sync", RESTARTABLE, "--port", str(port)]
+    consumer = subprocess.Popen([sys.executable, "examples/feed_consumer.py", f"ws://127.0.0.1:{port}/ticks"],
+                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "PYTHONPATH": ROOT})
+    assert consumer.stdout is not None
+    try:
+        for connection in (1, 2):
+            with running(server, port):
+                for _ in range(500):  # the ticks of the last connection, then this one's
+                    if consumer.stdout.readline().strip() == f"connected (connection {connection})":
+                        break
+                lines = [consumer.stdout.readline().strip() for _ in range(3)]
+                assert lines == ["tick 1", "tick 2", "tick 3"]  # subscribed again
+        consumer.send_signal(signal.SIGTERM)
+        rest, errors = consumer.communicate(timeout=20)
+        assert consumer.returncode == 0 and rest.splitlines()[-1] == "stopped", errors
+        assert "reconnecting to ws://127.0.0.1" in errors and "Traceback" not in errors
+    finally:
+        consumer.kill()

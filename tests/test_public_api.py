@@ -10,7 +10,7 @@ EXPECTED = {
     "AuthInfo", "AuthMiddleware", "KeyedLimiter", "OriginCheck", "RateLimit", "Response",
     "SlidingWindow", "TokenBucket", "Backplane", "BatchHandler", "CloseFrame", "LocalBackplane", "Registry", "ConnectionClosed",
     "ConnectionSettings", "HandshakeError", "Handler", "Headers",
-    "IgnitiaError", "Message", "MessageDecodeError", "MessageHandler", "ProtocolError", "Request",
+    "IgnitiaError", "InvalidHandshake", "Message", "MessageDecodeError", "MessageHandler", "ProtocolError", "Request",
     "Route", "Router", "Server", "ServerSettings", "WebSocketConnection", "__version__", "run",
     "websocket_batch_handler", "websocket_handler", "websocket_message_handler",
 }
@@ -38,10 +38,21 @@ def test_every_public_name_and_method_has_a_docstring():
 
 
 def test_exceptions_share_one_root():
-    for name in ("ConnectionClosed",
-    "HandshakeError", "MessageDecodeError", "ProtocolError"):
+    for name in ("ConnectionClosed", "HandshakeError", "InvalidHandshake", "MessageDecodeError", "ProtocolError"):
         assert issubclass(getattr(ignitia_sync, name), ignitia_sync.IgnitiaError)
     assert issubclass(ignitia_sync.ConnectionClosed, ConnectionError)
+
+
+def test_the_client_and_testing_modules_document_every_public_name():
+    from ignitia_sync import client, testing
+
+    for module in (client, testing):
+        for name in module.__all__:
+            obj = getattr(module, name)
+            assert inspect.getdoc(obj), f"{module.__name__}.{name}"
+            if inspect.isclass(obj):
+                for attr, member in vars(obj).items():
+                    assert attr.startswith("_") or not callable(member) or inspect.getdoc(member), f"{name}.{attr}"
 
 
 def test_importing_does_not_monkey_patch():
