@@ -1,11 +1,10 @@
-"""The three handler kinds, run by a real server."""
+"""The three handler kinds, run by a real server (in process with TestClient, or on a port)."""
 
 from __future__ import annotations
 
 import time
 
 import gevent
-from websockets.sync.client import connect
 
 from ignitia_sync import (
     Message,
@@ -14,20 +13,19 @@ from ignitia_sync import (
     websocket_handler,
     websocket_message_handler,
 )
-from tests.conftest import url
+from ignitia_sync.testing import TestClient
 from tests.wire import Peer, frame
 
 
-def test_plain_handler_gets_path_params(serve):
+def test_plain_handler_gets_path_params():
     def greet(ws, user_id):
         ws.send_text(f"hello {user_id} {ws.request.path_params['user_id']}")
 
-    server = serve(Router().websocket("/chat/:user_id", websocket_handler(greet)))
-    with connect(url(server, "/chat/alice")) as client:
-        assert client.recv() == "hello alice alice"
+    with TestClient(Router().websocket("/chat/:user_id", websocket_handler(greet))) as client:
+        assert client.connect("/chat/alice").recv(timeout=5) == Message.text("hello alice alice")
 
 
-def test_message_handler_is_called_per_message_then_ends_on_close(serve):
+def test_message_handler_is_called_per_message_then_ends_on_close():
     calls: list[Message] = []
 
     def on_message(ws, message, room):
@@ -35,14 +33,14 @@ def test_message_handler_is_called_per_message_then_ends_on_close(serve):
         if isinstance(message, Message.Text):
             ws.send_text(f"{room}:{message.data.upper()}")
 
-    server = serve(Router().websocket("/r/:room", websocket_message_handler(on_message)))
-    with connect(url(server, "/r/lobby")) as client:
-        client.send("a")
-        client.send("b")
-        assert [client.recv(), client.recv()] == ["lobby:A", "lobby:B"]
-    deadline = time.monotonic() + 5
-    while not (calls and isinstance(calls[-1], Message.Close)) and time.monotonic() < deadline:
-        time.sleep(0.02)
+    with TestClient(Router().websocket("/r/:room", websocket_message_handler(on_message))) as client:
+        with client.connect("/r/lobby") as ws:
+            ws.send_text("a")
+            ws.send_text("b")
+            assert [ws.recv(timeout=5), ws.recv(timeout=5)] == [Message.text("lobby:A"), Message.text("lobby:B")]
+        deadline = time.monotonic() + 5
+        while not (calls and isinstance(calls[-1], Message.Close)) and time.monotonic() < deadline:
+            gevent.sleep(0.02)  # the server runs in this hub
     assert isinstance(calls[-1], Message.Close)
 
 
@@ -81,12 +79,12 @@ def test_batch_handler_delivers_the_partial_batch_when_the_peer_closes(serve):
     assert batches == [["one", "two"]]
 
 
-def test_handlers_may_send_from_other_greenlets(serve):
+def test_handlers_may_send_from_other_greenlets():
     def fan(ws):
         workers = [gevent.spawn(ws.send_text, f"w{i}" * 5000) for i in range(10)]
         gevent.joinall(workers)
 
-    server = serve(Router().websocket("/fan", fan))
-    with connect(url(server, "/fan")) as client:
-        got = sorted(client.recv() for _ in range(10))
+    with TestClient(Router().websocket("/fan", fan)) as client:
+        ws = client.connect("/fan")
+        got = sorted(ws.recv(timeout=5).data for _ in range(10))
     assert got == sorted(f"w{i}" * 5000 for i in range(10))

@@ -12,6 +12,7 @@ import pytest
 from websockets.sync.client import connect
 
 from ignitia_sync import ConnectionClosed, Message, Router, WebSocketConnection
+from ignitia_sync.testing import TestClient
 from tests.conftest import url
 from tests.wire import Peer, frame
 
@@ -41,26 +42,23 @@ def room_chat(ws: WebSocketConnection, room: str) -> None:
 ROOMS = Router().websocket("/room/:room", room_chat)
 
 
-def test_broadcast_reaches_the_room_but_not_the_sender_or_other_rooms(serve):
-    server = serve(ROOMS)
-    with connect(url(server, "/room/a")) as a1, connect(url(server, "/room/a")) as a2, \
-            connect(url(server, "/room/b")) as b1:
-        for client in (a1, a2, b1):
-            client.recv()
-        assert len(server.registry) == 3 and server.registry.rooms == {"a", "b"}
-        a1.send("hello a")
-        assert a2.recv(timeout=5) == "hello a"
-        with pytest.raises(TimeoutError):
-            a1.recv(timeout=0.3)
-        with pytest.raises(TimeoutError):
-            b1.recv(timeout=0.3)
-        a2.send("leave")
-        assert a2.recv(timeout=5) == "left"
-        assert len(server.registry.members("a")) == 1
-        b1.send("only me")  # a room of one: nobody else gets it
-        a1.send("nobody")
-        with pytest.raises(TimeoutError):
-            a2.recv(timeout=0.3)
+def test_broadcast_reaches_the_room_but_not_the_sender_or_other_rooms():
+    with TestClient(ROOMS) as client:
+        a1, a2, b1 = (client.connect(path) for path in ("/room/a", "/room/a", "/room/b"))
+        for ws in (a1, a2, b1):
+            ws.recv(timeout=5)
+        registry = client.server.registry
+        assert len(registry) == 3 and registry.rooms == {"a", "b"}
+        a1.send_text("hello a")
+        assert a2.recv(timeout=5) == Message.text("hello a")
+        a1.expect_nothing(0.3)
+        b1.expect_nothing(0.3)
+        a2.send_text("leave")
+        assert a2.recv(timeout=5) == Message.text("left")
+        assert len(registry.members("a")) == 1
+        b1.send_text("only me")  # a room of one: nobody else gets it
+        a1.send_text("nobody")
+        a2.expect_nothing(0.3)
 
 
 def test_identify_get_and_iteration(serve):
