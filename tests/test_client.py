@@ -192,8 +192,9 @@ def test_a_client_in_a_monkey_patched_program(serve):
 
 
 @contextlib.contextmanager
-def raw_server(answers: list[bytes]) -> Iterator[int]:
-    """A TCP server that reads one request head per connection and answers the next bytes."""
+def raw_server(answers: list[bytes], hold: float = 0.1) -> Iterator[int]:
+    """A TCP server that reads one request head per connection, answers the next bytes, and
+    keeps the connection ``hold`` seconds (reading nothing more, answering nothing)."""
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
 
@@ -208,7 +209,7 @@ def raw_server(answers: list[bytes]) -> Iterator[int]:
                            if line.lower().startswith(b"sec-websocket-key"))
                 from wsproto.utilities import generate_accept_token
                 conn.sendall(answer.replace(b"{accept}", generate_accept_token(key)))
-                time.sleep(0.1)
+                time.sleep(hold)
 
     thread = threading.Thread(target=serve_all, daemon=True)
     thread.start()
@@ -536,3 +537,25 @@ def test_the_feed_consumer_example_survives_a_server_restart():
         assert "reconnecting to ws://127.0.0.1" in errors and "Traceback" not in errors
     finally:
         consumer.kill()
+
+
+def test_a_server_that_stops_answering_pings_is_failed_with_1011():
+    """The server's TCP stays up but it never answers: our keepalive gives up after ping_timeout."""
+    with raw_server([UPGRADE + b"Sec-WebSocket-Accept: {accept}\r\n\r\n"], hold=10) as port:
+        ws = connect(f"ws://127.0.0.1:{port}/", compression=None, ping_interval=0.1, ping_timeout=0.3)
+        assert ws.recv(timeout=10) is None
+        assert ws.close_code == 1011 and ws.close_reason == "keepalive ping timeout"
+
+
+def test_reconnecting_retries_a_503_then_connects(serve):
+    server = serve(app())
+    busy = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\nRetry-After: 1\r\n\r\nbusy"
+    redirect = b"HTTP/1.1 302 Found\r\nLocation: " + url(server, "/echo").encode() + b"\r\nContent-Length: 0\r\n\r\n"
+    with raw_server([busy, busy, redirect]) as port:
+        loop = reconnecting(f"ws://127.0.0.1:{port}/", backoff=Backoff(first=0.05, cap=0.1))
+        for ws in loop:
+            ws.send_text("at last")
+            assert ws.recv(timeout=5) == Message.text("at last")
+            loop.stop()
+    assert loop.attempts == 3 and loop.connections == 1
+    assert isinstance(loop.last_error, HandshakeError) and loop.last_error.status == 503

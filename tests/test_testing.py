@@ -137,3 +137,18 @@ def test_the_django_example_sees_the_logged_in_user_and_session(django_project):
         assert greet.recv(timeout=1) == Message.text("hello dora in lobby, visits=None")
         assert client.connect("/ws/counter/").recv(timeout=1) == Message.text("visit 1")
         assert client.connect("/ws/counter/").recv(timeout=1) == Message.text("visit 2")  # saved while open
+
+
+def test_any_wsgi_app_wrapped_by_the_middleware():
+    from ignitia_sync.wsgi import WebSocketMiddleware
+
+    def plain_app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"plain HTTP"]
+
+    wrapped = WebSocketMiddleware(plain_app, Router().websocket("/ws/:name", lambda ws, name: ws.send_text(name)))
+    with TestClient(wrapped) as client:
+        assert client.connect("/ws/wsgi").recv(timeout=1) == Message.text("wsgi")
+        with pytest.raises(HandshakeError) as refused:
+            client.connect("/not-a-websocket-route")  # the WSGI app answers: no 101
+        assert refused.value.status == 200 and refused.value.body == "plain HTTP"
