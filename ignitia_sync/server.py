@@ -188,6 +188,9 @@ class Server:
         self._pending_per_ip: dict[str, int] = {}  # ... per peer address
         self._holding = 0  # open connections plus places held by handshakes past the limit check
         self._refusal_log = LogThrottle(log)
+        # stop() also stops the WebSocket routes of WSGI apps (the process is ending); a
+        # TestClient clears it: the same app is served again by the next test.
+        self._stops_wsgi_hosts = True
         self._route_settings = RouteSettings(self.settings.connection_settings())
 
     # -- life cycle -----------------------------------------------------------------
@@ -382,7 +385,8 @@ class Server:
         if len(self.registry):  # handlers that watch the event may finish by themselves
             self._handlers.join(timeout=min(self.settings.shutdown_grace, self.settings.shutdown_timeout))
         self.registry.close_all(1001, "Server shutdown")  # each sends its queue first; never blocks
-        shutdown_all()  # the WebSocket routes of a WSGI app we serve
+        if self._stops_wsgi_hosts:
+            shutdown_all()  # the WebSocket routes of a WSGI app we serve
         self._handlers.join(timeout=self.settings.shutdown_timeout if timeout is None else timeout)
         # Handlers still running are killed; each one's connection is torn down and
         # accounted for as its greenlet unwinds.

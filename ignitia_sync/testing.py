@@ -77,6 +77,7 @@ class TestClient:
         settings.setdefault("handle_signals", False)
         #: The server that serves the test connections (``client.server.registry``, ``stats()``).
         self.server = Server(router, ("testserver", 80), wsgi_app=wsgi_app, **settings)
+        self.server._stops_wsgi_hosts = False  # the app (its Sock, its views) outlives this client
         self.http_client = http_client
         self._connections: list[ClientConnection] = []
 

@@ -100,6 +100,8 @@ def test_the_flask_example_shares_the_session_of_app_test_client():
         with pytest.raises(HandshakeError) as refused:
             client.connect("/nowhere")
         assert refused.value.status == 404
+    with TestClient(app) as client:  # the next test serves the same app again
+        assert client.connect("/ws/hello").recv(timeout=1) == Message.text("hello stranger")
 
 
 # -- Django: a logged-in user of django.test.Client ---------------------------------------
