@@ -43,6 +43,10 @@ MAX_BODY = 64 * 1024
 #: The largest response head accepted (status line and headers).
 MAX_HEAD = 64 * 1024
 _REDIRECTS = frozenset((301, 302, 303, 307, 308))
+_RESERVED = frozenset((
+    "upgrade", "connection", "sec-websocket-key", "sec-websocket-version", "sec-websocket-protocol",
+    "sec-websocket-extensions",
+))
 
 
 class Opened(NamedTuple):
@@ -81,10 +85,12 @@ class ClientHandshake:
         settings: the connection's limits (``max_message_size``, ``compression`` and the
             deflate window/memLevel used by our compressor).
         subprotocols: offered in this order of preference.
-        headers: extra request headers (``Origin``, ``Authorization``, cookies, ...).
+        headers: extra request headers (``Origin``, ``Authorization``, cookies, ...); a
+            ``Host`` given here replaces ours.
 
     Raises:
-        ValueError: a header name or value that is not valid HTTP (no header injection).
+        ValueError: a header name or value that is not valid HTTP (no header injection),
+            or one of the headers the handshake sets itself (``Sec-WebSocket-*``, ...).
     """
 
     def __init__(
@@ -103,7 +109,10 @@ class ClientHandshake:
         #: The ``Sec-WebSocket-Key`` sent: 16 bytes from the CSPRNG, base64-encoded.
         self.key = base64.b64encode(os.urandom(16)).decode("ascii")
         names = {name.lower() for name, _ in headers}
-        fields = [("Host", host)]
+        reserved = names & _RESERVED
+        if reserved:
+            raise ValueError(f"the client sets {', '.join(sorted(reserved))} itself (use subprotocols=, compression=)")
+        fields = [] if "host" in names else [("Host", host)]
         fields += [
             ("Upgrade", "websocket"),
             ("Connection", "Upgrade"),

@@ -45,7 +45,7 @@ def close_with(ws: WebSocketConnection) -> None:
 
 def describe(ws: WebSocketConnection) -> None:
     ws.send_json({"subprotocol": ws.subprotocol, "origin": ws.request.headers.get("origin"),
-                  "query": dict(ws.request.query)})
+                  "query": dict(ws.request.query), "host": ws.request.headers.get("host")})
 
 
 def app() -> Router:
@@ -82,7 +82,7 @@ def test_subprotocol_headers_and_query_reach_the_server(serve):
                  headers={"Origin": "https://app.example"}) as ws:
         assert ws.subprotocol == "chat.v1"
         assert ws.recv_json(timeout=5) == {"subprotocol": "chat.v1", "origin": "https://app.example",
-                                           "query": {"room": "a b"}}
+                                           "query": {"room": "a b"}, "host": "127.0.0.1:%d" % server.address[1]}
 
 
 @pytest.mark.parametrize("code", [1000, 1001, 1008, 4000])
@@ -280,10 +280,14 @@ def test_urls():
             parse_url(bad)
 
 
-def test_header_injection_is_refused(serve):
+def test_header_injection_and_handshake_headers_are_refused(serve):
     server = serve(app())
     with pytest.raises(ValueError):
         connect(url(server, "/echo"), headers={"X-Evil": "a\r\nInjected: 1"})
+    with pytest.raises(ValueError, match="sec-websocket-protocol"):
+        connect(url(server, "/echo"), headers={"Sec-WebSocket-Protocol": "chat.v1"})
+    with connect(url(server, "/describe"), headers={"Host": "app.example"}) as ws:  # replaces ours
+        assert ws.recv_json(timeout=5)["host"] == "app.example"
 
 
 # -- through an HTTP proxy, over a Unix socket -------------------------------------------------
