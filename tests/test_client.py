@@ -82,7 +82,7 @@ def test_subprotocol_headers_and_query_reach_the_server(serve):
                  headers={"Origin": "https://app.example"}) as ws:
         assert ws.subprotocol == "chat.v1"
         assert ws.recv_json(timeout=5) == {"subprotocol": "chat.v1", "origin": "https://app.example",
-                                           "query": {"room": "a b"}, "host": "127.0.0.1:%d" % server.address[1]}
+                                           "query": {"room": "a b"}, "host": f"127.0.0.1:{server.address[1]}"}
 
 
 @pytest.mark.parametrize("code", [1000, 1001, 1008, 4000])
