@@ -107,17 +107,19 @@ class LocalStore:
         return list(self._stats.values())
 
 
-# One atomic step of a room's presence: drop entries nobody vouched for lately, apply the
-# change (add/touch a member, or remove it), bump the version; return it with the members
-# before and after. ARGV: op ("add" | "rem" | "touch"), member, now, stale-before.
+# One atomic step of a room's presence: vouch for a member ("touch", only if it is still
+# there), drop entries nobody vouched for lately, add or remove a member, bump the version;
+# return it with the members before and after. ARGV: op ("add" | "rem" | "touch"), member,
+# now, stale-before.
 _PRESENCE_SCRIPT = """
 local before = redis.call('ZRANGE', KEYS[1], 0, -1)
+if ARGV[1] == 'touch' then
+  redis.call('ZADD', KEYS[1], 'XX', ARGV[3], ARGV[2])
+end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[4])
 if ARGV[1] == 'add' then
   redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2])
-elseif ARGV[1] == 'touch' then
-  redis.call('ZADD', KEYS[1], 'XX', ARGV[3], ARGV[2])
-else
+elseif ARGV[1] == 'rem' then
   redis.call('ZREM', KEYS[1], ARGV[2])
 end
 redis.call('EXPIRE', KEYS[1], 86400)

@@ -28,9 +28,16 @@
     status.dataset.state = state;
   }
 
+  var noticeTimer = null;
+
+  // One line under the log for what the user should know; errors fade after 8 s.
   function say(text, kind) {
+    clearTimeout(noticeTimer);
     notice.textContent = text;
     notice.className = "notice-bar" + (kind ? " " + kind : "");
+    if (kind === "error") {
+      noticeTimer = setTimeout(function () { say(""); }, 8000);
+    }
   }
 
   function url() {
@@ -182,7 +189,6 @@
     }
     socket.send(payload);
     input.value = "";
-    if (notice.className.indexOf("error") >= 0) { say(""); }
   });
 
   window.addEventListener("online", function () {  // the network is back: no need to wait
