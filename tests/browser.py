@@ -18,8 +18,9 @@ import pytest
 
 def chromium_path() -> str:
     path = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-    if not path:
-        pytest.fail("no chromium on PATH: apt-get install -y chromium (as .ci/run does), or set CHROMIUM=/path")
+    if not path or not os.path.exists(path):
+        pytest.fail(f"no chromium ({path or 'not on PATH'}): apt-get install -y chromium (as .ci/run does), "
+                    "or set CHROMIUM=/path")
     return path
 
 
