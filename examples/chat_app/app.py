@@ -23,6 +23,7 @@ Environment:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -39,10 +40,10 @@ from flask import Flask, abort, redirect, render_template, request, session, url
 from werkzeug.wrappers import Response
 
 from ignitia_sync import Message, TokenBucket
-from ignitia_sync.flask import FlaskWebSocket, Sock
+from ignitia_sync.flask import ConnectionClosed, FlaskWebSocket, Sock
 from ignitia_sync.message import Text
 
-from .store import LocalStore, PresenceChange, RedisStore, Store
+from .store import PRESENCE_REFRESH, LocalStore, PresenceChange, RedisStore, Store
 
 log = logging.getLogger("chat_app")
 
@@ -191,7 +192,19 @@ def channel(room: str) -> str:
 
 
 def broadcast(room: str, event: dict[str, Any]) -> None:
+    if event["type"] == "presence":
+        _shown[room] = event["users"]
     sock.registry.broadcast(Message.json(event), room=channel(room))
+
+
+def push_local(room: str, event: dict[str, Any]) -> None:
+    """Queue ``event`` to this worker's members of ``room`` only (not through the backplane)."""
+    if event["type"] == "presence":
+        _shown[room] = event["users"]
+    message = Message.json(event)
+    for ws in sock.registry.members(channel(room)):
+        with contextlib.suppress(ConnectionClosed, RuntimeError):  # closing, or another thread's (flask run)
+            ws.send_nowait(message)
 
 
 def presence_event(change: PresenceChange) -> dict[str, Any]:
@@ -273,6 +286,7 @@ def _chat_text(message: Text) -> str | None:
 # -- statistics ------------------------------------------------------------------------------
 
 _live: dict[FlaskWebSocket, tuple[str, str, str]] = {}  # open chat connections: room, conn, user
+_shown: dict[str, list[str]] = {}  # the presence this worker last sent to each room
 _closed_totals: Counter[str] = Counter()  # messages of closed chat connections
 _close_codes: Counter[int] = Counter()
 _background_pid: int | None = None
@@ -345,16 +359,23 @@ def _ensure_background() -> None:
 
 
 def _housekeeping() -> None:
-    """Each second: publish this worker's statistics; every 10 s: vouch for its connections."""
+    """Each second: publish this worker's statistics; every few seconds: vouch for its connections.
+
+    Vouching also brings this worker's pages up to date when the room's presence changed
+    without a broadcast reaching them: a worker that died (its entries expire), or one that
+    stopped, whose last "leave" broadcasts the library drops once the worker's backplane is
+    closed (see README, "A chat app").
+    """
     previous: dict[str, Any] | None = None
     tick = 0
     while True:
         try:
             previous = local_snapshot(previous)
             store.publish_stats(WORKER, previous)
-            if tick % 10 == 0:
-                for room, change in store.refresh(list(_live.values())):
-                    broadcast(room, presence_event(change))  # a dead worker's members dropped
+            if tick % PRESENCE_REFRESH == 0:
+                for room, change in store.refresh(list(_live.values())).items():
+                    if _shown.get(room) != change.users:
+                        push_local(room, presence_event(change))
         except Exception as exc:  # Redis down: try again next second; the chat itself goes on
             if tick % 30 == 0:  # one line in 30 s, not one a second
                 log.warning("housekeeping failed: %s", exc)

@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 HISTORY = 50  # messages kept per room
 PRESENCE_TTL = 30.0  # seconds a connection stays listed without its worker vouching for it
+PRESENCE_REFRESH = 5  # seconds between a worker's vouchings
 STATS_TTL = 5.0  # seconds a worker's statistics count without a fresh snapshot
 
 
@@ -48,7 +49,7 @@ class Store(Protocol):
     def history(self, room: str) -> list[dict[str, Any]]: ...
     def enter(self, room: str, conn: str, user: str) -> PresenceChange: ...
     def exit(self, room: str, conn: str, user: str) -> PresenceChange: ...
-    def refresh(self, entries: list[tuple[str, str, str]]) -> list[tuple[str, PresenceChange]]: ...
+    def refresh(self, entries: list[tuple[str, str, str]]) -> dict[str, PresenceChange]: ...
     def publish_stats(self, worker: str, snapshot: dict[str, Any]) -> None: ...
     def cluster_stats(self) -> list[dict[str, Any]]: ...
 
@@ -97,8 +98,8 @@ class LocalStore:
     def exit(self, room: str, conn: str, user: str) -> PresenceChange:
         return self._change(room, conn, user, entering=False)
 
-    def refresh(self, entries: list[tuple[str, str, str]]) -> list[tuple[str, PresenceChange]]:
-        return []  # nothing can go stale: this process is the only one
+    def refresh(self, entries: list[tuple[str, str, str]]) -> dict[str, PresenceChange]:
+        return {}  # nothing can go stale, and every change was made (and broadcast) here
 
     def publish_stats(self, worker: str, snapshot: dict[str, Any]) -> None:
         self._stats = {worker: snapshot}
@@ -157,34 +158,31 @@ class RedisStore:
     def history(self, room: str) -> list[dict[str, Any]]:
         return [json.loads(raw) for raw in self._redis.lrange(self._key("history", room), 0, -1)]
 
-    def _change(self, op: str, room: str, conn: str, user: str) -> tuple[PresenceChange, bool]:
+    def _change(self, op: str, room: str, conn: str, user: str) -> PresenceChange:
         now = time.time()
         version, before, after = self._script(
             keys=[self._key("presence", room), self._key("presence-version", room)],
             args=[op, f"{conn}|{user}", now, now - PRESENCE_TTL],
         )
-        users, users_before = _users(after), _users(before)
-        changed = (user in users_before) != (user in users)
-        return PresenceChange(users, int(version), changed), users != users_before
+        users = _users(after)
+        return PresenceChange(users, int(version), (user in _users(before)) != (user in users))
 
     def enter(self, room: str, conn: str, user: str) -> PresenceChange:
-        return self._change("add", room, conn, user)[0]
+        return self._change("add", room, conn, user)
 
     def exit(self, room: str, conn: str, user: str) -> PresenceChange:
-        return self._change("rem", room, conn, user)[0]
+        return self._change("rem", room, conn, user)
 
-    def refresh(self, entries: list[tuple[str, str, str]]) -> list[tuple[str, PresenceChange]]:
-        """Vouch for this worker's open connections; the rooms whose list of users changed meanwhile.
+    def refresh(self, entries: list[tuple[str, str, str]]) -> dict[str, PresenceChange]:
+        """Vouch for this worker's open connections; returns each of their rooms' presence now.
 
-        The list changes here when entries of a worker that died were dropped (``XX``: an
-        entry that left is never added back by a late refresh).
+        Entries nobody vouched for within ``PRESENCE_TTL`` (a worker that died) are dropped
+        on the way. ``XX``: an entry that has left is never added back by a late refresh.
         """
-        pruned = []
+        rooms: dict[str, PresenceChange] = {}
         for room, conn, user in entries:
-            change, others_changed = self._change("touch", room, conn, user)
-            if others_changed:
-                pruned.append((room, change))
-        return pruned
+            rooms[room] = self._change("touch", room, conn, user)
+        return rooms
 
     def publish_stats(self, worker: str, snapshot: dict[str, Any]) -> None:
         self._redis.hset(self._key("stats"), worker, json.dumps(snapshot))
