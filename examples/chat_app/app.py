@@ -223,20 +223,22 @@ def room_socket(ws: FlaskWebSocket, room: str) -> None:
     ws.send_json({"type": "hello", "user": user, "room": room, "worker": os.getpid(), "ts": now_ms(),
                   "limits": {"max_bytes": MAX_MESSAGE_BYTES, "max_chars": MAX_TEXT_CHARS, "rate": RATE, "burst": BURST}})
     ws.join(channel(room))  # before reading the history: what is said meanwhile is not missed
-    _live[ws] = (room, conn, user)
-    change = store.enter(room, conn, user)
     try:
-        ws.send_json({"type": "history", "messages": store.history(room), "ts": now_ms()})
-        if change.changed:  # the user's first tab in this room
-            broadcast(room, {"type": "join", "id": uuid.uuid4().hex, "user": user, "ts": now_ms()})
-        broadcast(room, presence_event(change))
-        _serve(ws, room, user)
+        change = store.enter(room, conn, user)  # Redis down: this raises, the peer gets 1011 and retries
+        _live[ws] = (room, conn, user)
+        try:
+            ws.send_json({"type": "history", "messages": store.history(room), "ts": now_ms()})
+            if change.changed:  # the user's first tab in this room
+                broadcast(room, {"type": "join", "id": uuid.uuid4().hex, "user": user, "ts": now_ms()})
+            broadcast(room, presence_event(change))
+            _serve(ws, room, user)
+        finally:
+            del _live[ws]
+            change = store.exit(room, conn, user)
+            if change.changed:  # the user's last tab left
+                broadcast(room, {"type": "leave", "id": uuid.uuid4().hex, "user": user, "ts": now_ms()})
+            broadcast(room, presence_event(change))
     finally:
-        _live.pop(ws, None)
-        change = store.exit(room, conn, user)
-        if change.changed:  # the user's last tab left
-            broadcast(room, {"type": "leave", "id": uuid.uuid4().hex, "user": user, "ts": now_ms()})
-        broadcast(room, presence_event(change))
         _fold_when_closed(ws)
 
 
