@@ -486,6 +486,15 @@ def chat_in_the_browser(browser: Any, server: ChatServer, tmp_path: Any, *, othe
         if os.environ.get("CHAT_SCREENSHOT"):  # how docs/chat.png was made
             shutil.copyfile(shot, os.environ["CHAT_SCREENSHOT"])
 
+        # A message the server finds too big: the page limits the input and checks the size
+        # itself, so the test lifts both to see what the server's 1009 does: the page says
+        # why and reconnects.
+        alice.page.eval_on_selector("#chat", "chat => { chat.dataset.maxBytes = '1000000'; }")
+        alice.page.eval_on_selector("#message", "input => input.removeAttribute('maxlength')")
+        alice.send("x" * 5000)
+        expect(alice.page.locator("#notice")).to_contain_text("too big for the server", timeout=15_000)
+        alice.expect_status("connected", timeout=30_000)
+
         # Sending too fast is answered in the page.
         for n in range(12):
             alice.send(f"fast {n}")

@@ -9,7 +9,6 @@
   var notice = document.getElementById("notice");
   var input = document.getElementById("message");
   var sendButton = document.getElementById("send");
-  var maxBytes = Number(root.dataset.maxBytes);
   // Full jitter: the n-th retry waits a random time in [0, min(max, initial * factor^n)] ms,
   // so a restarted server is not hit by every page at the same instant.
   var backoff = {
@@ -77,7 +76,8 @@
   function explain(event) {
     var reason = event.reason ? ": " + event.reason : "";
     if (event.code === 1009) {
-      say("That message was too big for the server (" + maxBytes + " bytes at most); it closed the connection.", "error");
+      say("That message was too big for the server (" + root.dataset.maxBytes + " bytes at most); " +
+          "it closed the connection.", "error");
     } else if (event.code === 1008) {
       say("The server closed the connection" + reason + ".", "error");
     } else if (event.code === 1001) {
@@ -179,7 +179,7 @@
     var text = input.value.trim();
     if (!text) { return; }
     var payload = JSON.stringify({ type: "message", text: text });
-    if (new Blob([payload]).size > maxBytes) {
+    if (new Blob([payload]).size > Number(root.dataset.maxBytes)) {
       say("That message is too long to send.", "error");
       return;
     }
