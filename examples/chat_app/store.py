@@ -4,7 +4,7 @@ Two stores with one interface:
 
 * :class:`LocalStore` (no ``CHAT_REDIS_URL``): this process's memory. Right for one process
   (``ignitia-sync examples.chat_app:app``); with several workers each would have its own
-  history and its own idea of who is present, so the app refuses to be told to use it there.
+  history and its own idea of who is present (the app logs a warning under gunicorn).
 * :class:`RedisStore` (``CHAT_REDIS_URL`` set): one Redis for every worker and host. The
   history is a capped Redis list per room (the last ``HISTORY`` messages, shared by every
   worker, kept across restarts of the app); presence is a sorted set per room with one
