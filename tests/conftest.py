@@ -11,6 +11,9 @@ import pytest
 
 from ignitia_sync import Router, Server
 
+from .browser import browser  # noqa: F401 (a fixture: headless Chromium for the browser tests)
+from .redis_server import RedisServer
+
 # The benchmark servers monkey-patch on import; they run as their own processes only.
 collect_ignore_glob = ["benchmarks/*"]
 
@@ -45,3 +48,12 @@ def url(server: Server, path: str) -> str:
 @pytest.fixture(autouse=True)
 def _log_level(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="ignitia_sync")
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A real redis-server on a free port, for this test only (``tests/redis_server.py``)."""
+    server = RedisServer()
+    server.start()
+    yield server
+    server.kill()

@@ -1,0 +1,396 @@
+"""The guide's chat room as a Flask app: a page, login by name, rooms, history, presence, stats.
+
+Run (one process, pages and WebSockets on one port):
+
+    ignitia-sync examples.chat_app:app --port 8000
+
+Run with two gunicorn workers sharing one Redis (rooms, history and presence span workers):
+
+    CHAT_REDIS_URL=redis://127.0.0.1:6379/0 CHAT_SECRET_KEY=... \\
+        gunicorn -k ignitia_sync.gunicorn.Worker -w 2 -b 127.0.0.1:8000 examples.chat_app:app
+
+(``-k gevent`` works as well; our worker adds the 1001 "going away" close on stop and reload,
+which makes the pages reconnect at once instead of after a dropped TCP connection.)
+
+Open http://127.0.0.1:8000/, pick a name and a room. ``/stats`` is a live dashboard.
+
+Environment:
+    CHAT_SECRET_KEY: signs the session cookie (the name); the same on every worker and host.
+    CHAT_REDIS_URL: Redis for the backplane, the shared history, presence and statistics.
+    CHAT_ALLOWED_ORIGINS: comma-separated origins allowed besides the app's own host
+        (``https://chat.example.com``), for pages served from another name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+from urllib.parse import urlsplit
+
+from flask import Flask, abort, redirect, render_template, request, session, url_for
+from werkzeug.wrappers import Response
+
+from ignitia_sync import Message, TokenBucket
+from ignitia_sync.flask import ConnectionClosed, FlaskWebSocket, Sock
+from ignitia_sync.message import Text
+
+from .store import PRESENCE_REFRESH, LocalStore, PresenceChange, RedisStore, Store
+
+log = logging.getLogger("chat_app")
+
+MAX_MESSAGE_BYTES = 4096  # one WebSocket message; the library closes bigger ones with 1009
+MAX_TEXT_CHARS = 1000  # one chat message, after JSON decoding
+PING_INTERVAL = 25.0  # keepalive pings: well inside nginx's 60 s proxy_read_timeout
+RATE, BURST = 2.0, 8  # chat messages per second per connection, and how many may come at once
+MAX_STRIKES = 40  # rejected messages in a row before the connection is closed with 1008
+NAME_MAX = 24
+ROOM_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")
+WORKER = f"{os.uname().nodename}:{os.getpid()}"  # refreshed per process in _ensure_background
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+app = Flask(__name__)
+app.secret_key = os.environ.get("CHAT_SECRET_KEY") or "dev-only: set CHAT_SECRET_KEY"
+app.config.update(
+    SESSION_COOKIE_SAMESITE="Lax",
+    SESSION_COOKIE_HTTPONLY=True,
+    # Every WebSocket of the app: small messages, pings within a proxy's idle limit.
+    IGNITIA_SYNC={"max_message_size": MAX_MESSAGE_BYTES, "ping_interval": PING_INTERVAL, "ping_timeout": 20.0},
+)
+REDIS_URL = os.environ.get("CHAT_REDIS_URL") or None
+if REDIS_URL:
+    app.config["IGNITIA_SYNC_BACKPLANE"] = REDIS_URL  # broadcasts reach every worker's members
+store: Store = RedisStore(REDIS_URL) if REDIS_URL else LocalStore()
+if not REDIS_URL and "gunicorn" in sys.modules:
+    log.warning("no CHAT_REDIS_URL: each gunicorn worker keeps its own rooms, history and presence")
+if not os.environ.get("CHAT_SECRET_KEY"):
+    log.warning("CHAT_SECRET_KEY is not set: sessions are signed with a development key")
+EXTRA_ORIGINS = {o.strip().lower().rstrip("/") for o in os.environ.get("CHAT_ALLOWED_ORIGINS", "").split(",") if o.strip()}
+
+sock = Sock(app)
+
+
+# -- pages ---------------------------------------------------------------------------------
+
+
+@app.after_request
+def security_headers(response: Response) -> Response:
+    # No inline script anywhere, so even an escaping mistake could not run injected code.
+    response.headers.setdefault(
+        "Content-Security-Policy",
+        "default-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'",
+    )
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    return response
+
+
+def clean_name(raw: str) -> str | None:
+    name = " ".join(raw.split())  # no control characters, no runs of spaces
+    return name if 0 < len(name) <= NAME_MAX and name.isprintable() else None
+
+
+@app.route("/", methods=["GET", "POST"])
+def index() -> str | Response:
+    error = None
+    room = request.values.get("room", "lobby")
+    if request.method == "POST":
+        name = clean_name(request.form.get("name", ""))
+        if name is None:
+            error = f"A name is 1 to {NAME_MAX} printable characters."
+        elif not ROOM_RE.fullmatch(room):
+            error = "A room name is 1 to 32 letters, digits, '-' or '_'."
+        else:
+            session["name"] = name
+            return redirect(url_for("room_page", room=room))
+    return render_template("index.html", name=session.get("name", ""), room=room, error=error)
+
+
+@app.route("/room/<room>")
+def room_page(room: str) -> str | Response:
+    if not ROOM_RE.fullmatch(room):
+        abort(404)
+    if "name" not in session:
+        return redirect(url_for("index", room=room))
+    # A WebSocket rule's url_for is always absolute (ws://...); the page wants the path, and
+    # picks ws: or wss: from its own location (right behind a TLS-terminating proxy too).
+    ws_path = urlsplit(url_for("room_socket", room=room)).path
+    return render_template(
+        "room.html", room=room, name=session["name"], ws_path=ws_path, max_bytes=MAX_MESSAGE_BYTES,
+        max_chars=MAX_TEXT_CHARS,
+    )
+
+
+@app.route("/logout", methods=["POST"])
+def logout() -> Response:
+    session.pop("name", None)
+    return redirect(url_for("index"))
+
+
+@app.route("/stats")
+def stats_page() -> str:
+    return render_template("stats.html", ws_path=urlsplit(url_for("stats_socket")).path)
+
+
+# -- WebSocket guards (Flask view decorators: they answer before the 101) -------------------
+
+
+def same_origin(view: F) -> F:
+    """403 for an upgrade sent by a page of another site (cross-site WebSocket hijacking).
+
+    The session cookie goes with every WebSocket a browser opens, whoever's page opens it,
+    so the Origin is what tells our page from theirs. Clients without an Origin (not
+    browsers) carry no victim's cookie and pass.
+    """
+
+    def checked(**params: Any) -> Any:
+        origin = request.headers.get("Origin")
+        if origin is not None and origin.lower().rstrip("/") not in EXTRA_ORIGINS:
+            if urlsplit(origin).netloc.lower() != request.host.lower():
+                log.info("refused an upgrade from origin %r", origin)
+                return Response("cross-origin WebSocket refused\n", status=403, mimetype="text/plain")
+        return view(**params)
+
+    return cast(F, _named_like(checked, view))
+
+
+def signed_in(view: F) -> F:
+    """401 for an upgrade without a name in the session: the name is never the client's say."""
+
+    def checked(**params: Any) -> Any:
+        if "name" not in session:
+            return Response("sign in first\n", status=401, mimetype="text/plain")
+        return view(**params)
+
+    return cast(F, _named_like(checked, view))
+
+
+def _named_like(wrapper: Callable[..., Any], view: Callable[..., Any]) -> Callable[..., Any]:
+    wrapper.__name__ = view.__name__  # Flask names the endpoint after the view
+    wrapper.__doc__ = view.__doc__
+    return wrapper
+
+
+# -- the chat WebSocket --------------------------------------------------------------------
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def channel(room: str) -> str:
+    return f"chat:{room}"  # the registry's room (local, and through Redis with a backplane)
+
+
+def broadcast(room: str, event: dict[str, Any]) -> None:
+    if event["type"] == "presence":
+        _shown[room] = event["users"]
+    sock.registry.broadcast(Message.json(event), room=channel(room))
+
+
+def push_local(room: str, event: dict[str, Any]) -> None:
+    """Queue ``event`` to this worker's members of ``room`` only (not through the backplane)."""
+    if event["type"] == "presence":
+        _shown[room] = event["users"]
+    message = Message.json(event)
+    for ws in sock.registry.members(channel(room)):
+        with contextlib.suppress(ConnectionClosed, RuntimeError):  # closing, or another thread's (flask run)
+            ws.send_nowait(message)
+
+
+def presence_event(change: PresenceChange) -> dict[str, Any]:
+    return {"type": "presence", "users": change.users, "version": change.version, "ts": now_ms()}
+
+
+@sock.route("/ws/room/<room>", decorators=[same_origin, signed_in])
+def room_socket(ws: FlaskWebSocket, room: str) -> None:
+    """One member of a room: history first, then messages both ways until the socket closes."""
+    if not ROOM_RE.fullmatch(room):
+        ws.close(1008, "no such room")
+        return
+    user: str = session["name"]  # from the signed cookie of the upgrade request
+    _ensure_background()
+    conn = f"{WORKER}|{ws.id}"
+    ws.send_json({"type": "hello", "user": user, "room": room, "worker": os.getpid(), "ts": now_ms(),
+                  "limits": {"max_bytes": MAX_MESSAGE_BYTES, "max_chars": MAX_TEXT_CHARS, "rate": RATE, "burst": BURST}})
+    ws.join(channel(room))  # before reading the history: what is said meanwhile is not missed
+    try:
+        change = store.enter(room, conn, user)  # Redis down: this raises, the peer gets 1011 and retries
+        _live[ws] = (room, conn, user)
+        try:
+            ws.send_json({"type": "history", "messages": store.history(room), "ts": now_ms()})
+            if change.changed:  # the user's first tab in this room
+                broadcast(room, {"type": "join", "id": uuid.uuid4().hex, "user": user, "ts": now_ms()})
+            broadcast(room, presence_event(change))
+            _serve(ws, room, user)
+        finally:
+            del _live[ws]
+            change = store.exit(room, conn, user)
+            if change.changed:  # the user's last tab left
+                broadcast(room, {"type": "leave", "id": uuid.uuid4().hex, "user": user, "ts": now_ms()})
+            broadcast(room, presence_event(change))
+    finally:
+        _fold_when_closed(ws)
+
+
+def _serve(ws: FlaskWebSocket, room: str, user: str) -> None:
+    limiter = TokenBucket(rate=RATE, burst=BURST)
+    strikes = 0
+    last_warning = 0.0
+    for message in ws:
+        if not isinstance(message, Message.Text):
+            if isinstance(message, Message.Binary):
+                ws.send_json({"type": "error", "code": "text_only", "text": "Only text messages.", "ts": now_ms()})
+            continue
+        text = _chat_text(message)
+        if text is None:
+            ws.send_json({"type": "error", "code": "bad_message",
+                          "text": f'Send {{"type": "message", "text": "..."}}, 1 to {MAX_TEXT_CHARS} characters.',
+                          "ts": now_ms()})
+            continue
+        if not limiter.allow():
+            strikes += 1
+            if strikes >= MAX_STRIKES:  # a client that ignores "slow down"
+                ws.close(1008, "rate limit exceeded")
+                return
+            if time.monotonic() - last_warning >= 1.0:  # one warning a second, not one per message
+                last_warning = time.monotonic()
+                ws.send_json({"type": "error", "code": "rate_limited", "ts": now_ms(),
+                              "text": f"Slow down: {BURST} messages at once, then {RATE:g} a second. "
+                                      "That message was not sent."})
+            continue
+        strikes = 0
+        event = {"type": "message", "id": uuid.uuid4().hex, "user": user, "text": text, "ts": now_ms()}
+        store.add_history(room, event)
+        broadcast(room, event)  # the sender too: its page shows what the room got
+
+
+def _chat_text(message: Text) -> str | None:
+    try:
+        data = message.decode_json()
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or data.get("type") != "message" or not isinstance(data.get("text"), str):
+        return None
+    text = data["text"].strip()  # any "user" field the client sends is ignored
+    return text if 0 < len(text) <= MAX_TEXT_CHARS else None
+
+
+# -- statistics ------------------------------------------------------------------------------
+
+_live: dict[FlaskWebSocket, tuple[str, str, str]] = {}  # open chat connections: room, conn, user
+_shown: dict[str, list[str]] = {}  # the presence this worker last sent to each room
+_closed_totals: Counter[str] = Counter()  # messages of closed chat connections
+_close_codes: Counter[int] = Counter()
+_background_pid: int | None = None
+_background_lock = threading.Lock()
+
+
+def _fold_when_closed(ws: FlaskWebSocket) -> None:
+    """Count a chat connection's messages and close code once its code is known.
+
+    The handler ends before the library finishes the close (a handler's return becomes its
+    1000, a raise its 1011), so when no code is known yet a greenlet waits for it. The
+    ``Sock`` host keeps no totals of its own (see README: ``WebSocketHost`` has no ``stats()``).
+    """
+
+    def fold() -> None:
+        deadline = time.monotonic() + 15
+        while ws.state != "closed" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        _closed_totals.update(messages_in=ws.messages_in, messages_out=ws.messages_out)
+        _close_codes[ws.close_code or 1006] += 1
+
+    if ws.close_code is not None:
+        fold()
+    else:
+        threading.Thread(target=fold, daemon=True).start()
+
+
+def local_snapshot(previous: dict[str, Any] | None) -> dict[str, Any]:
+    """This worker's counters, with rates since ``previous`` (its last snapshot)."""
+    live = list(_live)
+    ts = time.time()
+    snapshot: dict[str, Any] = {
+        "worker": WORKER, "pid": os.getpid(), "ts": ts,
+        "open_connections": len(live),
+        "messages_in": _closed_totals["messages_in"] + sum(ws.messages_in for ws in live),
+        "messages_out": _closed_totals["messages_out"] + sum(ws.messages_out for ws in live),
+        "close_codes": {str(code): count for code, count in _close_codes.items()},
+        "in_per_s": 0.0, "out_per_s": 0.0,
+    }
+    if previous is not None and ts > previous["ts"]:
+        elapsed = ts - previous["ts"]
+        snapshot["in_per_s"] = max(0.0, (snapshot["messages_in"] - previous["messages_in"]) / elapsed)
+        snapshot["out_per_s"] = max(0.0, (snapshot["messages_out"] - previous["messages_out"]) / elapsed)
+    return snapshot
+
+
+def cluster_snapshot() -> dict[str, Any]:
+    """Every worker's snapshot summed (one worker's without Redis)."""
+    snapshots = store.cluster_stats()
+    close_codes: Counter[str] = Counter()
+    for each in snapshots:
+        close_codes.update(each["close_codes"])
+    return {
+        "type": "stats", "ts": now_ms(), "workers": sorted(each["worker"] for each in snapshots),
+        **{key: sum(each[key] for each in snapshots)
+           for key in ("open_connections", "messages_in", "messages_out", "in_per_s", "out_per_s")},
+        "close_codes": dict(close_codes),
+    }
+
+
+def _ensure_background() -> None:
+    """Start this process's housekeeping once (in the worker, after gunicorn forked)."""
+    global _background_pid, WORKER
+    with _background_lock:
+        if _background_pid == os.getpid():
+            return
+        _background_pid = os.getpid()
+        WORKER = f"{os.uname().nodename}:{os.getpid()}"
+        threading.Thread(target=_housekeeping, daemon=True, name="chat-housekeeping").start()
+
+
+def _housekeeping() -> None:
+    """Each second: publish this worker's statistics; every few seconds: vouch for its connections.
+
+    Vouching also brings this worker's pages up to date when the room's presence changed
+    without a broadcast reaching them: a worker that died (its entries expire), or one that
+    stopped, whose last "leave" broadcasts the library drops once the worker's backplane is
+    closed (see README, "A chat app").
+    """
+    previous: dict[str, Any] | None = None
+    tick = 0
+    while True:
+        try:
+            previous = local_snapshot(previous)
+            store.publish_stats(WORKER, previous)
+            if tick % PRESENCE_REFRESH == 0:
+                for room, change in store.refresh(list(_live.values())).items():
+                    if _shown.get(room) != change.users:
+                        push_local(room, presence_event(change))
+        except Exception as exc:  # Redis down: try again next second; the chat itself goes on
+            if tick % 30 == 0:  # one line in 30 s, not one a second
+                log.warning("housekeeping failed: %s", exc)
+        tick += 1
+        time.sleep(1.0)
+
+
+@sock.route("/ws/stats", decorators=[same_origin])
+def stats_socket(ws: FlaskWebSocket) -> None:
+    """The dashboard's feed: the cluster's counters each second until the page goes."""
+    _ensure_background()
+    while not ws.closed:
+        ws.send_json(cluster_snapshot())
+        message = ws.recv_timeout(1.0)
+        if isinstance(message, Message.Close):
+            break
