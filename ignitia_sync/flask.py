@@ -43,6 +43,7 @@ from .connection import WebSocketConnection
 from .exceptions import ConnectionClosed
 from .handlers import Handler, as_handler
 from .message import Binary, Text
+from .middleware import Middleware, RateLimit
 from .settings import CONNECTION_OPTIONS, ConnectionSettings
 from .wsgi import Refused, WebSocketHost
 
@@ -137,10 +138,23 @@ class Sock:
         """Every open WebSocket of these routes in this process (rooms, broadcast)."""
         return self.host.registry
 
+    def stats(self) -> dict[str, Any]:
+        """This process's counters for these routes (the figures of ``Server.stats()``).
+
+        Example::
+
+            @app.route("/metrics")
+            def metrics():
+                return sock.stats()  # open_connections, messages_in, close_codes, refused...
+        """
+        return self.host.stats()
+
     def route(self, path: str, bp: flask.Blueprint | None = None, **options: Any) -> Callable[[Any], Any]:
         """Register a WebSocket route: Flask's URL rule syntax, ``bp=`` for a blueprint.
 
         ``options`` are per-route connection settings (``max_message_size``, ...),
+        ``middleware`` (upgrade middleware such as ``OriginCheck``) and ``rate_limit`` (a
+        :class:`~ignitia_sync.middleware.RateLimit`) as on a router's route,
         ``decorators`` (view decorators applied before the upgrade, such as Flask-Login's
         ``login_required``: a refusal is then an HTTP answer, never a half-open socket),
         and Flask's own route options (``endpoint``, ``defaults``, ...).
@@ -167,24 +181,33 @@ class Sock:
     ) -> None:
         options = dict(options)
         decorators = options.pop("decorators", ())
+        guards = (tuple(options.pop("middleware", ())), options.pop("rate_limit", None))
         ours = {key: value for key, value in options.items() if key in CONNECTION_OPTIONS}
         theirs = {key: value for key, value in options.items() if key not in CONNECTION_OPTIONS}
+        ConnectionSettings(**ours)  # bad values fail here, when the route is declared
         handler = as_handler(func)
-        view = self._view(handler, func, ours)
+        view = self._view(handler, func, ours, guards)
         for decorator in reversed(list(decorators)):
             view = decorator(view)
         target: Any = bp if bp is not None else app
         target.route(path, websocket=True, **theirs)(view)
 
-    def _view(self, handler: Handler, func: Callable[..., Any], ours: dict[str, Any]) -> Callable[..., Any]:
+    def _view(
+        self, handler: Handler, func: Callable[..., Any], ours: dict[str, Any],
+        guards: tuple[tuple[Middleware, ...], RateLimit | None],
+    ) -> Callable[..., Any]:
         sock = self
+        middleware, rate_limit = guards
 
         @functools.wraps(func)
         def websocket_view(**params: Any) -> Response:
             host = sock.host
             settings = dataclasses.replace(host.settings, **ours) if ours else host.settings
             # The URL variables as Flask's converters made them (an <int:n> is an int).
-            outcome = host.upgrade(flask.request.environ, handler, params, options=settings, connection_class=FlaskWebSocket)
+            outcome = host.upgrade(
+                flask.request.environ, handler, params, options=settings, connection_class=FlaskWebSocket,
+                middleware=middleware, rate_limit=rate_limit,
+            )
             if isinstance(outcome, Refused):
                 error = outcome.error
                 return Response(error.body + "\n", status=error.status, headers=list(error.headers))

@@ -50,6 +50,7 @@ from .registry import Backplane, Registry, backplane_from
 from .router import Route, Router, RouteSettings
 from .session import log_access, serve_connection
 from .settings import ConnectionSettings
+from .stats import ConnectionStats
 from .transport import real_get_ident
 from .wsgi import shutdown_all
 
@@ -175,9 +176,7 @@ class Server:
         #: Set when :meth:`stop` begins: handlers may watch it (``ws.shutting_down``).
         self.shutdown_event = gevent.event.Event()
         self._per_ip: Counter[str] = Counter()
-        self._totals: Counter[str] = Counter()
-        self._close_codes: Counter[int] = Counter()
-        self._refusals: Counter[int] = Counter()
+        self._stats = ConnectionStats()
         self._stopped: gevent.event.Event | None = None
         self._stopping = False
         self._loop: Any = None
@@ -410,22 +409,8 @@ class Server:
             >>> Server(Router(), ("127.0.0.1", 0)).stats()["open_connections"]
             0
         """
-        open_connections = list(self.registry)
-        live = Counter[str]()
-        for ws in open_connections:
-            live.update(
-                messages_in=ws.messages_in, messages_out=ws.messages_out, bytes_in=ws.bytes_in, bytes_out=ws.bytes_out
-            )
         return {
-            "open_connections": len(open_connections),
-            "total_connections": self._totals["connections"],
-            "messages_in": self._totals["messages_in"] + live["messages_in"],
-            "messages_out": self._totals["messages_out"] + live["messages_out"],
-            "bytes_in": self._totals["bytes_in"] + live["bytes_in"],
-            "bytes_out": self._totals["bytes_out"] + live["bytes_out"],
-            "close_codes": dict(self._close_codes),
-            "refused": dict(self._refusals),
-            "outbox_bytes": sum(ws.outbox_bytes for ws in open_connections),
+            **self._stats.snapshot(self.registry),
             "shutting_down": self.shutdown_event.is_set(),
             "backplane": self.registry.backplane.stats(),
         }
@@ -453,7 +438,7 @@ class Server:
             self._serve_wsgi(upgraded, address)
         elif upgraded is not None:  # served from here: each call level is stack kept while it waits
             ws, route, params = upgraded
-            self._totals["connections"] += 1
+            self._stats.opened()
             serve_connection(ws, route.handler, params, registry=self.registry, on_closed=self._account)
 
     def _begin_handshake(self, sock: socket.socket, peer: str) -> bool:
@@ -462,7 +447,7 @@ class Server:
         per_peer = not settings.trust_forwarded
         pending_here = self._pending_per_ip.get(peer, 0) if per_peer else 0
         if self._pending >= settings.max_pending_handshakes or pending_here >= settings.max_pending_handshakes_per_ip:
-            self._refusals[503] += 1
+            self._stats.refused(503)
             self._refusal_log.log("refused a handshake from %s: too many pending handshakes", peer)
             try:  # one non-blocking attempt: a flood gets no greenlet time
                 sock._sock.send(error_response(503, "too many pending handshakes", (("Retry-After", "5"),)))  # type: ignore[attr-defined]
@@ -572,7 +557,7 @@ class Server:
         """Answer and log a failed handshake (throttled), close its socket; re-raise the rest."""
         peer = address[0] if address else "-"
         if isinstance(exc, HandshakeError):
-            self._refusals[exc.status] += 1
+            self._stats.refused(exc.status)
             self._refusal_log.log(
                 "refused %s %s from %s: %d %s", request.method if request else "-",
                 escape_for_log(request.path) if request else "-", peer, exc.status, escape_for_log(exc.body),
@@ -615,12 +600,7 @@ class Server:
     def _account(self, ws: WebSocketConnection) -> None:
         """Fold a closed connection into the totals, free its place, write its access line."""
         self._release(ws.request.client_ip)
-        totals = self._totals
-        totals.update(
-            messages_in=ws.messages_in, messages_out=ws.messages_out, bytes_in=ws.bytes_in, bytes_out=ws.bytes_out
-        )
-        code = ws.close_code or 1006
-        self._close_codes[code] += 1
+        self._stats.closed(ws)
         log_access(ws)
 
 

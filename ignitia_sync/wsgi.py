@@ -31,6 +31,7 @@ import io
 import logging
 import socket
 import ssl
+import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
@@ -52,6 +53,7 @@ from .registry import Backplane, Registry, backplane_from
 from .router import Router, RouteSettings
 from .session import log_access, serve_connection
 from .settings import ConnectionSettings
+from .stats import ConnectionStats
 from .transport import gevent_socket
 
 __all__ = [
@@ -105,17 +107,51 @@ class WebSocketHost:
         self.registry = Registry(backplane_from(backplane))
         #: Set by :meth:`shutdown`; handlers see it as ``ws.shutting_down``.
         self.shutdown_event = gevent.event.Event()
+        self._stats = ConnectionStats()
+        self._serving = 0  # upgrades being served; the backplane closes after the last one
+        self._serving_lock = threading.Lock()
         _live.add(self)
+
+    def stats(self) -> dict[str, Any]:
+        """This process's counters for this host: the same figures as ``Server.stats()``.
+
+        Example:
+            >>> WebSocketHost().stats()["open_connections"]
+            0
+        """
+        return {
+            **self._stats.snapshot(self.registry),
+            "shutting_down": self.shutdown_event.is_set(),
+            "backplane": self.registry.backplane.stats(),
+        }
 
     def shutdown(self, code: int = 1001, reason: str = "Server shutdown") -> None:
         """Set :attr:`shutdown_event` and close every open connection (each sends its queue first).
+
+        The backplane closes once the last handler has returned, so that what handlers
+        broadcast while they wind down (a "left the room") still reaches other processes.
 
         Call it from the serving hub (the gunicorn worker does); from another thread use
         ``host.registry.call_threadsafe(host.shutdown)``.
         """
         self.shutdown_event.set()
         self.registry.close_all(code, reason)
-        self.registry.backplane.close()
+        with self._serving_lock:
+            idle = not self._serving
+        if idle:
+            self.registry.backplane.close()
+
+    def _served(self) -> None:
+        """An upgrade's handler has returned: after the last one of a shutdown, close the backplane."""
+        with self._serving_lock:
+            self._serving -= 1
+            last = not self._serving
+        if last and self.shutdown_event.is_set():
+            self.registry.backplane.close()
+
+    def _closed(self, ws: WebSocketConnection) -> None:
+        self._stats.closed(ws)
+        log_access(ws)
 
     def upgrade(
         self,
@@ -148,14 +184,18 @@ class WebSocketHost:
                 "refused %s from %s: %d %s", escape_for_log(request.path), request.client_ip,
                 exc.status, escape_for_log(exc.body),
             )
+            self._stats.refused(exc.status)
             return Refused(exc)
         if taken.threaded and not self.registry.threaded:
             self.registry.serve_from_threads()
             _close_at_exit(self)
         elif not self.registry._attached:
             self.registry.attach()  # the worker's hub, on first use
+        with self._serving_lock:
+            self._serving += 1
         try:
             taken.sock.sendall(accepted.response)
+            self._stats.opened()
             ws = connection_class(
                 taken.sock,
                 request,
@@ -168,10 +208,11 @@ class WebSocketHost:
             ws.extensions = attached
             if rate_limit is not None:
                 ws._filter = message_filter(rate_limit, ws)
-            serve_connection(ws, handler, params, registry=self.registry, on_closed=log_access)
+            serve_connection(ws, handler, params, registry=self.registry, on_closed=self._closed)
         except OSError:  # the client left before the 101 was written
             taken.sock.close()
         finally:
+            self._served()
             if taken.threaded and not had_hub:  # this request's thread ends: free its loop's descriptors
                 gevent.get_hub().destroy(destroy_loop=True)
         return Served(taken.finish)

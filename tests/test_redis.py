@@ -417,3 +417,36 @@ def test_a_process_that_stops_reading_is_cut_by_redis_and_comes_back():
             ned.close()
     finally:
         server.kill()
+
+
+def test_a_hosts_shutdown_keeps_the_backplane_until_its_last_handler_returns(redis_server):
+    """What a handler broadcasts while it winds down after the 1001 still reaches other processes."""
+    import gevent
+
+    from ignitia_sync import Message, Router
+    from ignitia_sync.testing import TestClient
+    from ignitia_sync.wsgi import WebSocketMiddleware
+
+    def member(ws):
+        ws.join("ops")
+        ws.send_text("joined")
+        for _ in ws:
+            pass
+        ws.registry.broadcast(Message.text(f"{ws.request.path} left"), room="ops")  # after its 1001
+
+    def http(environ, start_response):
+        start_response("404 Not Found", [])
+        return [b""]
+
+    leaving = WebSocketMiddleware(http, Router().websocket("/leaving", member), backplane=redis_server.url)
+    staying = WebSocketMiddleware(http, Router().websocket("/staying", member), backplane=redis_server.url)
+    with TestClient(leaving) as a, TestClient(staying) as b:
+        gone = a.connect("/leaving")
+        here = b.connect("/staying")
+        assert gone.recv(timeout=5).data == here.recv(timeout=5).data == "joined"
+        deadline = time.monotonic() + 10
+        while redis_server.subscribers("ignitia:room:ops") < 2 and time.monotonic() < deadline:
+            gevent.sleep(0.05)  # the backplanes run in this hub
+        leaving.shutdown()
+        assert gone.recv(timeout=5) == Message.close_with_reason(1001, "Server shutdown")
+        assert here.recv(timeout=5) == Message.text("/leaving left")

@@ -154,3 +154,58 @@ def test_any_wsgi_app_wrapped_by_the_middleware():
         with pytest.raises(HandshakeError) as refused:
             client.connect("/not-a-websocket-route")  # the WSGI app answers: no 101
         assert refused.value.status == 200 and refused.value.body == "plain HTTP"
+
+
+# -- what a Flask app gets from Sock besides routes: guards and counters -------------------------
+
+
+def test_sock_routes_take_middleware_and_rate_limits_and_sock_counts():
+    from flask import Flask
+
+    from ignitia_sync import OriginCheck, RateLimit, SlidingWindow
+    from ignitia_sync.flask import Sock
+
+    app = Flask(__name__)
+    sock = Sock(app)
+
+    @sock.route("/ws/guarded", middleware=[OriginCheck(["https://app.example"])],
+                rate_limit=RateLimit(per_connection=lambda: SlidingWindow(2, 60.0), reply="slow down"))
+    def guarded(ws):
+        for message in ws:
+            if isinstance(message, Message.Text):
+                ws.send_text(f"got {message.data}")
+
+    with TestClient(app) as client:
+        with pytest.raises(HandshakeError) as refused:
+            client.connect("/ws/guarded", headers={"Origin": "https://evil.example"})
+        assert refused.value.status == 403
+        ws = client.connect("/ws/guarded", headers={"Origin": "https://app.example"})
+        for n in range(3):
+            ws.send_text(str(n))
+        assert [ws.recv(timeout=1).data for _ in range(3)] == ["got 0", "got 1", "slow down"]
+        ws.close_and_wait(4000, "done")
+        stats = sock.stats()
+    assert stats["refused"] == {403: 1} and stats["close_codes"] == {4000: 1}
+    assert stats["total_connections"] == 1 and stats["open_connections"] == 0
+    assert stats["messages_in"] == 4 and stats["messages_out"] == 3  # in: 3 texts and our Close
+
+
+def test_django_websocket_views_take_middleware(django_project):
+    from django.urls import path
+
+    from examples.django_project import urls
+    from ignitia_sync import OriginCheck
+    from ignitia_sync.django import websocket_view
+
+    def hello(request, ws):
+        ws.send_text("hello")
+
+    urls.urlpatterns.append(path("ws/guarded/", websocket_view(hello, middleware=[OriginCheck(["https://ok.example"])])))
+    try:
+        with TestClient(django_project) as client:
+            with pytest.raises(HandshakeError) as refused:
+                client.connect("/ws/guarded/", headers={"Origin": "https://evil.example"})
+            assert refused.value.status == 403
+            assert client.connect("/ws/guarded/", headers={"Origin": "https://ok.example"}).recv(timeout=1).data == "hello"
+    finally:
+        urls.urlpatterns.pop()

@@ -127,10 +127,14 @@ def websocket_view(
 ) -> Callable[..., HttpResponse]:
     """A Django view that upgrades to WebSocket and runs ``handler(request, ws, *args, **kwargs)``.
 
-    ``options`` are per-view connection settings (``max_message_size``, ...). A request that
-    is not an upgrade gets 426. Decorators such as ``login_required`` around the view answer
+    ``options`` are per-view connection settings (``max_message_size``, ...), plus
+    ``middleware`` (upgrade middleware such as ``OriginCheck``) and ``rate_limit`` (a
+    :class:`~ignitia_sync.middleware.RateLimit`), as on a router's route. A request that is
+    not an upgrade gets 426. Decorators such as ``login_required`` around the view answer
     before the upgrade, with their own status.
     """
+    middleware = tuple(options.pop("middleware", ()))
+    rate_limit = options.pop("rate_limit", None)
     if options:
         ConnectionSettings(**options)  # bad values fail here, when urls.py is loaded
 
@@ -150,7 +154,9 @@ def websocket_view(
 
         close_old_connections()  # the middleware's connection is not held for the socket's life
         try:
-            outcome = current.upgrade(environ, Handler(run), {}, options=settings)
+            outcome = current.upgrade(
+                environ, Handler(run), {}, options=settings, middleware=middleware, rate_limit=rate_limit
+            )
         finally:
             close_old_connections()
         if isinstance(outcome, Refused):
