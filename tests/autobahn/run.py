@@ -1,10 +1,18 @@
-"""Run the Autobahn|Testsuite (wstest fuzzingclient) against examples/autobahn.py.
+"""Run the Autobahn|Testsuite against our server (wstest fuzzingclient) or our client (fuzzingserver).
 
     tox -e autobahn                        # every case, in three chunks
     tox -e autobahn-gunicorn               # groups 1-10, the same route under gunicorn
+    tox -e autobahn-client                 # every case against our client
     python tests/autobahn/run.py --chunks core
     python tests/autobahn/run.py --cases "5.*" "7.1.*"
     python tests/autobahn/run.py --host gunicorn --chunks core
+    python tests/autobahn/run.py --mode client --cases "9.*"
+
+``--mode client`` starts ``wstest -m fuzzingserver`` on a free port of 127.0.0.1 and runs the
+client agent examples/autobahn_client.py (our ``ignitia_sync.client.connect``) against it:
+every case in one run (the fuzzing server writes its report when the agent asks for it).
+Its gate is stricter: NON-STRICT fails too, and every closing behaviour must be OK. The
+whole run is bounded by ``--timeout``; the fuzzing server and the agent are killed at the end.
 
 ``--host standalone`` (the default) runs the example's own server; ``--host gunicorn``
 serves the same route (``examples.autobahn:wsgi_app``, WebSocketMiddleware) with
@@ -38,6 +46,8 @@ HERE = pathlib.Path(__file__).resolve().parent
 CONSTRAINTS = HERE / "constraints-py27.txt"
 STATE = ROOT / ".autobahn"
 HOSTS = {"standalone": ROOT / "reports" / "autobahn", "gunicorn": ROOT / "reports" / "autobahn-gunicorn"}
+CLIENT_REPORTS = ROOT / "reports" / "autobahn-client"
+AGENT = "ignitia_sync"
 CHUNKS = {
     # wstest writes its report only when a whole run ends, so the suite runs in chunks.
     "core": ["1.*", "2.*", "3.*", "4.*", "5.*", "6.*", "7.*", "9.*", "10.*"],
@@ -98,7 +108,8 @@ def server_command(host: str, port: int) -> list[str]:
 
 
 def wait_until_serving(server: subprocess.Popen[bytes], port: int, log: pathlib.Path, timeout: float = 30) -> None:
-    """Until a plain GET gets an HTTP answer: gunicorn's arbiter listens before its worker serves."""
+    """Until a plain GET gets an HTTP answer: gunicorn's arbiter listens before its worker serves
+    (and wstest's fuzzing server answers a plain GET too)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -153,43 +164,123 @@ def run_chunk(wstest: pathlib.Path, host: str, name: str, cases: list[str], time
     finally:
         stop(server)
     print(f"autobahn: {name} ({', '.join(cases)}) under {host} took {time.monotonic() - start:.0f} s", flush=True)
+    return read_results(outdir)
+
+
+def read_results(outdir: pathlib.Path) -> dict[str, dict[str, object]]:
+    """The agent's verdicts from wstest's ``index.json``, each with its case's description."""
     index = json.loads((outdir / "index.json").read_text())
-    results: dict[str, dict[str, object]] = index["ignitia_sync"]
+    results: dict[str, dict[str, object]] = index[AGENT]
     for result in results.values():
         report = outdir / str(result["reportfile"])
         result["description"] = json.loads(report.read_text()).get("description", "") if report.exists() else ""
     return results
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--chunks", nargs="*", default=list(CHUNKS), choices=list(CHUNKS))
-    parser.add_argument("--cases", nargs="*", help="run just these case patterns (one chunk)")
-    parser.add_argument("--host", default="standalone", choices=list(HOSTS),
-                        help="the example's own server, or its WSGI app under gunicorn's gevent worker")
-    args = parser.parse_args()
-    wstest = ensure_wstest()
-    plan = {"selected": args.cases} if args.cases else {name: CHUNKS[name] for name in args.chunks}
-    results: dict[str, dict[str, object]] = {}
-    for name, cases in plan.items():
-        results.update(run_chunk(wstest, args.host, name, cases, TIMEOUTS.get(name, 2400)))
+def gate(results: dict[str, dict[str, object]], label: str, reports: str, *, strict: bool = False) -> int:
+    """Print the counts per verdict and every non-OK case; 1 when a case fails the gate.
+
+    Every run fails on FAILED and UNIMPLEMENTED and on a closing behaviour other than OK or
+    INFORMATIONAL. ``strict`` (the client's gate) fails on NON-STRICT too, and takes an
+    INFORMATIONAL closing behaviour only where the case itself is INFORMATIONAL: the suite
+    sets both verdicts to INFORMATIONAL, whatever happens, in 7.1.6, 7.13.1 and 7.13.2.
+    """
+    failing = {"FAILED", "UNIMPLEMENTED"} | ({"NON-STRICT"} if strict else set())
     verdicts = collections.Counter(str(r["behavior"]) for r in results.values())
     closes = collections.Counter(str(r["behaviorClose"]) for r in results.values())
-    print(f"autobahn: {len(results)} cases under {args.host}; behavior: {dict(sorted(verdicts.items()))}; "
+    print(f"autobahn: {len(results)} cases {label}; behavior: {dict(sorted(verdicts.items()))}; "
           f"behaviorClose: {dict(sorted(closes.items()))}")
     bad = []
     for case in sorted(results, key=lambda c: [int(p) for p in c.split(".")]):
         result = results[case]
-        if result["behavior"] != "OK" or result["behaviorClose"] not in ("OK", "INFORMATIONAL"):
-            line = f"  {case}: {result['behavior']} / close {result['behaviorClose']}: {result['description']}"
+        behavior, close = result["behavior"], result["behaviorClose"]
+        if behavior != "OK" or close != "OK":
+            line = f"  {case}: {behavior} / close {close}: {result['description']}"
             print(line[:300])
-            if result["behavior"] in ("FAILED", "UNIMPLEMENTED") or result["behaviorClose"] not in ("OK", "INFORMATIONAL"):
+            close_ok = close == "OK" or (close == "INFORMATIONAL" and (not strict or behavior == "INFORMATIONAL"))
+            if behavior in failing or not close_ok:
                 bad.append(case)
-    print(f"autobahn: report in {HOSTS[args.host]}/*/index.html")
+    print(f"autobahn: report in {reports}")
+    if not results:
+        print("autobahn: no case ran")
+        return 1
     if bad:
         print(f"autobahn: {len(bad)} case(s) fail the gate: {', '.join(bad[:20])}")
         return 1
     return 0
+
+
+def run_client(wstest: pathlib.Path, cases: list[str], timeout: float) -> dict[str, dict[str, object]]:
+    """wstest's fuzzing server on a free port, and our client agent against it, within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    port = free_port()
+    outdir = CLIENT_REPORTS
+    shutil.rmtree(outdir, ignore_errors=True)
+    outdir.mkdir(parents=True)
+    spec = {
+        "url": f"ws://127.0.0.1:{port}",
+        "outdir": str(outdir),
+        "cases": cases,
+        "exclude-cases": [],
+        "exclude-agent-cases": {},
+    }
+    spec_file = outdir / "fuzzingserver.json"
+    spec_file.write_text(json.dumps(spec, indent=2))
+    log = outdir / "fuzzingserver.log"
+    agent_log = outdir / "agent.log"
+    start = time.monotonic()
+    with log.open("wb") as log_file:
+        server = subprocess.Popen([str(wstest), "-m", "fuzzingserver", "-s", str(spec_file), "--webport", "0"], cwd=outdir,
+                                  stdout=log_file, stderr=subprocess.STDOUT)
+    agent: subprocess.Popen[bytes] | None = None
+    try:
+        wait_until_serving(server, port, log)
+        with agent_log.open("wb") as agent_file:
+            agent = subprocess.Popen([sys.executable, str(ROOT / "examples" / "autobahn_client.py"),
+                                      "--url", f"ws://127.0.0.1:{port}", "--agent", AGENT],
+                                     cwd=ROOT, stdout=agent_file, stderr=subprocess.STDOUT)
+        try:
+            code = agent.wait(max(deadline - time.monotonic(), 1))
+        except subprocess.TimeoutExpired:
+            raise SystemExit(f"autobahn: the client run passed its {timeout:.0f} s; the agent's log ends:\n"
+                             f"{agent_log.read_text()[-4000:]}") from None
+        if code != 0:
+            raise SystemExit(f"autobahn: the client agent exited with {code}; its log:\n{agent_log.read_text()[-4000:]}")
+        if server.poll() is not None:
+            raise SystemExit(f"autobahn: the fuzzing server exited ({server.returncode}) during the run; its log:\n"
+                             f"{log.read_text()[-4000:]}")
+    finally:
+        if agent is not None and agent.poll() is None:
+            agent.kill()
+            agent.wait()
+        stop(server)
+    print(f"autobahn: the client agent ran {', '.join(cases)} in {time.monotonic() - start:.0f} s", flush=True)
+    problems = [line for line in agent_log.read_text().splitlines() if ": case " in line]
+    for line in problems[:20]:
+        print(f"  agent: {line}"[:300])
+    return read_results(outdir)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mode", default="server", choices=["server", "client"],
+                        help="test our server (wstest fuzzingclient) or our client (wstest fuzzingserver)")
+    parser.add_argument("--chunks", nargs="*", default=list(CHUNKS), choices=list(CHUNKS))
+    parser.add_argument("--cases", nargs="*", help="run just these case patterns (one chunk)")
+    parser.add_argument("--host", default="standalone", choices=list(HOSTS),
+                        help="the example's own server, or its WSGI app under gunicorn's gevent worker")
+    parser.add_argument("--timeout", type=float, default=3000,
+                        help="seconds for the whole client run (--mode client)")
+    args = parser.parse_args()
+    wstest = ensure_wstest()
+    if args.mode == "client":
+        results = run_client(wstest, args.cases or ["*"], args.timeout)
+        return gate(results, "against our client", f"{CLIENT_REPORTS}/index.html", strict=True)
+    plan = {"selected": args.cases} if args.cases else {name: CHUNKS[name] for name in args.chunks}
+    results = {}
+    for name, cases in plan.items():
+        results.update(run_chunk(wstest, args.host, name, cases, TIMEOUTS.get(name, 2400)))
+    return gate(results, f"under {args.host}", f"{HOSTS[args.host]}/*/index.html")
 
 
 if __name__ == "__main__":
