@@ -76,7 +76,8 @@ if not os.environ.get("CHAT_SECRET_KEY"):
     log.warning("CHAT_SECRET_KEY is not set: sessions are signed with a development key")
 EXTRA_ORIGINS = {o.strip().lower().rstrip("/") for o in os.environ.get("CHAT_ALLOWED_ORIGINS", "").split(",") if o.strip()}
 
-sock = Sock(app)
+sock = Sock(app)  # the chat: its stats() are the dashboard's figures
+monitor = Sock(app)  # the dashboard's own feed, counted apart from the chat
 
 
 # -- pages ---------------------------------------------------------------------------------
@@ -223,23 +224,20 @@ def room_socket(ws: FlaskWebSocket, room: str) -> None:
     ws.send_json({"type": "hello", "user": user, "room": room, "worker": os.getpid(), "ts": now_ms(),
                   "limits": {"max_bytes": MAX_MESSAGE_BYTES, "max_chars": MAX_TEXT_CHARS, "rate": RATE, "burst": BURST}})
     ws.join(channel(room))  # before reading the history: what is said meanwhile is not missed
+    change = store.enter(room, conn, user)  # Redis down: this raises, the peer gets 1011 and retries
+    _live[ws] = (room, conn, user)
     try:
-        change = store.enter(room, conn, user)  # Redis down: this raises, the peer gets 1011 and retries
-        _live[ws] = (room, conn, user)
-        try:
-            ws.send_json({"type": "history", "messages": store.history(room), "ts": now_ms()})
-            if change.changed:  # the user's first tab in this room
-                broadcast(room, {"type": "join", "id": uuid.uuid4().hex, "user": user, "ts": now_ms()})
-            broadcast(room, presence_event(change))
-            _serve(ws, room, user)
-        finally:
-            del _live[ws]
-            change = store.exit(room, conn, user)
-            if change.changed:  # the user's last tab left
-                broadcast(room, {"type": "leave", "id": uuid.uuid4().hex, "user": user, "ts": now_ms()})
-            broadcast(room, presence_event(change))
+        ws.send_json({"type": "history", "messages": store.history(room), "ts": now_ms()})
+        if change.changed:  # the user's first tab in this room
+            broadcast(room, {"type": "join", "id": uuid.uuid4().hex, "user": user, "ts": now_ms()})
+        broadcast(room, presence_event(change))
+        _serve(ws, room, user)
     finally:
-        _fold_when_closed(ws)
+        del _live[ws]
+        change = store.exit(room, conn, user)
+        if change.changed:  # the user's last tab left
+            broadcast(room, {"type": "leave", "id": uuid.uuid4().hex, "user": user, "ts": now_ms()})
+        broadcast(room, presence_event(change))
 
 
 def _serve(ws: FlaskWebSocket, room: str, user: str) -> None:
@@ -289,43 +287,20 @@ def _chat_text(message: Text) -> str | None:
 
 _live: dict[FlaskWebSocket, tuple[str, str, str]] = {}  # open chat connections: room, conn, user
 _shown: dict[str, list[str]] = {}  # the presence this worker last sent to each room
-_closed_totals: Counter[str] = Counter()  # messages of closed chat connections
-_close_codes: Counter[int] = Counter()
 _background_pid: int | None = None
 _background_lock = threading.Lock()
 
 
-def _fold_when_closed(ws: FlaskWebSocket) -> None:
-    """Count a chat connection's messages and close code once its code is known.
-
-    The handler ends before the library finishes the close (a handler's return becomes its
-    1000, a raise its 1011), so when no code is known yet a greenlet waits for it. The
-    ``Sock`` host keeps no totals of its own (see README: ``WebSocketHost`` has no ``stats()``).
-    """
-
-    def fold() -> None:
-        deadline = time.monotonic() + 15
-        while ws.state != "closed" and time.monotonic() < deadline:
-            time.sleep(0.05)
-        _closed_totals.update(messages_in=ws.messages_in, messages_out=ws.messages_out)
-        _close_codes[ws.close_code or 1006] += 1
-
-    if ws.close_code is not None:
-        fold()
-    else:
-        threading.Thread(target=fold, daemon=True).start()
-
-
 def local_snapshot(previous: dict[str, Any] | None) -> dict[str, Any]:
-    """This worker's counters, with rates since ``previous`` (its last snapshot)."""
-    live = list(_live)
+    """This worker's chat counters (``sock.stats()``), with rates since ``previous``."""
+    figures = sock.stats()
     ts = time.time()
     snapshot: dict[str, Any] = {
         "worker": WORKER, "pid": os.getpid(), "ts": ts,
-        "open_connections": len(live),
-        "messages_in": _closed_totals["messages_in"] + sum(ws.messages_in for ws in live),
-        "messages_out": _closed_totals["messages_out"] + sum(ws.messages_out for ws in live),
-        "close_codes": {str(code): count for code, count in _close_codes.items()},
+        "open_connections": figures["open_connections"],
+        "messages_in": figures["messages_in"],
+        "messages_out": figures["messages_out"],
+        "close_codes": {str(code): count for code, count in figures["close_codes"].items()},
         "in_per_s": 0.0, "out_per_s": 0.0,
     }
     if previous is not None and ts > previous["ts"]:
@@ -364,9 +339,7 @@ def _housekeeping() -> None:
     """Each second: publish this worker's statistics; every few seconds: vouch for its connections.
 
     Vouching also brings this worker's pages up to date when the room's presence changed
-    without a broadcast reaching them: a worker that died (its entries expire), or one that
-    stopped, whose last "leave" broadcasts the library drops once the worker's backplane is
-    closed (see README, "A chat app").
+    without a broadcast reaching them: a worker that died (its entries expire).
     """
     previous: dict[str, Any] | None = None
     tick = 0
@@ -385,7 +358,7 @@ def _housekeeping() -> None:
         time.sleep(1.0)
 
 
-@sock.route("/ws/stats", decorators=[same_origin])
+@monitor.route("/ws/stats", decorators=[same_origin])
 def stats_socket(ws: FlaskWebSocket) -> None:
     """The dashboard's feed: the cluster's counters each second until the page goes."""
     _ensure_background()
