@@ -3,9 +3,10 @@
 A client program opens CONNS connections to the echo server, keeps INFLIGHT messages in
 flight on each (it sends INFLIGHT, then one more for each echo), lets WARMUP_S pass, and
 measures WINDOW_S seconds: echoes received, and its own CPU time over the window
-(``getrusage(RUSAGE_SELF)``: utime + stime of every thread). It prints JSON lines:
-``{"mark": "start"}``, ``{"mark": "end"}`` (run.py samples the echo server's CPU time at
-those) and the result, then exits without closing the connections.
+(``getrusage(RUSAGE_SELF)``: utime + stime of every thread, and stime, the kernel's share,
+apart). It prints JSON lines: ``{"mark": "start"}``, ``{"mark": "end"}`` (run.py samples
+the echo server's CPU time at those) and the result, then exits without closing the
+connections.
 
     python CLIENT.py URL CONNS INFLIGHT SIZE BINARY WARMUP_S WINDOW_S
 
@@ -84,9 +85,10 @@ def pump(send: Callable[[Any], Any], recv: Callable[[], Any], payload: str | byt
         sent += 1
 
 
-def cpu() -> float:
+def cpu() -> tuple[float, float]:
+    """(user, system) CPU seconds of this process, every thread."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    return usage.ru_utime, usage.ru_stime
 
 
 def out(obj: dict[str, Any]) -> None:
@@ -118,7 +120,8 @@ def measure(opts: Options, stats: list[Stats], sleep: Callable[[float], Any], **
 
     mean = total / len(stats) if stats else 0
     out({
-        "result": "client", "messages": total, "elapsed": t1 - t0, "cpu": cpu1 - cpu0,
+        "result": "client", "messages": total, "elapsed": t1 - t0,
+        "cpu": sum(cpu1) - sum(cpu0), "system_cpu": cpu1[1] - cpu0[1],
         "p50_us": percentile(0.5), "p99_us": percentile(0.99),
         "fairness": min(per_conn) / mean if mean else 0.0, **extra,
     })
