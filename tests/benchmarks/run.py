@@ -11,8 +11,8 @@ stays meaningful on a shared machine; ratios compare ignitia_sync with each peer
     python tests/benchmarks/run.py --only E1 E2 E3 --servers ignitia_sync ignitia_sync-gunicorn flask-sock-gunicorn
     python tests/benchmarks/run.py --only R1                   # fan-out across processes (Redis)
     python tests/benchmarks/run.py --only R1 --fanout-size 2 40 20 5000   # a quick try of R1
-    python tests/benchmarks/run.py --only C1 --rounds 3        # our client against the peers' clients
-    tox -e bench -- --only C1 --rounds 3
+    python tests/benchmarks/run.py --only C1 C1p --rounds 3    # our client against the peers' clients
+    tox -e bench -- --only C1 C1p --rounds 3
 
 A server whose ``ws://`` line names a ``worker pid`` (gunicorn) is measured there (CPU
 time and RSS): the worker does the work, not the process run.py started.
@@ -23,7 +23,8 @@ same 1,000 on one process, next to Redis's own pub/sub rate (redis_pubsub.py).
 
 C1 turns it around: the measured process is the *client* (a program in ``clients/``, each
 reporting its own CPU time over the window), against one echo server that is none of the
-contestants (``echo_server.mjs``, Node + ws), whose CPU time is shown too.
+contestants (``echo_server.mjs``, Node + ws), whose CPU time is shown too. C1p is C1 with
+the client pinned to one core and the server to another (see ClientScenario.pin).
 """
 
 from __future__ import annotations
@@ -269,18 +270,34 @@ class ClientScenario:
     title: str
     args: list[str]  # CONNS INFLIGHT SIZE BINARY WARMUP_S WINDOW_S, as E2's load generator takes
     target: float  # ours ÷ the better peer, client CPU per message: at most this
+    #: The client on CPU 0 only, the echo server on CPU 1 (2 cores or more). A client's
+    #: threads then take turns on one core; unpinned, on a quiet multi-core machine, they
+    #: run in parallel and pass the GIL back and forth, which costs the one-thread-per-
+    #: connection clients several times more CPU per message (futex calls, kernel time).
+    pin: bool = False
 
 
 CLIENT_SCENARIOS = [
     ClientScenario("C1", "client CPU: 50 conns x 8 in flight, 32 B text, against one Node ws echo server",
                    ["50", "8", "32", "0", "0.5", "3"], 0.5),
+    ClientScenario("C1p", "C1 pinned: the client on one core, the echo server on another",
+                   ["50", "8", "32", "0", "0.5", "3"], 0.5, pin=True),
 ]
 
 
-def start_echo_server() -> tuple[subprocess.Popen[str], int]:
+def pinned_to(cpu: int | None) -> Any:
+    """``preexec_fn``: die_with_us, and run on CPU ``cpu`` only (None: anywhere)."""
+    def preexec() -> None:
+        die_with_us()
+        if cpu is not None:
+            os.sched_setaffinity(0, {cpu})
+    return preexec
+
+
+def start_echo_server(cpu: int | None = None) -> tuple[subprocess.Popen[str], int]:
     process = subprocess.Popen(
         ["node", str(HERE / "echo_server.mjs")],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, preexec_fn=die_with_us,
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, preexec_fn=pinned_to(cpu),
     )
     assert process.stdout is not None
     found = re.search(r"ws://127\.0\.0\.1:(\d+)", process.stdout.readline())
@@ -293,8 +310,9 @@ def start_echo_server() -> tuple[subprocess.Popen[str], int]:
 def run_client(scenario: ClientScenario, name: str) -> Result:
     """One client program against a fresh echo server: its CPU per echo, and the server's share."""
     result = Result(name)
+    pin = scenario.pin and (os.cpu_count() or 1) >= 2
     try:
-        server, port = start_echo_server()
+        server, port = start_echo_server(1 if pin else None)
     except Exception as exc:
         result.error = repr(exc)
         return result
@@ -303,7 +321,7 @@ def run_client(scenario: ClientScenario, name: str) -> Result:
         script, *extra = CLIENTS[name]
         client = subprocess.Popen(
             [sys.executable, str(HERE / "clients" / script), f"ws://127.0.0.1:{port}/", *scenario.args, *extra],
-            stdout=subprocess.PIPE, text=True, preexec_fn=die_with_us,
+            stdout=subprocess.PIPE, text=True, preexec_fn=pinned_to(0 if pin else None),
         )
         assert client.stdout is not None
         cpu0 = cpu1 = 0.0
