@@ -11,6 +11,8 @@ stays meaningful on a shared machine; ratios compare ignitia_sync with each peer
     python tests/benchmarks/run.py --only E1 E2 E3 --servers ignitia_sync ignitia_sync-gunicorn flask-sock-gunicorn
     python tests/benchmarks/run.py --only R1                   # fan-out across processes (Redis)
     python tests/benchmarks/run.py --only R1 --fanout-size 2 40 20 5000   # a quick try of R1
+    python tests/benchmarks/run.py --only C1 C1p --rounds 3    # our client against the peers' clients
+    tox -e bench -- --only C1 C1p --rounds 3
 
 A server whose ``ws://`` line names a ``worker pid`` (gunicorn) is measured there (CPU
 time and RSS): the worker does the work, not the process run.py started.
@@ -18,6 +20,11 @@ time and RSS): the worker does the work, not the process run.py started.
 R1 (ignitia_sync only; needs redis-server and redis-py) starts its own redis-server and
 compares 1,000 broadcast receivers spread over 4 processes on the Redis backplane with the
 same 1,000 on one process, next to Redis's own pub/sub rate (redis_pubsub.py).
+
+C1 turns it around: the measured process is the *client* (a program in ``clients/``, each
+reporting its own CPU time over the window), against one echo server that is none of the
+contestants (``echo_server.mjs``, Node + ws), whose CPU time is shown too. C1p is C1 with
+the client pinned to one core and the server to another (see ClientScenario.pin).
 """
 
 from __future__ import annotations
@@ -98,8 +105,8 @@ class Result:
     server: str
     messages: int = 0
     elapsed: float = 0.0
-    server_cpu: float = 0.0
-    client_cpu: float = 0.0
+    server_cpu: float = 0.0  # of the measured process (in C1: the client)
+    client_cpu: float = 0.0  # of the other side (in C1: the echo server)
     p50_us: float | None = None
     p99_us: float | None = None
     fairness: float | None = None
@@ -237,6 +244,153 @@ def run_one(scenario: Scenario, name: str) -> Result:
             stop_process(gen)
         stop_server(server, pid)
     return result
+
+
+# -- C1: the client is measured ---------------------------------------------------------------
+
+#: C1's contestants: a program in clients/ and its extra arguments. Every one keeps INFLIGHT
+#: messages in flight per connection and reports its own CPU time (getrusage) over the window.
+CLIENTS = {
+    # 50 greenlets in one thread, not monkey-patched.
+    "ignitia_sync": ["ignitia_sync_client.py"],
+    # One OS thread (and gevent hub) per connection.
+    "ignitia_sync-threads": ["ignitia_sync_client.py", "--threads"],
+    "websockets-sync": ["websockets_sync_client.py"],
+    "websocket-client": ["websocket_client_client.py"],
+    # skip_utf8_validation=True, as websocket-client's README advises for speed (no UTF-8 check).
+    "websocket-client-skip-utf8": ["websocket_client_client.py", "--skip-utf8"],
+}
+#: Variants of our client: not peers, so neither "ours ÷ peer" nor "the better peer".
+CLIENT_VARIANTS = {"ignitia_sync-threads"}
+
+
+@dataclass
+class ClientScenario:
+    name: str
+    title: str
+    args: list[str]  # CONNS INFLIGHT SIZE BINARY WARMUP_S WINDOW_S, as E2's load generator takes
+    target: float  # ours ÷ the better peer, client CPU per message: at most this
+    #: The client on CPU 0 only, the echo server on CPU 1 (2 cores or more). A client's
+    #: threads then take turns on one core; unpinned, on a quiet multi-core machine, they
+    #: run in parallel and pass the GIL back and forth, which costs the one-thread-per-
+    #: connection clients several times more CPU per message (futex calls, kernel time).
+    pin: bool = False
+
+
+CLIENT_SCENARIOS = [
+    ClientScenario("C1", "client CPU: 50 conns x 8 in flight, 32 B text, against one Node ws echo server",
+                   ["50", "8", "32", "0", "0.5", "3"], 0.5),
+    ClientScenario("C1p", "C1 pinned: the client on one core, the echo server on another",
+                   ["50", "8", "32", "0", "0.5", "3"], 0.5, pin=True),
+]
+
+
+def pinned_to(cpu: int | None) -> Any:
+    """``preexec_fn``: die_with_us, and run on CPU ``cpu`` only (None: anywhere)."""
+    def preexec() -> None:
+        die_with_us()
+        if cpu is not None:
+            os.sched_setaffinity(0, {cpu})
+    return preexec
+
+
+def start_echo_server(cpu: int | None = None) -> tuple[subprocess.Popen[str], int]:
+    process = subprocess.Popen(
+        ["node", str(HERE / "echo_server.mjs")],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, preexec_fn=pinned_to(cpu),
+    )
+    assert process.stdout is not None
+    found = re.search(r"ws://127\.0\.0\.1:(\d+)", process.stdout.readline())
+    if not found:
+        stop_process(process)
+        raise RuntimeError("the echo server did not start")
+    return process, int(found.group(1))
+
+
+def run_client(scenario: ClientScenario, name: str) -> Result:
+    """One client program against a fresh echo server: its CPU per echo, and the server's share."""
+    result = Result(name)
+    pin = scenario.pin and (os.cpu_count() or 1) >= 2
+    try:
+        server, port = start_echo_server(1 if pin else None)
+    except Exception as exc:
+        result.error = repr(exc)
+        return result
+    client: subprocess.Popen[str] | None = None
+    try:
+        script, *extra = CLIENTS[name]
+        client = subprocess.Popen(
+            [sys.executable, str(HERE / "clients" / script), f"ws://127.0.0.1:{port}/", *scenario.args, *extra],
+            stdout=subprocess.PIPE, text=True, preexec_fn=pinned_to(0 if pin else None),
+        )
+        assert client.stdout is not None
+        cpu0 = cpu1 = 0.0
+        for line in client.stdout:
+            event = json.loads(line)
+            if event.get("mark") == "start":
+                cpu0 = cpu_seconds(server.pid)
+            elif event.get("mark") == "end":
+                cpu1 = cpu_seconds(server.pid)
+            elif "result" in event:
+                result.messages = int(event["messages"])
+                result.elapsed = float(event["elapsed"])
+                result.server_cpu = float(event["cpu"])  # the measured process: the client
+                result.extra["system_cpu"] = float(event.get("system_cpu", 0.0))
+                result.p50_us, result.p99_us = event.get("p50_us"), event.get("p99_us")
+                result.fairness = event.get("fairness")
+        if client.wait(60) != 0:
+            result.error = f"client exited {client.returncode}"
+        elif not result.messages:
+            result.error = "no result"
+        result.client_cpu = cpu1 - cpu0  # the echo server's
+    except Exception as exc:  # a failing peer must not end the whole run
+        result.error = repr(exc)
+    finally:
+        if client is not None:
+            stop_process(client)
+        stop_process(server)
+    return result
+
+
+def client_report(scenario: ClientScenario, results: dict[str, Result]) -> list[str]:
+    ours = results.get(OURS)
+    lines = [f"### {scenario.name}: {scenario.title}", "",
+             "Client CPU: utime + stime of the client process over the window ÷ echoes received "
+             "(of which kernel: the stime share); echo server CPU: its share of one core meanwhile.", "",
+             "| client | msgs/s | client CPU µs/msg | of which kernel | p50 µs | p99 µs | fairness | "
+             "echo server CPU | ours ÷ peer (CPU/msg) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        if r.error:
+            lines.append(f"| {name} | error: {r.error} |")
+            continue
+        ratio = "-"
+        if ours and name != OURS and name not in CLIENT_VARIANTS and not ours.error:
+            ratio = f"{ours.cpu_per_msg_us / r.cpu_per_msg_us:.2f}x"
+        kernel = r.extra.get("system_cpu", 0.0) / r.server_cpu if r.server_cpu else 0.0
+        lines.append(f"| {name} | {r.rate:,.0f} | {r.cpu_per_msg_us:.1f} | {kernel:.0%} | {fmt(r.p50_us, '.0f')} | "
+                     f"{fmt(r.p99_us, '.0f')} | {fmt(r.fairness, '.2f')} | "
+                     f"{r.client_cpu / r.elapsed:.0%} | {ratio} |")
+    peers = [r for name, r in results.items() if name != OURS and name not in CLIENT_VARIANTS and not r.error]
+    if ours and not ours.error and peers:
+        best = min(peers, key=lambda r: r.cpu_per_msg_us)
+        ratio = ours.cpu_per_msg_us / best.cpu_per_msg_us
+        latency = f"; p50 {ours.p50_us / best.p50_us:.2f}x" if ours.p50_us and best.p50_us else ""
+        lines += ["", f"- {OURS} ÷ the better peer ({best.server}), client CPU per message: {ratio:.2f}x "
+                      f"(target ≤ {scenario.target:.2f}x: {'met' if ratio <= scenario.target else 'MISSED'})"
+                      f"{latency}"]
+    return [*lines, ""]
+
+
+def run_clients(scenario: ClientScenario, names: list[str], rounds: int) -> list[str]:
+    collected: dict[str, list[Result]] = {name: [] for name in names}
+    for _ in range(rounds):
+        for name in names:  # ours and the peers alternate within each round
+            result = run_client(scenario, name)
+            collected[name].append(result)
+            print(f"  {scenario.name} {name}: {result.rate:,.0f}/s, {result.cpu_per_msg_us:.1f} µs CPU/msg"
+                  f"{', ' + result.error if result.error else ''}", file=sys.stderr, flush=True)
+    return client_report(scenario, {name: median_result(results) for name, results in collected.items()})
 
 
 # -- R1: cross-process fan-out over the Redis backplane ---------------------------------------
@@ -656,8 +810,9 @@ def report(scenario: Scenario, results: dict[str, Result]) -> list[str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", nargs="*", default=[s.name for s in [*SCENARIOS, *FANOUTS]])
+    parser.add_argument("--only", nargs="*", default=[s.name for s in [*SCENARIOS, *FANOUTS, *CLIENT_SCENARIOS]])
     parser.add_argument("--servers", nargs="*", default=list(SERVERS))
+    parser.add_argument("--clients", nargs="*", default=list(CLIENTS), help="C1's contestants")
     parser.add_argument("--rounds", type=int, default=1, help="runs per server; the median is shown")
     parser.add_argument("--output", type=pathlib.Path, help="also write the markdown tables here")
     parser.add_argument("--fanout-size", nargs=4, type=int, metavar=("PROCESSES", "RECEIVERS", "MESSAGES", "CEILING"),
@@ -691,6 +846,11 @@ def main() -> int:
             fanout = dataclasses.replace(fanout, processes=processes, receivers=receivers, messages=messages,
                                          ceiling_messages=ceiling)
         table = run_fanout(fanout, args.rounds)
+        print("\n".join(table), flush=True)
+        output += table
+    clients = [OURS] + [name for name in args.clients if name != OURS] if OURS in args.clients else args.clients
+    for client_scenario in [s for s in CLIENT_SCENARIOS if s.name in args.only]:
+        table = run_clients(client_scenario, [name for name in clients if name in CLIENTS], args.rounds)
         print("\n".join(table), flush=True)
         output += table
     if args.output:
