@@ -16,6 +16,8 @@ from .redis_server import RedisServer
 
 # The benchmark servers monkey-patch on import; they run as their own processes only.
 collect_ignore_glob = ["benchmarks/*"]
+# The websocket_client fixture, loaded from the source tree (see addopts in setup.cfg).
+pytest_plugins = ["ignitia_sync.testing"]
 
 
 @contextlib.contextmanager
