@@ -500,7 +500,9 @@ class RedisBackplane:
                 self._wake_channels = [shard.wake for shard in shards]
                 if failed:
                     self.counters["reconnects"] += 1
-                    self._enqueue("register", ())  # Redis may have restarted empty: the directory too
+                # The ids go into the directory only now that this process hears its own channel
+                # (and again after a reconnect: Redis may have restarted empty).
+                self._enqueue("register", ())
                 self._set_link(listening=True)
                 listeners = [gevent.spawn(self._listen_shard, shard) for shard in shards]
                 for ended in gevent.joinall(listeners, count=1):
@@ -604,7 +606,8 @@ class RedisBackplane:
                         client.ping()
                         send_to = client.register_script(_SEND_TO % ("SPUBLISH" if self.sharded else "PUBLISH"))
                         forget = client.register_script(_FORGET)
-                        self._register_ids(client)
+                        if self._listening:  # else the listener's "register" does it, once subscribed
+                            self._register_ids(client)
                         if attempt:
                             self.counters["reconnects"] += 1
                         self._set_link(publishing=True)
@@ -665,11 +668,13 @@ class RedisBackplane:
                 elif op == "send_to":
                     run_script(send_to, [self._ids_key], [args[0], self._proc_prefix, args[1]])
                 elif op == "identify":
+                    if not self._listening:
+                        continue  # not subscribed to our channel yet: "register" writes it once we are
                     pipe.hset(self._ids_key, args[0], self.uid)
                 elif op == "forget":
                     run_script(forget, [self._ids_key], [args[0], self.uid])
                 elif op == "register":
-                    if not self._ids:
+                    if not self._ids or not self._listening:
                         continue
                     self._register_ids(pipe)
                 elif op == "stop":

@@ -364,8 +364,11 @@ def test_over_a_unix_socket_to_websockets_server(tmp_path):
 
 
 WEBSOCKETS_SERVER = """
-import asyncio, sys
+import asyncio, logging, sys
 from websockets.asyncio.server import serve
+
+# The readiness probe (a TCP connect, then close) would be logged as a failed handshake.
+logging.getLogger("websockets.server").setLevel(logging.CRITICAL)
 
 async def handler(ws):
     if ws.request.path == "/close":

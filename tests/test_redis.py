@@ -450,3 +450,27 @@ def test_a_hosts_shutdown_keeps_the_backplane_until_its_last_handler_returns(red
         leaving.shutdown()
         assert gone.recv(timeout=5) == Message.close_with_reason(1001, "Server shutdown")
         assert here.recv(timeout=5) == Message.text("/leaving left")
+
+
+def test_an_id_enters_the_directory_only_once_its_process_hears_its_own_channel(redis_server):
+    """Else a send_to in that window would be published to nobody (a process starting under load)."""
+    import gevent
+
+    from ignitia_sync.redis import RedisBackplane
+
+    redis_server.kill()  # Redis comes up after the process: listener and publisher race to reconnect
+    backplane = RedisBackplane(redis_server.url)
+    backplane.attach(lambda message, room: None, lambda id, message: None)
+    backplane.identified("early")
+    gevent.sleep(0.2)
+    redis_server.start()
+    client = redis_server.client()
+    own = b"{ignitia}:proc:" + backplane.uid
+    try:
+        deadline = time.monotonic() + 20
+        while client.hget("{ignitia}:ids", "early") is None:
+            assert time.monotonic() < deadline, "the id never reached the directory"
+            gevent.sleep(0.001)
+        assert client.pubsub_numsub(own) == [(own, 1)]
+    finally:
+        backplane.close()
