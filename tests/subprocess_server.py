@@ -26,9 +26,14 @@ def host_command(host: str, target: str, port: int, workers: int = 1) -> list[st
         return [sys.executable, "-m", "ignitia_sync", target, "--port", str(port)]
     if host == "werkzeug":  # what `flask run` serves with: threaded, not monkey-patched
         return [sys.executable, "-m", "flask", "--app", target, "run", "--host", "127.0.0.1", "--port", str(port)]
+    from gunicorn.config import KNOWN_SETTINGS
+
     gunicorn = shutil.which("gunicorn", path=os.path.dirname(sys.executable)) or "gunicorn"
+    # gunicorn 25.1+ opens one control socket per user: two test servers at once (tox -p)
+    # would collide on it and log an [ERROR].
+    private = ["--no-control-socket"] if any(s.name == "control_socket_disable" for s in KNOWN_SETTINGS) else []
     return [gunicorn, "-k", "ignitia_sync.gunicorn.Worker", "-w", str(workers), "-b", f"127.0.0.1:{port}",
-            "--graceful-timeout", "10", target]
+            "--graceful-timeout", "10", *private, target]
 
 
 @contextlib.contextmanager
