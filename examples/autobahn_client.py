@@ -68,16 +68,18 @@ def main() -> int:
     cases = args.cases or range(1, count + 1)
     print(f"autobahn client: {count} cases on the fuzzing server; running {len(cases)}", flush=True)
     start = time.monotonic()
+    errors = 0
     for done, case in enumerate(cases, 1):
         try:
             run_case(base, case, args.agent)
         except Exception as exc:  # the report says what went wrong; the run goes on
+            errors += 1
             print(f"autobahn client: case {case}: {type(exc).__name__}: {exc}", flush=True)
         if done % 50 == 0:
             print(f"autobahn client: {done}/{len(cases)} cases in {time.monotonic() - start:.0f} s", flush=True)
     update_reports(base, args.agent)
     print(f"autobahn client: {len(cases)} cases in {time.monotonic() - start:.0f} s; reports updated", flush=True)
-    return 0
+    return 1 if errors else 0  # every case must run to its end (the gate then reads the verdicts)
 
 
 if __name__ == "__main__":

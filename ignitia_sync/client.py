@@ -48,7 +48,9 @@ from .message import Binary, Close, Message, Text
 from .settings import ConnectionSettings
 from .transport import real_get_ident
 
-__all__ = ["Backoff", "ClientConnection", "Reconnecting", "connect", "parse_url", "reconnecting", "retryable"]
+__all__ = [
+    "Backoff", "ClientConnection", "Reconnecting", "connect", "header_list", "parse_url", "reconnecting", "retryable",
+]
 
 log = logging.getLogger("ignitia_sync.client")
 
@@ -217,7 +219,7 @@ def connect(
         settings or ConnectionSettings(), max_message_size=max_message_size, compression=compression,
         ping_interval=ping_interval, ping_timeout=ping_timeout, close_timeout=close_timeout,
     )
-    extra = list(headers.items()) if isinstance(headers, Mapping) else list(headers or ())
+    extra = header_list(headers)
     deadline = None if open_timeout is None else time.monotonic() + open_timeout
     for _ in range(max_redirects + 1):
         target = parse_url(url)
@@ -227,6 +229,8 @@ def connect(
             with gevent.Timeout(_left(deadline), TimeoutError(f"could not open {_safe(url)} within {open_timeout}s")):
                 if connected is None:
                     connected = _open_socket(target, proxy, ssl)
+                elif target.secure and not isinstance(connected, _ssl.SSLSocket):
+                    connected = _tls(connected, target, ssl)  # never a wss:// handshake in clear text
                 handshake = ClientHandshake(
                     target.host_header, target.target, connection_settings,
                     subprotocols=subprotocols or (), headers=extra,
@@ -243,8 +247,25 @@ def connect(
             raise outcome
         if not max_redirects:
             raise outcome.refusal
-        url = _follow(url, outcome)
-    raise InvalidHandshake(f"more than {max_redirects} redirects")
+        new_url = _follow(url, outcome)
+        if parse_url(new_url)[:3] != target[:3]:  # another origin: the caller's credentials stay here
+            extra = [(name, value) for name, value in extra if name.lower() not in _CREDENTIALS]
+        url = new_url
+    raise InvalidHandshake(f"more than {max_redirects} redirects", retryable=False)
+
+
+def header_list(headers: Mapping[str, str] | Sequence[tuple[str, str]] | None) -> list[tuple[str, str]]:
+    """Headers as ``(name, value)`` pairs, from a mapping or a sequence of pairs.
+
+    Example:
+        >>> header_list({"Origin": "https://a.example"})
+        [('Origin', 'https://a.example')]
+    """
+    return list(headers.items()) if isinstance(headers, Mapping) else list(headers or ())
+
+
+#: Request headers not sent on to another origin after a redirect (as browsers and requests do).
+_CREDENTIALS = frozenset(("authorization", "cookie", "host", "proxy-authorization"))
 
 
 def _left(deadline: float | None) -> float | None:
@@ -252,16 +273,25 @@ def _left(deadline: float | None) -> float | None:
 
 
 def _safe(url: str) -> str:
-    """The URL for a message or a log line: no query (tokens), no control characters."""
-    return escape_for_log(url.split("?", 1)[0])
+    """The URL for a message or a log line: no user info or query (secrets), no control characters.
+
+    Example:
+        >>> _safe("http://user:secret@proxy:3128/?token=abc")
+        'http://proxy:3128/'
+    """
+    parts = urllib.parse.urlsplit(url.split("?", 1)[0])
+    netloc = parts.netloc.rpartition("@")[2]
+    return escape_for_log(urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", "")))
 
 
 def _follow(url: str, redirect: Redirect) -> str:
     location = urllib.parse.urljoin(url.replace("wss:", "https:", 1).replace("ws:", "http:", 1), redirect.location)
     scheme, rest = location.split(":", 1)
     new = {"https": "wss", "http": "ws"}.get(scheme.lower(), scheme.lower()) + ":" + rest
+    if not new.startswith(("ws:", "wss:")):  # never to a local Unix socket, or anything else
+        raise InvalidHandshake(f"refused a redirect to a {scheme[:16]!r} URL", retryable=False)
     if url.lower().startswith("wss:") and not new.startswith("wss:"):
-        raise InvalidHandshake("refused a redirect from wss:// to an insecure URL")
+        raise InvalidHandshake("refused a redirect from wss:// to an insecure URL", retryable=False)
     log.debug("following a %d redirect to %s", redirect.status, _safe(new))
     return new
 
@@ -282,15 +312,16 @@ def _open_socket(target: _Target, proxy: str | bool | None, context: _ssl.SSLCon
         sock = _tunnel(proxy_url, target)
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if target.secure:
-            context = context or _default_context()
-            # gevent's SSLSocket, never the stdlib one: a stdlib one would block the hub.
-            tls = gevent.ssl.SSLSocket(sock=sock, server_hostname=target.host, _context=context)
-            return tls
+        return _tls(sock, target, context) if target.secure else sock
     except BaseException:
         sock.close()
         raise
-    return sock
+
+
+def _tls(sock: socket.socket, target: _Target, context: _ssl.SSLContext | None) -> socket.socket:
+    """TLS over ``sock``, the certificate and host name checked by the default context."""
+    # gevent's SSLSocket, never the stdlib one: a stdlib one would block the hub.
+    return gevent.ssl.SSLSocket(sock=sock, server_hostname=target.host, _context=context or _default_context())
 
 
 _context_lock = threading.Lock()
@@ -428,7 +459,8 @@ def retryable(exc: BaseException) -> bool:
     """The default retry rule: network errors, timeouts, a broken answer, 429 and 5xx.
 
     Other refusals (403, 404, a 4xx in general) are the application's answer: retrying
-    would not change it, so :func:`reconnecting` raises them.
+    would not change it, so :func:`reconnecting` raises them; so are a bad certificate and
+    a redirect we refuse to follow (``InvalidHandshake.retryable`` is False).
 
     Example:
         >>> retryable(HandshakeError(503, "busy")), retryable(HandshakeError(403, "no"))
@@ -436,9 +468,11 @@ def retryable(exc: BaseException) -> bool:
     """
     if isinstance(exc, HandshakeError):
         return exc.status in _RETRY_STATUSES
+    if isinstance(exc, InvalidHandshake):
+        return exc.retryable
     if isinstance(exc, _ssl.SSLCertVerificationError):
         return False
-    return isinstance(exc, (OSError, TimeoutError, InvalidHandshake, ConnectionClosed))
+    return isinstance(exc, (OSError, TimeoutError, ConnectionClosed))
 
 
 class Reconnecting:
@@ -466,6 +500,7 @@ class Reconnecting:
         self._retry_on = retry_on
         self._options = options
         self._stopped = threading.Event()
+        self._lock = threading.Lock()  # stop() against the loop handing out a new connection
         self._wake: gevent.event.Event | None = None
         self._loop: Any = None
         self._thread = 0
@@ -497,8 +532,14 @@ class Reconnecting:
                     log.warning("could not connect to %s: %s", _safe(self.url), _reason_of(exc))
                     failures += 1
                     continue
+                with self._lock:
+                    stopped = self._stopped.is_set()  # stop() came while connect() ran
+                    if not stopped:
+                        self._current = ws
+                if stopped:
+                    ws.close_and_wait(1001)
+                    break
                 self.connections += 1
-                self._current = ws
                 opened = time.monotonic()
                 try:
                     yield ws
@@ -511,9 +552,13 @@ class Reconnecting:
             self._wake = None
 
     def stop(self) -> None:
-        """End the iteration from any greenlet or thread; idempotent."""
-        self._stopped.set()
-        wake, current, loop = self._wake, self._current, self._loop
+        """End the iteration from any greenlet or thread; idempotent.
+
+        A connection being opened meanwhile is closed (1001) as soon as it is open.
+        """
+        with self._lock:
+            self._stopped.set()
+            wake, current, loop = self._wake, self._current, self._loop
         if loop is None:
             return
         if current is not None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
@@ -43,6 +44,7 @@ MAX_BODY = 64 * 1024
 #: The largest response head accepted (status line and headers).
 MAX_HEAD = 64 * 1024
 _REDIRECTS = frozenset((301, 302, 303, 307, 308))
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _RESERVED = frozenset((
     "upgrade", "connection", "sec-websocket-key", "sec-websocket-version", "sec-websocket-protocol",
     "sec-websocket-extensions",
@@ -104,6 +106,9 @@ class ClientHandshake:
     ) -> None:
         if isinstance(subprotocols, str):
             raise TypeError("subprotocols must be a sequence of names, not a string")
+        for name in subprotocols:
+            if not _TOKEN.fullmatch(name):
+                raise ValueError(f"a subprotocol name is an HTTP token (no spaces, commas, ...): {name!r}")
         self._settings = settings
         self._subprotocols = tuple(subprotocols)
         #: The ``Sec-WebSocket-Key`` sent: 16 bytes from the CSPRNG, base64-encoded.
@@ -230,6 +235,8 @@ class ClientHandshake:
         params = _deflate_params(raw_params)
         if params is None or ("client_max_window_bits" in params and params["client_max_window_bits"] is None):
             raise InvalidHandshake("invalid permessage-deflate parameters in the response")
+        if params.get("client_max_window_bits") == 8:  # RFC 7692 allows it; zlib cannot compress so
+            raise InvalidHandshake("the server asked for client_max_window_bits=8, which zlib cannot honour")
         settings = self._settings
         client_bits = min(params.get("client_max_window_bits") or 15, settings.deflate_client_window_bits)
         kwargs: dict[str, bool | int | None] = {"client_max_window_bits": client_bits}

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import gevent.event
 
-from .exceptions import ConnectionClosed
+from .exceptions import ConnectionClosed, MessageDecodeError
 from .http import Request
 from .inbox import EOF, FAILED, SHUTDOWN, TIMEOUT, Inbox
 from .keepalive import Keepalive
@@ -230,7 +230,11 @@ class WebSocketConnection:
             if type(message) is Text:
                 return message.decode_json()
             if type(message) is Binary:
-                return Text(bytes(message.data).decode("utf-8", "replace")).decode_json()
+                try:
+                    text = bytes(message.data).decode()
+                except UnicodeDecodeError as exc:
+                    raise MessageDecodeError(f"a binary message that is not UTF-8 JSON: {exc}") from None
+                return Text(text).decode_json()
 
     def recv_timeout(self, seconds: float) -> Message | None:
         """Like :meth:`recv`, but gives up after ``seconds`` (the guide's spelling).

@@ -98,10 +98,18 @@ class InvalidHandshake(IgnitiaError):
     without ``Upgrade: websocket``, a malformed head, too many redirects. (A server that
     *refuses* the upgrade with an HTTP status raises :class:`HandshakeError` instead.)
 
+    Attributes:
+        retryable: False for what retrying cannot change: a redirect we refuse to follow
+            (to ``ws://`` from ``wss://``, to another scheme), or too many of them.
+
     Example:
         >>> isinstance(InvalidHandshake("wrong Sec-WebSocket-Accept"), IgnitiaError)
         True
     """
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 class MessageDecodeError(IgnitiaError, ValueError):

@@ -276,7 +276,9 @@ def negotiate_deflate(
             if "client_max_window_bits" in params:
                 allowed = params["client_max_window_bits"] or 15
                 bits = min(allowed, client_window_bits)
-                kwargs["client_max_window_bits"] = bits
+                # A client that compresses with 8 bits is inflated with 9 (a larger window reads a
+                # smaller one; zlib's raw inflate takes 9 at least).
+                kwargs["client_max_window_bits"] = max(bits, 9)
                 response.append(f"client_max_window_bits={bits}")
             extension = _BoundedDeflate(max_message_size, compress_bits=compress_bits, mem_level=mem_level, **kwargs)
             return extension, "; ".join(response)

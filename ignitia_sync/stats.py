@@ -37,9 +37,10 @@ class _Counted(Protocol):
 class ConnectionStats:
     """Connections served, messages and bytes of the closed ones, close codes, refusals.
 
-    The live connections' own counters are added at :meth:`snapshot` time, so a figure
-    never counts a connection twice. Safe to update from several threads (a threaded
-    development server serves each connection in its own).
+    The live connections' own counters are added at :meth:`snapshot` time. In one hub a
+    figure never counts a connection twice; under a threaded development server (each
+    connection in its own thread) one that closes during the call may be counted twice
+    or missed, once. Safe to update from several threads.
     """
 
     __slots__ = ("_close_codes", "_lock", "_refusals", "_totals")

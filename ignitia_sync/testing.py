@@ -29,7 +29,7 @@ from typing import Any
 
 import gevent.socket
 
-from .client import ClientConnection, connect
+from .client import ClientConnection, connect, header_list
 from .router import Router
 from .server import Server
 
@@ -51,8 +51,11 @@ class TestClient:
             (limits, ``max_connections_per_ip``...).
 
     A refused upgrade raises :class:`~ignitia_sync.exceptions.HandshakeError` with the
-    status, body and headers. Leaving the ``with`` block closes every test connection and
-    stops the server as a real one stops (1001 to what is still open).
+    status, body and headers. Leaving the ``with`` block closes every test connection from
+    the client side (1000, with the closing handshake), then stops the server.
+
+    ``client.server.stats()`` counts the connections of a :class:`Router`'s routes; those of a
+    WSGI app are its own host's (``sock.stats()`` for Flask's ``Sock``).
 
     Example:
         >>> from flask import Flask
@@ -120,7 +123,9 @@ class TestClient:
         """
         if self.server._stopped is None:
             raise RuntimeError("use the TestClient in a `with` block (or call __enter__)")
-        fields = list(headers.items()) if isinstance(headers, Mapping) else list(headers or ())
+        if not path.startswith("/"):
+            raise ValueError(f"a path starts with '/': {path!r}")
+        fields = header_list(headers)
         cookie = _cookie_header(self.http_client, path, cookies)
         if cookie:
             fields.append(("Cookie", cookie))

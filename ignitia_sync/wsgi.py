@@ -134,10 +134,10 @@ class WebSocketHost:
         Call it from the serving hub (the gunicorn worker does); from another thread use
         ``host.registry.call_threadsafe(host.shutdown)``.
         """
-        self.shutdown_event.set()
-        self.registry.close_all(code, reason)
-        with self._serving_lock:
+        with self._serving_lock:  # no upgrade slips in between the check and the count
+            self.shutdown_event.set()
             idle = not self._serving
+        self.registry.close_all(code, reason)
         if idle:
             self.registry.backplane.close()
 
@@ -173,13 +173,21 @@ class WebSocketHost:
         request = Request.from_environ(environ)
         request = request.routed(params, client_ip(request, self.trusted_proxies or None))
         had_hub = get_hub_if_exists() is not None
+        with self._serving_lock:  # counted from here, so that shutdown() cannot miss this one
+            stopping = self.shutdown_event.is_set()
+            if not stopping:
+                self._serving += 1
         try:
-            if self.shutdown_event.is_set():
+            if stopping:
                 raise HandshakeError(503, "server shutting down", (("Retry-After", "1"),))  # another worker will take it
             accepted = accept(request, options)
             attached = run_middleware(middleware, request)
             taken = take_socket(environ)
-        except HandshakeError as exc:
+        except BaseException as exc:
+            if not stopping:
+                self._served()
+            if not isinstance(exc, HandshakeError):
+                raise
             log.info(
                 "refused %s from %s: %d %s", escape_for_log(request.path), request.client_ip,
                 exc.status, escape_for_log(exc.body),
@@ -191,8 +199,6 @@ class WebSocketHost:
             _close_at_exit(self)
         elif not self.registry._attached:
             self.registry.attach()  # the worker's hub, on first use
-        with self._serving_lock:
-            self._serving += 1
         try:
             taken.sock.sendall(accepted.response)
             self._stats.opened()

@@ -7,6 +7,7 @@ client runs in the test's thread, which is not monkey-patched, as in a plain scr
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import shutil
 import signal
@@ -192,7 +193,7 @@ def test_a_client_in_a_monkey_patched_program(serve):
 
 
 @contextlib.contextmanager
-def raw_server(answers: list[bytes], hold: float = 0.1) -> Iterator[int]:
+def raw_server(answers: list[bytes], hold: float = 0.1, delay: float = 0.0) -> Iterator[int]:
     """A TCP server that reads one request head per connection, answers the next bytes, and
     keeps the connection ``hold`` seconds (reading nothing more, answering nothing)."""
     listener = socket.create_server(("127.0.0.1", 0))
@@ -208,6 +209,7 @@ def raw_server(answers: list[bytes], hold: float = 0.1) -> Iterator[int]:
                 key = next(line.split(b": ")[1] for line in head.split(b"\r\n")
                            if line.lower().startswith(b"sec-websocket-key"))
                 from wsproto.utilities import generate_accept_token
+                time.sleep(delay)
                 conn.sendall(answer.replace(b"{accept}", generate_accept_token(key)))
                 time.sleep(hold)
 
@@ -489,7 +491,12 @@ def test_the_waits_follow_the_backoff():
     delays: list[float] = []
     original = backoff.delay
 
+    attempts: list[int] = []
+    started: list[float] = []
+
     def watch(attempt: int) -> float:
+        attempts.append(attempt)
+        started.append(time.monotonic())
         delays.append(value := original(attempt))
         if len(delays) == 6:
             loop.stop()
@@ -498,8 +505,10 @@ def test_the_waits_follow_the_backoff():
     object.__setattr__(backoff, "delay", watch)
     for _ in loop:
         pytest.fail("nobody listens: no connection")
-    assert len(delays) == 6 and loop.attempts == 6
+    assert attempts == [0, 1, 2, 3, 4, 5] and loop.attempts == 6  # the n-th retry in a row draws from ceiling(n)
     assert all(0 <= d <= backoff.ceiling(n) for n, d in enumerate(delays))
+    waited = [later - earlier for earlier, later in itertools.pairwise(started)]
+    assert all(gap >= delay for gap, delay in zip(waited, delays[:-1], strict=True))  # each wait lasted what was drawn
     assert isinstance(loop.last_error, ConnectionRefusedError)
 
 
@@ -566,3 +575,55 @@ def test_reconnecting_retries_a_503_then_connects(serve):
             loop.stop()
     assert loop.attempts == 3 and loop.connections == 1
     assert isinstance(loop.last_error, HandshakeError) and loop.last_error.status == 503
+
+
+def test_stop_while_connecting_ends_the_loop_and_closes_the_new_connection():
+    answer = UPGRADE + b"Sec-WebSocket-Accept: {accept}\r\n\r\n"
+    with raw_server([answer], hold=5, delay=1.0) as port:
+        loop = reconnecting(f"ws://127.0.0.1:{port}/", compression=None, close_timeout=0.5)
+        threading.Timer(0.3, loop.stop).start()  # while the handshake waits for its answer
+        for _ in loop:
+            pytest.fail("a stopped loop yields no connection")
+    assert loop.attempts == 1 and loop.connections == 0
+
+
+def test_redirects_go_to_ws_urls_only_and_credentials_stay_with_their_origin(serve):
+    server = serve(app())
+    target = url(server, "/describe").encode()
+    unix = b"HTTP/1.1 302 Found\r\nLocation: ws+unix:///var/run/docker.sock:/x\r\nContent-Length: 0\r\n\r\n"
+    with raw_server([unix]) as port, pytest.raises(InvalidHandshake, match="redirect") as refused:
+        connect(f"ws://127.0.0.1:{port}/")
+    assert not refused.value.retryable
+    moved = b"HTTP/1.1 301 Moved\r\nLocation: " + target + b"\r\nContent-Length: 0\r\n\r\n"
+    with raw_server([moved]) as port:  # another port: another origin
+        with connect(f"ws://127.0.0.1:{port}/", headers={"Authorization": "Bearer secret", "Origin": "https://o"}) as ws:
+            seen = ws.recv_json(timeout=5)
+    assert seen["origin"] == "https://o" and ws.request.headers.get("authorization") is None
+
+
+def test_subprotocol_names_must_be_tokens(serve):
+    server = serve(app())
+    with pytest.raises(ValueError, match="token"):
+        connect(url(server, "/echo"), subprotocols=["chat.v1, evil"])
+
+
+def test_a_servers_client_max_window_bits_8_is_a_clear_invalid_handshake():
+    answer = UPGRADE + (b"Sec-WebSocket-Accept: {accept}\r\n"
+                        b"Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits=8\r\n\r\n")
+    with raw_server([answer]) as port, pytest.raises(InvalidHandshake, match="client_max_window_bits=8"):
+        connect(f"ws://127.0.0.1:{port}/")
+
+
+def test_a_given_socket_with_a_wss_url_gets_tls(serve, tmp_path):
+    authority = trustme.CA()
+    cert = authority.issue_cert("localhost")
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.cert_chain_pems[0].write_to_path(cert_file)
+    cert.private_key_pem.write_to_path(key_file)
+    server = serve(app(), certfile=str(cert_file), keyfile=str(key_file))
+    trusting = ssl.create_default_context()
+    authority.configure_trust(trusting)
+    plain = socket.create_connection(("127.0.0.1", server.address[1]))
+    with connect(f"wss://localhost:{server.address[1]}/echo", sock=plain, ssl=trusting) as ws:
+        ws.send_text("wrapped")
+        assert ws.recv(timeout=5) == Message.text("wrapped")

@@ -196,3 +196,22 @@ def test_pure_python_unmask_matches_the_accelerated_one(size):
     expected = bytes(b ^ mask[i % 4] for i, b in enumerate(data))
     assert _unmask_python(data, mask) == expected
     assert unmask(bytearray(data), bytearray(mask)) == expected
+
+
+def test_a_client_offering_client_max_window_bits_8_is_accepted_and_inflated():
+    """RFC 7692 allows 8; zlib's raw inflate takes 9 at least, and a larger window reads a smaller one."""
+    import os
+    import zlib
+
+    from ignitia_sync.protocol import WebSocketProtocol, negotiate_deflate, unmask
+
+    extension, answer = negotiate_deflate(["permessage-deflate; client_max_window_bits=8"], 1 << 20)
+    assert answer == "permessage-deflate; client_max_window_bits=8"
+    compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -9, 8)
+    body = (compressor.compress(b"hello " * 100) + compressor.flush(zlib.Z_SYNC_FLUSH))[:-4]
+    key = os.urandom(4)
+    masked = unmask(body, key)
+    server = WebSocketProtocol(deflate=extension)
+    server.receive_data(bytes((0xC1, 0xFE)) + len(masked).to_bytes(2, "big") + key + masked
+                        if len(masked) >= 126 else bytes((0xC1, 0x80 | len(masked))) + key + masked)
+    assert [message.data for message in server.events()] == ["hello " * 100]

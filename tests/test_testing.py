@@ -209,3 +209,14 @@ def test_django_websocket_views_take_middleware(django_project):
             assert client.connect("/ws/guarded/", headers={"Origin": "https://ok.example"}).recv(timeout=1).data == "hello"
     finally:
         urls.urlpatterns.pop()
+
+
+def test_recv_json_refuses_a_binary_message_that_is_not_utf8():
+    from ignitia_sync import MessageDecodeError
+
+    app = Router().websocket("/bin", lambda ws: ws.send_bytes(b"\xff\xfe"))
+    with TestClient(app) as client:
+        with pytest.raises(MessageDecodeError):
+            client.connect("/bin").recv_json(timeout=1)
+        with pytest.raises(ValueError, match="starts with"):
+            client.connect("bin")

@@ -27,6 +27,7 @@ import contextlib
 import logging
 import os
 import re
+import secrets
 import sys
 import threading
 import time
@@ -59,7 +60,10 @@ WORKER = f"{os.uname().nodename}:{os.getpid()}"  # refreshed per process in _ens
 F = TypeVar("F", bound=Callable[..., Any])
 
 app = Flask(__name__)
-app.secret_key = os.environ.get("CHAT_SECRET_KEY") or "dev-only: set CHAT_SECRET_KEY"
+# Never a key written in the source (anyone could sign any name with it): without
+# CHAT_SECRET_KEY each process draws its own, so sessions end with the process and are not
+# shared between workers.
+app.secret_key = os.environ.get("CHAT_SECRET_KEY") or secrets.token_hex(32)
 app.config.update(
     SESSION_COOKIE_SAMESITE="Lax",
     SESSION_COOKIE_HTTPONLY=True,
@@ -73,7 +77,7 @@ store: Store = RedisStore(REDIS_URL) if REDIS_URL else LocalStore()
 if not REDIS_URL and "gunicorn" in sys.modules:
     log.warning("no CHAT_REDIS_URL: each gunicorn worker keeps its own rooms, history and presence")
 if not os.environ.get("CHAT_SECRET_KEY"):
-    log.warning("CHAT_SECRET_KEY is not set: sessions are signed with a development key")
+    log.warning("CHAT_SECRET_KEY is not set: a random key signs sessions (lost on restart, not shared by workers)")
 EXTRA_ORIGINS = {o.strip().lower().rstrip("/") for o in os.environ.get("CHAT_ALLOWED_ORIGINS", "").split(",") if o.strip()}
 
 sock = Sock(app)  # the chat: its stats() are the dashboard's figures

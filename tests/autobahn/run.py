@@ -34,6 +34,7 @@ import hashlib
 import json
 import os
 import pathlib
+import re
 import shutil
 import signal
 import socket
@@ -255,10 +256,12 @@ def run_client(wstest: pathlib.Path, cases: list[str], timeout: float) -> dict[s
             agent.wait()
         stop(server)
     print(f"autobahn: the client agent ran {', '.join(cases)} in {time.monotonic() - start:.0f} s", flush=True)
-    problems = [line for line in agent_log.read_text().splitlines() if ": case " in line]
-    for line in problems[:20]:
-        print(f"  agent: {line}"[:300])
-    return read_results(outdir)
+    results = read_results(outdir)
+    announced = re.search(r"running (\d+)", agent_log.read_text())
+    if announced is None or len(results) < int(announced.group(1)):
+        raise SystemExit(f"autobahn: the agent announced {announced and announced.group(1)} cases, "
+                         f"the reports hold {len(results)}")
+    return results
 
 
 def main() -> int:

@@ -18,6 +18,7 @@
   };
   var socket = null;
   var attempt = 0;
+  var STABLE_MS = 5000;  // a connection open this long resets the backoff
   var retryTimer = null;
   var presenceVersion = -1;
   var seen = new Set();
@@ -47,8 +48,9 @@
     retryTimer = null;
     var ws = new WebSocket(url());
     socket = ws;
+    var opened = 0;
     ws.onopen = function () {
-      attempt = 0;
+      opened = Date.now();
       setStatus("connected");
       sendButton.disabled = false;
     };
@@ -60,6 +62,9 @@
     ws.onclose = function (event) {
       if (socket !== ws) { return; }
       socket = null;
+      // The waits start again from the shortest only after a connection that lasted: a server
+      // that accepts and closes at once (its backend is down) is not hammered every second.
+      if (opened && Date.now() - opened >= STABLE_MS) { attempt = 0; }
       sendButton.disabled = true;
       explain(event);
       scheduleReconnect();
