@@ -112,16 +112,22 @@ def test_a_refused_upgrade_raises_with_status_and_body(serve):
     assert refused.value.status == 404 and "no WebSocket route" in refused.value.body
 
 
-def test_tls_with_a_test_ca_checks_the_certificate_and_the_host_name(serve, tmp_path):
+@pytest.fixture
+def tls_server(serve, tmp_path) -> tuple[int, ssl.SSLContext]:
+    """Our server with a certificate for ``localhost`` from a test CA; its port, and a context trusting that CA."""
     authority = trustme.CA()
     cert = authority.issue_cert("localhost")
     cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
     cert.cert_chain_pems[0].write_to_path(cert_file)
     cert.private_key_pem.write_to_path(key_file)
     server = serve(app(), certfile=str(cert_file), keyfile=str(key_file))
-    port = server.address[1]
     trusting = ssl.create_default_context()
     authority.configure_trust(trusting)
+    return server.address[1], trusting
+
+
+def test_tls_with_a_test_ca_checks_the_certificate_and_the_host_name(tls_server):
+    port, trusting = tls_server
     with connect(f"wss://localhost:{port}/echo", ssl=trusting) as ws:
         ws.send_text("over TLS")
         assert ws.recv(timeout=5) == Message.text("over TLS")
@@ -614,16 +620,9 @@ def test_a_servers_client_max_window_bits_8_is_a_clear_invalid_handshake():
         connect(f"ws://127.0.0.1:{port}/")
 
 
-def test_a_given_socket_with_a_wss_url_gets_tls(serve, tmp_path):
-    authority = trustme.CA()
-    cert = authority.issue_cert("localhost")
-    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert.cert_chain_pems[0].write_to_path(cert_file)
-    cert.private_key_pem.write_to_path(key_file)
-    server = serve(app(), certfile=str(cert_file), keyfile=str(key_file))
-    trusting = ssl.create_default_context()
-    authority.configure_trust(trusting)
-    plain = socket.create_connection(("127.0.0.1", server.address[1]))
-    with connect(f"wss://localhost:{server.address[1]}/echo", sock=plain, ssl=trusting) as ws:
+def test_a_given_socket_with_a_wss_url_gets_tls(tls_server):
+    port, trusting = tls_server
+    plain = socket.create_connection(("127.0.0.1", port))
+    with connect(f"wss://localhost:{port}/echo", sock=plain, ssl=trusting) as ws:
         ws.send_text("wrapped")
         assert ws.recv(timeout=5) == Message.text("wrapped")
