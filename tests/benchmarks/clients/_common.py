@@ -21,6 +21,7 @@ import json
 import os
 import resource
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -126,3 +127,24 @@ def measure(opts: Options, stats: list[Stats], sleep: Callable[[float], Any], **
         "fairness": min(per_conn) / mean if mean else 0.0, **extra,
     })
     os._exit(0)  # no closing handshakes: the run is over, and they are not what is measured
+
+
+def measure_threads(opts: Options, stats: list[Stats], open_one: Callable[[], Any],
+                    pump_one: Callable[[Any, Stats], Any], **extra: Any) -> None:
+    """One thread per connection: each opens (``open_one()``), all start pumping together, then :func:`measure`."""
+    opened = threading.Semaphore(0)
+    go = threading.Event()
+
+    def client(s: Stats) -> None:
+        ws = open_one()
+        opened.release()
+        go.wait()
+        pump_one(ws, s)
+
+    for s in stats:
+        threading.Thread(target=client, args=(s,), daemon=True).start()
+    for _ in stats:
+        if not opened.acquire(timeout=30):
+            raise SystemExit("a connection did not open within 30 s")
+    go.set()
+    measure(opts, stats, time.sleep, threads=len(stats), **extra)

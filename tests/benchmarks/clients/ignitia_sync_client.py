@@ -8,12 +8,9 @@ each with its own gevent hub (the ``ignitia_sync-threads`` variant).
 from __future__ import annotations
 
 import sys
-import threading
-import time
 
 import _common
 import gevent
-import gevent.event
 
 from ignitia_sync.client import ClientConnection, connect
 
@@ -31,22 +28,7 @@ def greenlets(opts: _common.Options, stats: list[_common.Stats]) -> None:
 
 
 def threads(opts: _common.Options, stats: list[_common.Stats]) -> None:
-    opened = threading.Semaphore(0)
-    go = threading.Event()
-
-    def client(s: _common.Stats) -> None:
-        ws = connect(opts.url, compression=None)
-        opened.release()
-        go.wait()
-        pump(ws, opts, s)
-
-    for s in stats:
-        threading.Thread(target=client, args=(s,), daemon=True).start()
-    for _ in stats:
-        if not opened.acquire(timeout=30):
-            raise SystemExit("a connection did not open within 30 s")
-    go.set()
-    _common.measure(opts, stats, time.sleep, threads=len(stats))
+    _common.measure_threads(opts, stats, lambda: connect(opts.url, compression=None), lambda ws, s: pump(ws, opts, s))
 
 
 if __name__ == "__main__":

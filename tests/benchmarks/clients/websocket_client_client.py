@@ -11,8 +11,6 @@ drops altogether).
 from __future__ import annotations
 
 import sys
-import threading
-import time
 
 import _common
 import websocket
@@ -24,23 +22,14 @@ def main() -> None:
         sys.argv.remove("--skip-utf8")
     opts = _common.options()
     stats = [_common.Stats() for _ in range(opts.conns)]
-    opened = threading.Semaphore(0)
-    go = threading.Event()
-
-    def client(s: _common.Stats) -> None:
-        ws = websocket.create_connection(opts.url, skip_utf8_validation=skip_utf8)
-        opened.release()
-        go.wait()
+    def pump(ws: websocket.WebSocket, s: _common.Stats) -> None:
         send = ws.send_binary if opts.binary else ws.send
         _common.pump(send, ws.recv, opts.payload, opts.inflight, s)
 
-    for s in stats:
-        threading.Thread(target=client, args=(s,), daemon=True).start()
-    for _ in stats:
-        if not opened.acquire(timeout=30):
-            raise SystemExit("a connection did not open within 30 s")
-    go.set()
-    _common.measure(opts, stats, time.sleep, threads=len(stats), skip_utf8_validation=skip_utf8)
+    _common.measure_threads(
+        opts, stats, lambda: websocket.create_connection(opts.url, skip_utf8_validation=skip_utf8), pump,
+        skip_utf8_validation=skip_utf8,
+    )
 
 
 if __name__ == "__main__":

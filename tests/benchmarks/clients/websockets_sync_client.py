@@ -6,9 +6,6 @@ Compression off (``compression=None``); otherwise websockets' defaults (its C
 
 from __future__ import annotations
 
-import threading
-import time
-
 import _common
 from websockets.sync.client import connect
 
@@ -16,22 +13,10 @@ from websockets.sync.client import connect
 def main() -> None:
     opts = _common.options()
     stats = [_common.Stats() for _ in range(opts.conns)]
-    opened = threading.Semaphore(0)
-    go = threading.Event()
-
-    def client(s: _common.Stats) -> None:
-        ws = connect(opts.url, compression=None)
-        opened.release()
-        go.wait()
-        _common.pump(ws.send, ws.recv, opts.payload, opts.inflight, s)
-
-    for s in stats:
-        threading.Thread(target=client, args=(s,), daemon=True).start()
-    for _ in stats:
-        if not opened.acquire(timeout=30):
-            raise SystemExit("a connection did not open within 30 s")
-    go.set()
-    _common.measure(opts, stats, time.sleep, threads=len(stats))
+    _common.measure_threads(
+        opts, stats, lambda: connect(opts.url, compression=None),
+        lambda ws, s: _common.pump(ws.send, ws.recv, opts.payload, opts.inflight, s),
+    )
 
 
 if __name__ == "__main__":
