@@ -269,21 +269,23 @@ class WebSocketConnection:
             ConnectionClosed: the connection is closing or closed.
         """
         if type(message) is str:
-            message = Text(message)
+            frame = self._proto.send_text(message)
         elif isinstance(message, (bytes, bytearray, memoryview)):
-            message = Binary(bytes(message))
+            frame = self._proto.send_bytes(bytes(message))
         elif isinstance(message, Close):
             self._close_message(message)
             return
-        self._transport.send(self._proto.send(message))  # type: ignore[arg-type]
+        else:
+            frame = self._proto.send(message)  # type: ignore[arg-type]  # a str subclass: TypeError
+        self._transport.send(frame)
 
     def send_text(self, text: str) -> None:
         """Send a text message. Example: ``ws.send_text("Acknowledged")``."""
-        self._transport.send(self._proto.send(Text(text)))
+        self._transport.send(self._proto.send_text(text))
 
     def send_bytes(self, data: bytes | bytearray | memoryview) -> None:
         """Send a binary message. Example: ``ws.send_bytes(b"\\x00\\x01")``."""
-        self._transport.send(self._proto.send(Binary(bytes(data))))
+        self._transport.send(self._proto.send_bytes(bytes(data)))
 
     def send_json(self, value: Any) -> None:
         """Send ``value`` as a JSON text message. Example: ``ws.send_json({"ok": True})``."""

@@ -45,7 +45,7 @@ class Inbox:
         on_room: called when :meth:`get` takes the inbox from full to not full.
     """
 
-    __slots__ = ("_control", "_data", "_detached", "_items", "_max_queue", "_on_room", "_waiter")
+    __slots__ = ("_control", "_data", "_detached", "_hub", "_items", "_max_queue", "_on_room", "_waiter")
 
     def __init__(self, max_queue: int, on_room: Callable[[], None]) -> None:
         self._max_queue = max_queue
@@ -53,6 +53,7 @@ class Inbox:
         # Made on first use: an empty deque takes ~760 bytes and many connections only listen.
         self._items: deque[Any] | None = None
         self._waiter: Waiter[Any] | None = None
+        self._hub: Any = None  # the hub of the thread that reads (one thread per connection)
         self._data = 0
         self._control = 0
         self._detached = False
@@ -128,11 +129,14 @@ class Inbox:
                 return SHUTDOWN
             # Waiting here, not in a helper: each call level is stack that gevent saves
             # while the greenlet waits (most connections spend their life right here).
-            waiter: Waiter[Any] = Waiter()
+            hub = self._hub
+            if hub is None:
+                hub = self._hub = gevent.get_hub()
+            waiter: Waiter[Any] = Waiter(hub)
             self._waiter = waiter
             timer = None
             if timeout is not None:
-                timer = gevent.get_hub().loop.timer(max(0.0, timeout))
+                timer = hub.loop.timer(max(0.0, timeout))
                 timer.start(waiter.switch, TIMEOUT)
             if shutdown is not None:
                 shutdown.rawlink(self._on_shutdown)

@@ -2,7 +2,7 @@
 
 Bytes go in with :meth:`WebSocketProtocol.receive_data`, complete :class:`Message` objects
 come out of :meth:`WebSocketProtocol.events`, and every byte to write comes back from
-:meth:`WebSocketProtocol.send`, :meth:`~WebSocketProtocol.take_pong` and :meth:`~WebSocketProtocol.data_to_send`. This module
+:meth:`WebSocketProtocol.send`, :meth:`~WebSocketProtocol.answer` and :meth:`~WebSocketProtocol.data_to_send`. This module
 never imports ``socket`` or ``gevent``; a test checks it.
 
 Example:
@@ -21,6 +21,7 @@ import struct
 import zlib
 from collections.abc import Iterator
 from enum import Enum
+from itertools import chain
 
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import (
@@ -62,11 +63,13 @@ try:  # websockets' SIMD C routine: about 1 Âµs per 16 KiB instead of about 45 Â
         """Unmask a client frame's payload (accelerated by ``ignitia_sync[speedups]``)."""
         return _apply_mask(data, mask)
 
-    _mask_payload = _apply_mask  # a client masking its own frames: the C routine, no wrapper call
+    # The hot paths call the C routine itself, without the wrapper's extra call: a server
+    # unmasking, a client masking its own frames.
+    _unmask = _mask_payload = _apply_mask
 
 except ImportError:
-    unmask = _unmask_python
-    _mask_payload = _unmask_python  # type: ignore[assignment]  # apply_mask also takes a memoryview
+    unmask = _unmask = _unmask_python  # type: ignore[assignment]  # apply_mask also takes a memoryview
+    _mask_payload = _unmask_python  # type: ignore[assignment]
 
 _NO_RSV = RsvBits(False, False, False)
 _REASONS = {
@@ -385,25 +388,27 @@ class WebSocketProtocol:
     Example:
         >>> proto = WebSocketProtocol()
         >>> proto.receive_data(bytes([0x89, 0x80, 1, 2, 3, 4]))  # a masked, empty ping
-        >>> list(proto.events()), proto.take_pong()
-        ([Ping(data=b'')], b'\\x8a\\x00')
+        >>> [ping] = proto.events()
+        >>> ping, proto.answer(ping)
+        (Ping(data=b''), b'\\x8a\\x00')
     """
 
     __slots__ = (
         "_buffer",
         "_extensions",
-        "_fast",
         "_keys",
+        "_mask_bit",
+        "_masked",
         "_masking",
         "_max_message_size",
         "_outgoing",
         "_parts",
         "_plain_frames",
-        "_pong",
         "_role",
         "_wsproto",
         "close_code",
         "close_reason",
+        "parsing_fast",
         "state",
     )
 
@@ -426,14 +431,17 @@ class WebSocketProtocol:
         # from the operating system's CSPRNG (drawn 64 keys at a time).
         self._masking = client and deflate is None
         self._keys = b""
+        # A server reads masked frames (a 4-byte key after the length), a client unmasked ones.
+        self._masked = not client
+        self._mask_bit = 0x80 if self._masked else 0
         self._max_message_size = max_message_size
         # The fast path parses the common frames itself (complete, unfragmented data frames,
         # pings and pongs, no RSV bits, masked from a client, unmasked from a server);
         # anything else goes to wsproto until it is idle again.
-        self._fast = True
+        #: True while incoming frames are parsed by the fast path (not by wsproto); read-only.
+        self.parsing_fast = True
         self._buffer = bytearray()
         self._outgoing = bytearray()
-        self._pong = b""  # the answer to the latest ping only (RFC 6455 section 5.5.3)
         self._parts: list[str | bytes] = []
         self.state = ProtocolState.OPEN
         self.close_code: int | None = None
@@ -451,11 +459,6 @@ class WebSocketProtocol:
         return self._plain_frames
 
     @property
-    def parsing_fast(self) -> bool:
-        """True while incoming frames are parsed by the fast path (not by wsproto)."""
-        return self._fast
-
-    @property
     def framing_key(self) -> tuple[int, int] | None:
         """For a server whose deflate has no context takeover: the (window bits, memLevel)
         its frames depend on, shared with every such peer (see :func:`encode_shared_frame`);
@@ -469,7 +472,7 @@ class WebSocketProtocol:
         """Add bytes read from the peer; an empty ``data`` means end of stream."""
         if self.state is ProtocolState.CLOSED:
             return
-        if self._fast:
+        if self.parsing_fast:
             if data:
                 self._buffer += data
                 return
@@ -481,7 +484,7 @@ class WebSocketProtocol:
 
     def _hand_over(self) -> None:
         """Give the unparsed bytes to wsproto; it parses until it is idle again."""
-        self._fast = False
+        self.parsing_fast = False
         data, self._buffer = bytes(self._buffer), bytearray()
         if data:
             self._conn.receive_data(data)
@@ -503,90 +506,88 @@ class WebSocketProtocol:
     def events(self) -> Iterator[Message]:
         """The messages completed by the data received so far, in order.
 
-        Pings are answered (see :meth:`take_pong`) and still yielded. A peer's Close is
+        Pings are yielded for the caller to answer (see :meth:`answer`). A peer's Close is
         answered and yielded. When the peer breaks the protocol or a limit,
         :class:`ProtocolError` is raised after every message that came before the bad
         frame has been yielded; the connection stays open for answers to those messages
         until :meth:`fail` is called.
         """
-        if self._fast:
-            yield from self._fast_events()
-            if self._fast:
-                return
-        yield from self._wsproto_events()
-        if not self._fast and self._wsproto_idle():
-            self._fast = True
+        if self.parsing_fast:
+            # The common case is a list, not a generator: no frame is resumed per message.
+            messages = self._fast_messages()
+            if self.parsing_fast:
+                return iter(messages)
+            return chain(messages, self._slow_events())
+        return self._slow_events()
 
-    def _fast_events(self) -> Iterator[Message]:
+    def _slow_events(self) -> Iterator[Message]:
+        """wsproto's messages; the fast path takes over again once wsproto is idle."""
+        yield from self._wsproto_events()
+        if not self.parsing_fast and self._wsproto_idle():
+            self.parsing_fast = True
+
+    def _fast_messages(self) -> list[Message]:
         """Parse the common frames straight from the buffer; hand over at the first other one."""
         buf = self._buffer
         end = len(buf)
         pos = 0
         limit = self._max_message_size
-        # A server reads masked frames (a 4-byte key after the length), a client unmasked ones.
-        masked = self._role is ConnectionType.SERVER
-        mask_bit = 0x80 if masked else 0
+        masked = self._masked
         key_size = 4 if masked else 0
-        try:
-            while end - pos >= 2:
-                first = buf[pos]
-                second = buf[pos + 1]
-                length = second & 0x7F
-                if second & 0x80 != mask_bit or first not in (0x81, 0x82, 0x89, 0x8A):
-                    break  # wrong masking, fragmented, RSV bits, close, bad opcode: wsproto decides
-                if length < 126:
-                    start = pos + 2 + key_size
-                elif first & 0x08:
-                    break  # a control frame over 125 bytes: wsproto fails it
-                elif length == 126:
-                    if end - pos < 4:
-                        return
-                    length = (buf[pos + 2] << 8) | buf[pos + 3]
-                    start = pos + 4 + key_size
-                    if length < 126:
-                        break
-                else:
-                    if end - pos < 10:
-                        return
-                    length = int.from_bytes(buf[pos + 2 : pos + 10], "big")
-                    start = pos + 10 + key_size
-                    if length < 65536 or length >> 63:
-                        break
-                if length > limit:
+        messages: list[Message] = []
+        incomplete = False  # a break that waits for more bytes (the others hand over)
+        while end - pos >= 2:
+            first = buf[pos]
+            second = buf[pos + 1]
+            length = second & 0x7F
+            if second & 0x80 != self._mask_bit or first not in (0x81, 0x82, 0x89, 0x8A):
+                break  # wrong masking, fragmented, RSV bits, close, bad opcode: wsproto decides
+            if length < 126:
+                start = pos + 2 + key_size
+            elif first & 0x08:
+                break  # a control frame over 125 bytes: wsproto fails it
+            elif length == 126:
+                if end - pos < 4:
+                    incomplete = True
                     break
-                stop = start + length
-                if stop > end:
-                    return
-                payload = unmask(buf[start:stop], buf[start - 4 : start]) if masked else bytes(buf[start:stop])
-                if first == 0x81:
-                    try:
-                        text = payload.decode()
-                    except UnicodeDecodeError:
-                        break  # wsproto fails it with 1007
-                    pos = stop
-                    yield Text(text)
-                elif first == 0x82:
-                    pos = stop
-                    yield Binary(payload)
-                elif first == 0x89:
-                    pos = stop
-                    if self.state is ProtocolState.OPEN:
-                        self._pong = (
-                            _frame(0xA, payload) if self._plain_frames
-                            else self._control(Opcode.PONG, payload, PongEvent(payload=payload))
-                        )
-                    yield Ping(payload)
-                else:
-                    pos = stop
-                    yield Pong(payload)
+                length = (buf[pos + 2] << 8) | buf[pos + 3]
+                start = pos + 4 + key_size
+                if length < 126:
+                    break
             else:
-                return
+                if end - pos < 10:
+                    incomplete = True
+                    break
+                length = int.from_bytes(buf[pos + 2 : pos + 10], "big")
+                start = pos + 10 + key_size
+                if length < 65536 or length >> 63:
+                    break
+            if length > limit:
+                break
+            stop = start + length
+            if stop > end:
+                incomplete = True
+                break
+            payload = _unmask(buf[start:stop], buf[start - 4 : start]) if masked else bytes(buf[start:stop])
+            if first == 0x81:
+                try:
+                    messages.append(Text(payload.decode()))
+                except UnicodeDecodeError:
+                    break  # wsproto fails it with 1007
+            elif first == 0x82:
+                messages.append(Binary(payload))
+            elif first == 0x89:
+                messages.append(Ping(payload))
+            else:
+                messages.append(Pong(payload))
+            pos = stop
+        else:
+            incomplete = True
+        if pos:
             del buf[:pos]
-            pos = 0
+        if not incomplete:
             self._hand_over()
-        finally:
-            if pos:
-                del buf[:pos]
+        return messages
 
     def _wsproto_events(self) -> Iterator[Message]:
         conn = self._conn
@@ -605,10 +606,7 @@ class WebSocketProtocol:
                     else:
                         yield Binary(b"".join(parts))  # type: ignore[arg-type]
             elif kind is PingEvent:
-                payload = bytes(event.payload)  # type: ignore[attr-defined]
-                if self.state is ProtocolState.OPEN:
-                    self._pong = self._control(Opcode.PONG, payload, event)
-                yield Ping(payload)
+                yield Ping(bytes(event.payload))  # type: ignore[attr-defined]
             elif kind is PongEvent:
                 yield Pong(bytes(event.payload))  # type: ignore[attr-defined]
             else:
@@ -667,17 +665,9 @@ class WebSocketProtocol:
             raise ConnectionClosed(self.close_code or 1006, self.close_reason)
         kind = type(message)
         if kind is Text:
-            if self._plain_frames:
-                return _frame(1, message.data.encode())  # type: ignore[attr-defined]
-            if self._masking:
-                return _masked_frame(1, message.data.encode(), self._key())  # type: ignore[attr-defined]
-            return self._conn.send(TextMessage(data=message.data))  # type: ignore[attr-defined]
+            return self.send_text(message.data)  # type: ignore[attr-defined]
         if kind is Binary:
-            if self._plain_frames:
-                return _frame(2, message.data)  # type: ignore[attr-defined]
-            if self._masking:
-                return _masked_frame(2, message.data, self._key())  # type: ignore[attr-defined]
-            return self._conn.send(BytesMessage(data=message.data))  # type: ignore[attr-defined]
+            return self.send_bytes(message.data)  # type: ignore[attr-defined]
         if kind is Ping:
             return self._control(Opcode.PING, message.data, PingEvent(payload=message.data))  # type: ignore[attr-defined]
         if kind is Pong:
@@ -685,6 +675,36 @@ class WebSocketProtocol:
         if isinstance(message, Close):
             raise TypeError("a Close is sent with close(), not send()")
         raise TypeError(f"not a Message: {message!r}")
+
+    def send_text(self, text: str) -> bytes:
+        """The bytes of a text message: :meth:`send` of ``Message.text(text)``, without the Message.
+
+        Example:
+            >>> WebSocketProtocol().send_text("ok")
+            b'\\x81\\x02ok'
+        """
+        if self.state is not ProtocolState.OPEN:
+            raise ConnectionClosed(self.close_code or 1006, self.close_reason)
+        if self._plain_frames:
+            return _frame(1, text.encode())
+        if self._masking:
+            return _masked_frame(1, text.encode(), self._key())
+        return self._conn.send(TextMessage(data=text))
+
+    def send_bytes(self, data: bytes) -> bytes:
+        """The bytes of a binary message: :meth:`send` of ``Message.binary(data)``, without the Message.
+
+        Example:
+            >>> WebSocketProtocol().send_bytes(b"ok")
+            b'\\x82\\x02ok'
+        """
+        if self.state is not ProtocolState.OPEN:
+            raise ConnectionClosed(self.close_code or 1006, self.close_reason)
+        if self._plain_frames:
+            return _frame(2, data)
+        if self._masking:
+            return _masked_frame(2, data, self._key())
+        return self._conn.send(BytesMessage(data=data))
 
     def close(self, code: int | None = 1000, reason: str = "") -> bytes:
         """Start (or answer) the closing handshake; returns the Close frame's bytes.
@@ -724,14 +744,21 @@ class WebSocketProtocol:
         self._finish(code, reason)
         return data
 
-    def take_pong(self) -> bytes:
-        """The pong answering the latest ping received, once (``b""`` when there is none).
+    def answer(self, ping: Ping) -> bytes:
+        """The Pong frame that answers ``ping``; ``b""`` once a Close was sent or received.
 
-        A peer that sends many pings gets one pong for the last of them, as RFC 6455
-        section 5.5.3 allows: answers to a ping flood never pile up.
+        The caller decides which pings get one: a peer that sends many pings may get a
+        pong for the last of them only, as RFC 6455 section 5.5.3 allows.
+
+        Example:
+            >>> WebSocketProtocol().answer(Ping(b"hi"))
+            b'\\x8a\\x02hi'
         """
-        pong, self._pong = self._pong, b""
-        return pong
+        if self.state is not ProtocolState.OPEN:
+            return b""
+        if self._plain_frames:
+            return _frame(0xA, ping.data)
+        return self._control(Opcode.PONG, ping.data, PongEvent(payload=ping.data))
 
     def data_to_send(self) -> bytes:
         """Bytes the protocol produced by itself (the answer to a Close); empties the buffer."""

@@ -708,7 +708,7 @@ class Transport:
                     if self.keepalive is not None:
                         self.keepalive.on_pong(message.data)  # type: ignore[attr-defined]
                 elif kind is Ping:
-                    pong = proto.take_pong()
+                    pong = proto.answer(message)  # type: ignore[arg-type]
                     if pong:
                         # Every ping is answered while the peer reads; behind a peer that
                         # does not, only the latest waits (RFC 6455 5.5.3) and reading pauses.

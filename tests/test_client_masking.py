@@ -35,8 +35,9 @@ def test_a_server_frame_that_is_masked_fails_the_client_with_1002():
 def test_the_client_answers_a_ping_with_a_masked_pong():
     client = WebSocketProtocol(client=True)
     client.receive_data(bytes([0x89, 0x02]) + b"hi")
-    assert list(client.events()) == [Message.ping(b"hi")]
-    pong = client.take_pong()
+    [ping] = client.events()
+    assert ping == Message.ping(b"hi")
+    pong = client.answer(ping)
     assert pong[0] == 0x8A and pong[1] == 0x82
     server = WebSocketProtocol()
     server.receive_data(pong)

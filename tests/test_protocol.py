@@ -36,7 +36,7 @@ def test_any_split_of_the_stream_gives_the_same_messages(chunk):
     for i in range(0, len(stream), chunk):
         got += feed(proto, stream[i : i + chunk])
     assert got == [Message.ping(b"p"), Message.text("zéro"), Message.binary(b"\x00" * 300)]
-    assert proto.take_pong() == b"\x8a\x01p" and proto.data_to_send() == b""
+    assert proto.answer(got[0]) == b"\x8a\x01p" and proto.data_to_send() == b""
 
 
 def test_utf8_split_across_fragments_is_fine_but_invalid_utf8_fails_1007():
@@ -179,10 +179,10 @@ def test_layering_pure_modules_import_neither_socket_nor_gevent(name):
 
 def test_fast_path_hands_over_to_wsproto_and_comes_back():
     proto = WebSocketProtocol()
-    assert feed(proto, frame(0x1, b"a")) == [Message.text("a")] and proto._fast
-    assert feed(proto, frame(0x1, b"b", fin=False)) == [] and not proto._fast  # wsproto holds a fragment
+    assert feed(proto, frame(0x1, b"a")) == [Message.text("a")] and proto.parsing_fast
+    assert feed(proto, frame(0x1, b"b", fin=False)) == [] and not proto.parsing_fast  # wsproto holds a fragment
     assert feed(proto, frame(0x0, b"c") + frame(0x2, b"d")) == [Message.text("bc"), Message.binary(b"d")]
-    assert proto._fast  # idle again: the common frames bypass wsproto
+    assert proto.parsing_fast  # idle again: the common frames bypass wsproto
     assert feed(proto, frame(0x2, b"e" * 70000)) == [Message.binary(b"e" * 70000)]
 
 
