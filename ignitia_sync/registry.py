@@ -369,8 +369,7 @@ class Registry:
         count = 0
         for ws in targets:
             if ws not in skip:
-                transport = ws._transport
-                count += transport.run_in_own_thread(transport.push_message, message, shared, size)
+                count += ws._transport.push_message_threadsafe(message, shared, size)
         return count
 
     def close_all(self, code: int = 1001, reason: str = "Server shutdown") -> None:
@@ -405,8 +404,7 @@ class Registry:
 
     def _push_one(self, ws: WebSocketConnection, message: Message) -> bool:
         frame = encode_frame(message)
-        transport = ws._transport
-        return transport.run_in_own_thread(transport.push_message, message, {None: frame}, len(frame))
+        return ws._transport.push_message_threadsafe(message, {None: frame}, len(frame))
 
     def _receive_remote(self, message: Message, room: str | None) -> None:
         self._deliver(message, room)

@@ -54,6 +54,9 @@ __all__ = ["Phase", "Transport", "gevent_socket"]
 
 log = logging.getLogger("ignitia_sync.connection")
 real_get_ident = get_original("_thread", "get_ident")
+#: Guards every transport's count of bytes handed over from other threads (an OS lock,
+#: never held across anything that could block or switch).
+_HANDOVER_LOCK = get_original("_thread", "allocate_lock")()
 
 _READ_SIZE = 65536
 #: While wsproto parses (fragments, compression, unusual frames: ~10x the CPU per frame of
@@ -124,6 +127,7 @@ class Transport:
         "_eof_seen",
         "_failure",
         "_flush_scheduled",
+        "_handed_over",
         "_head_sent",
         "_inflight",
         "_initial_data",
@@ -189,6 +193,9 @@ class Transport:
         self._inflight = 0  # bytes of the chunk the writer greenlet is sending right now
         self._progress_at = 0.0  # when the writer last got bytes out
         self._counted = 0
+        # Bytes of broadcasts handed over from other threads, not yet pushed by ours; -1
+        # once a slow-consumer close was handed over for them (see push_message_threadsafe).
+        self._handed_over = 0
         self._pushed = 0  # data frames ever queued ...
         self._popped = 0  # ... and fully written: a blocking sender waits for its number
         self._send_waiters: list[tuple[int, Waiter[Any]]] | None = None
@@ -393,6 +400,37 @@ class Transport:
         if frame is None:
             frame = shared[key] = encode_shared_frame(message, key)
         return self.push(frame, counted)
+
+    def push_message_threadsafe(self, message: Message, shared: dict[Any, bytes], counted: int) -> bool:
+        """:meth:`push_message` from any thread; False when refused.
+
+        From another thread the message is handed to the serving thread's hub. What waits
+        there counts against ``outbox_limit`` like a queued push: a handler that blocks its
+        thread (an unpatched call under a threaded dev server) cannot pile up broadcasts.
+        Past the limit the rest are refused and the peer is closed with 1008 "slow
+        consumer" as soon as its thread runs its hub again.
+        """
+        if not self._thread or self._thread == real_get_ident():
+            return self.push_message(message, shared, counted)
+        with _HANDOVER_LOCK:
+            waiting = self._handed_over
+            accepted = waiting >= 0 and (not waiting or waiting + counted <= self._outbox_limit)
+            self._handed_over = waiting + counted if accepted else -1
+        if accepted:
+            if self.call_soon_threadsafe(self._push_handed_over, message, shared, counted):
+                return True
+            with _HANDOVER_LOCK:
+                self._handed_over -= counted
+            return False
+        if waiting >= 0:  # the first refusal: the close follows the deliveries already handed over
+            self.call_soon_threadsafe(self.slow_consumer)
+        return False
+
+    def _push_handed_over(self, message: Message, shared: dict[Any, bytes], counted: int) -> None:
+        with _HANDOVER_LOCK:
+            if self._handed_over > 0:
+                self._handed_over -= counted
+        self.push_message(message, shared, counted)
 
     def send_ping(self, frame: bytes) -> None:
         """Queue a keepalive ping ahead of queued data, at the next frame boundary; never blocks."""

@@ -132,3 +132,40 @@ def test_werkzeug_threads_and_descriptors_are_released_after_each_websocket(base
     after = settled()
     # No growth: a hub left behind per connection would add 2 descriptors each (60 here).
     assert after[0] <= before[0] and after[1] <= before[1], (before, after)
+
+
+@pytest.mark.parametrize("base", ["werkzeug"], indirect=True)
+def test_broadcasts_to_a_thread_that_blocks_its_hub_are_bounded_and_end_in_1008(base):
+    """Under a threaded server a connection's broadcasts wait for its own thread's hub. What
+    waits counts against outbox_limit (1 MiB): past it the rest are refused, memory stays
+    flat, and the peer gets 1008 once its thread runs its hub again."""
+
+    def rss_kib() -> int:
+        with urllib.request.urlopen(f"http://{base}/rss", timeout=10) as response:
+            return int(response.read())
+
+    with connect(f"ws://{base}/ws/stuck/flood", max_size=None) as stuck, \
+         connect(f"ws://{base}/ws/room/flood", max_size=None) as sender:
+        assert stuck.recv(timeout=10) == "stuck"
+        sender.recv(timeout=10)  # its greeting
+        chunk = "x" * (64 << 10)
+        sender.send(chunk)
+        sender.recv(timeout=10)
+        before = rss_kib()
+        for _ in range(400):  # 25 MiB for the stuck thread; the sender gets each one at once
+            sender.send(chunk)
+            assert sender.recv(timeout=10) == f"None: {chunk}"
+        grown = rss_kib() - before
+        with urllib.request.urlopen(f"http://{base}/release", timeout=10) as response:
+            assert response.read() == b"released"
+        got = []
+        with pytest.raises(ClientClosed):
+            while True:
+                got.append(stuck.recv(timeout=10))
+        assert stuck.protocol.close_rcvd is not None
+        assert (stuck.protocol.close_rcvd.code, stuck.protocol.close_rcvd.reason) == (1008, "slow consumer")
+        assert len(got) < 400 and all(message == f"None: {chunk}" for message in got)
+        # Without the bound, each waiting broadcast holds its text and its frame: 50 MiB.
+        assert grown < 12 << 10, f"{grown} KiB more while the thread was blocked"
+        sender.send("still here")  # everyone else is served meanwhile
+        assert sender.recv(timeout=10) == "None: still here"

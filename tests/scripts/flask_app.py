@@ -92,6 +92,33 @@ def worker_room(ws, room):
         ws.registry.broadcast(Message.text(f"{os.getpid()}: {ws.receive()}"), room=room)
 
 
+@app.route("/rss")
+def rss() -> str:
+    """This process's resident memory in KiB, for the bounded-memory tests."""
+    with open("/proc/self/status") as status:
+        return next(line.split()[1] for line in status if line.startswith("VmRSS:"))
+
+
+#: Set by /release: /ws/stuck handlers block their thread until then.
+released = threading.Event()
+
+
+@app.route("/release")
+def release() -> str:
+    released.set()
+    return "released"
+
+
+@sock.route("/ws/stuck/<room>")
+def stuck(ws, room):
+    """Joins the room, then blocks its whole thread (unpatched under Werkzeug) until /release."""
+    ws.join(room)
+    ws.send("stuck")
+    released.wait(60)
+    while True:
+        ws.receive()
+
+
 @sock.route("/ws/echo")
 def echo(ws):
     while ws.connected:
