@@ -28,11 +28,12 @@ from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 import h11
+from wsproto.extensions import PerMessageDeflate
 from wsproto.utilities import generate_accept_token
 
 from .exceptions import HandshakeError, InvalidHandshake
 from .http import Headers
-from .protocol import WebSocketProtocol, _BoundedDeflate, _deflate_params
+from .protocol import WebSocketProtocol, deflate_from_response
 from .settings import ConnectionSettings
 
 __all__ = ["ClientHandshake", "Opened", "Redirect", "USER_AGENT"]
@@ -224,7 +225,7 @@ class ClientHandshake:
             raise InvalidHandshake(f"the server chose a subprotocol we did not offer: {value[:64]!r}")
         return value
 
-    def _chosen_deflate(self, headers: Headers) -> _BoundedDeflate | None:
+    def _chosen_deflate(self, headers: Headers) -> PerMessageDeflate | None:
         values = [part.strip() for value in headers.get_all("sec-websocket-extensions") for part in value.split(",")]
         values = [value for value in values if value]
         if not values:
@@ -232,22 +233,14 @@ class ClientHandshake:
         name, *raw_params = (part.strip() for part in values[0].split(";"))
         if len(values) > 1 or name.lower() != "permessage-deflate" or not self._settings.compression:
             raise InvalidHandshake("the server chose an extension we did not offer")
-        params = _deflate_params(raw_params)
-        if params is None or ("client_max_window_bits" in params and params["client_max_window_bits"] is None):
-            raise InvalidHandshake("invalid permessage-deflate parameters in the response")
-        if params.get("client_max_window_bits") == 8:  # RFC 7692 allows it; zlib cannot compress so
-            raise InvalidHandshake("the server asked for client_max_window_bits=8, which zlib cannot honour")
         settings = self._settings
-        client_bits = min(params.get("client_max_window_bits") or 15, settings.deflate_client_window_bits)
-        kwargs: dict[str, bool | int | None] = {"client_max_window_bits": client_bits}
-        for flag in ("server_no_context_takeover", "client_no_context_takeover"):
-            if flag in params:
-                kwargs[flag] = True
-        if params.get("server_max_window_bits"):
-            kwargs["server_max_window_bits"] = params["server_max_window_bits"]
-        return _BoundedDeflate(
-            settings.max_message_size, compress_bits=client_bits, mem_level=settings.deflate_mem_level, **kwargs
-        )
+        try:
+            return deflate_from_response(
+                raw_params, settings.max_message_size,
+                client_window_bits=settings.deflate_client_window_bits, mem_level=settings.deflate_mem_level,
+            )
+        except ValueError as exc:
+            raise InvalidHandshake(str(exc)) from None
 
 
 def _headers(raw: Iterable[tuple[bytes, bytes]]) -> Headers:

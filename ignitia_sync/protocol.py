@@ -42,7 +42,10 @@ from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol, Opc
 from .exceptions import ConnectionClosed, ProtocolError
 from .message import Binary, Close, CloseFrame, Message, Ping, Pong, Text
 
-__all__ = ["ProtocolState", "WebSocketProtocol", "encode_frame", "encode_shared_frame", "negotiate_deflate", "unmask"]
+__all__ = [
+    "ProtocolState", "WebSocketProtocol", "deflate_from_response", "encode_frame", "encode_shared_frame",
+    "negotiate_deflate", "unmask",
+]
 
 
 def _unmask_python(data: bytes | bytearray, mask: bytes | bytearray) -> bytes:
@@ -286,6 +289,41 @@ def negotiate_deflate(
             extension = _BoundedDeflate(max_message_size, compress_bits=compress_bits, mem_level=mem_level, **kwargs)
             return extension, "; ".join(response)
     return None, None
+
+
+def deflate_from_response(
+    raw_params: list[str], max_message_size: int, *, client_window_bits: int = 12, mem_level: int = 5
+) -> PerMessageDeflate:
+    """A client's permessage-deflate extension, from the parameters of the server's answer.
+
+    Args:
+        raw_params: the answer's parameters (``["server_no_context_takeover", ...]``).
+        max_message_size: the inflated-size limit the extension enforces.
+        client_window_bits: the largest window our compressor uses (9-15); smaller when
+            the server asks (``client_max_window_bits``).
+        mem_level: zlib's memLevel for our compressor (1-9).
+
+    Raises:
+        ValueError: parameters a client must refuse: unknown, repeated or invalid ones,
+            ``client_max_window_bits`` without a value, or 8, which zlib cannot compress with.
+
+    Example:
+        >>> deflate_from_response(["server_no_context_takeover"], 1024).name
+        'permessage-deflate'
+    """
+    params = _deflate_params(raw_params)
+    if params is None or ("client_max_window_bits" in params and params["client_max_window_bits"] is None):
+        raise ValueError("invalid permessage-deflate parameters in the response")
+    if params.get("client_max_window_bits") == 8:  # RFC 7692 allows it; zlib cannot compress so
+        raise ValueError("the server asked for client_max_window_bits=8, which zlib cannot honour")
+    compress_bits = min(params.get("client_max_window_bits") or 15, client_window_bits)
+    kwargs: dict[str, bool | int | None] = {"client_max_window_bits": compress_bits}
+    for flag in ("server_no_context_takeover", "client_no_context_takeover"):
+        if flag in params:
+            kwargs[flag] = True
+    if params.get("server_max_window_bits"):
+        kwargs["server_max_window_bits"] = params["server_max_window_bits"]
+    return _BoundedDeflate(max_message_size, compress_bits=compress_bits, mem_level=mem_level, **kwargs)
 
 
 def _deflate_params(raw_params: list[str]) -> dict[str, int | None] | None:
