@@ -2,7 +2,8 @@
 
 Bytes go in with :meth:`WebSocketProtocol.receive_data`, complete :class:`Message` objects
 come out of :meth:`WebSocketProtocol.events`, and every byte to write comes back from
-:meth:`WebSocketProtocol.send`, :meth:`~WebSocketProtocol.answer` and :meth:`~WebSocketProtocol.data_to_send`. This module
+:meth:`WebSocketProtocol.send` (or ``send_text``/``send_bytes``), :meth:`~WebSocketProtocol.answer`,
+:meth:`~WebSocketProtocol.close`/:meth:`~WebSocketProtocol.fail` and :meth:`~WebSocketProtocol.data_to_send`. This module
 never imports ``socket`` or ``gevent``; a test checks it.
 
 Example:
@@ -476,7 +477,8 @@ class WebSocketProtocol:
         # The fast path parses the common frames itself (complete, unfragmented data frames,
         # pings and pongs, no RSV bits, masked from a client, unmasked from a server);
         # anything else goes to wsproto until it is idle again.
-        #: True while incoming frames are parsed by the fast path (not by wsproto); read-only.
+        #: True while incoming frames are parsed by the fast path (not by wsproto); only the
+        #: protocol sets it.
         self.parsing_fast = True
         self._buffer = bytearray()
         self._outgoing = bytearray()
@@ -548,7 +550,8 @@ class WebSocketProtocol:
         answered and yielded. When the peer breaks the protocol or a limit,
         :class:`ProtocolError` is raised after every message that came before the bad
         frame has been yielded; the connection stays open for answers to those messages
-        until :meth:`fail` is called.
+        until :meth:`fail` is called. The frames are taken from the buffer when this is
+        called: iterate to the end.
         """
         if self.parsing_fast:
             # The common case is a list, not a generator: no frame is resumed per message.
@@ -794,7 +797,7 @@ class WebSocketProtocol:
         """
         if self.state is not ProtocolState.OPEN:
             return b""
-        if self._plain_frames:
+        if self._plain_frames and len(ping.data) < 126:
             return _frame(0xA, ping.data)
         return self._control(Opcode.PONG, ping.data, PongEvent(payload=ping.data))
 
