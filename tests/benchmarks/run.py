@@ -76,8 +76,8 @@ ECHO_ONLY = {GUNICORN, "flask-sock-gunicorn", FLOOR}
 #: (variant, baseline, target): variant ÷ baseline on CPU per message, printed under each
 #: table where both ran (a None target: shown, not judged). Ours under gunicorn against
 #: flask-sock's documented gevent deployment and against our own standalone server; the
-#: floor against flask-sock (the best ratio any gevent server could reach) and ours
-#: against the floor (what our WebSocket work costs on top of gevent's).
+#: floor against flask-sock (about the best ratio a blocking-style server on gevent can
+#: reach) and ours against the floor (what our WebSocket work costs on top of gevent's).
 COMPARISONS: list[tuple[str, str, float | None]] = [
     (GUNICORN, "flask-sock-gunicorn", 0.5), (GUNICORN, OURS, 1.15),
     (FLOOR, "flask-sock-gunicorn", None), (GUNICORN, FLOOR, None),
