@@ -791,6 +791,10 @@ class WebSocketProtocol:
         The caller decides which pings get one: a peer that sends many pings may get a
         pong for the last of them only, as RFC 6455 section 5.5.3 allows.
 
+        Raises:
+            ValueError: an open connection and a payload over 125 bytes (pings parsed from
+                the wire never have one).
+
         Example:
             >>> WebSocketProtocol().answer(Ping(b"hi"))
             b'\\x8a\\x02hi'

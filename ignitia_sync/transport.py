@@ -57,6 +57,9 @@ real_get_ident = get_original("_thread", "get_ident")
 #: Guards every transport's count of bytes handed over from other threads (an OS lock,
 #: never held across anything that could block or switch).
 _HANDOVER_LOCK = get_original("_thread", "allocate_lock")()
+#: What one handed-over broadcast holds besides its frame (the hub's callback and its
+#: arguments, about 240 bytes measured): counted too, so tiny messages are bounded as well.
+_HANDOVER_OVERHEAD = 256
 
 _READ_SIZE = 65536
 #: While wsproto parses (fragments, compression, unusual frames: ~10x the CPU per frame of
@@ -405,22 +408,26 @@ class Transport:
         """:meth:`push_message` from any thread; False when refused.
 
         From another thread the message is handed to the serving thread's hub. What waits
-        there counts against ``outbox_limit`` like a queued push: a handler that blocks its
-        thread (an unpatched call under a threaded dev server) cannot pile up broadcasts.
+        there (its frame, plus what each hand-over holds) counts against ``outbox_limit``
+        together with what is queued: a handler that blocks its thread (an unpatched call
+        under a threaded dev server) cannot pile up broadcasts.
         Past the limit the rest are refused and the peer is closed with 1008 "slow
         consumer" as soon as its thread runs its hub again.
         """
         if not self._thread or self._thread == real_get_ident():
             return self.push_message(message, shared, counted)
+        held = counted + _HANDOVER_OVERHEAD
         with _HANDOVER_LOCK:
             waiting = self._handed_over
-            accepted = waiting >= 0 and (not waiting or waiting + counted <= self._outbox_limit)
-            self._handed_over = waiting + counted if accepted else -1
+            # Together with what is already queued (read without the serving thread's help:
+            # an int, at worst one push old).
+            accepted = waiting >= 0 and (not waiting or waiting + self._counted + held <= self._outbox_limit)
+            self._handed_over = waiting + held if accepted else -1
         if accepted:
             if self.call_soon_threadsafe(self._push_handed_over, message, shared, counted):
                 return True
-            with _HANDOVER_LOCK:
-                self._handed_over -= counted
+            with _HANDOVER_LOCK:  # that hub is gone: nothing will run there any more
+                self._handed_over = -1
             return False
         if waiting >= 0:  # the first refusal: the close follows the deliveries already handed over
             self.call_soon_threadsafe(self.slow_consumer)
@@ -429,7 +436,7 @@ class Transport:
     def _push_handed_over(self, message: Message, shared: dict[Any, bytes], counted: int) -> None:
         with _HANDOVER_LOCK:
             if self._handed_over > 0:
-                self._handed_over -= counted
+                self._handed_over -= counted + _HANDOVER_OVERHEAD
         self.push_message(message, shared, counted)
 
     def send_ping(self, frame: bytes) -> None:

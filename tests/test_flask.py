@@ -169,3 +169,24 @@ def test_broadcasts_to_a_thread_that_blocks_its_hub_are_bounded_and_end_in_1008(
         assert grown < 12 << 10, f"{grown} KiB more while the thread was blocked"
         sender.send("still here")  # everyone else is served meanwhile
         assert sender.recv(timeout=10) == "None: still here"
+
+
+@pytest.mark.parametrize("base", ["werkzeug"], indirect=True)
+def test_tiny_broadcasts_to_a_blocked_thread_are_bounded_by_what_each_hand_over_holds(base):
+    """Each waiting hand-over also costs its callback: 10,000 broadcasts of 8 bytes are
+    80 KB of frames but 2.6 MB held, so they pass outbox_limit (1 MiB) too."""
+    with connect(f"ws://{base}/ws/stuck/tiny") as stuck, connect(f"ws://{base}/ws/room/tiny") as sender:
+        assert stuck.recv(timeout=10) == "stuck"
+        sender.recv(timeout=10)  # its greeting
+        for _ in range(10_000):
+            sender.send("")
+        for _ in range(10_000):  # each one broadcast (the stuck thread's hand-overs are made)
+            assert sender.recv(timeout=10) == "None: "
+        with urllib.request.urlopen(f"http://{base}/release", timeout=10) as response:
+            assert response.read() == b"released"
+        got = 0
+        with pytest.raises(ClientClosed):
+            while stuck.recv(timeout=10) == "None: ":
+                got += 1
+        assert stuck.protocol.close_rcvd is not None and stuck.protocol.close_rcvd.code == 1008
+        assert got < 5_000, got  # 1 MiB / (8 + 256) bytes: about 4,000 were handed over
