@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import logging
 
-from .connection import WebSocketConnection
+from ._support import moved
+from .broadcast.registry import Backplane, LocalBackplane, Registry
+from .connection.connection import WebSocketConnection
 from .exceptions import (
     ConnectionClosed,
     HandshakeError,
@@ -39,7 +41,7 @@ from .handlers import (
     websocket_handler,
     websocket_message_handler,
 )
-from .http import Headers, Request, Response
+from .hosting.server import Server, ServerSettings, run
 from .message import CloseFrame, Message
 from .middleware import (
     AuthInfo,
@@ -50,9 +52,8 @@ from .middleware import (
     SlidingWindow,
     TokenBucket,
 )
-from .registry import Backplane, LocalBackplane, Registry
 from .router import Route, Router
-from .server import Server, ServerSettings, run
+from .sansio.http import Headers, Request, Response
 from .settings import ConnectionSettings
 
 __version__ = "0.1.0"
@@ -96,3 +97,4 @@ __all__ = [
 ]
 
 logging.getLogger("ignitia_sync").addHandler(logging.NullHandler())
+moved.install()

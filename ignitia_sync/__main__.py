@@ -43,16 +43,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     sys.path.insert(0, os.getcwd())
     app = getattr(importlib.import_module(module_name), attr)
 
+    from .hosting.server import run
     from .router import Router
-    from .server import run
 
     if isinstance(app, Router):
         run(app, ["--host", args.host, "--port", str(args.port)])
     elif callable(app):  # a WSGI application: a Flask app, Django's, any callable
-        if type(app).__module__.startswith("django.") and type(app).__name__ == "WSGIHandler":
-            from .django import WebSocketApplication
-
-            app = WebSocketApplication(app)  # Django's own handler: let its WebSocket views run
         run(Router(), ["--host", args.host, "--port", str(args.port)], wsgi_app=app)
     else:
         parser.error(f"{args.target} is a {type(app).__name__}, not a Router or a WSGI application")

@@ -30,7 +30,6 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import time
 from collections.abc import Callable, Iterable
@@ -39,12 +38,13 @@ from typing import Any
 import flask
 from werkzeug.wrappers import Response
 
-from .connection import WebSocketConnection
+from .connection.connection import WebSocketConnection
 from .exceptions import ConnectionClosed
 from .handlers import Handler, as_handler
+from .hosting.host import Target
 from .message import Binary, Text
-from .middleware import Middleware, RateLimit
-from .settings import CONNECTION_OPTIONS, ConnectionSettings
+from .router import RouteOptions
+from .settings import ConnectionSettings
 from .wsgi import Refused, WebSocketHost
 
 __all__ = ["ConnectionClosed", "FlaskWebSocket", "Sock"]
@@ -181,36 +181,27 @@ class Sock:
     ) -> None:
         options = dict(options)
         decorators = options.pop("decorators", ())
-        guards = (tuple(options.pop("middleware", ())), options.pop("rate_limit", None))
-        ours = {key: value for key, value in options.items() if key in CONNECTION_OPTIONS}
-        theirs = {key: value for key, value in options.items() if key not in CONNECTION_OPTIONS}
-        ConnectionSettings(**ours)  # bad values fail here, when the route is declared
+        ours, theirs = RouteOptions.parse(options, others=True)  # theirs: Flask's own (endpoint...)
         handler = as_handler(func)
-        view = self._view(handler, func, ours, guards)
+        view = self._view(handler, func, ours, path)
         for decorator in reversed(list(decorators)):
             view = decorator(view)
         target: Any = bp if bp is not None else app
         target.route(path, websocket=True, **theirs)(view)
 
-    def _view(
-        self, handler: Handler, func: Callable[..., Any], ours: dict[str, Any],
-        guards: tuple[tuple[Middleware, ...], RateLimit | None],
-    ) -> Callable[..., Any]:
+    def _view(self, handler: Handler, func: Callable[..., Any], ours: RouteOptions, pattern: str) -> Callable[..., Any]:
         sock = self
-        middleware, rate_limit = guards
 
         @functools.wraps(func)
         def websocket_view(**params: Any) -> Response:
             host = sock.host
-            settings = dataclasses.replace(host.settings, **ours) if ours else host.settings
             # The URL variables as Flask's converters made them (an <int:n> is an int).
-            outcome = host.upgrade(
-                flask.request.environ, handler, params, options=settings, connection_class=FlaskWebSocket,
-                middleware=middleware, rate_limit=rate_limit,
+            target = Target(
+                handler, params, ours.settings(host.connection_settings), ours.middleware, ours.rate_limit, pattern
             )
+            outcome = host.upgrade_to(flask.request.environ, target, FlaskWebSocket)
             if isinstance(outcome, Refused):
-                error = outcome.error
-                return Response(error.body + "\n", status=error.status, headers=list(error.headers))
+                return Response(outcome.body(), status=outcome.status_line(), headers=outcome.headers())
             return _AlreadyAnswered(outcome.finish)
 
         return websocket_view
@@ -228,4 +219,4 @@ class _AlreadyAnswered(flask.Response):
         self._finish = finish
 
     def __call__(self, environ: Any, start_response: Any) -> Iterable[bytes]:
-        return self._finish()  # outside Flask's error handling: gunicorn's StopIteration gets through
+        return self._finish()  # outside Flask's error handling: SocketTakenOver reaches the server

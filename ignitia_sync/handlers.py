@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from .message import Binary, Close, Message, Text
 
 if TYPE_CHECKING:
-    from .connection import WebSocketConnection
+    from .connection.connection import WebSocketConnection
 
 __all__ = [
     "BatchHandler",

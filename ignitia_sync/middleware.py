@@ -25,7 +25,7 @@ from typing import Any, Literal, Protocol
 from urllib.parse import unquote
 
 from .exceptions import ConnectionClosed, HandshakeError
-from .http import Request, Response, escape_for_log
+from .sansio.http import Request, Response, escape_for_log
 
 log = logging.getLogger("ignitia_sync.connection")
 
@@ -302,7 +302,7 @@ def run_middleware(chain: Iterable[Middleware], request: Request) -> dict[Any, A
     None, a mapping or a Response, gives 500 and a log line.
 
     Example:
-        >>> from ignitia_sync.http import Headers
+        >>> from ignitia_sync.sansio.http import Headers
         >>> request = Request("GET", "/t", {"tenant": "a"}, Headers([]))
         >>> run_middleware([lambda request: {"tenant": request.query["tenant"]}], request)
         {'tenant': 'a'}

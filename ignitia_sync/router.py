@@ -25,7 +25,7 @@ from .handlers import Handler, as_handler
 from .middleware import Middleware, RateLimit
 from .settings import CONNECTION_OPTIONS, ConnectionSettings
 
-__all__ = ["ROUTE_OPTIONS", "Route", "RouteSettings", "Router"]
+__all__ = ["ROUTE_OPTIONS", "Route", "RouteOptions", "Router"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -89,30 +89,53 @@ def _compile(pattern: str) -> re.Pattern[str] | None:
     return re.compile("/" + "/".join(parts)) if dynamic else None
 
 
-class RouteSettings:
-    """The connection settings of each route: a host's base settings with the route's options.
+@dataclass(frozen=True)
+class RouteOptions:
+    """A route's own options, parsed one way for every way to declare a route.
 
-    Made once per route and cached; a route registered again under the same pattern gets
-    new ones.
+    :meth:`Router.websocket`, Flask's ``@sock.route`` and Django's ``websocket_view`` all
+    take the same options: any :class:`~ignitia_sync.settings.ConnectionSettings` field,
+    ``middleware`` (run before the upgrade, after the router's) and ``rate_limit``.
 
     Example:
-        >>> from ignitia_sync.settings import ConnectionSettings
-        >>> router = Router().websocket("/big", lambda ws: None, max_message_size=4096)
-        >>> RouteSettings(ConnectionSettings()).of(router.routes[0]).max_message_size
-        4096
+        >>> options, rest = RouteOptions.parse({"max_message_size": 4096, "endpoint": "chat"}, others=True)
+        >>> dict(options.overrides), rest
+        ({'max_message_size': 4096}, {'endpoint': 'chat'})
     """
 
-    def __init__(self, base: ConnectionSettings) -> None:
-        self.base = base
-        self._cache: dict[str, tuple[Route, ConnectionSettings]] = {}
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    middleware: tuple[Middleware, ...] = ()
+    rate_limit: RateLimit | None = None
 
-    def of(self, route: Route) -> ConnectionSettings:
-        """The settings for connections to ``route``."""
-        found = self._cache.get(route.pattern)
-        if found is None or found[0] is not route:
-            found = (route, dataclasses.replace(self.base, **route.options) if route.options else self.base)
-            self._cache[route.pattern] = found
-        return found[1]
+    @classmethod
+    def parse(cls, options: Mapping[str, Any], *, others: bool = False) -> tuple[RouteOptions, dict[str, Any]]:
+        """Take this library's options out of ``options``; returns them and what is left.
+
+        Args:
+            others: what is left belongs to someone else (Flask's own route options);
+                otherwise anything left is an error.
+
+        Raises:
+            TypeError: an unknown option (without ``others``), or middleware that is not callable.
+            ValueError: a bad value, found now rather than at every upgrade.
+        """
+        rest = dict(options)
+        middleware = tuple(rest.pop("middleware", ()))
+        rate_limit = rest.pop("rate_limit", None)
+        overrides = {name: rest.pop(name) for name in list(rest) if name in ROUTE_OPTIONS}
+        if rest and not others:
+            raise TypeError(f"unknown route options: {sorted(rest)}")
+        for each in middleware:
+            if not callable(each):
+                raise TypeError(f"middleware must be callable, not {each!r}")
+        if rate_limit is not None and not isinstance(rate_limit, RateLimit):
+            raise TypeError(f"rate_limit must be a RateLimit, not {type(rate_limit).__name__}")
+        ConnectionSettings(**overrides)  # bad values fail here, when the route is declared
+        return cls(overrides, middleware, rate_limit), rest
+
+    def settings(self, base: ConnectionSettings) -> ConnectionSettings:
+        """``base`` with this route's overrides."""
+        return dataclasses.replace(base, **self.overrides) if self.overrides else base
 
 
 class Router:
@@ -182,15 +205,12 @@ class Router:
                 return func
 
             return register
-        middleware = tuple(options.pop("middleware", ()))
-        rate_limit = options.pop("rate_limit", None)
-        unknown = set(options) - ROUTE_OPTIONS
-        if unknown:
-            raise TypeError(f"unknown route options: {sorted(unknown)}")
-        ConnectionSettings(**options)  # bad values fail here, not at every upgrade
+        parsed, _ = RouteOptions.parse(options)
         if any(route.pattern == path for route in self._routes):
             raise ValueError(f"route {path!r} is already registered")
-        route = Route(path, as_handler(handler), dict(options), _compile(path), middleware, rate_limit)
+        route = Route(
+            path, as_handler(handler), dict(parsed.overrides), _compile(path), parsed.middleware, parsed.rate_limit
+        )
         self._routes.append(route)
         if route.regex is None:
             self._static[path] = route

@@ -29,9 +29,9 @@ from typing import Any
 
 import gevent.socket
 
-from .client import ClientConnection, connect, header_list
+from .client.connect import ClientConnection, connect, header_list
+from .hosting.server import Server
 from .router import Router
-from .server import Server
 
 __all__ = ["TestClient", "websocket_client"]
 

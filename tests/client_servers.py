@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ignitia_sync import Message, Router, WebSocketConnection
-from ignitia_sync.http import Response
+from ignitia_sync.sansio.http import Response
 
 
 def feed(ws: WebSocketConnection) -> None:

@@ -269,8 +269,8 @@ def test_redirects_are_followed_a_bounded_number_of_times(serve):
 
 
 def test_a_redirect_from_wss_to_ws_is_refused():
-    from ignitia_sync.client import _follow
-    from ignitia_sync.client_handshake import Redirect
+    from ignitia_sync.client.connect import _follow
+    from ignitia_sync.sansio.client_handshake import Redirect
 
     refusal = HandshakeError(302, "")
     assert _follow("ws://a/x", Redirect(302, "/y", refusal)) == "ws://a/y"

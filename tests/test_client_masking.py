@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ignitia_sync import Message
-from ignitia_sync.protocol import WebSocketProtocol
+from ignitia_sync.sansio.protocol import WebSocketProtocol
 
 
 def test_every_client_frame_is_masked_with_its_own_key_and_the_server_reads_it():

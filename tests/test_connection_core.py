@@ -454,9 +454,9 @@ def test_a_bad_route_option_fails_when_the_route_is_registered():
 
 def test_another_host_serves_a_connection_from_an_environ_over_a_stdlib_socketpair():
     from ignitia_sync import ConnectionSettings, Handler, Request
-    from ignitia_sync.handshake import accept
-    from ignitia_sync.registry import Registry
-    from ignitia_sync.session import serve_connection
+    from ignitia_sync.broadcast.registry import Registry
+    from ignitia_sync.hosting.serve import serve_connection
+    from ignitia_sync.sansio.server_handshake import accept
 
     environ = {
         "REQUEST_METHOD": "GET", "PATH_INFO": "/chat/caf\xc3\xa9", "QUERY_STRING": "room=1",
@@ -505,7 +505,7 @@ def test_another_host_serves_a_connection_from_an_environ_over_a_stdlib_socketpa
 def test_a_stdlib_ssl_socket_is_refused():
     import ssl
 
-    from ignitia_sync.transport import gevent_socket
+    from ignitia_sync.connection.transport import gevent_socket
 
     context = ssl.create_default_context()
     with socket.socket() as plain:
@@ -550,9 +550,9 @@ def parse_frames(data: bytes) -> list[tuple[int, bytes]]:
 
 def test_a_slow_consumer_cut_keeps_the_frames_on_the_wire_and_its_close(capfd):
     """The cut happens while the writer greenlet is in the middle of a chunk."""
-    from ignitia_sync.inbox import Inbox
-    from ignitia_sync.protocol import WebSocketProtocol, encode_frame
-    from ignitia_sync.transport import Phase, Transport
+    from ignitia_sync.connection.inbox import Inbox
+    from ignitia_sync.connection.transport import Phase, Transport
+    from ignitia_sync.sansio.protocol import WebSocketProtocol, encode_frame
 
     def scenario() -> tuple[list[tuple[int, bytes]], Phase]:
         ours, theirs = gevent.socket.socketpair()
@@ -588,9 +588,9 @@ def test_a_slow_consumer_cut_keeps_the_frames_on_the_wire_and_its_close(capfd):
 
 
 def test_a_send_to_a_peer_that_vanished_fails_at_once_even_behind_queued_frames():
-    from ignitia_sync.inbox import Inbox
-    from ignitia_sync.protocol import WebSocketProtocol, encode_frame
-    from ignitia_sync.transport import Transport
+    from ignitia_sync.connection.inbox import Inbox
+    from ignitia_sync.connection.transport import Transport
+    from ignitia_sync.sansio.protocol import WebSocketProtocol, encode_frame
 
     def scenario() -> str:
         ours, theirs = gevent.socket.socketpair()
@@ -620,8 +620,8 @@ def test_a_send_to_a_peer_that_vanished_fails_at_once_even_behind_queued_frames(
 def test_a_peer_that_reads_slowly_and_pings_is_not_dropped_by_keepalive():
     """A pong waiting behind a busy writer must not stop us reading the peer's keepalive pongs."""
     from ignitia_sync import ConnectionSettings, Handler, Request
-    from ignitia_sync.protocol import WebSocketProtocol
-    from ignitia_sync.session import serve_connection
+    from ignitia_sync.hosting.serve import serve_connection
+    from ignitia_sync.sansio.protocol import WebSocketProtocol
 
     ours, theirs = socket.socketpair()
     ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)

@@ -10,7 +10,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ignitia_sync import HandshakeError
-from ignitia_sync.http import RequestHeadReader, accept_response, error_response, websocket_key
+from ignitia_sync.sansio.http import (
+    Request,
+    RequestHeadReader,
+    accept_response,
+    check_head,
+    error_response,
+    websocket_key,
+)
 from tests.wire import handshake_bytes
 
 _FRAMING = {"host", "content-length", "transfer-encoding"}
@@ -101,9 +108,26 @@ def test_error_response_is_complete():
     ],
 )
 def test_malformed_heads_are_refused_with_a_precise_status(data, status):
+    """What the server's parser refuses, or what every host's ``check_head`` then refuses."""
     with pytest.raises(HandshakeError) as info:
-        parse(data)
+        check_head(parse(data), 16384)
     assert info.value.status == status
+
+
+def test_check_head_refuses_a_head_over_the_limit_whatever_parsed_it():
+    request = Request.from_environ({"HTTP_HOST": "x", "HTTP_X_PAD": "a" * 20000, "SERVER_PROTOCOL": "HTTP/1.1"})
+    with pytest.raises(HandshakeError) as info:
+        check_head(request, 16384)
+    assert info.value.status == 431
+    check_head(request, 32768)  # within a larger limit: no refusal
+
+
+def test_a_wsgi_request_keeps_its_http_version_and_host():
+    request = Request.from_environ({"SERVER_PROTOCOL": "HTTP/1.0", "HTTP_HOST": "x"})
+    assert request.http_version == "1.0" and request.headers.get_all("host") == ["x"]
+    with pytest.raises(HandshakeError) as info:
+        check_head(request, 16384)
+    assert info.value.status == 400
 
 
 def test_lenient_where_rfc_9112_allows_it():
@@ -176,7 +200,7 @@ def test_the_parser_agrees_with_h11_on_valid_heads(method, target, fields, trail
 
 
 def test_more_than_128_header_lines_get_431():
-    from ignitia_sync.http import RequestHeadReader
+    from ignitia_sync.sansio.http import RequestHeadReader
 
     head = b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X-A: b\r\n" * 128 + b"\r\n"
     with pytest.raises(HandshakeError) as info:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import ast
-import pathlib
 import struct
 import zlib
 
@@ -11,7 +9,7 @@ import pytest
 
 from ignitia_sync import ConnectionClosed, Message, ProtocolError
 from ignitia_sync.message import CloseFrame
-from ignitia_sync.protocol import ProtocolState, WebSocketProtocol, negotiate_deflate
+from ignitia_sync.sansio.protocol import ProtocolState, WebSocketProtocol, negotiate_deflate
 from tests.wire import deflate, frame
 
 
@@ -162,21 +160,6 @@ def test_control_frames_over_125_bytes_cannot_be_sent():
         WebSocketProtocol().send(Message.ping(b"x" * 126))
 
 
-PURE_MODULES = ["protocol.py", "router.py", "http.py", "handlers.py", "message.py", "exceptions.py"]
-
-
-@pytest.mark.parametrize("name", PURE_MODULES)
-def test_layering_pure_modules_import_neither_socket_nor_gevent(name):
-    path = pathlib.Path(__file__).parent.parent / "ignitia_sync" / name
-    imported: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            imported.update(alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            imported.add(node.module.split(".")[0])
-    assert not imported & {"socket", "gevent", "ssl", "select", "threading"}
-
-
 def test_fast_path_hands_over_to_wsproto_and_comes_back():
     proto = WebSocketProtocol()
     assert feed(proto, frame(0x1, b"a")) == [Message.text("a")] and proto.parsing_fast
@@ -190,7 +173,7 @@ def test_fast_path_hands_over_to_wsproto_and_comes_back():
 def test_pure_python_unmask_matches_the_accelerated_one(size):
     import os
 
-    from ignitia_sync.protocol import _unmask_python, unmask
+    from ignitia_sync.sansio.protocol import _unmask_python, unmask
 
     data, mask = os.urandom(size), os.urandom(4)
     expected = bytes(b ^ mask[i % 4] for i, b in enumerate(data))
@@ -203,7 +186,7 @@ def test_a_client_offering_client_max_window_bits_8_is_accepted_and_inflated():
     import os
     import zlib
 
-    from ignitia_sync.protocol import WebSocketProtocol, negotiate_deflate, unmask
+    from ignitia_sync.sansio.protocol import WebSocketProtocol, negotiate_deflate, unmask
 
     extension, answer = negotiate_deflate(["permessage-deflate; client_max_window_bits=8"], 1 << 20)
     assert answer == "permessage-deflate; client_max_window_bits=8"

@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ignitia_sync import Message, ProtocolError
-from ignitia_sync.protocol import ProtocolState, WebSocketProtocol, negotiate_deflate
+from ignitia_sync.sansio.protocol import ProtocolState, WebSocketProtocol, negotiate_deflate
 from tests.wire import deflate, frame
 
 messages = st.lists(

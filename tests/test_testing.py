@@ -11,7 +11,7 @@ import os
 import pytest
 
 from ignitia_sync import HandshakeError, Message, Router, WebSocketConnection
-from ignitia_sync.http import Response
+from ignitia_sync.sansio.http import Response
 from ignitia_sync.testing import TestClient
 
 

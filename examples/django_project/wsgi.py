@@ -1,4 +1,6 @@
-"""The project's WSGI application, with WebSocket views enabled.
+"""The project's WSGI application: the file ``django-admin startproject`` writes, unchanged.
+
+WebSocket views need nothing more here:
 
     ignitia-sync examples.django_project.wsgi:application --port 8000
     gunicorn -k ignitia_sync.gunicorn.Worker -w 2 examples.django_project.wsgi
@@ -6,8 +8,8 @@
 
 import os
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "examples.django_project.settings")
+from django.core.wsgi import get_wsgi_application
 
-from ignitia_sync.django import get_wsgi_application
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "examples.django_project.settings")
 
 application = get_wsgi_application()

@@ -1,10 +1,5 @@
 """Django integration: WebSocket views in ``urls.py``, behind Django's middleware chain.
 
-In ``wsgi.py``::
-
-    from ignitia_sync.django import get_wsgi_application
-    application = get_wsgi_application()
-
 In ``urls.py``::
 
     from ignitia_sync.django import websocket_view
@@ -18,49 +13,46 @@ In ``urls.py``::
         for message in ws:
             ...
 
-``IGNITIA_SYNC_BACKPLANE`` (a Redis URL) spreads rooms and broadcasts over every process.
-
-Serve it with ``ignitia-sync myproject.wsgi:application`` or
-``gunicorn -k ignitia_sync.gunicorn.Worker myproject.wsgi``; in development, with
-``"ignitia_sync.django"`` in ``INSTALLED_APPS`` (before ``"django.contrib.staticfiles"``),
-``manage.py runserver`` serves them too, with its autoreloader. Settings: ``IGNITIA_SYNC``
-in Django's settings, a dict of :class:`~ignitia_sync.settings.ConnectionSettings` fields.
+``wsgi.py`` stays the one ``django-admin startproject`` wrote (Django's own
+``get_wsgi_application()``). Serve it with ``ignitia-sync myproject.wsgi:application``,
+``gunicorn -k ignitia_sync.gunicorn.Worker myproject.wsgi`` or gevent's pywsgi; in
+development, with ``"ignitia_sync.django"`` in ``INSTALLED_APPS`` (before
+``"django.contrib.staticfiles"``), ``manage.py runserver`` serves them too, with its
+autoreloader. Settings: ``IGNITIA_SYNC`` in Django's settings, a dict of
+:class:`~ignitia_sync.hosting.host.HostSettings` fields (``max_message_size``,
+``max_connections_per_ip``...); ``IGNITIA_SYNC_BACKPLANE`` (a Redis URL) spreads rooms and
+broadcasts over every process.
 
 Database connections: the one the middleware used is released before the handler starts
 (``close_old_connections``); a handler that uses the ORM holds a connection while it runs,
-as any Django request does, and it is released when the handler ends. A long-lived handler
-that touches the ORM now and then should call ``django.db.close_old_connections()`` after
-each use, so that ``CONN_MAX_AGE`` applies.
+as any Django request does, and it is released when the handler ends. WebSocket views are
+never wrapped in ``ATOMIC_REQUESTS``' transaction (a connection lasts for hours): each ORM
+call of a handler commits on its own unless the handler opens ``transaction.atomic()``. A
+long-lived handler that touches the ORM now and then should call
+``django.db.close_old_connections()`` after each use, so that ``CONN_MAX_AGE`` applies.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import logging
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
-from wsgiref.util import is_hop_by_hop
 
 from django.core.handlers.wsgi import WSGIHandler
 from django.core.wsgi import get_wsgi_application as django_wsgi_application
-from django.db import close_old_connections
+from django.db import close_old_connections, transaction
 from django.http import HttpRequest, HttpResponse
 
-from ..connection import WebSocketConnection
+from ..connection.connection import WebSocketConnection
+from ..exceptions import HandshakeError
 from ..handlers import Handler
-from ..settings import ConnectionSettings
-from ..wsgi import SOCKET_KEY, Refused, WebSocketHost
+from ..hosting.host import HostSettings, Target
+from ..router import RouteOptions
+from ..wsgi import Refused, WebSocketHost
 
 __all__ = ["WebSocketApplication", "get_wsgi_application", "websocket_view"]
 
-log = logging.getLogger("ignitia_sync.django")
-
-#: Set in the environ by a WebSocket view that served its request: the call that ends it.
-_FINISH = "ignitia_sync.finish"
-#: Set by WebSocketApplication: WebSocket views can run.
-_ACTIVE = "ignitia_sync.django"
 _host: WebSocketHost | None = None
 _host_lock = threading.Lock()  # a real lock under runserver; gevent's under monkey-patching: both fine
 
@@ -76,17 +68,17 @@ def host() -> WebSocketHost:
         from django.conf import settings  # lazily: the module imports before Django is set up
 
         _host = WebSocketHost(
-            settings=ConnectionSettings(**getattr(settings, "IGNITIA_SYNC", {})),
+            settings=HostSettings(**getattr(settings, "IGNITIA_SYNC", {})),
             backplane=getattr(settings, "IGNITIA_SYNC_BACKPLANE", None),
         )
     return _host
 
 
 class WebSocketApplication:
-    """Django's WSGI application, able to hand a request over to a WebSocket view.
+    """Django's WSGI application, unchanged: kept for ``wsgi.py`` files written for older releases.
 
-    Django writes every view's response through ``start_response``; after an upgrade that
-    would put an HTTP response behind our 101. This wrapper swallows it for WebSocket views.
+    WebSocket views now work behind Django's own ``get_wsgi_application()``; this wrapper
+    only calls it.
     """
 
     def __init__(self, app: WSGIHandler) -> None:
@@ -94,77 +86,71 @@ class WebSocketApplication:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         """The WSGI entry point."""
-        environ[_ACTIVE] = True
-
-        def guarded(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], None]:
-            if _FINISH in environ:  # a WebSocket was served: nothing may follow the 101
-                return lambda data: None
-            if SOCKET_KEY in environ:  # runserver's wsgiref refuses hop-by-hop headers (426's Upgrade)
-                headers = [(name, value) for name, value in headers if not is_hop_by_hop(name)]
-            write: Callable[[bytes], None] = (
-                start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
-            )
-            return write
-
-        response: Iterable[bytes] = self.app(environ, guarded)
-        finish = environ.get(_FINISH)
-        if finish is None:
-            return response
-        close = getattr(response, "close", None)
-        if close is not None:
-            close()  # Django's request_finished: database connections are released
-        result: Iterable[bytes] = finish()
-        return result
+        response: Iterable[bytes] = self.app(environ, start_response)
+        return response
 
 
-def get_wsgi_application() -> WebSocketApplication:
-    """Django's ``get_wsgi_application()``, with WebSocket views enabled (use it in ``wsgi.py``)."""
-    return WebSocketApplication(django_wsgi_application())
+def get_wsgi_application() -> WSGIHandler:
+    """Django's own ``get_wsgi_application()`` (kept so that older ``wsgi.py`` files still work)."""
+    return django_wsgi_application()
 
 
-def websocket_view(
-    handler: Callable[..., Any], **options: Any
-) -> Callable[..., HttpResponse]:
+class _Upgraded(HttpResponse):  # type: ignore[misc]
+    """The response of a served upgrade: when the server starts on it, the request ends.
+
+    Django calls ``start_response`` with it, then the server iterates it: that first step
+    raises :class:`~ignitia_sync.hosting.sockets.SocketTakenOver`, so nothing is written
+    after the 101 and the connection is not reused; ``close()`` still runs (Django's
+    ``request_finished``: database connections are released).
+    """
+
+    def __init__(self, finish: Callable[[], Iterable[bytes]]) -> None:
+        super().__init__(status=200)
+        self._finish = finish
+
+    def __iter__(self) -> Any:
+        return iter(self._finish())
+
+
+def websocket_view(handler: Callable[..., Any], **options: Any) -> Callable[..., HttpResponse]:
     """A Django view that upgrades to WebSocket and runs ``handler(request, ws, *args, **kwargs)``.
 
     ``options`` are per-view connection settings (``max_message_size``, ...), plus
     ``middleware`` (upgrade middleware such as ``OriginCheck``) and ``rate_limit`` (a
     :class:`~ignitia_sync.middleware.RateLimit`), as on a router's route. A request that is
     not an upgrade gets 426. Decorators such as ``login_required`` around the view answer
-    before the upgrade, with their own status.
+    before the upgrade, with their own status. The view is CSRF-exempt and never atomic.
     """
-    middleware = tuple(options.pop("middleware", ()))
-    rate_limit = options.pop("rate_limit", None)
-    if options:
-        ConnectionSettings(**options)  # bad values fail here, when urls.py is loaded
+    ours, _ = RouteOptions.parse(options)
 
     @functools.wraps(handler)
     def view(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         environ = request.META
         if "websocket" not in environ.get("HTTP_UPGRADE", "").lower():
-            return HttpResponse("this URL speaks WebSocket\n", status=426, headers={"Upgrade": "websocket"})
-        if not environ.get(_ACTIVE):
-            log.error("WebSocket views need ignitia_sync.django.get_wsgi_application() in wsgi.py")
-            return HttpResponse("this server cannot upgrade to WebSocket\n", status=500)
+            return _respond(Refused(HandshakeError(426, "this URL speaks WebSocket", (("Upgrade", "websocket"),))))
         current = host()
-        settings = dataclasses.replace(current.settings, **options) if options else current.settings
 
         def run(ws: WebSocketConnection) -> None:
             handler(request, ws, *args, **kwargs)
 
+        match = getattr(request, "resolver_match", None)
+        target = Target(
+            Handler(run), {}, ours.settings(current.connection_settings), ours.middleware, ours.rate_limit,
+            getattr(match, "route", "") or "",
+        )
         close_old_connections()  # the middleware's connection is not held for the socket's life
         try:
-            outcome = current.upgrade(
-                environ, Handler(run), {}, options=settings, middleware=middleware, rate_limit=rate_limit
-            )
+            outcome = current.upgrade_to(environ, target)
         finally:
             close_old_connections()
         if isinstance(outcome, Refused):
-            error = outcome.error
-            return HttpResponse(error.body + "\n", status=error.status, headers=dict(error.headers))
-        environ[_FINISH] = outcome.finish
-        return HttpResponse(status=200)  # never written: WebSocketApplication swallows it
+            return _respond(outcome)
+        return _Upgraded(outcome.finish)
 
     view.csrf_exempt = True  # type: ignore[attr-defined]
-    return view
+    atomic_free: Callable[..., HttpResponse] = transaction.non_atomic_requests(view)
+    return atomic_free
 
+
+def _respond(refused: Refused) -> HttpResponse:
+    return HttpResponse(refused.body(), status=refused.error.status, headers=dict(refused.headers()))

@@ -1,8 +1,8 @@
 """``manage.py runserver`` with WebSocket views, on its port, with Django's autoreloader.
 
 Django's development server, unchanged but for two things: each request's socket is
-offered to WebSocket views (``environ["ignitia_sync.socket"]``), and the application is
-wrapped in :class:`~ignitia_sync.django.WebSocketApplication`. Like Django's own server it
+offered to WebSocket views (``environ["ignitia_sync.socket"]``), and ignitia_sync's log lines
+are shown. Like Django's own server it
 runs each request in a thread; a WebSocket is served in its request's thread, so a view
 that blocks holds only its own connection. When the autoreloader restarts the process
 (or on Ctrl-C) every WebSocket is closed with 1001 first, so clients reconnect at once.
@@ -19,7 +19,6 @@ from django.core.management.commands.runserver import Command as DjangoRunserver
 from django.core.servers.basehttp import WSGIRequestHandler, WSGIServer
 
 from ....wsgi import READER_KEY, SOCKET_KEY
-from ... import WebSocketApplication
 
 if apps.ready and apps.is_installed("django.contrib.staticfiles"):  # keep its static files and options
     from django.contrib.staticfiles.management.commands.runserver import Command as Base
@@ -76,10 +75,10 @@ class Command(Base):  # type: ignore[misc]
     server_cls = WebSocketServer
 
     def get_handler(self, *args: Any, **options: Any) -> Any:
-        """Django's (or staticfiles') handler, able to hand requests to WebSocket views."""
+        """Django's (or staticfiles') handler; ignitia_sync's log lines shown."""
         handler = super().get_handler(*args, **options)
         _show_websocket_log()
-        return handler if isinstance(handler, WebSocketApplication) else WebSocketApplication(handler)
+        return handler
 
 
 def _show_websocket_log() -> None:

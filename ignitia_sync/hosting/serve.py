@@ -18,11 +18,11 @@ from collections.abc import Callable, Mapping
 
 import gevent
 
-from .connection import WebSocketConnection
-from .exceptions import ConnectionClosed
-from .handlers import Handler
-from .http import escape_for_log
-from .registry import Registry
+from ..broadcast.registry import Registry
+from ..connection.connection import WebSocketConnection
+from ..exceptions import ConnectionClosed
+from ..handlers import Handler
+from ..sansio.http import escape_for_log
 
 __all__ = ["log_access", "serve_connection"]
 

@@ -18,8 +18,8 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from .message import Ping
-from .protocol import ProtocolState
+from ..message import Ping
+from ..sansio.protocol import ProtocolState
 
 if TYPE_CHECKING:
     from .transport import Transport

@@ -24,128 +24,27 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Protocol
+from typing import Any
 
 import gevent
 from gevent.monkey import get_original
 
-from .connection import WebSocketConnection
-from .message import Binary, Message, Text
-from .protocol import encode_frame
-from .transport import real_get_ident
+from ..connection.connection import WebSocketConnection
+from ..connection.threads import real_get_ident
+from ..message import Binary, Message, Text
+from ..sansio.protocol import encode_frame
+from .backplane import Backplane, LocalBackplane
 
 _NO_ROOMS: frozenset[str] = frozenset()
 
-__all__ = ["Backplane", "LocalBackplane", "Registry", "backplane_from"]
+__all__ = ["Backplane", "LocalBackplane", "Registry"]
 
 log = logging.getLogger("ignitia_sync.registry")
 
-Deliver = Callable[[Message, "str | None"], None]
 #: The longest application id (``identify``): ids travel in every direct message's envelope.
 MAX_ID_LENGTH = 1024
-DeliverTo = Callable[[str, Message], None]
 #: A real lock (not gevent's): held for a few dict operations, never across a switch.
 _allocate_lock = get_original("_thread", "allocate_lock")
-
-
-class Backplane(Protocol):
-    """Carries broadcasts and direct sends between processes (for example over Redis pub/sub).
-
-    ``Registry.broadcast`` delivers to its own connections, then calls :meth:`publish`;
-    ``Registry.send_to`` an id that is not local calls :meth:`send_to`. The registry tells
-    the backplane which rooms have local members (:meth:`joined`/:meth:`left`) and which
-    application ids live here (:meth:`identified`/:meth:`forgotten`), so that it listens
-    only to what this process needs. Messages from *other* processes are handed to the
-    callbacks given in :meth:`attach`, in the registry's hub (or, for a threaded registry,
-    from any thread). Every method but :meth:`attach` and :meth:`close` must return at once.
-    """
-
-    def attach(self, on_broadcast: Deliver, on_direct: DeliverTo, *, threaded: bool = False) -> None:
-        """Start: call ``on_broadcast(message, room)`` and ``on_direct(id, message)`` for remote ones.
-
-        ``threaded``: the registry serves connections from several OS threads (run in a
-        thread of your own, the callbacks hand over themselves).
-        """
-
-    def publish(self, message: Message, room: str | None) -> None:
-        """Send a local broadcast to the other processes."""
-
-    def send_to(self, id: str, message: Message) -> bool:
-        """Send ``message`` to the connection identified as ``id`` in another process.
-
-        Returns False when it cannot be sent at all (no other process, the queue is full).
-        """
-
-    def joined(self, room: str) -> None:
-        """``room`` got its first local member: start receiving its broadcasts."""
-
-    def left(self, room: str) -> None:
-        """``room`` has no local member any more: stop receiving its broadcasts."""
-
-    def identified(self, id: str) -> None:
-        """A local connection took the application id ``id`` (direct sends come here)."""
-
-    def forgotten(self, id: str) -> None:
-        """The local connection with application id ``id`` is gone."""
-
-    def stats(self) -> dict[str, Any]:
-        """Counters for ``server.stats()["backplane"]``."""
-
-    def close(self) -> None:
-        """Stop receiving and release resources; idempotent."""
-
-
-class LocalBackplane:
-    """The default backplane: a single process, so there is nothing to carry.
-
-    Example:
-        >>> registry = Registry(backplane=LocalBackplane())
-    """
-
-    def attach(self, on_broadcast: Deliver, on_direct: DeliverTo, *, threaded: bool = False) -> None:
-        """Nothing arrives from elsewhere."""
-
-    def publish(self, message: Message, room: str | None) -> None:
-        """Nobody else to tell."""
-
-    def send_to(self, id: str, message: Message) -> bool:
-        """No other process: the id is unknown."""
-        return False
-
-    def joined(self, room: str) -> None:
-        """Nothing to listen to."""
-
-    def left(self, room: str) -> None:
-        """Nothing to stop."""
-
-    def identified(self, id: str) -> None:
-        """Nothing to record."""
-
-    def forgotten(self, id: str) -> None:
-        """Nothing to forget."""
-
-    def stats(self) -> dict[str, Any]:
-        """One process: no backplane counters."""
-        return {"kind": "local"}
-
-    def close(self) -> None:
-        """Nothing to release."""
-
-
-def backplane_from(value: Backplane | str | None) -> Backplane:
-    """A backplane from a setting: a Backplane, a Redis URL, or None (this process only).
-
-    Example:
-        >>> type(backplane_from(None)).__name__
-        'LocalBackplane'
-    """
-    if value is None:
-        return LocalBackplane()
-    if isinstance(value, str):
-        from .redis import RedisBackplane  # redis-py is needed only here
-
-        return RedisBackplane(value)
-    return value
 
 
 class Registry:

@@ -31,10 +31,10 @@ import h11
 from wsproto.extensions import PerMessageDeflate
 from wsproto.utilities import generate_accept_token
 
-from .exceptions import HandshakeError, InvalidHandshake
+from ..exceptions import HandshakeError, InvalidHandshake
+from ..settings import ConnectionSettings
 from .http import Headers
 from .protocol import WebSocketProtocol, deflate_from_response
-from .settings import ConnectionSettings
 
 __all__ = ["ClientHandshake", "Opened", "Redirect", "USER_AGENT"]
 

@@ -40,8 +40,9 @@ from wsproto.events import (
 from wsproto.extensions import Extension, PerMessageDeflate
 from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol, Opcode, RsvBits
 
-from .exceptions import ConnectionClosed, ProtocolError
-from .message import Binary, Close, CloseFrame, Message, Ping, Pong, Text
+from ..exceptions import ConnectionClosed, ProtocolError
+from ..message import Binary, Close, CloseFrame, Message, Ping, Pong, Text
+from .wsproto_private import decoder_idle
 
 __all__ = [
     "ProtocolState", "WebSocketProtocol", "deflate_from_response", "encode_frame", "encode_shared_frame",
@@ -531,14 +532,8 @@ class WebSocketProtocol:
 
     def _wsproto_idle(self) -> bool:
         """True when wsproto holds no partial frame or message (it can be bypassed again)."""
-        proto = getattr(self._conn, "_proto", None)
-        decoder = getattr(proto, "_frame_decoder", None)
-        buffer = getattr(decoder, "buffer", None)
         return (
-            buffer is not None
-            and decoder.header is None  # type: ignore[union-attr]
-            and len(buffer) == 0
-            and getattr(getattr(proto, "_message_decoder", None), "opcode", 1) is None
+            decoder_idle(self._conn)
             and not self._parts
             and self._conn.state in (ConnectionState.OPEN, ConnectionState.LOCAL_CLOSING)
         )

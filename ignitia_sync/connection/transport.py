@@ -44,16 +44,16 @@ import gevent.ssl
 from gevent.hub import Waiter
 from gevent.monkey import get_original
 
-from .exceptions import ConnectionClosed, ProtocolError
-from .http import escape_for_log
+from ..exceptions import ConnectionClosed, ProtocolError
+from ..message import Binary, Message, Ping, Pong, Text
+from ..sansio.http import escape_for_log
+from ..sansio.protocol import ProtocolState, WebSocketProtocol, encode_shared_frame
 from .inbox import EOF, FAILED, TIMEOUT, Inbox
-from .message import Binary, Message, Ping, Pong, Text
-from .protocol import ProtocolState, WebSocketProtocol, encode_shared_frame
+from .threads import real_get_ident
 
 __all__ = ["Phase", "Transport", "gevent_socket"]
 
 log = logging.getLogger("ignitia_sync.connection")
-real_get_ident = get_original("_thread", "get_ident")
 #: Guards every transport's count of bytes handed over from other threads (an OS lock,
 #: never held across anything that could block or switch).
 _HANDOVER_LOCK = get_original("_thread", "allocate_lock")()

@@ -46,7 +46,7 @@ import socket
 import struct
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import gevent
 import gevent.event
@@ -59,12 +59,12 @@ from redis.cluster import RedisCluster
 from redis.crc import key_slot
 from redis.retry import Retry
 
-from .http import escape_for_log
-from .message import Binary, Message, Text
-from .registry import Deliver, DeliverTo
-from .server import LogThrottle
-from .settings import ConnectionSettings
-from .transport import real_get_ident
+from .._support.logs import LogThrottle
+from ..broadcast.backplane import Deliver, DeliverTo
+from ..connection.threads import real_get_ident
+from ..message import Binary, Message, Text
+from ..sansio.http import escape_for_log
+from ..settings import ConnectionSettings
 
 _allocate_lock = gevent.monkey.get_original("_thread", "allocate_lock")
 
@@ -709,7 +709,7 @@ class _Shard:
     ) -> None:
         self.backplane = backplane
         self.client = client
-        self.pubsub: Any = client.pubsub()  # type: ignore[no-untyped-call]
+        self.pubsub: Any = cast(Any, client).pubsub()  # typed in some redis-py releases, not in others
         self.sharded = node is not None
         self.kind = "smessage" if self.sharded else "message"
         self._slots: set[int] | None = None

@@ -21,7 +21,7 @@ from typing import Any
 import gevent
 from gevent.hub import Waiter
 
-from .message import Binary, Ping, Pong, Text
+from ..message import Binary, Ping, Pong, Text
 
 __all__ = ["EOF", "FAILED", "SHUTDOWN", "TIMEOUT", "Inbox"]
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import functools
 import ipaddress
 import re
@@ -31,7 +32,8 @@ from urllib.parse import parse_qsl, quote, unquote
 
 from wsproto.utilities import generate_accept_token
 
-from .exceptions import HandshakeError
+from .._support.logs import escape_for_log
+from ..exceptions import HandshakeError
 
 __all__ = [
     "Headers",
@@ -39,6 +41,7 @@ __all__ = [
     "RequestHeadReader",
     "Response",
     "accept_response",
+    "check_head",
     "check_header",
     "client_ip",
     "error_response",
@@ -148,6 +151,9 @@ class Request:
         remote_address: the peer's ``(host, port)``.
         path_params: the values matched by the route pattern (``:name``, ``{name}``, ``*rest``).
         target: the raw request target as sent, path and query.
+        client_ip: the client's address (the peer's, or a trusted proxy's forwarded one).
+        http_version: ``"1.1"`` (a WebSocket upgrade needs 1.1 or later).
+        head_size: the size of the request head in bytes, as the host received it.
 
     Example:
         >>> def handler(ws, user_id):
@@ -162,6 +168,8 @@ class Request:
     path_params: Mapping[str, str] = field(default_factory=dict)
     target: str = "/"
     client_ip: str = ""
+    http_version: str = "1.1"
+    head_size: int = 0
 
     def cookie(self, name: str) -> str | None:
         """The value of cookie ``name`` from the ``Cookie`` headers, or None."""
@@ -200,6 +208,9 @@ class Request:
         path = raw_path.encode("latin-1").decode("utf-8", "replace") or "/"
         query = str(environ.get("QUERY_STRING", ""))
         remote = (str(environ.get("REMOTE_ADDR", "")), int(environ.get("REMOTE_PORT") or 0))
+        protocol = str(environ.get("SERVER_PROTOCOL", "HTTP/1.1"))
+        # The head as the server parsed it: request line, then "Name: value\r\n" per header.
+        head_size = len(raw_path) + len(query) + 16 + sum(len(name) + len(value) + 4 for name, value in headers)
         return cls(
             method=str(environ.get("REQUEST_METHOD", "GET")),
             path=path,
@@ -208,13 +219,13 @@ class Request:
             remote_address=remote,
             target=quote(path) + ("?" + query if query else ""),
             client_ip=remote[0],
+            http_version=protocol.removeprefix("HTTP/"),
+            head_size=head_size,
         )
 
     def routed(self, params: Mapping[str, str], client_ip: str) -> Request:
         """A copy carrying the route's matched parameters and the client's IP (one copy, not two)."""
-        return Request(
-            self.method, self.path, self.query, self.headers, self.remote_address, dict(params), self.target, client_ip
-        )
+        return dataclasses.replace(self, path_params=dict(params), client_ip=client_ip)
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,10 +330,7 @@ class RequestHeadReader:
         method, target, major, minor = found.groups()
         if major != b"1":
             raise HandshakeError(505, "this server speaks HTTP/1.1")
-        if minor == b"0":
-            raise HandshakeError(400, "a WebSocket upgrade needs HTTP/1.1 or later")
         headers: list[tuple[str, str]] = []
-        hosts = 0
         if len(lines) - 1 > MAX_HEADERS:
             raise HandshakeError(431, f"more than {MAX_HEADERS} header lines")
         for line in lines[1:]:
@@ -333,14 +341,13 @@ class RequestHeadReader:
                 raise HandshakeError(400, "malformed header line")
             name, value = field_line[1].decode("latin-1"), field_line[2].decode("latin-1")
             lowered = name.lower()
-            if lowered == "host":
-                hosts += 1
-            elif lowered == "transfer-encoding" or (lowered == "content-length" and value != "0"):
+            if lowered == "transfer-encoding" or (lowered == "content-length" and value != "0"):
                 raise HandshakeError(400, "a WebSocket upgrade request has no body")
             headers.append((name, value))
-        if hosts != 1:
-            raise HandshakeError(400, "a request needs exactly one Host header")
-        return _to_request(method.decode("latin-1"), target.decode("latin-1"), headers, self._remote_address)
+        return _to_request(
+            method.decode("latin-1"), target.decode("latin-1"), headers, self._remote_address,
+            f"1.{minor.decode()}", sum(len(line) + 1 for line in lines) + 1,
+        )
 
 
 def client_ip(request: Request, trusted_proxies: Sequence[str] | None = None) -> str:
@@ -353,7 +360,7 @@ def client_ip(request: Request, trusted_proxies: Sequence[str] | None = None) ->
     trusted proxies the peer's address is the client's.
 
     Example:
-        >>> from ignitia_sync.http import Headers
+        >>> from ignitia_sync.sansio.http import Headers
         >>> request = Request("GET", "/", {}, Headers([("X-Forwarded-For", "203.0.113.7, 10.0.0.2")]),
         ...                   remote_address=("10.0.0.1", 5000))
         >>> client_ip(request, ["10.0.0.0/8"]), client_ip(request, None)
@@ -416,7 +423,10 @@ def _ip(hop: str) -> str | None:
         return None
 
 
-def _to_request(method: str, target: str, headers: list[tuple[str, str]], remote_address: tuple[Any, ...]) -> Request:
+def _to_request(
+    method: str, target: str, headers: list[tuple[str, str]], remote_address: tuple[Any, ...],
+    http_version: str, head_size: int,
+) -> Request:
     raw_path, _, raw_query = target.partition("?")
     return Request(
         method=method,
@@ -425,7 +435,36 @@ def _to_request(method: str, target: str, headers: list[tuple[str, str]], remote
         headers=Headers(headers),
         remote_address=remote_address,
         target=target,
+        http_version=http_version,
+        head_size=head_size,
     )
+
+
+def check_head(request: Request, max_size: int) -> None:
+    """The checks of the request head itself that every host applies (RFC 6455 4.1, 4.2.1).
+
+    The built-in server's :class:`RequestHeadReader` parses bytes; a WSGI server parsed the
+    head itself and may be laxer, so these run on the :class:`Request` whatever made it.
+
+    Raises:
+        HandshakeError: 400 for HTTP/1.0 or a missing or repeated Host header, 505 for
+            another HTTP major version, 431 for a head over ``max_size`` bytes.
+
+    Example:
+        >>> check_head(Request("GET", "/", {}, Headers([]), http_version="1.1"), 16384)
+        Traceback (most recent call last):
+        ...
+        ignitia_sync.exceptions.HandshakeError: 400: a request needs exactly one Host header
+    """
+    major, _, minor = request.http_version.partition(".")
+    if major != "1":
+        raise HandshakeError(505, "this server speaks HTTP/1.1")
+    if minor == "0":
+        raise HandshakeError(400, "a WebSocket upgrade needs HTTP/1.1 or later")
+    if request.head_size > max_size:
+        raise HandshakeError(431, "request head too large")
+    if len(request.headers.get_all("host")) != 1:
+        raise HandshakeError(400, "a request needs exactly one Host header")
 
 
 def websocket_key(request: Request) -> str:
@@ -505,15 +544,3 @@ def error_response(
         *(f"{name}: {value}" for name, value in headers),
     ]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + payload
-
-
-def escape_for_log(text: str) -> str:
-    """``text`` with control characters escaped, safe for one log line.
-
-    Example:
-        >>> escape_for_log("/chat\\nFAKE LINE")
-        '/chat\\\\nFAKE LINE'
-    """
-    if text.isprintable():
-        return text
-    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)

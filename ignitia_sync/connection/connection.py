@@ -22,13 +22,13 @@ from typing import Any, Protocol
 
 import gevent.event
 
-from .exceptions import ConnectionClosed, MessageDecodeError
-from .http import Request
+from ..exceptions import ConnectionClosed, MessageDecodeError
+from ..message import Binary, Close, Message, Ping, Pong, Text
+from ..sansio.http import Request
+from ..sansio.protocol import ProtocolState, WebSocketProtocol
+from ..settings import ConnectionSettings
 from .inbox import EOF, FAILED, SHUTDOWN, TIMEOUT, Inbox
 from .keepalive import Keepalive
-from .message import Binary, Close, Message, Ping, Pong, Text
-from .protocol import ProtocolState, WebSocketProtocol
-from .settings import ConnectionSettings
 from .transport import Transport
 
 __all__ = ["RegistryAPI", "WebSocketConnection"]
@@ -96,11 +96,11 @@ class WebSocketConnection:
         "_shutdown",
         "_transport",
         "extensions",
+        "host",
         "id",
         "opened_at",
         "registry",
         "request",
-        "server",
         "subprotocol",
     )
 
@@ -123,8 +123,9 @@ class WebSocketConnection:
         self.id = f"#{next(_ids)}"
         #: The registry of the host that accepted the connection (None elsewhere).
         self.registry: RegistryAPI | None = None
-        #: The server that accepted the connection (None under other hosts).
-        self.server: Any = None
+        #: The host that serves the connection (the server, a WSGI app's host; None for a client):
+        #: ``ws.host.stats()``, ``ws.host.shutting_down``, ``ws.host.registry``.
+        self.host: Any = None
         #: What upgrade middleware attached (``AuthMiddleware`` puts ``AuthInfo`` here).
         self.extensions: dict[Any, Any] = {}
         self.opened_at = time.monotonic()
@@ -157,6 +158,11 @@ class WebSocketConnection:
             KeyError: no middleware attached one under ``key``.
         """
         return self.extensions[key]
+
+    @property
+    def server(self) -> Any:
+        """The same as :attr:`host` (its name before every host could serve a connection)."""
+        return self.host
 
     @property
     def shutting_down(self) -> bool:

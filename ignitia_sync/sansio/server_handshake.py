@@ -5,7 +5,7 @@ it has a :class:`~ignitia_sync.http.Request`; it writes :attr:`Accepted.response
 builds the connection from :attr:`Accepted.protocol`. Nothing here reads or writes a socket.
 
 Example:
-    >>> from ignitia_sync.http import RequestHeadReader
+    >>> from ignitia_sync.sansio.http import RequestHeadReader
     >>> request = RequestHeadReader(16384).feed(
     ...     b"GET /chat HTTP/1.1\\r\\nHost: x\\r\\nUpgrade: websocket\\r\\nConnection: Upgrade\\r\\n"
     ...     b"Sec-WebSocket-Version: 13\\r\\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\\r\\n"
@@ -20,9 +20,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from .http import Request, accept_response, websocket_key
+from ..settings import ConnectionSettings
+from .http import Request, accept_response, check_head, websocket_key
 from .protocol import WebSocketProtocol, negotiate_deflate
-from .settings import ConnectionSettings
 
 __all__ = ["Accepted", "accept", "choose_subprotocol"]
 
@@ -43,12 +43,16 @@ class Accepted(NamedTuple):
     extensions: str | None
 
 
-def accept(request: Request, settings: ConnectionSettings) -> Accepted:
+def accept(request: Request, settings: ConnectionSettings, *, max_head: int = 16384) -> Accepted:
     """Check an upgrade request and negotiate subprotocol and compression.
 
+    Every host calls it with the request it has, whatever parsed it, so every host applies
+    the same checks: the head (:func:`~ignitia_sync.sansio.http.check_head`), then the upgrade.
+
     Raises:
-        HandshakeError: the request is not a valid WebSocket upgrade (405, 426, 400).
+        HandshakeError: the request is not a valid WebSocket upgrade (400, 405, 426, 431, 505).
     """
+    check_head(request, max_head)
     key = websocket_key(request)
     subprotocol = choose_subprotocol(request, settings.subprotocols)
     deflate, extensions = (
@@ -75,7 +79,7 @@ def choose_subprotocol(request: Request, supported: Sequence[str]) -> str | None
     """The first subprotocol the client offers that we support, or None.
 
     Example:
-        >>> from ignitia_sync.http import Headers
+        >>> from ignitia_sync.sansio.http import Headers
         >>> request = Request("GET", "/", {}, Headers([("Sec-WebSocket-Protocol", "v2, v1")]))
         >>> choose_subprotocol(request, ["v1", "v2"])
         'v2'

@@ -40,13 +40,13 @@ import gevent.socket
 import gevent.ssl
 import h11
 
-from .client_handshake import ClientHandshake, Opened, Redirect
-from .connection import WebSocketConnection
-from .exceptions import ConnectionClosed, HandshakeError, InvalidHandshake
-from .http import Headers, Request, escape_for_log
-from .message import Binary, Close, Message, Text
-from .settings import ConnectionSettings
-from .transport import real_get_ident
+from ..connection.connection import WebSocketConnection
+from ..connection.threads import real_get_ident
+from ..exceptions import ConnectionClosed, HandshakeError, InvalidHandshake
+from ..message import Binary, Close, Message, Text
+from ..sansio.client_handshake import ClientHandshake, Opened, Redirect
+from ..sansio.http import Headers, Request, escape_for_log
+from ..settings import ConnectionSettings
 
 __all__ = [
     "Backoff", "ClientConnection", "Reconnecting", "connect", "header_list", "parse_url", "reconnecting", "retryable",

@@ -22,11 +22,8 @@ import logging
 import os
 import signal
 import threading
-import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from socket import AF_UNIX, IPPROTO_TCP, TCP_NODELAY
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import gevent
@@ -35,24 +32,12 @@ import gevent.pool
 import gevent.ssl
 from gevent.server import StreamServer
 
-from .connection import WebSocketConnection
-from .exceptions import HandshakeError
-from .handshake import accept
-from .http import (
-    Request,
-    RequestHeadReader,
-    client_ip,
-    error_response,
-    escape_for_log,
-)
-from .middleware import message_filter, run_middleware
-from .registry import Backplane, Registry, backplane_from
-from .router import Route, Router, RouteSettings
-from .session import log_access, serve_connection
-from .settings import ConnectionSettings
-from .stats import ConnectionStats
-from .transport import real_get_ident
-from .wsgi import shutdown_all
+from .._support.logs import LogThrottle
+from ..connection.threads import real_get_ident
+from ..exceptions import HandshakeError
+from ..router import Router
+from ..sansio.http import Request, RequestHeadReader, client_ip, error_response
+from .host import Host, HostSettings, Opening, RouteTargets, shutdown_all
 
 if TYPE_CHECKING:
     import socket
@@ -65,27 +50,24 @@ access_log = logging.getLogger("ignitia_sync.access")
 
 
 @dataclass(frozen=True)
-class ServerSettings(ConnectionSettings):
-    """Every limit and option of a :class:`Server`: the per-connection ones, and the listener's.
+class ServerSettings(HostSettings):
+    """Every limit and option of a :class:`Server`: the per-connection ones, the host's, the listener's.
 
     The fields of :class:`~ignitia_sync.settings.ConnectionSettings` (``max_message_size``,
     ``max_queue``, ``close_timeout``, ``compression``, ``subprotocols``, ``outbox_limit``,
     ``send_timeout``, ``ping_interval``, ``ping_timeout``, ``idle_timeout``) apply to each
-    connection and may be overridden per route; these belong to the listener:
+    connection and may be overridden per route; those of
+    :class:`~ignitia_sync.hosting.host.HostSettings` (``backplane``, ``max_connections``,
+    ``max_connections_per_ip``, ``max_request_head``) apply under every host; these belong
+    to the listener:
 
     Attributes:
         handshake_timeout: seconds a client has to send its complete upgrade request.
         ssl_context: serve ``wss://`` with this context.
         backlog: the listen backlog.
-        max_request_head: largest upgrade request head in bytes (431 past it).
         shutdown_timeout: seconds :meth:`Server.stop` waits for handlers to finish.
         shutdown_grace: seconds handlers get to react to ``shutdown_event`` before every
             connection is closed with 1001.
-        backplane: carries broadcasts and ``send_to`` to other processes (a
-            :class:`~ignitia_sync.redis.RedisBackplane`, or its URL); in-process when None.
-        max_connections: open connections beyond which upgrades get 503 (None: no limit).
-        max_connections_per_ip: the same, per client IP (counted from the moment the
-            limits are checked, so concurrent handshakes cannot slip past it).
         max_pending_handshakes: sockets still in their handshake (TLS and HTTP) beyond which
             new ones get 503 at once.
         max_pending_handshakes_per_ip: the same, per peer address (not applied with
@@ -108,12 +90,8 @@ class ServerSettings(ConnectionSettings):
     handshake_timeout: float = 10.0
     ssl_context: ssl.SSLContext | None = None
     backlog: int = 1024
-    max_request_head: int = 16384
     shutdown_timeout: float = 10.0
     shutdown_grace: float = 1.0
-    backplane: Backplane | str | None = None
-    max_connections: int | None = None
-    max_connections_per_ip: int | None = None
     max_pending_handshakes: int = 1024
     max_pending_handshakes_per_ip: int = 128
     trust_forwarded: bool = False
@@ -124,8 +102,6 @@ class ServerSettings(ConnectionSettings):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.max_request_head < 256:
-            raise ValueError("max_request_head must be at least 256")
         if isinstance(self.forwarded_allow_ips, str):
             raise TypeError("forwarded_allow_ips must be a sequence of addresses, not a string")
         for proxy in self.forwarded_allow_ips:
@@ -134,8 +110,12 @@ class ServerSettings(ConnectionSettings):
             raise ValueError("max_pending_handshakes and max_pending_handshakes_per_ip must be at least 1")
 
 
-class Server:
+class Server(Host):
     """Serves a :class:`Router`'s WebSocket routes, one greenlet per connection.
+
+    A :class:`~ignitia_sync.hosting.host.Host`: it listens, reads request heads (inside
+    ``handshake_timeout``, TLS included), hands plain HTTP to ``wsgi_app``, and stops; every
+    check of an upgrade and everything after it is the host's.
 
     Args:
         app: the router.
@@ -167,16 +147,13 @@ class Server:
             settings = ServerSettings(**overrides)
         elif overrides:
             settings = dataclasses.replace(settings, **overrides)
-        self.settings = settings
+        super().__init__(
+            settings, trusted_proxies=tuple(settings.forwarded_allow_ips) if settings.trust_forwarded else None
+        )
+        self.settings: ServerSettings = settings
         self._requested_address = address
         self._stream: StreamServer | None = None
         self._handlers = gevent.pool.Group()
-        #: Every open connection, with rooms and broadcast (see :class:`Registry`).
-        self.registry = Registry(backplane_from(self.settings.backplane))
-        #: Set when :meth:`stop` begins: handlers may watch it (``ws.shutting_down``).
-        self.shutdown_event = gevent.event.Event()
-        self._per_ip: Counter[str] = Counter()
-        self._stats = ConnectionStats()
         self._stopped: gevent.event.Event | None = None
         self._stopping = False
         self._loop: Any = None
@@ -185,12 +162,10 @@ class Server:
         self._tls: ssl.SSLContext | None = None
         self._pending = 0  # sockets in their handshake ...
         self._pending_per_ip: dict[str, int] = {}  # ... per peer address
-        self._holding = 0  # open connections plus places held by handshakes past the limit check
-        self._refusal_log = LogThrottle(log)
         # stop() also stops the WebSocket routes of WSGI apps (the process is ending); a
         # TestClient clears it: the same app is served again by the next test.
         self._stops_wsgi_hosts = True
-        self._route_settings = RouteSettings(self.settings.connection_settings())
+        self._targets = RouteTargets(self.settings.connection_settings(), app)
 
     # -- life cycle -----------------------------------------------------------------
 
@@ -380,7 +355,7 @@ class Server:
         self._stopping = True
         if self._stream is not None:
             self._stream.close()
-        self.shutdown_event.set()
+        self._begin_shutdown()
         if len(self.registry):  # handlers that watch the event may finish by themselves
             self._handlers.join(timeout=min(self.settings.shutdown_grace, self.settings.shutdown_timeout))
         self.registry.close_all(1001, "Server shutdown")  # each sends its queue first; never blocks
@@ -402,24 +377,6 @@ class Server:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
-    def stats(self) -> dict[str, Any]:
-        """Counters for monitoring: open connections, totals, close codes, refusals, queues.
-
-        Example:
-            >>> Server(Router(), ("127.0.0.1", 0)).stats()["open_connections"]
-            0
-        """
-        return {
-            **self._stats.snapshot(self.registry),
-            "shutting_down": self.shutdown_event.is_set(),
-            "backplane": self.registry.backplane.stats(),
-        }
-
-    @property
-    def connections(self) -> frozenset[WebSocketConnection]:
-        """A snapshot of the open connections."""
-        return frozenset(self.registry)
-
     # -- one connection ---------------------------------------------------------------
 
     def _handle(self, sock: socket.socket, address: tuple[Any, ...]) -> None:
@@ -437,9 +394,7 @@ class Server:
         if isinstance(upgraded, _HandOff):
             self._serve_wsgi(upgraded, address)
         elif upgraded is not None:  # served from here: each call level is stack kept while it waits
-            ws, route, params = upgraded
-            self._stats.opened()
-            serve_connection(ws, route.handler, params, registry=self.registry, on_closed=self._account)
+            self.serve(*upgraded)
 
     def _begin_handshake(self, sock: socket.socket, peer: str) -> bool:
         """Count a socket in its handshake; refuse it at once (503) past the caps."""
@@ -471,11 +426,16 @@ class Server:
 
     def _upgrade(
         self, sock: socket.socket, address: tuple[Any, ...]
-    ) -> tuple[WebSocketConnection, Route, dict[str, str]] | _HandOff | None:
+    ) -> tuple[Opening, socket.socket, bytes] | _HandOff | None:
+        """Read the request head (inside ``handshake_timeout``), route it, and open it.
+
+        Returns the socket (TLS-wrapped when serving ``wss://``), the opening and the bytes
+        read past the head; a hand-off for the WSGI app; or None once refused (answered,
+        counted, logged) or abandoned by the client.
+        """
         settings = self.settings
         reader = RequestHeadReader(settings.max_request_head, address)
         request: Request | None = None
-        reserved: str | None = None  # the client IP whose connection place is held
         try:
             with gevent.Timeout(settings.handshake_timeout):
                 if self._tls is not None:
@@ -500,46 +460,17 @@ class Server:
                 found = self.app.match(request.path)
                 if self._wsgi is not None and (found is None or "websocket" not in request.headers.tokens("upgrade")):
                     return _HandOff(sock, b"".join(received))
-                if self._stopping:
-                    raise HandshakeError(503, "server shutting down", (("Retry-After", "1"),))
                 if found is None:
+                    if self._stopping:
+                        raise HandshakeError(503, "server shutting down", (("Retry-After", "1"),))
                     raise HandshakeError(404, "no WebSocket route for this path")
                 route, params = found
-                request = request.routed(
-                    params, client_ip(request, settings.forwarded_allow_ips if settings.trust_forwarded else None)
-                )
-                options = self._route_settings.of(route)
-                accepted = accept(request, options)
-                self._reserve(request.client_ip)
-                reserved = request.client_ip
-                chain = (*self.app.global_middleware, *route.middleware)
-                attached = run_middleware(chain, request) if chain else {}
-                if sock.family != AF_UNIX:
-                    # Small frames go out at once, not when the peer acknowledges the last.
-                    sock.setsockopt(IPPROTO_TCP, TCP_NODELAY, 1)
-                answer = accepted.response
-                sent = sock.send(answer)  # one send() nearly always takes it all
-                if sent < len(answer):
-                    sock.sendall(answer[sent:])
+                request = request.routed(params, client_ip(request, self.trusted_proxies))
+                opening = self.open(request, self._targets.of(route, params))
         except BaseException as exc:
-            if reserved is not None:
-                self._release(reserved)
             self._refuse(sock, address, request, exc)
             return None
-        ws = WebSocketConnection(
-            sock,
-            request,
-            accepted.protocol,
-            subprotocol=accepted.subprotocol,
-            settings=options,
-            initial_data=reader.trailing_data,
-            shutdown_event=self.shutdown_event,
-        )
-        ws.server = self
-        ws.extensions = attached
-        if route.rate_limit is not None:
-            ws._filter = message_filter(route.rate_limit, ws)
-        return ws, route, params
+        return opening, sock, reader.trailing_data
 
     def _serve_wsgi(self, handoff: _HandOff, address: tuple[Any, ...]) -> None:
         """Give a plain HTTP request (and the rest of its connection) to gevent's pywsgi."""
@@ -557,11 +488,7 @@ class Server:
         """Answer and log a failed handshake (throttled), close its socket; re-raise the rest."""
         peer = address[0] if address else "-"
         if isinstance(exc, HandshakeError):
-            self._stats.refused(exc.status)
-            self._refusal_log.log(
-                "refused %s %s from %s: %d %s", request.method if request else "-",
-                escape_for_log(request.path) if request else "-", peer, exc.status, escape_for_log(exc.body),
-            )
+            self.refused(request, exc, peer)
             try:
                 sock.sendall(error_response(exc.status, exc.body, exc.headers))
             except OSError:
@@ -576,32 +503,6 @@ class Server:
             sock.close()
             raise exc
         sock.close()
-
-    def _reserve(self, ip: str) -> None:
-        """Check the connection limits and hold a place at once (released by :meth:`_release`)."""
-        limit, per_ip = self.settings.max_connections, self.settings.max_connections_per_ip
-        if limit is None and per_ip is None:
-            return  # nothing to count against
-        if limit is not None and self._holding >= limit:
-            raise HandshakeError(503, "too many connections", (("Retry-After", "5"),))
-        if per_ip is not None and self._per_ip[ip] >= per_ip:
-            raise HandshakeError(503, "too many connections from your address", (("Retry-After", "5"),))
-        self._holding += 1
-        self._per_ip[ip] += 1
-
-    def _release(self, ip: str) -> None:
-        if self.settings.max_connections is None and self.settings.max_connections_per_ip is None:
-            return
-        self._holding -= 1
-        self._per_ip[ip] -= 1
-        if self._per_ip[ip] <= 0:
-            del self._per_ip[ip]
-
-    def _account(self, ws: WebSocketConnection) -> None:
-        """Fold a closed connection into the totals, free its place, write its access line."""
-        self._release(ws.request.client_ip)
-        self._stats.closed(ws)
-        log_access(ws)
 
 
 class _HandOff(NamedTuple):
@@ -673,47 +574,6 @@ class _Listener(StreamServer):
             self._pause_timer.close()
             self._pause_timer = None
         super().close()
-
-
-class LogThrottle:
-    """At most ``burst`` lines per ``interval`` seconds, then one line saying how many were held back.
-
-    A flood of refused handshakes must not flood the log.
-
-    Example:
-        >>> throttle = LogThrottle(logging.getLogger("demo"), burst=2, interval=60.0)
-        >>> for _ in range(5):
-        ...     throttle.log("refused %s", "x")
-        >>> throttle.held_back
-        3
-    """
-
-    def __init__(
-        self, logger: logging.Logger, burst: int = 20, interval: float = 10.0, level: int = logging.INFO
-    ) -> None:
-        self._logger = logger
-        self._level = level
-        self._burst = burst
-        self._interval = interval
-        self._started = time.monotonic()
-        self._count = 0
-        #: Lines not written in the current interval.
-        self.held_back = 0
-
-    def log(self, message: str, *args: Any) -> None:
-        """Log ``message % args`` (at INFO by default), unless this interval's burst is spent."""
-        now = time.monotonic()
-        if now - self._started >= self._interval:
-            if self.held_back:
-                self._logger.log(
-                    self._level, "%d more like the last were not logged in %.0fs", self.held_back, now - self._started
-                )
-            self._started, self._count, self.held_back = now, 0, 0
-        if self._count < self._burst:
-            self._count += 1
-            self._logger.log(self._level, message, *args)
-        else:
-            self.held_back += 1
 
 
 def run(app: Router, argv: Sequence[str] | None = None, **settings: Any) -> None:

@@ -1,0 +1,62 @@
+"""Log lines that stay readable under attack: throttled, and free of control characters."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+__all__ = ["LogThrottle", "escape_for_log"]
+
+
+class LogThrottle:
+    """At most ``burst`` lines per ``interval`` seconds, then one line saying how many were held back.
+
+    A flood of refused handshakes must not flood the log.
+
+    Example:
+        >>> throttle = LogThrottle(logging.getLogger("demo"), burst=2, interval=60.0)
+        >>> for _ in range(5):
+        ...     throttle.log("refused %s", "x")
+        >>> throttle.held_back
+        3
+    """
+
+    def __init__(
+        self, logger: logging.Logger, burst: int = 20, interval: float = 10.0, level: int = logging.INFO
+    ) -> None:
+        self._logger = logger
+        self._level = level
+        self._burst = burst
+        self._interval = interval
+        self._started = time.monotonic()
+        self._count = 0
+        #: Lines not written in the current interval.
+        self.held_back = 0
+
+    def log(self, message: str, *args: Any) -> None:
+        """Log ``message % args`` (at INFO by default), unless this interval's burst is spent."""
+        now = time.monotonic()
+        if now - self._started >= self._interval:
+            if self.held_back:
+                self._logger.log(
+                    self._level, "%d more like the last were not logged in %.0fs", self.held_back, now - self._started
+                )
+            self._started, self._count, self.held_back = now, 0, 0
+        if self._count < self._burst:
+            self._count += 1
+            self._logger.log(self._level, message, *args)
+        else:
+            self.held_back += 1
+
+
+def escape_for_log(text: str) -> str:
+    """``text`` with control characters escaped, safe for one log line.
+
+    Example:
+        >>> escape_for_log("/chat\\nFAKE LINE")
+        '/chat\\\\nFAKE LINE'
+    """
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)

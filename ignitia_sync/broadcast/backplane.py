@@ -1,0 +1,105 @@
+"""The backplane interface (how a registry's calls reach other processes) and the local one.
+
+Example:
+    >>> LocalBackplane().stats()
+    {'kind': 'local'}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from ..message import Message
+
+__all__ = ["Backplane", "Deliver", "DeliverTo", "LocalBackplane"]
+
+#: Called with a broadcast from another process and its room (None: everyone).
+Deliver = Callable[[Message, "str | None"], None]
+#: Called with an application id and a direct message from another process.
+DeliverTo = Callable[[str, Message], None]
+
+
+class Backplane(Protocol):
+    """Carries broadcasts and direct sends between processes (for example over Redis pub/sub).
+
+    ``Registry.broadcast`` delivers to its own connections, then calls :meth:`publish`;
+    ``Registry.send_to`` an id that is not local calls :meth:`send_to`. The registry tells
+    the backplane which rooms have local members (:meth:`joined`/:meth:`left`) and which
+    application ids live here (:meth:`identified`/:meth:`forgotten`), so that it listens
+    only to what this process needs. Messages from *other* processes are handed to the
+    callbacks given in :meth:`attach`, in the registry's hub (or, for a threaded registry,
+    from any thread). Every method but :meth:`attach` and :meth:`close` must return at once.
+    """
+
+    def attach(self, on_broadcast: Deliver, on_direct: DeliverTo, *, threaded: bool = False) -> None:
+        """Start: call ``on_broadcast(message, room)`` and ``on_direct(id, message)`` for remote ones.
+
+        ``threaded``: the registry serves connections from several OS threads (run in a
+        thread of your own, the callbacks hand over themselves).
+        """
+
+    def publish(self, message: Message, room: str | None) -> None:
+        """Send a local broadcast to the other processes."""
+
+    def send_to(self, id: str, message: Message) -> bool:
+        """Send ``message`` to the connection identified as ``id`` in another process.
+
+        Returns False when it cannot be sent at all (no other process, the queue is full).
+        """
+
+    def joined(self, room: str) -> None:
+        """``room`` got its first local member: start receiving its broadcasts."""
+
+    def left(self, room: str) -> None:
+        """``room`` has no local member any more: stop receiving its broadcasts."""
+
+    def identified(self, id: str) -> None:
+        """A local connection took the application id ``id`` (direct sends come here)."""
+
+    def forgotten(self, id: str) -> None:
+        """The local connection with application id ``id`` is gone."""
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for ``server.stats()["backplane"]``."""
+
+    def close(self) -> None:
+        """Stop receiving and release resources; idempotent."""
+
+
+class LocalBackplane:
+    """The default backplane: a single process, so there is nothing to carry.
+
+    Example:
+        >>> from ignitia_sync.broadcast.registry import Registry
+        >>> registry = Registry(backplane=LocalBackplane())
+    """
+
+    def attach(self, on_broadcast: Deliver, on_direct: DeliverTo, *, threaded: bool = False) -> None:
+        """Nothing arrives from elsewhere."""
+
+    def publish(self, message: Message, room: str | None) -> None:
+        """Nobody else to tell."""
+
+    def send_to(self, id: str, message: Message) -> bool:
+        """No other process: the id is unknown."""
+        return False
+
+    def joined(self, room: str) -> None:
+        """Nothing to listen to."""
+
+    def left(self, room: str) -> None:
+        """Nothing to stop."""
+
+    def identified(self, id: str) -> None:
+        """Nothing to record."""
+
+    def forgotten(self, id: str) -> None:
+        """Nothing to forget."""
+
+    def stats(self) -> dict[str, Any]:
+        """One process: no backplane counters."""
+        return {"kind": "local"}
+
+    def close(self) -> None:
+        """Nothing to release."""

@@ -1,0 +1,81 @@
+"""Calls across OS threads: one handle on a hub, and the real (unpatched) thread primitives.
+
+A connection, a registry and a backplane each live in the hub of one OS thread. Code in
+another thread (a Flask view under a threaded server, a Celery task, ``Server.stop()``
+from the main thread) reaches them only through a :class:`HubRef`: ``owns()`` says whether
+the caller is that thread, ``call_soon()`` runs a non-blocking callback there,
+``spawn_soon()`` runs a function that may block in a new greenlet there. Failures of a
+handed-over call are logged, never lost.
+
+Example:
+    >>> hub = HubRef()
+    >>> hub.owns()
+    True
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import gevent
+from gevent.monkey import get_original
+
+__all__ = ["HubRef", "allocate_real_lock", "real_get_ident"]
+
+log = logging.getLogger("ignitia_sync.connection")
+
+#: The OS thread's id, even under monkey-patching (where ``threading.get_ident`` names a greenlet).
+real_get_ident: Callable[[], int] = get_original("_thread", "get_ident")
+#: A real lock (not gevent's): for a few operations between OS threads, never held across a switch.
+allocate_real_lock: Callable[[], Any] = get_original("_thread", "allocate_lock")
+
+
+class HubRef:
+    """The hub of the OS thread that made it (or of ``loop``): who owns it, and a way in.
+
+    Example:
+        >>> import gevent
+        >>> ran = []
+        >>> hub = HubRef()
+        >>> hub.call_soon(ran.append, "in that hub, as a callback")
+        True
+        >>> gevent.sleep(0)
+        >>> ran
+        ['in that hub, as a callback']
+    """
+
+    __slots__ = ("loop", "thread")
+
+    def __init__(self, loop: Any = None) -> None:
+        #: The event loop of that hub.
+        self.loop: Any = loop if loop is not None else gevent.get_hub().loop
+        #: The OS thread that runs it.
+        self.thread = real_get_ident()
+
+    def owns(self) -> bool:
+        """True when called from the OS thread of this hub."""
+        return self.thread == real_get_ident()
+
+    def call_soon(self, func: Callable[..., Any], *args: Any) -> bool:
+        """Run ``func(*args)`` soon as a callback of this hub, from any thread; it must not block.
+
+        Returns False when the hub is gone (its thread ended and destroyed its loop).
+        """
+        try:
+            self.loop.run_callback_threadsafe(_run_logged, func, args)
+        except ValueError:  # the loop was destroyed
+            return False
+        return True
+
+    def spawn_soon(self, func: Callable[..., Any], *args: Any) -> bool:
+        """Run ``func(*args)`` soon in a new greenlet of this hub (it may block), from any thread."""
+        return self.call_soon(gevent.spawn, _run_logged, func, args)
+
+
+def _run_logged(func: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    try:
+        func(*args)
+    except Exception:
+        log.exception("call handed over from another thread failed: %r", func)

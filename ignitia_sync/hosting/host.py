@@ -1,0 +1,434 @@
+"""What every host of connections is, and the one upgrade pipeline they all go through.
+
+A *host* is what serves WebSocket connections: the standalone
+:class:`~ignitia_sync.hosting.server.Server`, a WSGI application's
+:class:`~ignitia_sync.wsgi.WebSocketHost` (``WebSocketMiddleware``, Flask's ``Sock``,
+Django's views) and, through the server, the ``TestClient``. They differ only in how they
+get a request and a socket; from there, :meth:`Host.open` (every check before the 101) and
+:meth:`Host.serve` (the 101, the connection, its handler, its accounting) are the same
+code, so every limit, refusal and log line is the same under every host::
+
+    request ──► Host.open(request, target) ──► Opening ──► Host.serve(opening, sock) ──► closed
+                  │ shutting down? 503                        │ 101 written
+                  │ upgrade checks (sansio): 400/405/426/431  │ WebSocketConnection made, ws.host set
+                  │ connection limits: 503                    │ rate filter, extensions
+                  │ middleware: 401/403/429...                │ serve_connection: handler, close code
+                  ▼                                           ▼
+            HandshakeError (counted, one log line)      stats, limits released, one access line
+
+Example:
+    >>> host = Host(HostSettings(max_connections=100))
+    >>> host.stats()["open_connections"], host.settings.max_connections
+    (0, 100)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import weakref
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from socket import AF_UNIX, IPPROTO_TCP, TCP_NODELAY
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import gevent.event
+
+from .._support.logs import LogThrottle, escape_for_log
+from ..broadcast.backplane import Backplane, LocalBackplane
+from ..broadcast.registry import Registry
+from ..connection.connection import WebSocketConnection
+from ..exceptions import HandshakeError
+from ..handlers import Handler
+from ..middleware import Middleware, RateLimit, message_filter, run_middleware
+from ..router import Route, Router
+from ..sansio.http import Request
+from ..sansio.server_handshake import Accepted, accept
+from ..settings import ConnectionSettings
+from .serve import log_access, serve_connection
+from .stats import ConnectionStats
+
+if TYPE_CHECKING:
+    import socket
+
+__all__ = [
+    "ConnectionLimits", "Host", "HostSettings", "Opening", "RouteTargets", "Target", "backplane_from", "hosts",
+    "shutdown_all",
+]
+
+log = logging.getLogger("ignitia_sync.server")
+
+#: Every host of this process that is still referenced (see :func:`shutdown_all`).
+_hosts: weakref.WeakSet[Host] = weakref.WeakSet()
+
+
+@dataclass(frozen=True)
+class HostSettings(ConnectionSettings):
+    """The per-connection settings plus what every host enforces before a 101.
+
+    Attributes:
+        backplane: carries broadcasts and ``send_to`` to other processes (a
+            :class:`~ignitia_sync.redis.RedisBackplane`, or its URL); in-process when None.
+        max_connections: open connections beyond which upgrades get 503 (None: no limit).
+        max_connections_per_ip: the same, per client IP (counted from the moment the
+            limits are checked, so concurrent handshakes cannot slip past it).
+        max_request_head: the largest upgrade request head in bytes (431 past it); under a
+            WSGI server, the head as the server parsed it (request line and headers).
+
+    Example:
+        >>> HostSettings(max_connections_per_ip=10).max_request_head
+        16384
+    """
+
+    backplane: Backplane | str | None = None
+    max_connections: int | None = None
+    max_connections_per_ip: int | None = None
+    max_request_head: int = 16384
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.max_request_head < 256:
+            raise ValueError("max_request_head must be at least 256")
+        for name in ("max_connections", "max_connections_per_ip"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive int or None, not {value!r}")
+
+
+def backplane_from(value: Backplane | str | None) -> Backplane:
+    """A backplane from a setting: a Backplane, a Redis URL, or None (this process only).
+
+    Example:
+        >>> type(backplane_from(None)).__name__
+        'LocalBackplane'
+    """
+    if value is None:
+        return LocalBackplane()
+    if isinstance(value, str):
+        from ..redis.backplane import RedisBackplane  # redis-py is needed only here
+
+        return RedisBackplane(value)
+    return value
+
+
+class Target(NamedTuple):
+    """What an upgrade request is for: a route's handler, its parameters and options.
+
+    Example:
+        >>> from ignitia_sync.handlers import as_handler
+        >>> Target(as_handler(lambda ws: None), {}, ConnectionSettings(), pattern="/echo").pattern
+        '/echo'
+    """
+
+    handler: Handler
+    params: Mapping[str, Any]
+    settings: ConnectionSettings
+    middleware: tuple[Middleware, ...] = ()
+    rate_limit: RateLimit | None = None
+    #: The route as registered (``/chat/:room``), for logs: never the user's path.
+    pattern: str = ""
+
+
+class RouteTargets:
+    """The :class:`Target` of a router's routes: a host's base settings with each route's options.
+
+    A route's settings are made once and cached; a route registered again under the same
+    pattern gets new ones. The router's own middleware runs before the route's.
+
+    Example:
+        >>> from ignitia_sync.router import Router
+        >>> router = Router().websocket("/big", lambda ws: None, max_message_size=4096)
+        >>> RouteTargets(ConnectionSettings(), router).of(router.routes[0], {}).settings.max_message_size
+        4096
+    """
+
+    def __init__(self, base: ConnectionSettings, router: Router) -> None:
+        self.base = base
+        self.router = router
+        self._cache: dict[str, tuple[Route, ConnectionSettings]] = {}
+
+    def of(self, route: Route, params: Mapping[str, Any]) -> Target:
+        """What an upgrade to ``route`` with these path parameters is for."""
+        found = self._cache.get(route.pattern)
+        if found is None or found[0] is not route:
+            found = (route, dataclasses.replace(self.base, **route.options) if route.options else self.base)
+            self._cache[route.pattern] = found
+        chain = (*self.router.global_middleware, *route.middleware)
+        return Target(route.handler, params, found[1], chain, route.rate_limit, route.pattern)
+
+
+class Opening(NamedTuple):
+    """An upgrade that passed every check: what :meth:`Host.serve` needs to make the connection."""
+
+    request: Request
+    accepted: Accepted
+    extensions: dict[Any, Any]
+    target: Target
+
+
+class ConnectionLimits:
+    """``max_connections`` and ``max_connections_per_ip``: a place is held from the check on.
+
+    Example:
+        >>> limits = ConnectionLimits(1, None)
+        >>> limits.reserve("10.0.0.1")
+        >>> limits.reserve("10.0.0.2")
+        Traceback (most recent call last):
+        ...
+        ignitia_sync.exceptions.HandshakeError: 503: too many connections
+        >>> limits.release("10.0.0.1")
+    """
+
+    __slots__ = ("_held", "_limit", "_lock", "_per_ip", "_per_ip_limit")
+
+    def __init__(self, limit: int | None, per_ip: int | None) -> None:
+        self._limit, self._per_ip_limit = limit, per_ip
+        self._held = 0
+        self._per_ip: Counter[str] = Counter()
+        self._lock = threading.Lock()  # threaded WSGI servers reserve from several threads
+
+    @property
+    def counting(self) -> bool:
+        """False when there is no limit (nothing is counted)."""
+        return self._limit is not None or self._per_ip_limit is not None
+
+    def reserve(self, ip: str) -> None:
+        """Hold a place for ``ip``, or refuse.
+
+        Raises:
+            HandshakeError: 503 past either limit.
+        """
+        if not self.counting:
+            return
+        with self._lock:
+            if self._limit is not None and self._held >= self._limit:
+                raise HandshakeError(503, "too many connections", (("Retry-After", "5"),))
+            if self._per_ip_limit is not None and self._per_ip[ip] >= self._per_ip_limit:
+                raise HandshakeError(503, "too many connections from your address", (("Retry-After", "5"),))
+            self._held += 1
+            self._per_ip[ip] += 1
+
+    def release(self, ip: str) -> None:
+        """Give back the place :meth:`reserve` held."""
+        if not self.counting:
+            return
+        with self._lock:
+            self._held -= 1
+            self._per_ip[ip] -= 1
+            if self._per_ip[ip] <= 0:
+                del self._per_ip[ip]
+
+
+class Host:
+    """Settings, a registry, statistics, limits and shutdown: what every host of connections is.
+
+    Subclasses obtain requests and sockets (a listener, a WSGI server) and call
+    :meth:`open`, then :meth:`serve`; nothing else decides whether a connection opens.
+
+    Args:
+        settings: a :class:`HostSettings` (a server passes its ``ServerSettings``).
+        trusted_proxies: addresses whose ``Forwarded``/``X-Forwarded-For`` name the client
+            (see :func:`~ignitia_sync.sansio.http.client_ip`); None trusts nobody.
+
+    Example:
+        >>> host = Host(HostSettings())
+        >>> host.shutting_down
+        False
+    """
+
+    #: True for hosts inside a server they do not own (a WSGI app's): :func:`shutdown_all`
+    #: stops them when the process ends. A server stops itself.
+    ends_with_process = False
+
+    def __init__(self, settings: HostSettings, *, trusted_proxies: tuple[str, ...] | None = None) -> None:
+        self.settings = settings
+        self.trusted_proxies = trusted_proxies
+        #: Every open connection of this host, with rooms and broadcast.
+        self.registry = Registry(backplane_from(settings.backplane))
+        #: Set when the host begins to shut down; handlers see it as ``ws.shutting_down``.
+        self.shutdown_event = gevent.event.Event()
+        self._stats = ConnectionStats()
+        self._limits = ConnectionLimits(settings.max_connections, settings.max_connections_per_ip)
+        self._refusal_log = LogThrottle(log)
+        self._serving = 0  # upgrades between open() and the end of serve(); the backplane outlives them
+        self._serving_lock = threading.Lock()
+        _hosts.add(self)
+
+    # -- the pipeline -------------------------------------------------------------------
+
+    def open(self, request: Request, target: Target) -> Opening:
+        """Every check before the 101: shutdown, the upgrade itself, limits, middleware.
+
+        On success a place is held (limits, the serving count) until :meth:`serve` ends
+        (or :meth:`abandon`). The caller reports a refusal with :meth:`refused` and answers it.
+
+        Raises:
+            HandshakeError: the refusal (status, one-line reason, headers).
+        """
+        with self._serving_lock:  # counted from here, so that a shutdown cannot miss this one
+            stopping = self.shutdown_event.is_set()
+            if not stopping:
+                self._serving += 1
+        reserved = None
+        try:
+            if stopping:  # another worker or the restarted server will take it
+                raise HandshakeError(503, "server shutting down", (("Retry-After", "1"),))
+            accepted = accept(request, target.settings, max_head=self.settings.max_request_head)
+            self._limits.reserve(request.client_ip)
+            reserved = request.client_ip
+            chain = target.middleware
+            extensions = run_middleware(chain, request) if chain else {}
+        except BaseException:
+            if reserved is not None:
+                self._limits.release(reserved)
+            if not stopping:
+                self._served()
+            raise
+        return Opening(request, accepted, extensions, target)
+
+    def abandon(self, opening: Opening) -> None:
+        """Give back what :meth:`open` held, for an opening that will not be served."""
+        self._limits.release(opening.request.client_ip)
+        self._served()
+
+    def refused(self, request: Request | None, exc: HandshakeError, peer: str = "-") -> None:
+        """Count a refusal and write its one (throttled) log line: no query, no token, no payload."""
+        self._stats.refused(exc.status)
+        self._refusal_log.log(
+            "refused %s %s from %s: %d %s",
+            request.method if request else "-",
+            escape_for_log(request.path) if request else "-",
+            (request.client_ip or request.remote_address[0]) if request else peer,
+            exc.status, escape_for_log(exc.body),
+        )
+
+    def serve(
+        self,
+        opening: Opening,
+        sock: socket.socket,
+        initial_data: bytes = b"",
+        connection_class: type[WebSocketConnection] = WebSocketConnection,
+    ) -> None:
+        """Write the 101 and serve the connection until it is closed and accounted for.
+
+        ``initial_data``: what the client sent after its request head (its first frames).
+        A client that left before the 101 could be written is closed quietly.
+        """
+        request, accepted, extensions, target = opening
+        ws = None
+        try:
+            if sock.family != AF_UNIX:
+                # Small frames go out at once, not when the peer acknowledges the last.
+                sock.setsockopt(IPPROTO_TCP, TCP_NODELAY, 1)
+            answer = accepted.response
+            sent = sock.send(answer)  # one send() nearly always takes it all
+            if sent < len(answer):
+                sock.sendall(answer[sent:])
+            ws = connection_class(
+                sock,
+                request,
+                accepted.protocol,
+                subprotocol=accepted.subprotocol,
+                settings=target.settings,
+                initial_data=initial_data,
+                shutdown_event=self.shutdown_event,
+            )
+        except OSError as exc:  # the client left before the 101 was written
+            log.debug("upgrade from %s ended before the 101: %s", request.client_ip, exc)
+            sock.close()
+            self._limits.release(request.client_ip)
+            self._served()
+            return
+        ws.host = self
+        ws.extensions = extensions
+        if target.rate_limit is not None:
+            ws._filter = message_filter(target.rate_limit, ws)
+        self._stats.opened()
+        try:
+            serve_connection(ws, target.handler, target.params, registry=self.registry, on_closed=self._closed)
+        finally:
+            self._served()
+
+    def _closed(self, ws: WebSocketConnection) -> None:
+        """Fold a closed connection into the totals, free its place, write its access line."""
+        self._limits.release(ws.request.client_ip)
+        self._stats.closed(ws)
+        log_access(ws)
+
+    def _served(self) -> None:
+        """An upgrade is over: after the last one of a shutdown, close the backplane."""
+        with self._serving_lock:
+            self._serving -= 1
+            last = not self._serving
+        if last and self.shutdown_event.is_set():
+            self.registry.backplane.close()
+
+    # -- what every host offers ---------------------------------------------------------
+
+    @property
+    def shutting_down(self) -> bool:
+        """True once the host has begun to shut down (upgrades then get 503)."""
+        return self.shutdown_event.is_set()
+
+    @property
+    def connections(self) -> frozenset[WebSocketConnection]:
+        """A snapshot of the open connections."""
+        return frozenset(self.registry)
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for monitoring: open connections, totals, close codes, refusals, queues.
+
+        Example:
+            >>> Host(HostSettings()).stats()["refused"]
+            {}
+        """
+        return {
+            **self._stats.snapshot(self.registry),
+            "shutting_down": self.shutdown_event.is_set(),
+            "backplane": self.registry.backplane.stats(),
+        }
+
+    def shutdown(self, code: int = 1001, reason: str = "Server shutdown") -> None:
+        """Refuse new upgrades (503) and close every open connection (each sends its queue first).
+
+        The backplane closes once the last handler has returned, so that what handlers
+        broadcast while they wind down (a "left the room") still reaches other processes.
+        Call it from the serving hub; from another thread use :func:`shutdown_all` or
+        ``host.registry.call_threadsafe(host.shutdown)``.
+        """
+        idle = self._begin_shutdown()
+        self.registry.close_all(code, reason)
+        if idle:
+            self.registry.backplane.close()
+
+    def _begin_shutdown(self) -> bool:
+        """Set the shutdown event (no upgrade slips in between); True when nothing is being served."""
+        with self._serving_lock:
+            self.shutdown_event.set()
+            return not self._serving
+
+
+def hosts() -> list[Host]:
+    """Every host of this process that is still referenced.
+
+    Example:
+        >>> host = Host(HostSettings())
+        >>> host in hosts()
+        True
+    """
+    return list(_hosts)
+
+
+def shutdown_all(code: int = 1001, reason: str = "Server shutdown") -> None:
+    """:meth:`Host.shutdown` every host that ends with the process (a WSGI app's), each in its own hub.
+
+    The gunicorn worker and a stopping server that serves a WSGI app call it.
+
+    Example:
+        >>> shutdown_all()
+    """
+    for host in list(_hosts):
+        if host.ends_with_process and not host.shutting_down:
+            host.registry.call_threadsafe(host.shutdown, code, reason)
