@@ -220,3 +220,43 @@ def test_recv_json_refuses_a_binary_message_that_is_not_utf8():
             client.connect("/bin").recv_json(timeout=1)
         with pytest.raises(ValueError, match="starts with"):
             client.connect("bin")
+
+
+# -- one host under every host: ws.host, limits -------------------------------------------------
+
+
+def test_ws_host_is_the_host_that_serves_it_under_every_host():
+    from flask import Flask
+
+    from ignitia_sync.flask import Sock
+    from ignitia_sync.wsgi import WebSocketMiddleware
+
+    def describe(ws, **params):
+        ws.send_text(f"{type(ws.host).__name__} {ws.server is ws.host} {ws.host.stats()['open_connections']}")
+
+    app = Flask(__name__)
+    sock = Sock(app)
+    sock.route("/ws/who")(describe)
+    wrapped = WebSocketMiddleware(lambda environ, start_response: [], Router().websocket("/ws/who", describe))
+    router = Router().websocket("/ws/who", describe)
+    for served, expected in ((router, "Server"), (app, "WebSocketHost"), (wrapped, "WebSocketMiddleware")):
+        with TestClient(served) as client:
+            assert client.connect("/ws/who").recv(timeout=5) == Message.text(f"{expected} True 1")
+
+
+def test_connection_limits_hold_under_a_wsgi_host_too():
+    from ignitia_sync.wsgi import WebSocketMiddleware
+
+    def hold(ws):
+        ws.recv()
+
+    wrapped = WebSocketMiddleware(lambda environ, start_response: [], Router().websocket("/ws", hold),
+                                  max_connections_per_ip=1)
+    with TestClient(wrapped) as client:
+        first = client.connect("/ws")
+        with pytest.raises(HandshakeError) as refused:
+            client.connect("/ws")
+        assert (refused.value.status, refused.value.body) == (503, "too many connections from your address\n")
+        first.close_and_wait()
+        client.connect("/ws").close_and_wait()  # its place was given back
+    assert wrapped.stats()["refused"] == {503: 1}
