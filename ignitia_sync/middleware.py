@@ -2,7 +2,7 @@
 
 A middleware is a callable ``mw(request)`` run on the upgrade request before the 101. It
 returns None to let the request through, a mapping of extensions for the handler
-(``ws.extensions``), or a :class:`~ignitia_sync.http.Response` to refuse. A middleware
+(``ws.extensions``), or a :class:`~ignitia_sync.sansio.http.Response` to refuse. A middleware
 that raises gives 500 and a log line.
 
 Example:
@@ -296,7 +296,7 @@ class RateLimit:
 def run_middleware(chain: Iterable[Middleware], request: Request) -> dict[Any, Any]:
     """Run upgrade middleware in order; the extensions they attach, or HandshakeError.
 
-    A middleware refuses with a :class:`~ignitia_sync.http.Response` (returned) or a
+    A middleware refuses with a :class:`~ignitia_sync.sansio.http.Response` (returned) or a
     :class:`~ignitia_sync.exceptions.HandshakeError` (raised), each checked against
     response splitting; one that raises anything else, or returns something other than
     None, a mapping or a Response, gives 500 and a log line.

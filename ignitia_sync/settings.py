@@ -1,7 +1,7 @@
 """Settings: what one connection needs (:class:`ConnectionSettings`), and what a listener adds.
 
 Every host of a connection (the built-in server, a WSGI worker, a client, the test client)
-takes a :class:`ConnectionSettings`; :class:`~ignitia_sync.server.ServerSettings` extends it
+takes a :class:`ConnectionSettings`; :class:`~ignitia_sync.hosting.server.ServerSettings` extends it
 with the listener's own fields. Values are checked when the object is made, so a bad route
 option fails at ``Router.websocket()``, not at the first upgrade.
 

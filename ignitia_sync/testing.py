@@ -47,7 +47,7 @@ class TestClient:
             framework's own test client for those, and pass it as ``http_client``).
         http_client: a Flask/Werkzeug or Django test client whose cookies every
             connection sends: log in over HTTP with it, then open the WebSocket as that user.
-        **settings: :class:`~ignitia_sync.server.ServerSettings` fields for the server
+        **settings: :class:`~ignitia_sync.hosting.server.ServerSettings` fields for the server
             (limits, ``max_connections_per_ip``...).
 
     A refused upgrade raises :class:`~ignitia_sync.exceptions.HandshakeError` with the

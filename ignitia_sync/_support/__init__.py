@@ -1,6 +1,5 @@
 """Small helpers every layer may use; none of them imports another part of the package.
 
-``logs`` (throttled, escaped log lines; URLs without secrets), ``backoff`` (full-jitter
-delays), ``deadline`` (one time budget across several steps), ``moved`` (the import paths
-of modules that moved into folders).
+``logs`` (throttled log lines, escaped for one line), ``moved`` (the import paths of
+modules that moved into folders).
 """

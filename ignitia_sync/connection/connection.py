@@ -1,8 +1,8 @@
 """The user's side of one WebSocket: receive, send, close; safe from any greenlet of its hub.
 
 A :class:`WebSocketConnection` frames messages and hands the bytes to its transport (one
-ordered outbound stream, see :mod:`ignitia_sync.transport`), and takes received messages
-from its inbox (see :mod:`ignitia_sync.inbox`). It knows nothing of the host that made it:
+ordered outbound stream, see :mod:`ignitia_sync.connection.transport`), and takes received messages
+from its inbox (see :mod:`ignitia_sync.connection.inbox`). It knows nothing of the host that made it:
 the host passes a registry, a shutdown event and a message filter.
 
 Example:
@@ -40,7 +40,7 @@ _SENDABLE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 101
 
 
 class RegistryAPI(Protocol):
-    """What a connection's ``ws.registry`` offers (see :class:`~ignitia_sync.registry.Registry`)."""
+    """What a connection's ``ws.registry`` offers (see :class:`~ignitia_sync.broadcast.registry.Registry`)."""
 
     def join(self, room: str, ws: WebSocketConnection) -> None:
         """Put ``ws`` in ``room``."""
@@ -388,7 +388,7 @@ class WebSocketConnection:
 
     @property
     def state(self) -> str:
-        """``"open"``, ``"closing"``, ``"draining"`` or ``"closed"`` (see :class:`~ignitia_sync.transport.Phase`)."""
+        """``"open"``, ``"closing"``, ``"draining"`` or ``"closed"`` (see :class:`~ignitia_sync.connection.transport.Phase`)."""
         return self._transport.phase.value
 
     @property

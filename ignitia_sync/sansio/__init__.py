@@ -3,7 +3,7 @@
 ``http`` parses request heads and builds answers, ``protocol`` frames and parses messages in
 either role, ``server_handshake`` turns an upgrade request into a 101 and a protocol,
 ``client_handshake`` does the same for the client. No module of this folder imports
-``socket``, ``ssl``, ``gevent`` or ``threading`` (``tests/sansio/test_purity.py`` checks the folder).
+``socket``, ``ssl``, ``gevent`` or ``threading`` (``tests/architecture/test_layout.py`` checks the folder).
 
 Example:
     >>> from ignitia_sync.sansio.protocol import WebSocketProtocol

@@ -1,7 +1,7 @@
 """The sans-I/O server handshake: an upgrade request and settings in, the 101 and a protocol out.
 
 Every host (the built-in server, a WSGI worker, the test client) calls :func:`accept` once
-it has a :class:`~ignitia_sync.http.Request`; it writes :attr:`Accepted.response` itself and
+it has a :class:`~ignitia_sync.sansio.http.Request`; it writes :attr:`Accepted.response` itself and
 builds the connection from :attr:`Accepted.protocol`. Nothing here reads or writes a socket.
 
 Example:
