@@ -10,7 +10,8 @@ and ``ws.connected`` are there, beside everything of ours (``ws.registry``, room
 ``recv``, ``send_json``).
 
 Settings come from ``app.config["IGNITIA_SYNC"]`` (a dict of
-:class:`~ignitia_sync.settings.ConnectionSettings` fields) and, for flask-sock
+:class:`~ignitia_sync.hosting.host.HostSettings` fields: connection settings and the host's
+limits such as ``max_connections_per_ip``) and, for flask-sock
 applications, ``app.config["SOCK_SERVER_OPTIONS"]`` (``ping_interval``,
 ``max_message_size``, ``subprotocols``); a route's own options win.
 ``app.config["IGNITIA_SYNC_BACKPLANE"]`` (a Redis URL or a backplane) spreads rooms and
@@ -41,10 +42,9 @@ from werkzeug.wrappers import Response
 from .connection.connection import WebSocketConnection
 from .exceptions import ConnectionClosed
 from .handlers import Handler, as_handler
-from .hosting.host import Target
+from .hosting.host import HostSettings, Target
 from .message import Binary, Text
 from .router import RouteOptions
-from .settings import ConnectionSettings
 from .wsgi import Refused, WebSocketHost
 
 __all__ = ["ConnectionClosed", "FlaskWebSocket", "Sock"]
@@ -118,7 +118,7 @@ class Sock:
             if value is not None:
                 options.setdefault(ours, value)
         self._host = WebSocketHost(
-            settings=ConnectionSettings(**options), backplane=app.config.get("IGNITIA_SYNC_BACKPLANE")
+            settings=HostSettings(**options), backplane=app.config.get("IGNITIA_SYNC_BACKPLANE")
         )
         self._app = app
         app.extensions["ignitia_sync"] = self
