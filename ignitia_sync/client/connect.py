@@ -23,7 +23,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import logging
-import random
 import socket
 import ssl as _ssl
 import threading
@@ -31,7 +30,6 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import gevent
@@ -40,6 +38,7 @@ import gevent.socket
 import gevent.ssl
 import h11
 
+from .._support.backoff import Backoff
 from ..connection.connection import WebSocketConnection
 from ..connection.threads import real_get_ident
 from ..exceptions import ConnectionClosed, HandshakeError, InvalidHandshake
@@ -417,39 +416,6 @@ def _peer(sock: socket.socket, target: _Target) -> tuple[Any, ...]:
 
 
 # -- reconnecting --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """How long :func:`reconnecting` waits before each new attempt: full jitter, exponential.
-
-    The n-th wait in a row (from 0) is random in ``0 .. min(cap, first * factor ** n)``:
-    the first in 0-5 s, as RFC 6455 section 7.2.3 asks, so that clients dropped together
-    do not all come back at once. The count starts again after a connection stayed open
-    ``reset_after`` seconds.
-
-    Example:
-        >>> backoff = Backoff(first=1.0, factor=2.0, cap=4.0)
-        >>> [backoff.ceiling(n) for n in range(4)]
-        [1.0, 2.0, 4.0, 4.0]
-    """
-
-    first: float = 5.0
-    factor: float = 1.618
-    cap: float = 60.0
-    reset_after: float = 30.0
-
-    def __post_init__(self) -> None:
-        if not (self.first > 0 and self.factor >= 1 and self.cap >= self.first and self.reset_after >= 0):
-            raise ValueError("Backoff needs first > 0, factor >= 1, cap >= first, reset_after >= 0")
-
-    def ceiling(self, attempt: int) -> float:
-        """The longest wait before the ``attempt``-th retry in a row (from 0)."""
-        return float(min(self.cap, self.first * self.factor ** min(attempt, 64)))
-
-    def delay(self, attempt: int) -> float:
-        """A random wait for the ``attempt``-th retry in a row (full jitter)."""
-        return random.uniform(0, self.ceiling(attempt))
 
 
 _RETRY_STATUSES = frozenset((429, 500, 502, 503, 504))

@@ -41,7 +41,6 @@ from __future__ import annotations
 import collections
 import logging
 import os
-import random
 import socket
 import struct
 import time
@@ -59,6 +58,7 @@ from redis.cluster import RedisCluster
 from redis.crc import key_slot
 from redis.retry import Retry
 
+from .._support.backoff import Backoff
 from .._support.logs import LogThrottle
 from ..broadcast.backplane import Deliver, DeliverTo
 from ..connection.threads import real_get_ident
@@ -259,6 +259,7 @@ class RedisBackplane:
         self.health_check_interval = health_check_interval
         self.reconnect_initial = reconnect_initial
         self.reconnect_max = reconnect_max
+        self._backoff = Backoff(first=reconnect_initial, factor=2.0, cap=reconnect_max)
         self.publish_timeout = publish_timeout
         self.on_backplane_down = on_backplane_down
         self.on_backplane_up = on_backplane_up
@@ -474,7 +475,7 @@ class RedisBackplane:
 
     def _pause(self, attempt: int) -> None:
         """Full jitter: random in [0, min(max, initial * 2**attempt)]."""
-        gevent.sleep(random.uniform(0, min(self.reconnect_max, self.reconnect_initial * 2**attempt)))
+        gevent.sleep(self._backoff.delay(attempt))
 
     def _run_in_own_hub(self, started: Any) -> None:
         self._start_greenlets()
