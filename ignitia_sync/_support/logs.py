@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import time
+import urllib.parse
 from typing import Any
 
-__all__ = ["LogThrottle", "escape_for_log"]
+__all__ = ["LogThrottle", "escape_for_log", "safe_url"]
 
 
 class LogThrottle:
@@ -60,3 +61,17 @@ def escape_for_log(text: str) -> str:
     if text.isprintable():
         return text
     return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+
+
+def safe_url(url: str) -> str:
+    """A URL for a message or a log line: no user info or query (secrets), no control characters.
+
+    Example:
+        >>> safe_url("http://user:secret@proxy:3128/?token=abc")
+        'http://proxy:3128/'
+        >>> safe_url("redis://:hunter2@cache:6379/0")
+        'redis://cache:6379/0'
+    """
+    parts = urllib.parse.urlsplit(url.split("?", 1)[0])
+    netloc = parts.netloc.rpartition("@")[2]
+    return escape_for_log(urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", "")))

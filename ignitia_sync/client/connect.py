@@ -39,6 +39,7 @@ import gevent.ssl
 import h11
 
 from .._support.backoff import Backoff
+from .._support.logs import safe_url
 from ..connection.connection import WebSocketConnection
 from ..connection.threads import real_get_ident
 from ..exceptions import ConnectionClosed, HandshakeError, InvalidHandshake
@@ -225,7 +226,7 @@ def connect(
         connected = sock
         sock = None  # a socket given is used for the first request only
         try:
-            with gevent.Timeout(_left(deadline), TimeoutError(f"could not open {_safe(url)} within {open_timeout}s")):
+            with gevent.Timeout(_left(deadline), TimeoutError(f"could not open {safe_url(url)} within {open_timeout}s")):
                 if connected is None:
                     connected = _open_socket(target, proxy, ssl)
                 elif target.secure and not isinstance(connected, _ssl.SSLSocket):
@@ -271,18 +272,6 @@ def _left(deadline: float | None) -> float | None:
     return None if deadline is None else max(deadline - time.monotonic(), 0.0)
 
 
-def _safe(url: str) -> str:
-    """The URL for a message or a log line: no user info or query (secrets), no control characters.
-
-    Example:
-        >>> _safe("http://user:secret@proxy:3128/?token=abc")
-        'http://proxy:3128/'
-    """
-    parts = urllib.parse.urlsplit(url.split("?", 1)[0])
-    netloc = parts.netloc.rpartition("@")[2]
-    return escape_for_log(urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", "")))
-
-
 def _follow(url: str, redirect: Redirect) -> str:
     location = urllib.parse.urljoin(url.replace("wss:", "https:", 1).replace("ws:", "http:", 1), redirect.location)
     scheme, rest = location.split(":", 1)
@@ -291,7 +280,7 @@ def _follow(url: str, redirect: Redirect) -> str:
         raise InvalidHandshake(f"refused a redirect to a {scheme[:16]!r} URL", retryable=False)
     if url.lower().startswith("wss:") and not new.startswith("wss:"):
         raise InvalidHandshake("refused a redirect from wss:// to an insecure URL", retryable=False)
-    log.debug("following a %d redirect to %s", redirect.status, _safe(new))
+    log.debug("following a %d redirect to %s", redirect.status, safe_url(new))
     return new
 
 
@@ -350,7 +339,7 @@ def _tunnel(proxy_url: str, target: _Target) -> socket.socket:
     """A TCP connection to ``target`` through an HTTP proxy's CONNECT."""
     parts = urllib.parse.urlsplit(proxy_url)
     if parts.scheme.lower() != "http" or not parts.hostname:
-        raise ValueError(f"only http:// proxies are supported, not {_safe(proxy_url)!r}")
+        raise ValueError(f"only http:// proxies are supported, not {safe_url(proxy_url)!r}")
     sock = gevent.socket.create_connection((parts.hostname, parts.port or 8080))
     try:
         authority = f"[{target.host}]:{target.port}" if ":" in target.host else f"{target.host}:{target.port}"
@@ -485,7 +474,7 @@ class Reconnecting:
             while not self._stopped.is_set():
                 if failures:
                     self.last_delay = delay = self._backoff.delay(failures - 1)
-                    log.info("reconnecting to %s in %.2fs (retry %d)", _safe(self.url), delay, failures)
+                    log.info("reconnecting to %s in %.2fs (retry %d)", safe_url(self.url), delay, failures)
                     if self._wake.wait(delay):
                         break
                 self.attempts += 1
@@ -495,7 +484,7 @@ class Reconnecting:
                     self.last_error = exc
                     if not self._retry_on(exc):
                         raise
-                    log.warning("could not connect to %s: %s", _safe(self.url), _reason_of(exc))
+                    log.warning("could not connect to %s: %s", safe_url(self.url), _reason_of(exc))
                     failures += 1
                     continue
                 with self._lock:

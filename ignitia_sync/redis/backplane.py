@@ -59,7 +59,7 @@ from redis.crc import key_slot
 from redis.retry import Retry
 
 from .._support.backoff import Backoff
-from .._support.logs import LogThrottle
+from .._support.logs import LogThrottle, safe_url
 from ..broadcast.backplane import Deliver, DeliverTo
 from ..connection.threads import real_get_ident
 from ..message import Binary, Message, Text
@@ -463,9 +463,9 @@ class RedisBackplane:
             return
         self._up = up
         if up:
-            log.info("backplane: connected to Redis (%s)", _safe_url(self.url))
+            log.info("backplane: connected to Redis (%s)", safe_url(self.url))
         else:
-            self._warn.log("backplane: lost Redis (%s); broadcasts stay local until it is back", _safe_url(self.url))
+            self._warn.log("backplane: lost Redis (%s); broadcasts stay local until it is back", safe_url(self.url))
         callback = self.on_backplane_up if up else self.on_backplane_down
         if callback is not None:
             try:
@@ -834,12 +834,3 @@ def _as_message(message: Message | str | bytes) -> Message:
     if isinstance(message, bytes | bytearray | memoryview):
         return Message.binary(bytes(message))
     return message
-
-
-def _safe_url(url: str) -> str:
-    """The URL without its password, for logs."""
-    scheme, sep, rest = url.partition("://")
-    if "@" in rest:
-        rest = "***@" + rest.rsplit("@", 1)[1]
-    return escape_for_log(scheme + sep + rest)
-
