@@ -32,7 +32,6 @@ import logging
 import socket
 import ssl as _stdlib_ssl
 import time
-from collections import deque
 from collections.abc import Callable
 from enum import Enum
 from typing import Any
@@ -49,6 +48,7 @@ from ..message import Binary, Message, Ping, Pong, Text
 from ..sansio.http import escape_for_log
 from ..sansio.protocol import ProtocolState, WebSocketProtocol, encode_shared_frame
 from .inbox import EOF, FAILED, TIMEOUT, Inbox
+from .outbox import Outbox
 from .threads import real_get_ident
 
 __all__ = ["Phase", "Transport", "gevent_socket"]
@@ -65,13 +65,11 @@ _READ_SIZE = 65536
 #: While wsproto parses (fragments, compression, unusual frames: ~10x the CPU per frame of
 #: the fast path), reads are smaller, so one peer's read cannot hold the hub for long.
 _SLOW_READ_SIZE = 8192
-_WRITE_CHUNK = 65536
 #: A pong waiting behind a writer that got nothing out for this long: the peer has
 #: stopped reading, so we stop reading its pings (a slow but steady reader is not paused).
 _STALLED = 0.25
 #: How long the handler gets to answer what came before a bad frame.
 _CATCH_UP = 1.0
-_CONTROL = -1  # the "counted" mark of a control frame moved into the queue
 
 
 class Phase(Enum):
@@ -126,22 +124,14 @@ class Transport:
         "_close_timeout",
         "_close_timer",
         "_closed_event",
-        "_counted",
         "_eof_seen",
         "_failure",
         "_flush_scheduled",
         "_handed_over",
-        "_head_sent",
-        "_inflight",
         "_initial_data",
         "_loop",
-        "_outbox_limit",
-        "_ping",
-        "_pong",
-        "_popped",
+        "_outbox",
         "_progress_at",
-        "_pushed",
-        "_queue",
         "_raw",
         "_reader",
         "_reading",
@@ -182,28 +172,18 @@ class Transport:
         self.inbox = inbox
         self.phase = Phase.OPEN
         self.keepalive: Any = None  # set by the connection when keepalive or idle timers are on
-        self._outbox_limit = outbox_limit
         self._send_timeout = send_timeout
         self._close_timeout = close_timeout
         self._initial_data = initial_data
         self._loop: Any = gevent.get_hub().loop
         self._thread = 0
-        # The outbound stream: whole frames (the head may be partly written), each with the
-        # bytes it counts against outbox_limit (0 for blocking sends, -1 for control frames).
-        # Made on first use: an empty deque takes ~760 bytes and most connections are idle.
-        self._queue: deque[tuple[bytes, int]] | None = None
-        self._head_sent = 0
-        self._inflight = 0  # bytes of the chunk the writer greenlet is sending right now
+        # The outbound stream: ordered frames, control slots, the outbox_limit budget.
+        self._outbox = Outbox(outbox_limit)
         self._progress_at = 0.0  # when the writer last got bytes out
-        self._counted = 0
         # Bytes of broadcasts handed over from other threads, not yet pushed by ours; -1
         # once a slow-consumer close was handed over for them (see push_message_threadsafe).
         self._handed_over = 0
-        self._pushed = 0  # data frames ever queued ...
-        self._popped = 0  # ... and fully written: a blocking sender waits for its number
         self._send_waiters: list[tuple[int, Waiter[Any]]] | None = None
-        self._pong = b""
-        self._ping = b""
         self._writer: gevent.Greenlet[Any, Any] | None = None
         self._flush_scheduled = False
         self._watcher: Any = None
@@ -310,8 +290,7 @@ class Transport:
         self._close_timer = self._catch_up_timer = None
         if self.keepalive is not None:
             self.keepalive.stop()
-        self._queue = None
-        self._counted = 0
+        self._outbox.clear()
         self._wake_senders(fail_all=True)
         try:
             self._sock.close()
@@ -335,7 +314,8 @@ class Transport:
             self.check_thread()
         self.messages_out += count
         raw = self._raw
-        if self._writer is None and not self._queue and not self._pong and not self._ping and raw is not None:
+        outbox = self._outbox
+        if self._writer is None and not outbox.queue and not outbox.pong and not outbox.ping and raw is not None:
             # The common case: nothing queued, one send() takes it all.
             try:
                 sent = raw.send(frame)
@@ -347,15 +327,15 @@ class Transport:
             self.bytes_out += sent
             if sent == len(frame):
                 return
-            self._append(frame, 0)
-            self._head_sent = sent
+            outbox.append(frame, 0)
+            outbox.head_sent = sent
             self._start_writer()
-            target = self._pushed
+            target = outbox.pushed
         else:
-            self._append(frame, 0)
-            target = self._pushed
+            outbox.append(frame, 0)
+            target = outbox.pushed
             self._flush()
-        if self._popped < target:
+        if outbox.popped < target:
             self._wait_written(target)
 
     def push(self, frame: bytes, counted: int) -> bool:
@@ -367,21 +347,17 @@ class Transport:
         """
         if self.proto.state is not ProtocolState.OPEN:
             return False
-        if self._counted and self._counted + counted > self._outbox_limit:
+        outbox = self._outbox
+        if outbox.counted and outbox.counted + counted > outbox.limit:
             # (A message larger than the limit still goes when nothing else waits.)
             self.slow_consumer()
             return False
-        queue = self._queue
-        if queue is None:
-            queue = self._queue = deque()
-        queue.append((frame, counted))
-        self._pushed += 1
-        self._counted += counted
+        outbox.append(frame, counted)
         self.messages_out += 1
         if self._writer is None and not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.run_callback(self._scheduled_flush)
-            if len(queue) == 1:
+            if len(outbox.queue) == 1:  # type: ignore[arg-type]
                 self._flush()
         return True
 
@@ -421,7 +397,7 @@ class Transport:
             waiting = self._handed_over
             # Together with what is already queued (read without the serving thread's help:
             # an int, at worst one push old).
-            accepted = waiting >= 0 and (not waiting or waiting + self._counted + held <= self._outbox_limit)
+            accepted = waiting >= 0 and (not waiting or waiting + self._outbox.counted + held <= self._outbox.limit)
             self._handed_over = waiting + held if accepted else -1
         if accepted:
             if self.call_soon_threadsafe(self._push_handed_over, message, shared, counted):
@@ -441,7 +417,7 @@ class Transport:
 
     def send_ping(self, frame: bytes) -> None:
         """Queue a keepalive ping ahead of queued data, at the next frame boundary; never blocks."""
-        self._ping = frame
+        self._outbox.ping = frame
         self._flush()
 
     def close(self, code: int = 1000, reason: str = "") -> None:
@@ -451,7 +427,7 @@ class Transport:
         if not data:
             return
         self.phase = Phase.CLOSING
-        self._append(data, 0)
+        self._outbox.append(data, 0)
         self._arm_close_timer()
         self._flush()
 
@@ -459,15 +435,16 @@ class Transport:
         """Close a peer that does not read with 1008: queued data is dropped (whole frames only)."""
         if self.proto.state is not ProtocolState.OPEN:
             return
-        log.info("closing %s: slow consumer (%d bytes queued)", self._describe(), self._counted)
-        self._cut_queue()
+        log.info("closing %s: slow consumer (%d bytes queued)", self._describe(), self._outbox.counted)
+        self._outbox.cut()
+        self._wake_senders()
         self.close(1008, "slow consumer")
 
     def fail(self, code: int, reason: str) -> None:
         """Fail a peer that is gone (keepalive timeout): a Close if it fits at once, then drop TCP."""
         log.info("closing %s: %s", self._describe(), reason)
         data = self.proto.fail(code, reason)
-        if data and self._raw is not None and self._writer is None and not self._head_sent:
+        if data and self._raw is not None and self._writer is None and not self._outbox.head_sent:
             try:
                 self._raw.send(data)
             except OSError:
@@ -477,32 +454,7 @@ class Transport:
     @property
     def outbox_bytes(self) -> int:
         """Bytes queued without blocking and not yet written."""
-        return self._counted
-
-    def _cut_queue(self) -> None:
-        queue = self._queue
-        if queue is None:
-            return
-        # Keep every frame that is partly on the wire: the head's written part plus the
-        # chunk the writer greenlet is sending now. Only whole unsent frames are dropped.
-        kept: list[tuple[bytes, int]] = []
-        covered = self._head_sent + self._inflight
-        while queue and covered > 0:
-            entry = queue.popleft()
-            kept.append(entry)
-            covered -= len(entry[0])
-        queue.clear()
-        queue.extend(kept)
-        self._counted = sum(counted for _, counted in kept if counted > 0)
-        self._pushed = self._popped + sum(1 for _, counted in kept if counted != _CONTROL)
-        self._wake_senders()
-
-    def _append(self, frame: bytes, counted: int) -> None:
-        queue = self._queue
-        if queue is None:
-            queue = self._queue = deque()
-        queue.append((frame, counted))
-        self._pushed += 1
+        return self._outbox.counted
 
     def _scheduled_flush(self) -> None:
         self._flush_scheduled = False
@@ -513,14 +465,15 @@ class Transport:
         if self._writer is not None or self.phase is Phase.CLOSED:
             return
         raw = self._raw
+        outbox = self._outbox
         if raw is None:
-            if self._queue or self._pong or self._ping:
+            if outbox.queue or outbox.pong or outbox.ping:
                 self._start_writer()
             else:
                 self._written()
             return
         while True:
-            chunk = self._next_chunk()
+            chunk = outbox.next_chunk()
             if not chunk:
                 break
             try:
@@ -531,63 +484,22 @@ class Transport:
                 self._lost()
                 return
             self.bytes_out += sent
-            self._mark_sent(sent)
+            # No writer greenlet here, so no progress to note: only what was written.
+            if outbox.mark_sent(sent) and self._send_waiters:
+                self._wake_senders()
             if sent < len(chunk):
                 self._start_writer()
                 return
         self._written()
 
-    def _next_chunk(self) -> bytes | memoryview:
-        """The next bytes to write: a partly written frame's rest, else control frames and data."""
-        queue = self._queue
-        if self._head_sent:
-            assert queue is not None
-            return memoryview(queue[0][0])[self._head_sent :]
-        if self._ping or self._pong:
-            if queue is None:
-                queue = self._queue = deque()
-            if self._ping:
-                queue.appendleft((self._ping, _CONTROL))
-                self._ping = b""
-            if self._pong:
-                queue.appendleft((self._pong, _CONTROL))
-                self._pong = b""
-        if not queue:
-            return b""
-        first = queue[0][0]
-        if len(queue) == 1 or len(first) >= _WRITE_CHUNK:
-            return first
-        parts = []
-        size = 0
-        for frame, _ in queue:
-            parts.append(frame)
-            size += len(frame)
-            if size >= _WRITE_CHUNK:
-                break
-        return b"".join(parts)
-
     def _mark_sent(self, sent: int) -> None:
         """Account for ``sent`` bytes of the last chunk: pop the frames now fully written."""
-        queue = self._queue
-        if queue is None:  # torn down meanwhile
-            return
         if sent and self._writer is not None:
             self._progress_at = time.monotonic()
             if not self._reading:
                 self._update_reading()
-        sent += self._head_sent
-        popped = self._popped
-        while queue and sent >= len(queue[0][0]):
-            frame, counted = queue.popleft()
-            sent -= len(frame)
-            if counted != _CONTROL:
-                popped += 1
-                self._counted -= counted
-        self._head_sent = sent
-        if popped != self._popped:
-            self._popped = popped
-            if self._send_waiters:
-                self._wake_senders()
+        if self._outbox.mark_sent(sent) and self._send_waiters:
+            self._wake_senders()
 
     def _start_writer(self) -> None:
         if self._writer is None and self.phase is not Phase.CLOSED:
@@ -599,12 +511,12 @@ class Transport:
         sock = self._sock
         try:
             while self.phase is not Phase.CLOSED:
-                chunk = self._next_chunk()
+                chunk = self._outbox.next_chunk()
                 if not chunk:
                     break
-                self._inflight = len(chunk)
+                self._outbox.inflight = len(chunk)
                 sock.sendall(chunk)
-                self._inflight = 0
+                self._outbox.inflight = 0
                 self.bytes_out += len(chunk)
                 self._mark_sent(len(chunk))
         except OSError:
@@ -616,7 +528,7 @@ class Transport:
             self._writer = None
             self.teardown()
             return
-        self._inflight = 0
+        self._outbox.inflight = 0
         self._writer = None
         if self.phase is not Phase.CLOSED:
             self._written()
@@ -662,7 +574,7 @@ class Transport:
         if not waiters:
             return
         keep = []
-        popped, pushed = self._popped, self._pushed
+        popped, pushed = self._outbox.popped, self._outbox.pushed
         for target, waiter in waiters:
             if target <= popped and not fail_all:
                 self._loop.run_callback(waiter.switch, None)
@@ -757,7 +669,7 @@ class Transport:
                     if pong:
                         # Every ping is answered while the peer reads; behind a peer that
                         # does not, only the latest waits (RFC 6455 5.5.3) and reading pauses.
-                        self._pong = pong
+                        self._outbox.pong = pong
                         self._reply_waiting = True
                         if self._writer is None:
                             self._flush()
@@ -770,7 +682,7 @@ class Transport:
         if proto.state is ProtocolState.CLOSED:  # the closing handshake is over, or EOF
             reply = proto.data_to_send()
             if reply:  # our answer to the peer's Close, after what is queued
-                self._append(reply, 0)
+                self._outbox.append(reply, 0)
             self._drain()
         elif not data:
             proto.lose()
@@ -806,7 +718,7 @@ class Transport:
             self._catch_up_timer = None
         data = self.proto.fail(failure.code)
         if data:
-            self._append(data, 0)
+            self._outbox.append(data, 0)
         self._drain()
 
     def _drain(self) -> None:
