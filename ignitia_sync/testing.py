@@ -29,7 +29,7 @@ from typing import Any
 
 import gevent.socket
 
-from .client.connect import ClientConnection, connect, header_list
+from .client import ClientConnection, connect, header_list
 from .hosting.server import Server
 from .router import Router
 

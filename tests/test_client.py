@@ -269,7 +269,7 @@ def test_redirects_are_followed_a_bounded_number_of_times(serve):
 
 
 def test_a_redirect_from_wss_to_ws_is_refused():
-    from ignitia_sync.client.connect import _follow
+    from ignitia_sync.client.url import _follow
     from ignitia_sync.sansio.client_handshake import Redirect
 
     refusal = HandshakeError(302, "")

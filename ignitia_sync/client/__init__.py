@@ -1,5 +1,10 @@
 """The blocking WebSocket client: :func:`connect` and :func:`reconnecting`.
 
+The modules, by job: :mod:`~ignitia_sync.client.url` (what a URL names, which redirects
+to follow; pure), :mod:`~ignitia_sync.client.sockets` (TCP, Unix, HTTP CONNECT proxy,
+TLS), :mod:`~ignitia_sync.client.connection` (the handshake exchange, redirects,
+:class:`ClientConnection`), :mod:`~ignitia_sync.client.reconnect` (the retry loop).
+
 Example::
 
     from ignitia_sync.client import connect
@@ -8,16 +13,10 @@ Example::
         print(ws.recv(timeout=5))
 """
 
-from .connect import (
-    Backoff,
-    ClientConnection,
-    Reconnecting,
-    connect,
-    header_list,
-    parse_url,
-    reconnecting,
-    retryable,
-)
+from .._support.backoff import Backoff
+from .connection import ClientConnection, connect
+from .reconnect import Reconnecting, reconnecting, retryable
+from .url import header_list, parse_url
 
 __all__ = [
     "Backoff", "ClientConnection", "Reconnecting", "connect", "header_list", "parse_url", "reconnecting", "retryable",

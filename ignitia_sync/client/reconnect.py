@@ -1,0 +1,198 @@
+"""Connect again and again: :func:`reconnecting`, its :class:`Reconnecting` loop, the :func:`retryable` rule.
+
+Each connection that drops, or each attempt that fails with an error :func:`retryable`
+accepts, is followed by a wait drawn from a :class:`~ignitia_sync._support.backoff.Backoff`
+and a new :func:`~ignitia_sync.client.connection.connect`. :meth:`Reconnecting.stop` ends the
+loop from any greenlet or thread.
+
+Example:
+    >>> from ignitia_sync import Router, Server
+    >>> router = Router()
+    >>> router.websocket("/echo", lambda ws: [ws.send(m) for m in ws])  # doctest: +ELLIPSIS
+    <ignitia_sync.router.Router object at ...>
+    >>> with Server(router, ("127.0.0.1", 0)) as server:
+    ...     loop = reconnecting(f"ws://127.0.0.1:{server.address[1]}/echo")
+    ...     for ws in loop:
+    ...         ws.send_text("once")
+    ...         print(ws.recv(timeout=5), loop.connections)
+    ...         loop.stop()
+    Text(data='once') 1
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl as _ssl
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import gevent.event
+
+from .._support.backoff import Backoff
+from .._support.logs import escape_for_log, safe_url
+from ..connection.threads import HubRef
+from ..exceptions import ConnectionClosed, HandshakeError, InvalidHandshake
+from .connection import ClientConnection, connect
+
+__all__ = ["Reconnecting", "reconnecting", "retryable"]
+
+log = logging.getLogger("ignitia_sync.client")
+
+#: Refusals worth another attempt: too many requests, and the server's or a gateway's trouble.
+_RETRY_STATUSES = frozenset((429, 500, 502, 503, 504))
+
+
+def retryable(exc: BaseException) -> bool:
+    """The default retry rule: network errors, timeouts, a broken answer, 429 and 5xx.
+
+    Other refusals (403, 404, a 4xx in general) are the application's answer: retrying
+    would not change it, so :func:`reconnecting` raises them; so are a bad certificate and
+    a redirect we refuse to follow (``InvalidHandshake.retryable`` is False).
+
+    Example:
+        >>> retryable(HandshakeError(503, "busy")), retryable(HandshakeError(403, "no"))
+        (True, False)
+    """
+    if isinstance(exc, HandshakeError):
+        return exc.status in _RETRY_STATUSES
+    if isinstance(exc, InvalidHandshake):
+        return exc.retryable
+    if isinstance(exc, _ssl.SSLCertVerificationError):
+        return False
+    return isinstance(exc, (OSError, TimeoutError, ConnectionClosed))
+
+
+class Reconnecting:
+    """The iterator :func:`reconnecting` returns: a fresh connection each time the last one drops.
+
+    :meth:`stop` (from any greenlet or thread) ends the iteration: a wait in progress ends
+    at once and the current connection is closed with 1001.
+
+    Attributes:
+        attempts: connection attempts made so far.
+        connections: connections opened so far.
+        last_error: the last error an attempt failed with (None before any).
+        last_delay: the last wait, in seconds.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        backoff: Backoff,
+        retry_on: Callable[[BaseException], bool],
+        options: dict[str, Any],
+    ) -> None:
+        self.url = url
+        self._backoff = backoff
+        self._retry_on = retry_on
+        self._options = options
+        self._stopped = threading.Event()
+        self._lock = threading.Lock()  # stop() against the loop handing out a new connection
+        self._wake: gevent.event.Event | None = None
+        self._hub: HubRef | None = None  # the hub of the thread iterating, once it started
+        self._current: ClientConnection | None = None
+        self.attempts = 0
+        self.connections = 0
+        self.last_error: BaseException | None = None
+        self.last_delay = 0.0
+
+    def __iter__(self) -> Iterator[ClientConnection]:
+        self._hub = HubRef()
+        self._wake = gevent.event.Event()
+        failures = 0  # attempts in a row that failed, or connections that did not last
+        try:
+            while not self._stopped.is_set():
+                if failures:
+                    self.last_delay = delay = self._backoff.delay(failures - 1)
+                    log.info("reconnecting to %s in %.2fs (retry %d)", safe_url(self.url), delay, failures)
+                    if self._wake.wait(delay):
+                        break
+                self.attempts += 1
+                try:
+                    ws = connect(self.url, **self._options)
+                except Exception as exc:
+                    self.last_error = exc
+                    if not self._retry_on(exc):
+                        raise
+                    log.warning("could not connect to %s: %s", safe_url(self.url), _reason_of(exc))
+                    failures += 1
+                    continue
+                with self._lock:
+                    stopped = self._stopped.is_set()  # stop() came while connect() ran
+                    if not stopped:
+                        self._current = ws
+                if stopped:
+                    ws.close_and_wait(1001)
+                    break
+                self.connections += 1
+                opened = time.monotonic()
+                try:
+                    yield ws
+                finally:
+                    self._current = None
+                    ws.close_and_wait(1001 if self._stopped.is_set() else 1000)
+                stable = time.monotonic() - opened >= self._backoff.reset_after
+                failures = 1 if stable else failures + 1
+        finally:
+            self._wake = None
+
+    def stop(self) -> None:
+        """End the iteration from any greenlet or thread; idempotent.
+
+        A connection being opened meanwhile is closed (1001) as soon as it is open.
+        """
+        with self._lock:
+            self._stopped.set()
+            wake, current, hub = self._wake, self._current, self._hub
+        if hub is None:
+            return
+        if current is not None:
+            current._transport.run_in_own_thread(current._transport.close, 1001, "")
+        if wake is not None:
+            if hub.owns():
+                wake.set()
+            else:
+                hub.call_soon(wake.set)
+
+
+def _reason_of(exc: BaseException) -> str:
+    """A failed attempt, short and safe for a log line: ``HTTP 503``, or the error's type and text."""
+    if isinstance(exc, HandshakeError):
+        return f"HTTP {exc.status}"
+    return escape_for_log(f"{type(exc).__name__}: {exc}")[:200]
+
+
+def reconnecting(
+    url: str,
+    *,
+    backoff: Backoff | None = None,
+    retry_on: Callable[[BaseException], bool] = retryable,
+    **options: Any,
+) -> Reconnecting:
+    """Connect to ``url`` again and again: ``for ws in reconnecting(url): ...``.
+
+    Each connection that drops (or each attempt that fails with a retryable error) is
+    followed by a wait from ``backoff`` and a new attempt; the loop body gets the new
+    connection. A connection that stayed open ``backoff.reset_after`` seconds starts the
+    waits from the shortest again. An error ``retry_on`` rejects (by default a 4xx other
+    than 429, or a bad certificate) is raised from the loop.
+
+    Args:
+        url: as :func:`connect`.
+        backoff: the waits (default :class:`Backoff`: 0-5 s, then x1.618 up to 60 s).
+        retry_on: ``exc -> bool``: whether a failed attempt is retried (see :func:`retryable`).
+        **options: every keyword argument of :func:`connect`.
+
+    Example:
+        >>> def consume(url: str) -> None:
+        ...     for ws in reconnecting(url, headers={"Authorization": "Bearer t0k3n"}):
+        ...         ws.send_json({"subscribe": "prices"})  # again after each reconnect
+        ...         try:
+        ...             for message in ws:
+        ...                 print(message)
+        ...         except ConnectionClosed:
+        ...             continue  # a send that raced the drop: reconnect
+    """
+    return Reconnecting(url, backoff or Backoff(), retry_on, options)
