@@ -33,8 +33,9 @@ from wsproto.utilities import generate_accept_token
 
 from ..exceptions import HandshakeError, InvalidHandshake
 from ..settings import ConnectionSettings
+from .deflate import deflate_from_response
 from .http import Headers
-from .protocol import WebSocketProtocol, deflate_from_response
+from .protocol import WebSocketProtocol
 
 __all__ = ["ClientHandshake", "Opened", "Redirect", "USER_AGENT"]
 

@@ -21,8 +21,9 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from ..settings import ConnectionSettings
+from .deflate import negotiate_deflate
 from .http import Request, accept_response, check_head, websocket_key
-from .protocol import WebSocketProtocol, negotiate_deflate
+from .protocol import WebSocketProtocol
 
 __all__ = ["Accepted", "accept", "choose_subprotocol"]
 

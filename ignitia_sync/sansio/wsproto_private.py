@@ -2,7 +2,7 @@
 
 wsproto has no public way to ask whether its frame decoder holds a partial frame (the
 fast path may bypass wsproto only when it holds none), and its ``PerMessageDeflate``
-inflates without a size bound (``protocol._BoundedDeflate`` overrides it, using the
+inflates without a size bound (``deflate._BoundedDeflate`` overrides it, using the
 attributes below). ``setup.cfg`` bounds wsproto to the releases tested;
 ``tests/sansio/test_wsproto_private.py`` fails loudly, naming the attribute, if a
 release moves one of them.

@@ -3,7 +3,7 @@
 from wsproto import ConnectionType
 from wsproto.connection import Connection
 
-from ignitia_sync.sansio.protocol import _BoundedDeflate
+from ignitia_sync.sansio.deflate import _BoundedDeflate
 from ignitia_sync.sansio.wsproto_private import (
     CONNECTION_ATTRIBUTES,
     DEFLATE_ATTRIBUTES,
