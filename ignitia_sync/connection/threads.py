@@ -4,7 +4,8 @@ A connection, a registry and a backplane each live in the hub of one OS thread. 
 another thread (a Flask view under a threaded server, a Celery task, ``Server.stop()``
 from the main thread) reaches them only through a :class:`HubRef`: ``owns()`` says whether
 the caller is that thread, ``call_soon()`` runs a non-blocking callback there,
-``spawn_soon()`` runs a function that may block in a new greenlet there. Failures of a
+``spawn_soon()`` runs a function that may block in a new greenlet there; a connection, which
+keeps only its loop, uses :func:`call_soon`. Failures of a
 handed-over call are logged, never lost.
 
 Example:
@@ -22,7 +23,7 @@ from typing import Any
 import gevent
 from gevent.monkey import get_original
 
-__all__ = ["HubRef", "allocate_real_lock", "real_get_ident"]
+__all__ = ["HubRef", "allocate_real_lock", "call_soon", "real_get_ident"]
 
 log = logging.getLogger("ignitia_sync.connection")
 
@@ -63,15 +64,28 @@ class HubRef:
 
         Returns False when the hub is gone (its thread ended and destroyed its loop).
         """
-        try:
-            self.loop.run_callback_threadsafe(_run_logged, func, args)
-        except ValueError:  # the loop was destroyed
-            return False
-        return True
+        return call_soon(self.loop, func, *args)
 
     def spawn_soon(self, func: Callable[..., Any], *args: Any) -> bool:
         """Run ``func(*args)`` soon in a new greenlet of this hub (it may block), from any thread."""
         return self.call_soon(gevent.spawn, _run_logged, func, args)
+
+
+def call_soon(loop: Any, func: Callable[..., Any], *args: Any) -> bool:
+    """:meth:`HubRef.call_soon` for a bare event loop (what a connection keeps: no object more per peer).
+
+    Example:
+        >>> import gevent
+        >>> call_soon(gevent.get_hub().loop, print, "hi")
+        True
+        >>> gevent.sleep(0)
+        hi
+    """
+    try:
+        loop.run_callback_threadsafe(_run_logged, func, args)
+    except ValueError:  # the loop was destroyed
+        return False
+    return True
 
 
 def _run_logged(func: Callable[..., Any], args: tuple[Any, ...]) -> None:

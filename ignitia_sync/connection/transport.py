@@ -41,7 +41,6 @@ import gevent.event
 import gevent.socket
 import gevent.ssl
 from gevent.hub import Waiter
-from gevent.monkey import get_original
 
 from ..exceptions import ConnectionClosed, ProtocolError
 from ..message import Binary, Message, Ping, Pong, Text
@@ -49,14 +48,14 @@ from ..sansio.http import escape_for_log
 from ..sansio.protocol import ProtocolState, WebSocketProtocol, encode_shared_frame
 from .inbox import EOF, FAILED, TIMEOUT, Inbox
 from .outbox import Outbox
-from .threads import real_get_ident
+from .threads import allocate_real_lock, call_soon, real_get_ident
 
 __all__ = ["Phase", "Transport", "gevent_socket"]
 
 log = logging.getLogger("ignitia_sync.connection")
 #: Guards every transport's count of bytes handed over from other threads (an OS lock,
 #: never held across anything that could block or switch).
-_HANDOVER_LOCK = get_original("_thread", "allocate_lock")()
+_HANDOVER_LOCK = allocate_real_lock()
 #: What one handed-over broadcast holds besides its frame (the hub's callback and its
 #: arguments, about 240 bytes measured): counted too, so tiny messages are bounded as well.
 _HANDOVER_OVERHEAD = 256
@@ -243,11 +242,7 @@ class Transport:
         ``func`` runs as a hub callback, so it must not block (``push``, ``close`` do not).
         Returns False when that hub is gone (the connection has ended meanwhile).
         """
-        try:
-            self._loop.run_callback_threadsafe(_run_logged, func, args)
-        except ValueError:  # the serving thread's loop was destroyed
-            return False
-        return True
+        return call_soon(self._loop, func, *args)
 
     def finish(self, code: int = 1000, reason: str = "") -> None:
         """The handler is done: close with ``code`` unless closing already; return once closed.
@@ -796,10 +791,3 @@ class Transport:
         except (OSError, IndexError, TypeError):
             host = "?"
         return f"connection from {host}"
-
-
-def _run_logged(func: Callable[..., Any], args: tuple[Any, ...]) -> None:
-    try:
-        func(*args)
-    except Exception:
-        log.exception("call handed over from another thread failed: %r", func)
