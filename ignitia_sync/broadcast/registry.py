@@ -22,15 +22,11 @@ Example:
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-import gevent
-from gevent.monkey import get_original
-
 from ..connection.connection import WebSocketConnection
-from ..connection.threads import real_get_ident
+from ..connection.threads import HubRef, allocate_real_lock
 from ..message import Binary, Message, Text
 from ..sansio.protocol import encode_frame
 from .backplane import Backplane, LocalBackplane
@@ -39,12 +35,8 @@ _NO_ROOMS: frozenset[str] = frozenset()
 
 __all__ = ["Backplane", "LocalBackplane", "Registry"]
 
-log = logging.getLogger("ignitia_sync.registry")
-
 #: The longest application id (``identify``): ids travel in every direct message's envelope.
 MAX_ID_LENGTH = 1024
-#: A real lock (not gevent's): held for a few dict operations, never across a switch.
-_allocate_lock = get_original("_thread", "allocate_lock")
 
 
 class Registry:
@@ -69,11 +61,12 @@ class Registry:
         self._rooms_of: dict[WebSocketConnection, set[str] | frozenset[str]] = {}
         self._rooms: dict[str, set[WebSocketConnection]] = {}
         self._by_id: dict[str, WebSocketConnection] = {}
-        self._loop: Any = None
-        self._thread_ident: int | None = None
+        self._hub: HubRef | None = None  # the one hub it runs in; None before attach() and when threaded
         self._threaded = False  # connections are served by several OS threads, one hub each
         self._attached = False
-        self._lock = _allocate_lock()  # membership changes may come from several threads
+        # A real lock (not gevent's): membership changes may come from several threads; held
+        # for a few dict operations, never across a switch.
+        self._lock = allocate_real_lock()
         self.backplane: Backplane = backplane if backplane is not None else LocalBackplane()
 
     # -- membership -----------------------------------------------------------------
@@ -220,7 +213,8 @@ class Registry:
             thread other than the server's, the broadcast is handed to the server's hub
             (as :meth:`broadcast_threadsafe` does) and 0 is returned.
         """
-        if self._thread_ident is not None and self._thread_ident != real_get_ident():
+        hub = self._hub
+        if hub is not None and not hub.owns():
             self.broadcast_threadsafe(message, room, exclude)
             return 0
         count = self._deliver(message, room, exclude)
@@ -293,7 +287,8 @@ class Registry:
         """
         if type(message) is not Text and type(message) is not Binary:
             raise TypeError(f"only Text and Binary messages are sent, not {type(message).__name__}")
-        if self._thread_ident is not None and self._thread_ident != real_get_ident():
+        hub = self._hub
+        if hub is not None and not hub.owns():
             self.call_threadsafe(self.send_to, id, message)  # from another thread: in our hub
             return True
         ws = self._by_id.get(id)
@@ -316,11 +311,13 @@ class Registry:
     # -- threads -----------------------------------------------------------------------
 
     def attach(self, loop: Any = None) -> None:
-        """Bind to the current hub (the server does this when it starts) and the backplane."""
+        """Bind to the current hub (the server does this when it starts) and the backplane.
+
+        ``loop`` is that hub's loop when the caller has it at hand; the OS thread is the caller's.
+        """
         with self._lock:  # two first connections in two threads attach once
             if not self._threaded:
-                self._loop = loop if loop is not None else gevent.get_hub().loop
-                self._thread_ident = real_get_ident()
+                self._hub = HubRef(loop)
             attach, self._attached = not self._attached, True
         if attach:
             self.backplane.attach(self._receive_remote, self._receive_direct, threaded=self._threaded)
@@ -341,7 +338,7 @@ class Registry:
             if self._threaded:
                 return
             self._threaded = True
-            self._loop = self._thread_ident = None
+            self._hub = None
         self.attach()
 
     @property
@@ -352,14 +349,22 @@ class Registry:
     def call_threadsafe(self, func: Callable[..., Any], *args: Any) -> None:
         """Run ``func(*args)`` in the registry's hub, from any thread; returns at once.
 
+        From another thread, ``func`` runs in a new greenlet of the registry's hub (it may
+        block there); an exception it raises is logged (``ignitia_sync.connection``).
+
+        Raises:
+            ValueError: the registry's hub is gone (the thread of its server has ended).
+
         Example (a Flask view in a worker thread)::
 
             server.registry.call_threadsafe(server.registry.broadcast, Message.text("hi"))
         """
-        if self._loop is None or self._thread_ident == real_get_ident():
+        hub = self._hub
+        if hub is None or hub.owns():
             func(*args)  # this hub, no hub yet, or a threaded server (then ``func`` hands over)
             return
-        self._loop.run_callback_threadsafe(_spawn_logged, func, args)
+        if not hub.spawn_soon(func, *args):  # in a new greenlet there; a failure is logged
+            raise ValueError("operation on destroyed loop: the registry's hub is gone (its server has stopped)")
 
     def broadcast_threadsafe(
         self,
@@ -371,14 +376,3 @@ class Registry:
         if type(message) is not Text and type(message) is not Binary:
             raise TypeError(f"only Text and Binary messages are broadcast, not {type(message).__name__}")
         self.call_threadsafe(self.broadcast, message, room, exclude)
-
-
-def _spawn_logged(func: Callable[..., Any], args: tuple[Any, ...]) -> None:
-    def run() -> None:
-        try:
-            func(*args)
-        except Exception:
-            log.exception("call from another thread failed: %r", func)
-
-    gevent.spawn(run)
-

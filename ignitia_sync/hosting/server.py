@@ -1,5 +1,10 @@
 """The gevent WebSocket server: accept, upgrade, run handlers, shut down.
 
+:class:`Server` owns the life cycle (start, stop, signals), TLS and the reading of each
+request head; its listening socket is a :class:`~ignitia_sync.hosting.listener.Listener`, and
+plain HTTP for its ``wsgi_app`` goes to a
+:class:`~ignitia_sync.hosting.pywsgi_fallback.PywsgiFallback`.
+
 Example:
     >>> from ignitia_sync import Message, Router, Server
     >>> def echo(ws):
@@ -15,29 +20,26 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import errno
-import io
 import ipaddress
 import logging
-import os
 import signal
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import gevent
 import gevent.event
 import gevent.pool
 import gevent.ssl
-from gevent.server import StreamServer
 
-from .._support.logs import LogThrottle
-from ..connection.threads import real_get_ident
+from ..connection.threads import HubRef
 from ..exceptions import HandshakeError
 from ..router import Router
 from ..sansio.http import Request, RequestHeadReader, client_ip, error_response
 from .host import Host, HostSettings, Opening, RouteTargets, shutdown_all
+from .listener import Listener
+from .pywsgi_fallback import HandOff, PywsgiFallback
 
 if TYPE_CHECKING:
     import socket
@@ -46,7 +48,6 @@ if TYPE_CHECKING:
 __all__ = ["Server", "ServerSettings", "run"]
 
 log = logging.getLogger("ignitia_sync.server")
-access_log = logging.getLogger("ignitia_sync.access")
 
 
 @dataclass(frozen=True)
@@ -142,7 +143,7 @@ class Server(Host):
         #: The WSGI application that answers every request that is not an upgrade to
         #: one of ``app``'s routes (a Flask app, Django's WSGI handler); None: 404/426.
         self.wsgi_app = wsgi_app
-        self._wsgi: Any = None
+        self._wsgi: PywsgiFallback | None = None
         if settings is None:
             settings = ServerSettings(**overrides)
         elif overrides:
@@ -152,12 +153,11 @@ class Server(Host):
         )
         self.settings: ServerSettings = settings
         self._requested_address = address
-        self._stream: StreamServer | None = None
+        self._stream: Listener | None = None
         self._handlers = gevent.pool.Group()
         self._stopped: gevent.event.Event | None = None
         self._stopping = False
-        self._loop: Any = None
-        self._thread_ident: int | None = None
+        self._hub: HubRef | None = None  # the hub (and OS thread) it runs in, once started
         self._thread: threading.Thread | None = None
         self._tls: ssl.SSLContext | None = None
         self._pending = 0  # sockets in their handshake ...
@@ -192,14 +192,13 @@ class Server(Host):
         # SSLSocket (a stdlib one would block the hub); the listener itself is plain.
         self._tls = context
         if listen:
-            self._stream = _Listener(self._requested_address, self._handle, backlog=self.settings.backlog)
+            self._stream = Listener(self._requested_address, self._handle, backlog=self.settings.backlog)
             self._stream.start()
         if self.wsgi_app is not None:
-            self._wsgi = self._make_wsgi_server()
+            self._wsgi = PywsgiFallback(self.wsgi_app, self.address, https=self._tls is not None)
+        self._hub = HubRef()  # before _stopped: a started server always has one
         self._stopped = gevent.event.Event()
-        self._loop = gevent.get_hub().loop
-        self.registry.attach(self._loop)
-        self._thread_ident = real_get_ident()
+        self.registry.attach(self._hub.loop)
         if listen:
             log.info("listening on %s:%d", *self.address[:2])
 
@@ -223,22 +222,6 @@ class Server(Host):
         if self._stopped is None:
             raise RuntimeError("start() the server before serve_socket()")
         return gevent.spawn(self._handle, sock, address)
-
-    def _make_wsgi_server(self) -> Any:
-        from gevent.pywsgi import WSGIServer
-
-        # Never started: it only lends its request handler (HTTP/1.1, keep-alive, chunked
-        # bodies) and its environ to the connections we hand it.
-        server = WSGIServer(
-            self._requested_address, self.wsgi_app, log=access_log,
-            error_log=logging.getLogger("ignitia_sync.wsgi"),
-        )
-        host, port = self.address[:2]
-        server.environ.update(
-            SERVER_NAME=str(host), SERVER_PORT=str(port), SERVER_SOFTWARE="ignitia_sync gevent.pywsgi",
-            **({"wsgi.url_scheme": "https"} if self._tls is not None else {}),
-        )
-        return server
 
     def serve_forever(self) -> None:
         """Start if needed and block until :meth:`stop` is called.
@@ -327,10 +310,15 @@ class Server(Host):
         """
         if self._stopped is None or self._stopped.is_set():
             return
-        if self._thread_ident != real_get_ident():
+        hub = self._hub
+        assert hub is not None  # set by start(), with _stopped
+        if not hub.owns():
             done = threading.Event()
-            self._loop.run_callback_threadsafe(lambda: gevent.spawn(self._stop_then, timeout, done))
-            if not done.wait((timeout or self.settings.shutdown_timeout) + self.settings.shutdown_grace + 15):
+            if not hub.spawn_soon(self._stop_then, timeout, done):
+                # Its loop is gone: its thread ended, having stopped it (a race with another stop()).
+                if not self._stopped.is_set():
+                    log.warning("stop(): the server's hub is gone, and it was never stopped")
+            elif not done.wait((timeout or self.settings.shutdown_timeout) + self.settings.shutdown_grace + 15):
                 log.warning("stop(): the server's thread did not finish stopping in time")
             if self._thread is not None:
                 self._thread.join(5)
@@ -371,7 +359,8 @@ class Server(Host):
         self._stopped.set()
 
     def __enter__(self) -> Server:
-        self.start_in_thread() if self._thread_ident is None else None
+        if self._hub is None:
+            self.start_in_thread()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -391,8 +380,9 @@ class Server(Host):
             self._end_handshake(peer)
             if upgraded is None:
                 sock.close()
-        if isinstance(upgraded, _HandOff):
-            self._serve_wsgi(upgraded, address)
+        if isinstance(upgraded, HandOff):
+            assert self._wsgi is not None  # a hand-off only when there is a WSGI app
+            self._wsgi.serve(upgraded, address)
         elif upgraded is not None:  # served from here: each call level is stack kept while it waits
             self.serve(*upgraded)
 
@@ -426,7 +416,7 @@ class Server(Host):
 
     def _upgrade(
         self, sock: socket.socket, address: tuple[Any, ...]
-    ) -> tuple[Opening, socket.socket, bytes] | _HandOff | None:
+    ) -> tuple[Opening, socket.socket, bytes] | HandOff | None:
         """Read the request head (inside ``handshake_timeout``), route it, and open it.
 
         Returns the socket (TLS-wrapped when serving ``wss://``), the opening and the bytes
@@ -456,10 +446,10 @@ class Server(Host):
                     except HandshakeError:
                         if self._wsgi is None:
                             raise
-                        return _HandOff(sock, b"".join(received))  # not ours: pywsgi answers
+                        return HandOff(sock, b"".join(received))  # not ours: pywsgi answers
                 found = self.app.match(request.path)
                 if self._wsgi is not None and (found is None or "websocket" not in request.headers.tokens("upgrade")):
-                    return _HandOff(sock, b"".join(received))
+                    return HandOff(sock, b"".join(received))
                 if found is None:
                     if self._stopping:
                         raise HandshakeError(503, "server shutting down", (("Retry-After", "1"),))
@@ -471,16 +461,6 @@ class Server(Host):
             self._refuse(sock, address, request, exc)
             return None
         return opening, sock, reader.trailing_data
-
-    def _serve_wsgi(self, handoff: _HandOff, address: tuple[Any, ...]) -> None:
-        """Give a plain HTTP request (and the rest of its connection) to gevent's pywsgi."""
-        assert self._wsgi is not None
-        handler = self._wsgi.handler_class(handoff.sock, address, self._wsgi)
-        handler.rfile = io.BufferedReader(_Replay(handoff.data, handoff.sock))
-        try:
-            handler.handle()
-        finally:
-            handoff.sock.close()
 
     def _refuse(
         self, sock: socket.socket, address: tuple[Any, ...], request: Request | None, exc: BaseException
@@ -503,77 +483,6 @@ class Server(Host):
             sock.close()
             raise exc
         sock.close()
-
-
-class _HandOff(NamedTuple):
-    """A connection whose first request is for the WSGI app, with the bytes read so far."""
-
-    sock: socket.socket
-    data: bytes
-
-
-class _Replay(io.RawIOBase):
-    """The bytes we read while routing, then the socket: what pywsgi reads a request from."""
-
-    def __init__(self, data: bytes, sock: socket.socket) -> None:
-        super().__init__()
-        self._data = memoryview(data)
-        self._sock = sock  # found by ignitia_sync.wsgi.take_socket, as on pywsgi's own file
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int | None:
-        if self._data:
-            size = min(len(buffer), len(self._data))
-            buffer[:size] = self._data[:size]
-            self._data = self._data[size:]
-            return size
-        try:
-            return self._sock.recv_into(buffer)
-        except BlockingIOError:
-            return None
-
-
-class _Listener(StreamServer):
-    """gevent's StreamServer; running out of file descriptors is logged and survived.
-
-    With EMFILE (or ENFILE, ENOBUFS, ENOMEM) at accept, accepting pauses for a moment
-    instead of spinning on the readable listening socket, with one throttled log line; the
-    connections already open are served as before.
-    """
-
-    _PAUSE = 0.1
-    _RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._accept_log = LogThrottle(log, burst=1)
-        self._pause_timer: Any = None
-
-    def do_read(self) -> Any:
-        try:
-            return super().do_read()
-        except OSError as exc:
-            if exc.errno not in self._RESOURCE_ERRORS:
-                raise
-            self._accept_log.log("cannot accept: %s; accepting again in %.1fs", os.strerror(exc.errno), self._PAUSE)
-            self.stop_accepting()
-            if self._pause_timer is not None:
-                self._pause_timer.close()
-            self._pause_timer = self.loop.timer(self._PAUSE)
-            self._pause_timer.start(self._accept_again)
-            return None
-
-    def _accept_again(self) -> None:
-        if not self.closed:
-            self.start_accepting()
-
-    def close(self) -> None:
-        if self._pause_timer is not None:
-            self._pause_timer.close()
-            self._pause_timer = None
-        super().close()
 
 
 def run(app: Router, argv: Sequence[str] | None = None, **settings: Any) -> None:

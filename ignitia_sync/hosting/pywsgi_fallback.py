@@ -1,0 +1,131 @@
+"""Plain HTTP on a :class:`~ignitia_sync.hosting.server.Server`'s port: a WSGI app, through gevent's pywsgi.
+
+The server reads every request head itself, to route upgrades. A connection whose request
+is not an upgrade to one of its routes becomes a :class:`HandOff` (the socket and the bytes
+read so far); :meth:`PywsgiFallback.serve` gives it to pywsgi's request handler, which reads
+those bytes again (:class:`Replay`), then the rest of the connection (keep-alive, chunked
+bodies), and answers with the WSGI app. pywsgi's ``WSGIServer`` is never started: it only
+lends its ``handler_class`` and its environ.
+
+Example:
+    >>> import gevent.socket
+    >>> def hello(environ, start_response):
+    ...     start_response("200 OK", [("Content-Type", "text/plain")])
+    ...     return [b"hello from " + environ["SERVER_NAME"].encode()]
+    >>> fallback = PywsgiFallback(hello, ("example.test", 80))
+    >>> ours, theirs = gevent.socket.socketpair()
+    >>> already_read = b"GET / HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n"
+    >>> fallback.serve(HandOff(theirs, already_read), ("127.0.0.1", 50000))
+    >>> response = ours.makefile("rb").read()
+    >>> response.split(b"\\r\\n")[0], response.endswith(b"hello from example.test")
+    (b'HTTP/1.1 200 OK', True)
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    import socket
+
+__all__ = ["HandOff", "PywsgiFallback", "Replay"]
+
+access_log = logging.getLogger("ignitia_sync.access")
+
+
+class HandOff(NamedTuple):
+    """A connection whose first request is for the WSGI app, with the bytes read so far.
+
+    Example:
+        >>> HandOff(None, b"GET / HTTP/1.1\\r\\n").data[:3]
+        b'GET'
+    """
+
+    sock: socket.socket
+    data: bytes
+
+
+class Replay(io.RawIOBase):
+    """The bytes we read while routing, then the socket: what pywsgi reads a request from.
+
+    Example:
+        >>> import gevent.socket
+        >>> ours, theirs = gevent.socket.socketpair()
+        >>> ours.sendall(b" world")
+        >>> stream = io.BufferedReader(Replay(b"hello", theirs))
+        >>> stream.read(11)
+        b'hello world'
+    """
+
+    def __init__(self, data: bytes, sock: socket.socket) -> None:
+        super().__init__()
+        self._data = memoryview(data)
+        self._sock = sock  # found by hosting.sockets.take_socket, as on pywsgi's own file
+
+    def readable(self) -> bool:
+        """Always True: a stream to read from."""
+        return True
+
+    def readinto(self, buffer: Any) -> int | None:
+        """Fill ``buffer`` from the bytes read before, then from the socket (None: nothing yet)."""
+        if self._data:
+            size = min(len(buffer), len(self._data))
+            buffer[:size] = self._data[:size]
+            self._data = self._data[size:]
+            return size
+        try:
+            return self._sock.recv_into(buffer)
+        except BlockingIOError:
+            return None
+
+
+class PywsgiFallback:
+    """The WSGI app of a :class:`~ignitia_sync.hosting.server.Server`, served by pywsgi's handler.
+
+    Args:
+        app: the WSGI application.
+        address: the server's ``(host, port)``: ``SERVER_NAME`` and ``SERVER_PORT``.
+        https: the server serves ``wss://`` (and so ``https://``): ``wsgi.url_scheme``.
+
+    Example:
+        >>> fallback = PywsgiFallback(lambda environ, start_response: [], ("127.0.0.1", 8000), https=True)
+        >>> fallback.environ["wsgi.url_scheme"], fallback.environ["SERVER_PORT"]
+        ('https', '8000')
+    """
+
+    def __init__(self, app: Callable[..., Any], address: tuple[str, int], *, https: bool = False) -> None:
+        from gevent.pywsgi import WSGIServer
+
+        # Never started: it only lends its request handler (HTTP/1.1, keep-alive, chunked
+        # bodies) and its environ to the connections we hand it.
+        self._server: Any = WSGIServer(
+            address, app, log=access_log, error_log=logging.getLogger("ignitia_sync.wsgi"),
+        )
+        host, port = address[:2]
+        self._server.environ.update(
+            SERVER_NAME=str(host), SERVER_PORT=str(port), SERVER_SOFTWARE="ignitia_sync gevent.pywsgi",
+            **({"wsgi.url_scheme": "https"} if https else {}),
+        )
+
+    @property
+    def environ(self) -> dict[str, Any]:
+        """The environ every request starts from (pywsgi's, with the server's name and port)."""
+        environ: dict[str, Any] = self._server.environ
+        return environ
+
+    def serve(self, handoff: HandOff, address: tuple[Any, ...]) -> None:
+        """Answer the handed-off request, and the rest of its connection; close the socket after.
+
+        Args:
+            handoff: the socket and the bytes already read from it.
+            address: the peer's address (``REMOTE_ADDR``).
+        """
+        handler = self._server.handler_class(handoff.sock, address, self._server)
+        handler.rfile = io.BufferedReader(Replay(handoff.data, handoff.sock))
+        try:
+            handler.handle()
+        finally:
+            handoff.sock.close()
