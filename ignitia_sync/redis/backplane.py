@@ -21,14 +21,15 @@ Redis is unreachable, or while a process is reconnecting, is lost for the proces
 did not get it. Such losses are never silent: they are counted (``stats()["dropped"]``),
 logged, and ``on_backplane_down``/``on_backplane_up`` are called when the link changes.
 
-One greenlet owns the subscription connection (it alone reads and writes it), another
-owns the publishing connection; handlers only append to a bounded queue, so a publish
-never blocks a handler. Both connections use gevent sockets, so the backplane cooperates
-with or without monkey-patching.
+One greenlet owns the subscription connections (``redis/shards.py``; it alone reads and
+writes them), another owns the publishing connection; handlers only append to a bounded
+queue, so a publish never blocks a handler. Both use gevent sockets, so the backplane
+cooperates with or without monkey-patching. The state of the link to Redis is one
+:class:`~ignitia_sync.redis.link.LinkState` (``redis/link.py``), changed only through its
+table of transitions.
 
-The envelope is plain bytes (kind, message type, the sender's process id, the payload):
-no pickle, nothing a Redis user could make us execute; a malformed or oversized message is
-counted and dropped.
+The envelope (``redis/envelope.py``) is plain bytes: no pickle, nothing a Redis user could
+make us execute; a malformed or oversized message is counted and dropped.
 
 Example:
     >>> backplane = RedisBackplane("redis://127.0.0.1:6379/0", prefix="chat")
@@ -40,170 +41,41 @@ from __future__ import annotations
 
 import collections
 import logging
-import os
-import socket
-import struct
 import time
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 import gevent
 import gevent.event
-import gevent.monkey
-import gevent.socket
 import redis
-import redis.connection
-from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
-from redis.crc import key_slot
-from redis.retry import Retry
 
 from .._support.backoff import Backoff
 from .._support.logs import LogThrottle, safe_url
 from ..broadcast.backplane import Deliver, DeliverTo
-from ..connection.threads import real_get_ident
-from ..message import Binary, Message, Text
+from ..connection.threads import HubRef, allocate_real_lock
+from ..message import Message
 from ..sansio.http import escape_for_log
 from ..settings import ConnectionSettings
+from .envelope import (
+    _BROADCAST,
+    _DIRECT,
+    _FORGET,
+    _HEAD,
+    _MAX_ID,
+    _SEND_TO,
+    _WAKE,
+    _Names,
+    _new_uid,
+    decode,
+    encode,
+)
+from .link import LinkEvent, LinkState, transition
+from .shards import _client, _cluster, _open_shards, _Sequential, _Shard
 
-_allocate_lock = gevent.monkey.get_original("_thread", "allocate_lock")
-
-__all__ = ["Emitter", "RedisBackplane"]
+__all__ = ["RedisBackplane"]
 
 log = logging.getLogger("ignitia_sync.redis")
-
-_BROADCAST, _DIRECT, _WAKE = b"B", b"D", b"W"
-_TEXT, _BINARY = b"t", b"b"
-_UID_SIZE = 16
-_HEAD = 2 + _UID_SIZE  # kind, type, sender
-#: Direct send in one round trip: look the id up, publish to its process (-1: unknown id;
-#: 0: its process is gone, and the stale entry is removed).
-#: ``%s`` is PUBLISH, or SPUBLISH in sharded mode (the channel shares the key's hash tag).
-_SEND_TO = """
-local uid = redis.call('HGET', KEYS[1], ARGV[1])
-if not uid then return -1 end
-local heard = redis.call('%s', ARGV[2] .. uid, ARGV[3])
-if heard == 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
-return heard
-"""
-#: Forget an id only if it is still ours (it may have reconnected to another process).
-_FORGET = """
-if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then return redis.call('HDEL', KEYS[1], ARGV[1]) end
-return 0
-"""
-
-
-def _new_uid() -> bytes:
-    return os.urandom(_UID_SIZE // 2).hex().encode()
-
-
-def encode(kind: bytes, message: Message, sender: bytes, id: str | None = None) -> bytes:
-    """The envelope of a broadcast or direct message (see the module docstring).
-
-    Example:
-        >>> encode(_BROADCAST, Message.text("hi"), b"0" * 16)
-        b'Bt0000000000000000hi'
-    """
-    if type(message) is Text:
-        type_byte, payload = _TEXT, message.data.encode()
-    elif type(message) is Binary:
-        type_byte, payload = _BINARY, bytes(message.data)
-    else:
-        raise TypeError(f"only Text and Binary messages cross the backplane, not {type(message).__name__}")
-    if id is None:
-        return kind + type_byte + sender + payload
-    name = id.encode()
-    return kind + type_byte + sender + struct.pack("!H", len(name)) + name + payload
-
-
-def decode(data: bytes) -> tuple[bytes, bytes, str | None, Message]:
-    """(kind, sender, id or None, message) of an envelope.
-
-    Raises:
-        ValueError: not one of our envelopes (bad kind, type, length or UTF-8).
-
-    Example:
-        >>> decode(b"Bt0000000000000000hi")[3]
-        Text(data='hi')
-    """
-    if len(data) < _HEAD or data[:1] not in (_BROADCAST, _DIRECT):
-        raise ValueError("not an ignitia_sync envelope")
-    kind, type_byte, sender, rest = data[:1], data[1:2], data[2:_HEAD], data[_HEAD:]
-    id = None
-    if kind == _DIRECT:
-        if len(rest) < 2:
-            raise ValueError("truncated direct envelope")
-        (size,) = struct.unpack("!H", rest[:2])
-        if len(rest) < 2 + size:
-            raise ValueError("truncated direct envelope")
-        id, rest = rest[2 : 2 + size].decode(), rest[2 + size :]
-    if type_byte == _TEXT:
-        return kind, sender, id, Message.text(rest.decode())
-    if type_byte == _BINARY:
-        return kind, sender, id, Message.binary(rest)
-    raise ValueError("unknown message type in envelope")
-
-
-class _GeventConnection(redis.connection.Connection):
-    """redis-py's TCP connection on a gevent socket: cooperative without monkey-patching."""
-
-    def _connect(self) -> socket.socket:
-        sock = gevent.socket.create_connection((self.host, self.port), timeout=self.socket_connect_timeout)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if self.socket_keepalive:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        sock.settimeout(self.socket_timeout)
-        return sock
-
-
-def _options(url: str, *, retries: int, socket_timeout: float | None) -> dict[str, Any]:
-    """redis-py options: gevent sockets, RESP2 (plain replies), our own retry policy."""
-    options: dict[str, Any] = {
-        "socket_timeout": socket_timeout, "socket_connect_timeout": 5.0, "socket_keepalive": True,
-        # Retried only when the connection was found closed (Redis's idle timeout): a timeout
-        # may mean Redis ran the commands, and a resent pipeline would deliver them twice.
-        "retry": Retry(NoBackoff(), retries, supported_errors=(redis.ConnectionError,)), "protocol": 2,
-    }
-    if url.startswith("redis://"):
-        options["connection_class"] = _GeventConnection
-    elif not gevent.monkey.is_module_patched("socket"):
-        raise ValueError(f"{url.split(':')[0]}:// needs a monkey-patched process (gevent.monkey.patch_all())")
-    return options
-
-
-def _client(url: str, *, retries: int, socket_timeout: float | None) -> redis.Redis:
-    """A redis-py client with one gevent connection."""
-    options = _options(url, retries=retries, socket_timeout=socket_timeout)
-    return redis.Redis(connection_pool=redis.ConnectionPool.from_url(url, max_connections=1, **options))
-
-
-def _cluster(url: str, *, retries: int, socket_timeout: float | None) -> RedisCluster:
-    """A Redis Cluster client (slot map, one connection per node) on gevent connections."""
-    return RedisCluster.from_url(url, **_options(url, retries=retries, socket_timeout=socket_timeout))
-
-
-class _Sequential:
-    """A pipeline's interface for a cluster client: each command runs at once (no cross-slot batches)."""
-
-    def __init__(self, client: RedisCluster) -> None:
-        self._client = client
-        self._results: list[Any] = []
-
-    def __getattr__(self, name: str) -> Callable[..., None]:
-        method = getattr(self._client, name)
-
-        def call(*args: Any, **kwargs: Any) -> None:
-            self._results.append(method(*args, **kwargs))
-
-        return call
-
-    def run_script(self, script: Any, keys: list[Any], args: list[Any]) -> None:
-        """Run a registered script now (it loads itself on the node that needs it)."""
-        self._results.append(script(keys=keys, args=args, client=self._client))
-
-    def execute(self) -> list[Any]:
-        results, self._results = self._results, []
-        return results
 
 
 class RedisBackplane:
@@ -268,7 +140,7 @@ class RedisBackplane:
         #: drawn again in :meth:`attach`, so that processes forked after construction (gunicorn
         #: ``--preload``) each have their own.
         self.uid = _new_uid()
-        names = _Names(prefix)
+        self._names = names = _Names(prefix)
         self._all, self._room_prefix, self._proc_prefix, self._ids_key = (
             names.all, names.room_prefix, names.proc_prefix, names.ids_key
         )
@@ -285,15 +157,11 @@ class RedisBackplane:
         self._on_direct: DeliverTo | None = None
         self._greenlets: list[gevent.Greenlet[Any, Any]] = []
         self._listener: gevent.Greenlet[Any, Any] | None = None
-        self._loop: Any = None  # the hub the greenlets run in, and its OS thread
-        self._thread = 0
-        self._attach_lock = _allocate_lock()
+        self._hub: HubRef | None = None  # the hub the greenlets run in: the one owner of what follows
+        self._attach_lock = allocate_real_lock()
         self._wake_queued = False  # one wake in the queue is enough
-        self._closed = False  # close() was called: no new publishes
-        self._stopped = False  # the publisher has sent what came before close()
-        self._listening = self._publishing = False
-        self._up = False
-        self._down = False  # a connection failed and is not back: publishing drops (until then it queues)
+        #: All of the link's state (redis/link.py), changed only in the hub: by _link_changed and _stop.
+        self._link = LinkState.CONNECTING
         self._warn = LogThrottle(log, burst=10, interval=10.0, level=logging.WARNING)
         self.counters = collections.Counter[str]()
 
@@ -319,8 +187,7 @@ class RedisBackplane:
             self._start_greenlets()
 
     def _start_greenlets(self) -> None:
-        self._loop = gevent.get_hub().loop
-        self._thread = real_get_ident()
+        self._hub = HubRef()
         self._listener = gevent.spawn(self._listen)
         self._greenlets = [self._listener, gevent.spawn(self._publish_loop)]
 
@@ -328,11 +195,13 @@ class RedisBackplane:
         """From another OS thread (a threaded server): run ``method`` in the backplane's hub instead.
 
         Every piece of the backplane's state then has one owner, its hub, in every host.
+        Returns True when handed over; False when the caller is that hub (or no hub runs the
+        backplane yet, or its thread has ended after close()): the caller then runs it.
         """
-        if self._loop is None or self._thread == real_get_ident():
+        hub = self._hub
+        if hub is None or hub.owns():
             return False
-        self._loop.run_callback_threadsafe(method, *args)
-        return True
+        return hub.call_soon(method, *args)
 
     def publish(self, message: Message, room: str | None) -> None:
         """Queue a local broadcast for the other processes (dropped, counted, while Redis is down)."""
@@ -379,7 +248,7 @@ class RedisBackplane:
             ['dropped', 'kind', 'pending']
         """
         return {
-            "kind": "redis", "process": self.uid.decode(), "up": self._up, "pending": self._queued_messages,
+            "kind": "redis", "process": self.uid.decode(), "up": self._link.up, "pending": self._queued_messages,
             "rooms": len(self._rooms),
             **{name: self.counters[name] for name in
                ("published", "received", "dropped", "unknown_ids", "rejected", "reconnects")},
@@ -390,13 +259,13 @@ class RedisBackplane:
 
         Waits at most ``timeout`` seconds for that when called from a greenlet of the
         backplane's hub (from a hub callback or another thread it returns at once and the
-        publisher finishes by itself); idempotent. Publishes after this are dropped and counted.
+        publisher finishes by itself); idempotent. Publishes after this are dropped and counted,
+        and ``stats()["up"]`` is False.
         """
-        if self._closed or self._on_broadcast is None:
-            self._closed = True
+        if self._on_broadcast is None:  # never attached: no greenlet runs, nothing to send
+            self._link = transition(self._link, LinkEvent.CLOSE)
             return
-        self._closed = True
-        if self._handed_over(self._stop):
+        if self._link is LinkState.CLOSED or self._handed_over(self._stop):
             return
         self._stop()
         publisher = self._greenlets[1] if len(self._greenlets) > 1 else None
@@ -407,6 +276,10 @@ class RedisBackplane:
         gevent.killall(self._greenlets, block=False)
 
     def _stop(self) -> None:
+        """In the backplane's hub: no new publishes; forget our ids, then stop the publisher."""
+        if self._link is LinkState.CLOSED:
+            return  # closed from two threads at once
+        self._link = transition(self._link, LinkEvent.CLOSE)  # no "lost Redis", no callback: we left
         for id in self._ids:
             self._enqueue("forget", (id,))
         self._enqueue("stop", ())
@@ -416,12 +289,12 @@ class RedisBackplane:
     # -- queueing --------------------------------------------------------------------------
 
     def _enqueue_message(self, op: str, args: tuple[Any, ...]) -> bool:
-        if self._closed:
+        if self._link is LinkState.CLOSED:
             return self._drop(1, "the backplane is closed")
         size = len(args[1]) - _HEAD
         if size > self.max_message_size:
             return self._drop(1, f"message of {size} bytes is over max_message_size")
-        if self._down:
+        if self._link.drops:
             return self._drop(1, "Redis is unreachable")
         if self._queued_messages >= self.max_pending:
             return self._drop(1, f"{self.max_pending} messages already wait to be published")
@@ -443,25 +316,19 @@ class RedisBackplane:
         for shard in self._live_shards:
             if shard.owns(channel):
                 shard.pending[channel] = wanted
-        if self._up and not self._wake_queued:
+        if self._link.up and not self._wake_queued:
             self._wake_queued = True
             self._enqueue("wake", ())  # each shard listener wakes when it hears its wake channel
 
     # -- up and down -------------------------------------------------------------------------
 
-    def _set_link(self, listening: bool | None = None, publishing: bool | None = None) -> None:
-        if listening is not None:
-            self._listening = listening
-        if publishing is not None:
-            self._publishing = publishing
-        up = self._listening and self._publishing
-        if listening is False or publishing is False:
-            self._down = True
-        elif up:
-            self._down = False
-        if up == self._up:
+    def _link_changed(self, event: LinkEvent) -> None:
+        """Move the link's state (redis/link.py); log and call back when it comes up or goes down."""
+        was_up = self._link.up
+        self._link = transition(self._link, event)
+        up = self._link.up
+        if up == was_up:
             return
-        self._up = up
         if up:
             log.info("backplane: connected to Redis (%s)", safe_url(self.url))
         else:
@@ -491,25 +358,29 @@ class RedisBackplane:
         """Supervise the shard listeners: (re)connect all of them when one fails."""
         attempt = 0
         failed = False
-        while not self._closed:
+        while self._link is not LinkState.CLOSED:
             shards: list[_Shard] = []
             listeners: list[gevent.Greenlet[Any, Any]] = []
             connected_at = time.monotonic()
             self._live_shards = []
             try:
-                shards = self._connect_shards()  # subscribed here, then each handed to its greenlet
+                shards = _open_shards(self.url, sharded=self.sharded, own=self._own,
+                                      wake_prefix=self._names.wake_prefix(self.uid))
+                for shard in shards:  # subscribed here, then each handed to its greenlet
+                    self._live_shards.append(shard)  # before the snapshot: no change falls in between
+                    shard.start(self._channels())
                 self._wake_channels = [shard.wake for shard in shards]
                 if failed:
                     self.counters["reconnects"] += 1
                 # The ids go into the directory only now that this process hears its own channel
                 # (and again after a reconnect: Redis may have restarted empty).
                 self._enqueue("register", ())
-                self._set_link(listening=True)
+                self._link_changed(LinkEvent.LISTENER_UP)
                 listeners = [gevent.spawn(self._listen_shard, shard) for shard in shards]
                 for ended in gevent.joinall(listeners, count=1):
                     raise ended.value if isinstance(ended.value, Exception) else redis.ConnectionError("listener ended")
             except Exception as exc:  # a Redis or network error; anything else is logged in full
-                self._set_link(listening=False)
+                self._link_changed(LinkEvent.LISTENER_LOST)
                 if isinstance(exc, redis.RedisError | OSError):
                     self._warn.log("backplane: subscription lost (%s); reconnecting", escape_for_log(str(exc)))
                 else:
@@ -525,23 +396,6 @@ class RedisBackplane:
                 for shard in shards:
                     shard.close()
 
-    def _connect_shards(self) -> list[_Shard]:
-        """One subscribed connection per shard (one in all when not sharded)."""
-        if not self.sharded:
-            return [_Shard(self, _client(self.url, retries=0, socket_timeout=None), self._own, None)]
-        cluster = _cluster(self.url, retries=0, socket_timeout=None)
-        try:
-            shards = []
-            for node in cluster.get_primaries():  # type: ignore[no-untyped-call]
-                options = _options(self.url, retries=0, socket_timeout=None)
-                client = redis.Redis(
-                    connection_pool=redis.ConnectionPool(host=node.host, port=node.port, max_connections=1, **options)
-                )
-                shards.append(_Shard(self, client, None, (cluster, node.name)))
-            return shards
-        finally:
-            cluster.close()
-
     def _listen_shard(self, shard: _Shard) -> Exception | None:
         """Read one shard's messages; returns what broke the link (the supervisor reconnects)."""
         try:
@@ -553,7 +407,7 @@ class RedisBackplane:
     def _read_shard(self, shard: _Shard) -> None:
         """Apply subscription changes between reads; ping after silence."""
         pinged = False
-        while not self._closed:
+        while self._link is not LinkState.CLOSED:
             if shard.pending:
                 shard.update()
             message = shard.pubsub.get_message(timeout=self.health_check_interval)
@@ -573,7 +427,7 @@ class RedisBackplane:
         if data == _WAKE or data[2:_HEAD] == self.uid:
             return  # a wake-up, or our own broadcast (delivered locally already)
         try:
-            if len(data) > self.max_message_size + _HEAD + 2 + 65535:
+            if len(data) > self.max_message_size + _HEAD + 2 + _MAX_ID:
                 raise ValueError("over max_message_size")
             kind, _, id, message = decode(data)
         except ValueError as exc:  # not ours, malformed, not UTF-8: never delivered
@@ -594,12 +448,13 @@ class RedisBackplane:
 
     def _publish_loop(self) -> None:
         attempt = 0
+        stopped = False  # it has sent what came before close()
         client: redis.Redis | RedisCluster | None = None
         try:
-            while not self._stopped:
+            while not stopped:
                 try:
                     if client is None:
-                        if self._closed:
+                        if self._link is LinkState.CLOSED:
                             break  # no link to say goodbye on
                         client = (_cluster if self.sharded else _client)(
                             self.url, retries=1, socket_timeout=self.publish_timeout
@@ -607,21 +462,21 @@ class RedisBackplane:
                         client.ping()
                         send_to = client.register_script(_SEND_TO % ("SPUBLISH" if self.sharded else "PUBLISH"))
                         forget = client.register_script(_FORGET)
-                        if self._listening:  # else the listener's "register" does it, once subscribed
+                        if self._link.listening:  # else the listener's "register" does it, once subscribed
                             self._register_ids(client)
                         if attempt:
                             self.counters["reconnects"] += 1
-                        self._set_link(publishing=True)
+                        self._link_changed(LinkEvent.PUBLISHER_UP)
                         attempt = 0
                     self._wake_publisher.clear()  # before the check: a wake-up after it is not lost
                     if not self._queue:
                         self._wake_publisher.wait()
                         continue
-                    self._flush(client, send_to, forget)
+                    stopped = self._flush(client, send_to, forget)
                 except Exception as exc:  # a Redis or network error; anything else is logged in full
                     if not isinstance(exc, redis.RedisError | OSError):
                         log.exception("backplane: publisher failed")
-                    self._set_link(publishing=False)
+                    self._link_changed(LinkEvent.PUBLISHER_LOST)
                     lost = self._queued_messages
                     self._queue.clear()
                     self._queued_messages = 0
@@ -632,7 +487,7 @@ class RedisBackplane:
                     if client is not None:
                         client.close()
                     client = None
-                    if self._closed:
+                    if self._link is LinkState.CLOSED:
                         break
                     self._pause(attempt)
                     attempt += 1
@@ -645,8 +500,11 @@ class RedisBackplane:
         if self._ids:
             client.hset(self._ids_key, mapping=dict.fromkeys(self._ids, self.uid))
 
-    def _flush(self, client: redis.Redis | RedisCluster, send_to: Any, forget: Any) -> None:
-        """Send what is queued, up to 256 operations in one pipeline (one round trip)."""
+    def _flush(self, client: redis.Redis | RedisCluster, send_to: Any, forget: Any) -> bool:
+        """Send what is queued, up to 256 operations in one pipeline (one round trip).
+
+        Returns True once the "stop" of close() was among them: everything before it is sent.
+        """
         batch = [self._queue.popleft() for _ in range(min(256, len(self._queue)))]
         pipe: Any
         if isinstance(client, RedisCluster):
@@ -661,6 +519,7 @@ class RedisBackplane:
         publish = getattr(pipe, self._publish_command)
         issued: list[str] = []  # the operation of each command, in order (a wake may be several)
         messages = sum(1 for op, _ in batch if op in ("publish", "send_to"))
+        stopped = False
         self._queued_messages -= messages
         try:
             for op, args in batch:
@@ -669,17 +528,17 @@ class RedisBackplane:
                 elif op == "send_to":
                     run_script(send_to, [self._ids_key], [args[0], self._proc_prefix, args[1]])
                 elif op == "identify":
-                    if not self._listening:
+                    if not self._link.listening:
                         continue  # not subscribed to our channel yet: "register" writes it once we are
                     pipe.hset(self._ids_key, args[0], self.uid)
                 elif op == "forget":
                     run_script(forget, [self._ids_key], [args[0], self.uid])
                 elif op == "register":
-                    if not self._ids or not self._listening:
+                    if not self._ids or not self._link.listening:
                         continue
                     self._register_ids(pipe)
                 elif op == "stop":
-                    self._stopped = True  # everything queued before it has been sent
+                    stopped = True  # everything queued before it has been sent
                     continue
                 else:  # wake every shard listener
                     self._wake_queued = False
@@ -700,137 +559,4 @@ class RedisBackplane:
                     self._warn.log("backplane: send_to an id no process has (%d so far)", self.counters["unknown_ids"])
                 else:
                     self.counters["published"] += 1
-
-
-class _Shard:
-    """One subscription connection: the whole Redis, or one cluster shard and its channels."""
-
-    def __init__(
-        self, backplane: RedisBackplane, client: redis.Redis, wake: bytes | None, node: tuple[RedisCluster, str] | None
-    ) -> None:
-        self.backplane = backplane
-        self.client = client
-        self.pubsub: Any = cast(Any, client).pubsub()  # typed in some redis-py releases, not in others
-        self.sharded = node is not None
-        self.kind = "smessage" if self.sharded else "message"
-        self._slots: set[int] | None = None
-        if node is not None:
-            cluster, name = node
-            slots = cluster.nodes_manager.slots_cache
-            self._slots = {slot for slot, nodes in slots.items() if nodes and nodes[0].name == name}
-        # The wake channel: our own direct channel, or one that hashes to this shard.
-        self.wake = wake if wake is not None else next(
-            channel for k in range(1_000_000)
-            if self.owns(channel := f"{backplane.prefix}:wake:{backplane.uid.decode()}:{k}".encode())
-        )
-        #: Room channels joined (True) or left (False) since the last update.
-        self.pending: dict[bytes, bool] = {}
-        self._unsubscribing: set[bytes] = set()
-        backplane._live_shards.append(self)  # before the snapshot: no change falls in between
-        self.subscribed = {channel for channel in backplane._channels() if self.owns(channel)} | {self.wake}
-        self._subscribe(*self.subscribed)
-
-    def owns(self, channel: bytes) -> bool:
-        return self._slots is None or key_slot(channel) in self._slots
-
-    def update(self) -> None:
-        """Apply the pending joins and leaves (several changes to one room: the last one wins)."""
-        changes, self.pending = self.pending, {}
-        add = [channel for channel, wanted in changes.items() if wanted and channel not in self.subscribed]
-        remove = [channel for channel, wanted in changes.items() if not wanted and channel in self.subscribed]
-        if add:
-            self._subscribe(*add)
-            self.subscribed.update(add)
-        if remove:
-            self.subscribed.difference_update(remove)
-            self._unsubscribing.update(remove)
-            self._unsubscribe(*remove)
-
-    def confirm_unsubscribe(self, channel: bytes) -> bool:
-        """True for the answer to our own unsubscribe; False when the server dropped a channel we want."""
-        if channel in self._unsubscribing:
-            self._unsubscribing.discard(channel)
-            return True
-        return channel not in self.subscribed
-
-    def _subscribe(self, *channels: bytes) -> None:
-        for group in self._by_slot(channels):
-            (self.pubsub.ssubscribe if self.sharded else self.pubsub.subscribe)(*group)
-
-    def _unsubscribe(self, *channels: bytes) -> None:
-        for group in self._by_slot(channels):
-            (self.pubsub.sunsubscribe if self.sharded else self.pubsub.unsubscribe)(*group)
-
-    def _by_slot(self, channels: tuple[bytes, ...]) -> list[list[bytes]]:
-        """One group in all, or one per slot: SSUBSCRIBE takes channels of one slot only."""
-        if not self.sharded:
-            return [list(channels)]
-        groups: dict[int, list[bytes]] = {}
-        for channel in channels:
-            groups.setdefault(key_slot(channel), []).append(channel)
-        return list(groups.values())
-
-    def close(self) -> None:
-        self.pubsub.close()
-        self.client.close()
-
-
-class _Names:
-    """The channel and key names of a prefix (shared by the backplane and the Emitter).
-
-    The directory and the direct channels share the hash tag ``{PREFIX}``: in a cluster they
-    live in one slot, so one script can look an id up and publish to its process.
-    """
-
-    def __init__(self, prefix: str) -> None:
-        self.all = f"{prefix}:all".encode()
-        self.room_prefix = f"{prefix}:room:".encode()
-        self.proc_prefix = f"{{{prefix}}}:proc:".encode()
-        self.ids_key = f"{{{prefix}}}:ids"
-
-
-class Emitter:
-    """Publish to a backplane's connections from a process that serves no WebSockets.
-
-    For a Celery task, a cron job or a view in another process: blocking calls, no
-    greenlets, no monkey-patching needed.
-
-    Args:
-        url, prefix, sharded: the same Redis, prefix and mode as the servers'
-            :class:`RedisBackplane`.
-
-    Example::
-
-        Emitter("redis://redis:6379/0").broadcast("the report is ready", room="finance")
-        Emitter("redis://redis:6379/0").send_to("alice", '{"type": "ping"}')
-    """
-
-    def __init__(self, url: str = "redis://localhost:6379/0", prefix: str = "ignitia", *, sharded: bool = False) -> None:
-        self._client: Any = (RedisCluster if sharded else redis.Redis).from_url(url, protocol=2)
-        self._names = _Names(prefix)
-        self._publish = self._client.spublish if sharded else self._client.publish
-        self._uid = os.urandom(_UID_SIZE // 2).hex().encode()
-        self._send_to = self._client.register_script(_SEND_TO % ("SPUBLISH" if sharded else "PUBLISH"))
-
-    def broadcast(self, message: Message | str | bytes, room: str | None = None) -> int:
-        """Send to every connection (or every member of ``room``); returns how many processes heard it."""
-        channel = self._names.all if room is None else self._names.room_prefix + room.encode()
-        return int(self._publish(channel, encode(_BROADCAST, _as_message(message), self._uid)))
-
-    def send_to(self, id: str, message: Message | str | bytes) -> bool:
-        """Send to the connection identified as ``id``; False when no process has it."""
-        envelope = encode(_DIRECT, _as_message(message), self._uid, id)
-        result = self._send_to(keys=[self._names.ids_key], args=[id, self._names.proc_prefix, envelope])
-        return int(result) > 0
-
-    def close(self) -> None:
-        """Close the connection to Redis."""
-        self._client.close()
-
-
-def _as_message(message: Message | str | bytes) -> Message:
-    if isinstance(message, str):
-        return Message.text(message)
-    if isinstance(message, bytes | bytearray | memoryview):
-        return Message.binary(bytes(message))
-    return message
+        return stopped

@@ -1,0 +1,114 @@
+"""Publish to a Redis backplane's connections from a process that serves no WebSockets.
+
+A Celery task, a cron job or a view in another process reaches the rooms and the ids of
+every server that runs a :class:`~ignitia_sync.redis.RedisBackplane` on the same Redis and
+prefix. The calls block (plain redis-py, no greenlets, no monkey-patching needed), but never
+forever: every connection has a ``socket_connect_timeout`` and a ``socket_timeout``, so a
+stalled or unreachable Redis raises ``redis.TimeoutError`` or ``redis.ConnectionError``
+(both ``redis.RedisError``) instead of holding a worker.
+
+Example::
+
+    from ignitia_sync.redis import Emitter
+
+    emitter = Emitter("redis://redis:6379/0", socket_timeout=2.0)
+    emitter.broadcast("the report is ready", room="finance")
+    emitter.send_to("alice", '{"type": "ping"}')
+    emitter.close()
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
+from redis.retry import Retry
+
+from ..message import Message
+from .envelope import _BROADCAST, _DIRECT, _SEND_TO, _as_message, _Names, _new_uid, encode
+
+__all__ = ["Emitter"]
+
+
+class Emitter:
+    """Publish to a backplane's connections from a process that serves no WebSockets.
+
+    For a Celery task, a cron job or a view in another process: blocking calls, no
+    greenlets, no monkey-patching needed.
+
+    Args:
+        url, prefix, sharded: the same Redis, prefix and mode as the servers'
+            :class:`~ignitia_sync.redis.RedisBackplane`.
+        socket_timeout: seconds to wait for Redis's answer to a command; longer, and the
+            call raises ``redis.TimeoutError`` (a stalled Redis never holds a task forever).
+            A command that timed out is not sent again: Redis may have run it, and a second
+            broadcast would reach every member twice. None waits forever.
+        socket_connect_timeout: seconds a connection attempt may take (``redis.TimeoutError``
+            or ``redis.ConnectionError`` beyond). None waits forever.
+
+    With ``sharded=True`` the cluster client may try again on a fresh slot map after a
+    timeout, so an error can take a few times ``socket_timeout``; the constructor then already
+    connects (to read the slot map).
+
+    Raises:
+        ValueError: a timeout that is not positive.
+
+    Example::
+
+        Emitter("redis://redis:6379/0").broadcast("the report is ready", room="finance")
+        Emitter("redis://redis:6379/0").send_to("alice", '{"type": "ping"}')
+    """
+
+    def __init__(
+        self,
+        url: str = "redis://localhost:6379/0",
+        prefix: str = "ignitia",
+        *,
+        sharded: bool = False,
+        socket_timeout: float | None = 5.0,
+        socket_connect_timeout: float | None = 5.0,
+    ) -> None:
+        for name, value in (("socket_timeout", socket_timeout), ("socket_connect_timeout", socket_connect_timeout)):
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be positive (or None: no limit), not {value!r}")
+        options: dict[str, Any] = {
+            "protocol": 2, "socket_timeout": socket_timeout, "socket_connect_timeout": socket_connect_timeout,
+        }
+        self._client: Any
+        if sharded:
+            self._client = RedisCluster.from_url(url, **options)
+        else:
+            # Tried again only when the connection was found closed (Redis's idle timeout), never
+            # after a timeout (redis-py 6+ would, three times, with back-off in between).
+            retry = Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
+            self._client = redis.Redis.from_url(url, retry=retry, **options)
+        self._names = _Names(prefix)
+        self._publish = self._client.spublish if sharded else self._client.publish
+        self._uid = _new_uid()
+        self._send_to = self._client.register_script(_SEND_TO % ("SPUBLISH" if sharded else "PUBLISH"))
+
+    def broadcast(self, message: Message | str | bytes, room: str | None = None) -> int:
+        """Send to every connection (or every member of ``room``); returns how many processes heard it.
+
+        Raises:
+            redis.RedisError: Redis did not answer within ``socket_timeout`` (``redis.TimeoutError``)
+                or cannot be reached (``redis.ConnectionError``).
+        """
+        channel = self._names.all if room is None else self._names.room_prefix + room.encode()
+        return int(self._publish(channel, encode(_BROADCAST, _as_message(message), self._uid)))
+
+    def send_to(self, id: str, message: Message | str | bytes) -> bool:
+        """Send to the connection identified as ``id``; False when no process has it.
+
+        Raises:
+            redis.RedisError: as :meth:`broadcast`.
+        """
+        envelope = encode(_DIRECT, _as_message(message), self._uid, id)
+        result = self._send_to(keys=[self._names.ids_key], args=[id, self._names.proc_prefix, envelope])
+        return int(result) > 0
+
+    def close(self) -> None:
+        """Close the connection to Redis."""
+        self._client.close()

@@ -1,0 +1,166 @@
+"""The backplane's wire contract: the envelope, the channel and key names, the Lua scripts.
+
+Pure code: bytes in, bytes out; no gevent, no redis-py, no I/O. The servers'
+:class:`~ignitia_sync.redis.RedisBackplane` and the :class:`~ignitia_sync.redis.Emitter` of a
+process that serves no WebSockets both speak it, so that each one's messages decode in the other.
+
+The envelope is plain bytes, nothing a Redis user could make us execute (no pickle):
+
+* one byte of kind: ``B`` (a broadcast, to a room or to all) or ``D`` (a direct send to an id);
+* one byte of message type: ``t`` (Text, UTF-8) or ``b`` (Binary);
+* the sender's process id (:data:`_UID_SIZE` ASCII bytes), so that a process skips its own
+  broadcasts (it delivered them locally already);
+* for ``D`` only: the id's length (two bytes, big-endian) and the id in UTF-8;
+* the payload.
+
+:func:`decode` rejects whatever is not one of these with a :class:`ValueError`.
+
+Example:
+    >>> envelope = encode(_DIRECT, Message.text("hi"), b"0" * 16, "alice")
+    >>> envelope
+    b'Dt0000000000000000\\x00\\x05alicehi'
+    >>> decode(envelope)
+    (b'D', b'0000000000000000', 'alice', Text(data='hi'))
+    >>> _Names("chat").room_prefix + b"lobby"
+    b'chat:room:lobby'
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+
+from ..message import Binary, Message, Text
+
+__all__ = ["decode", "encode"]
+
+#: Kinds: a broadcast (room or all), a direct send (to one id), a wake-up (one listener's own).
+_BROADCAST, _DIRECT, _WAKE = b"B", b"D", b"W"
+#: Message types.
+_TEXT, _BINARY = b"t", b"b"
+#: Length of a process id (hex digits, ASCII).
+_UID_SIZE = 16
+#: Length of the fixed head: kind, type, sender.
+_HEAD = 2 + _UID_SIZE
+#: The longest id an envelope can carry (its length is two bytes).
+_MAX_ID = 65535
+
+#: Direct send in one round trip: look the id up, publish to its process (-1: unknown id;
+#: 0: its process is gone, and the stale entry is removed).
+#: ``%s`` is PUBLISH, or SPUBLISH in sharded mode (the channel shares the key's hash tag).
+_SEND_TO = """
+local uid = redis.call('HGET', KEYS[1], ARGV[1])
+if not uid then return -1 end
+local heard = redis.call('%s', ARGV[2] .. uid, ARGV[3])
+if heard == 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
+return heard
+"""
+#: Forget an id only if it is still ours (it may have reconnected to another process).
+_FORGET = """
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then return redis.call('HDEL', KEYS[1], ARGV[1]) end
+return 0
+"""
+
+
+def _new_uid() -> bytes:
+    """A new process id: :data:`_UID_SIZE` random hex digits.
+
+    Example:
+        >>> len(_new_uid()), _new_uid() == _new_uid()
+        (16, False)
+    """
+    return os.urandom(_UID_SIZE // 2).hex().encode()
+
+
+def encode(kind: bytes, message: Message, sender: bytes, id: str | None = None) -> bytes:
+    """The envelope of a broadcast or direct message (see the module docstring).
+
+    Raises:
+        TypeError: ``message`` is neither Text nor Binary (control frames never cross).
+
+    Example:
+        >>> encode(_BROADCAST, Message.text("hi"), b"0" * 16)
+        b'Bt0000000000000000hi'
+    """
+    if type(message) is Text:
+        type_byte, payload = _TEXT, message.data.encode()
+    elif type(message) is Binary:
+        type_byte, payload = _BINARY, bytes(message.data)
+    else:
+        raise TypeError(f"only Text and Binary messages cross the backplane, not {type(message).__name__}")
+    if id is None:
+        return kind + type_byte + sender + payload
+    name = id.encode()
+    return kind + type_byte + sender + struct.pack("!H", len(name)) + name + payload
+
+
+def decode(data: bytes) -> tuple[bytes, bytes, str | None, Message]:
+    """(kind, sender, id or None, message) of an envelope.
+
+    Raises:
+        ValueError: not one of our envelopes (bad kind, type, length or UTF-8).
+
+    Example:
+        >>> decode(b"Bt0000000000000000hi")[3]
+        Text(data='hi')
+    """
+    if len(data) < _HEAD or data[:1] not in (_BROADCAST, _DIRECT):
+        raise ValueError("not an ignitia_sync envelope")
+    kind, type_byte, sender, rest = data[:1], data[1:2], data[2:_HEAD], data[_HEAD:]
+    id = None
+    if kind == _DIRECT:
+        if len(rest) < 2:
+            raise ValueError("truncated direct envelope")
+        (size,) = struct.unpack("!H", rest[:2])
+        if len(rest) < 2 + size:
+            raise ValueError("truncated direct envelope")
+        id, rest = rest[2 : 2 + size].decode(), rest[2 + size :]
+    if type_byte == _TEXT:
+        return kind, sender, id, Message.text(rest.decode())
+    if type_byte == _BINARY:
+        return kind, sender, id, Message.binary(rest)
+    raise ValueError("unknown message type in envelope")
+
+
+def _as_message(message: Message | str | bytes) -> Message:
+    """``str`` as Text, bytes-like as Binary, a Message as itself (the Emitter's convenience).
+
+    Example:
+        >>> _as_message("hi"), _as_message(b"\\x00")
+        (Text(data='hi'), Binary(data=b'\\x00'))
+    """
+    if isinstance(message, str):
+        return Message.text(message)
+    if isinstance(message, bytes | bytearray | memoryview):
+        return Message.binary(bytes(message))
+    return message
+
+
+class _Names:
+    """The channel and key names of a prefix (shared by the backplane and the Emitter).
+
+    The directory and the direct channels share the hash tag ``{PREFIX}``: in a cluster they
+    live in one slot, so one script can look an id up and publish to its process.
+
+    Example:
+        >>> names = _Names("ignitia")
+        >>> names.all, names.proc_prefix, names.ids_key
+        (b'ignitia:all', b'{ignitia}:proc:', '{ignitia}:ids')
+        >>> names.wake_prefix(b"ab")
+        'ignitia:wake:ab:'
+    """
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        #: Broadcasts to every connection; every process listens.
+        self.all = f"{prefix}:all".encode()
+        #: A room's channel is this and the room's name.
+        self.room_prefix = f"{prefix}:room:".encode()
+        #: A process's direct channel is this and its uid.
+        self.proc_prefix = f"{{{prefix}}}:proc:".encode()
+        #: The directory: application id -> uid of the process that has it.
+        self.ids_key = f"{{{prefix}}}:ids"
+
+    def wake_prefix(self, uid: bytes) -> str:
+        """The start of a shard listener's wake channel (a number follows: one that hashes to its shard)."""
+        return f"{self.prefix}:wake:{uid.decode()}:"

@@ -1,0 +1,223 @@
+"""redis-py clients for the backplane: gevent connections, and one subscription connection per shard.
+
+* :class:`_GeventConnection`: redis-py's TCP connection on a gevent socket, so that the
+  backplane cooperates with or without monkey-patching;
+* :func:`_options`, :func:`_client`, :func:`_cluster`: the clients the backplane's greenlets
+  own (one connection each; RESP2; retried only when a connection was found closed);
+* :class:`_Sequential`: a pipeline's interface for a cluster client;
+* :class:`_Shard` and :func:`_open_shards`: the listener's subscription connections (the whole
+  Redis, or one per primary of a Redis Cluster, each with its own channels).
+
+Nothing here owns a greenlet or knows the backplane: the backplane's listener subscribes a
+shard (:meth:`_Shard.start`), applies room changes (:meth:`_Shard.update`) and reads it.
+
+Example::
+
+    shard, = _open_shards("redis://127.0.0.1:6379/0", sharded=False, own=b"{ignitia}:proc:UID",
+                          wake_prefix="ignitia:wake:UID:")
+    shard.start({b"ignitia:all", b"{ignitia}:proc:UID"})      # SUBSCRIBE, on a gevent socket
+    shard.pending[b"ignitia:room:lobby"] = True              # a local member joined the lobby
+    shard.update()                                           # SUBSCRIBE ignitia:room:lobby
+    message = shard.pubsub.get_message(timeout=5.0)
+    shard.close()
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Iterable
+from typing import Any, cast
+
+import gevent.monkey
+import gevent.socket
+import redis
+import redis.connection
+from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
+from redis.crc import key_slot
+from redis.retry import Retry
+
+__all__: list[str] = []
+
+#: How long a connection attempt may take.
+_CONNECT_TIMEOUT = 5.0
+
+
+class _GeventConnection(redis.connection.Connection):
+    """redis-py's TCP connection on a gevent socket: cooperative without monkey-patching."""
+
+    def _connect(self) -> socket.socket:
+        sock = gevent.socket.create_connection((self.host, self.port), timeout=self.socket_connect_timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.socket_keepalive:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.settimeout(self.socket_timeout)
+        return sock
+
+
+def _options(url: str, *, retries: int, socket_timeout: float | None) -> dict[str, Any]:
+    """redis-py options: gevent sockets, RESP2 (plain replies), our own retry policy.
+
+    Raises:
+        ValueError: ``rediss://`` or ``unix://`` in a process that is not monkey-patched (their
+            sockets would block the hub).
+
+    Example:
+        >>> _options("redis://127.0.0.1:6379/0", retries=0, socket_timeout=None)["connection_class"].__name__
+        '_GeventConnection'
+    """
+    options: dict[str, Any] = {
+        "socket_timeout": socket_timeout, "socket_connect_timeout": _CONNECT_TIMEOUT, "socket_keepalive": True,
+        # Retried only when the connection was found closed (Redis's idle timeout): a timeout
+        # may mean Redis ran the commands, and a resent pipeline would deliver them twice.
+        "retry": Retry(NoBackoff(), retries, supported_errors=(redis.ConnectionError,)), "protocol": 2,
+    }
+    if url.startswith("redis://"):
+        options["connection_class"] = _GeventConnection
+    elif not gevent.monkey.is_module_patched("socket"):
+        raise ValueError(f"{url.split(':')[0]}:// needs a monkey-patched process (gevent.monkey.patch_all())")
+    return options
+
+
+def _client(url: str, *, retries: int, socket_timeout: float | None) -> redis.Redis:
+    """A redis-py client with one gevent connection."""
+    options = _options(url, retries=retries, socket_timeout=socket_timeout)
+    return redis.Redis(connection_pool=redis.ConnectionPool.from_url(url, max_connections=1, **options))
+
+
+def _cluster(url: str, *, retries: int, socket_timeout: float | None) -> RedisCluster:
+    """A Redis Cluster client (slot map, one connection per node) on gevent connections."""
+    return RedisCluster.from_url(url, **_options(url, retries=retries, socket_timeout=socket_timeout))
+
+
+class _Sequential:
+    """A pipeline's interface for a cluster client: each command runs at once (no cross-slot batches)."""
+
+    def __init__(self, client: RedisCluster) -> None:
+        self._client = client
+        self._results: list[Any] = []
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        method = getattr(self._client, name)
+
+        def call(*args: Any, **kwargs: Any) -> None:
+            self._results.append(method(*args, **kwargs))
+
+        return call
+
+    def run_script(self, script: Any, keys: list[Any], args: list[Any]) -> None:
+        """Run a registered script now (it loads itself on the node that needs it)."""
+        self._results.append(script(keys=keys, args=args, client=self._client))
+
+    def execute(self) -> list[Any]:
+        """The results of the commands since the last call, in order."""
+        results, self._results = self._results, []
+        return results
+
+
+class _Shard:
+    """One subscription connection: the whole Redis, or one cluster shard and its channels.
+
+    Args:
+        client: a client with one connection to that Redis or shard.
+        wake: the channel that wakes its listener (this process's own direct channel), or None
+            to draw one that hashes to this shard from ``wake_prefix``.
+        node: the cluster client and this shard's primary's name, or None (not sharded).
+        wake_prefix: see ``wake``.
+    """
+
+    def __init__(
+        self, client: redis.Redis, wake: bytes | None, node: tuple[RedisCluster, str] | None, wake_prefix: str = ""
+    ) -> None:
+        self.client = client
+        self.pubsub: Any = cast(Any, client).pubsub()  # typed in some redis-py releases, not in others
+        self.sharded = node is not None
+        #: The type of a published message as this connection hears it.
+        self.kind = "smessage" if self.sharded else "message"
+        self._slots: set[int] | None = None
+        if node is not None:
+            cluster, name = node
+            slots = cluster.nodes_manager.slots_cache
+            self._slots = {slot for slot, nodes in slots.items() if nodes and nodes[0].name == name}
+        #: The wake channel: our own direct channel, or one that hashes to this shard.
+        self.wake = wake if wake is not None else next(
+            channel for k in range(1_000_000) if self.owns(channel := f"{wake_prefix}{k}".encode())
+        )
+        #: Room channels joined (True) or left (False) since the last update.
+        self.pending: dict[bytes, bool] = {}
+        #: The channels subscribed (or being subscribed) on this connection.
+        self.subscribed: set[bytes] = set()
+        self._unsubscribing: set[bytes] = set()
+
+    def start(self, channels: Iterable[bytes]) -> None:
+        """Subscribe to those of ``channels`` this shard owns, and to its wake channel (connects)."""
+        self.subscribed = {channel for channel in channels if self.owns(channel)} | {self.wake}
+        self._subscribe(*self.subscribed)
+
+    def owns(self, channel: bytes) -> bool:
+        """True when ``channel``'s traffic goes through this shard."""
+        return self._slots is None or key_slot(channel) in self._slots
+
+    def update(self) -> None:
+        """Apply the pending joins and leaves (several changes to one room: the last one wins)."""
+        changes, self.pending = self.pending, {}
+        add = [channel for channel, wanted in changes.items() if wanted and channel not in self.subscribed]
+        remove = [channel for channel, wanted in changes.items() if not wanted and channel in self.subscribed]
+        if add:
+            self._subscribe(*add)
+            self.subscribed.update(add)
+        if remove:
+            self.subscribed.difference_update(remove)
+            self._unsubscribing.update(remove)
+            self._unsubscribe(*remove)
+
+    def confirm_unsubscribe(self, channel: bytes) -> bool:
+        """True for the answer to our own unsubscribe; False when the server dropped a channel we want."""
+        if channel in self._unsubscribing:
+            self._unsubscribing.discard(channel)
+            return True
+        return channel not in self.subscribed
+
+    def _subscribe(self, *channels: bytes) -> None:
+        for group in self._by_slot(channels):
+            (self.pubsub.ssubscribe if self.sharded else self.pubsub.subscribe)(*group)
+
+    def _unsubscribe(self, *channels: bytes) -> None:
+        for group in self._by_slot(channels):
+            (self.pubsub.sunsubscribe if self.sharded else self.pubsub.unsubscribe)(*group)
+
+    def _by_slot(self, channels: tuple[bytes, ...]) -> list[list[bytes]]:
+        """One group in all, or one per slot: SSUBSCRIBE takes channels of one slot only."""
+        if not self.sharded:
+            return [list(channels)]
+        groups: dict[int, list[bytes]] = {}
+        for channel in channels:
+            groups.setdefault(key_slot(channel), []).append(channel)
+        return list(groups.values())
+
+    def close(self) -> None:
+        """Close the subscription and its connection."""
+        self.pubsub.close()
+        self.client.close()
+
+
+def _open_shards(url: str, *, sharded: bool, own: bytes, wake_prefix: str) -> list[_Shard]:
+    """One shard for the whole Redis, or one per primary of the cluster at ``url``; none subscribed yet.
+
+    Not sharded, the shard's wake channel is ``own`` (this process's direct channel); sharded,
+    each shard's is drawn from ``wake_prefix``. Only the cluster's slot map is read here.
+    """
+    if not sharded:
+        return [_Shard(_client(url, retries=0, socket_timeout=None), own, None)]
+    cluster = _cluster(url, retries=0, socket_timeout=None)
+    try:
+        shards = []
+        for node in cluster.get_primaries():  # type: ignore[no-untyped-call]
+            options = _options(url, retries=0, socket_timeout=None)
+            client = redis.Redis(
+                connection_pool=redis.ConnectionPool(host=node.host, port=node.port, max_connections=1, **options)
+            )
+            shards.append(_Shard(client, None, (cluster, node.name), wake_prefix))
+        return shards
+    finally:
+        cluster.close()
