@@ -1,6 +1,6 @@
 """The registry's hub: calls from other OS threads are handed to it, through one ``HubRef``.
 
-With connections, across a real server, this is tests/test_registry.py
+With connections, across a real server, this is tests/broadcast/test_registry.py
 (``broadcast_threadsafe`` from a thread, ``call_threadsafe(identify)``); here the hand-over
 itself: where and how the call runs, what is logged when it fails, what a threaded registry
 and a registry whose hub has gone do.

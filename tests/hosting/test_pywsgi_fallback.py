@@ -1,7 +1,7 @@
 """The server's WSGI fallback: plain HTTP on the WebSocket port, answered by pywsgi's handler.
 
 End to end (a Flask or Django app behind ``TestClient``, ``ignitia-sync MODULE:app``) it is
-tested in tests/test_testing.py and tests/test_wsgi.py; here its parts are: the replay of
+tested in tests/test_testing.py and tests/e2e/test_wsgi_servers.py; here its parts are: the replay of
 the bytes the server read while routing, keep-alive after it, the environ, and
 ``take_socket`` finding the socket (and the bytes past the head) through the replay.
 """

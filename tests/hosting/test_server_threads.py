@@ -1,6 +1,6 @@
 """``Server`` and the OS threads: stop() from any thread, ``with`` on a started server.
 
-tests/test_server.py stops a server started with ``start_in_thread()`` from the test's
+tests/hosting/test_server.py stops a server started with ``start_in_thread()`` from the test's
 thread; here the other way round (served in this thread's hub, stopped from another one),
 a hub that has gone, and ``__enter__`` on a server that is already running.
 """

@@ -1,7 +1,7 @@
 """sansio/deflate.py: permessage-deflate negotiation (RFC 7692), the bounded inflate, the size guard.
 
 The extensions are driven by wsproto's own frame parser here, without WebSocketProtocol:
-``tests/test_protocol.py`` covers them inside the protocol.
+``tests/sansio/test_protocol.py`` covers them inside the protocol.
 """
 
 from __future__ import annotations

@@ -20,8 +20,8 @@ from websockets.exceptions import ConnectionClosed as ClientClosed
 from websockets.exceptions import InvalidMessage, InvalidStatus
 from websockets.sync.client import connect
 
-from .subprocess_server import ROOT, free_port, host_command, running
-from .wire import Peer, frame, handshake_bytes
+from tests.subprocess_server import ROOT, free_port, host_command, running
+from tests.wire import Peer, frame, handshake_bytes
 
 MANAGE = os.path.join(ROOT, "examples", "django_project", "manage.py")
 SETTINGS = "examples.django_project.settings"

@@ -26,9 +26,8 @@ from websockets.sync.client import ClientConnection, connect
 
 from ignitia_sync import Message
 from ignitia_sync.redis import Emitter, decode, encode
-
-from .redis_server import REDIS_SERVER, RedisServer
-from .subprocess_server import ROOT, free_port, host_command, running
+from tests.redis_server import REDIS_SERVER, RedisServer
+from tests.subprocess_server import ROOT, free_port, host_command, running
 
 
 class ChatProcess:

@@ -17,10 +17,9 @@ import pytest
 from websockets.sync.client import connect
 
 from ignitia_sync import Router
-
-from .conftest import url
-from .subprocess_server import ROOT, free_port
-from .wire import Peer, frame, handshake_bytes
+from tests.conftest import url
+from tests.subprocess_server import ROOT, free_port
+from tests.wire import Peer, frame, handshake_bytes
 
 
 def echo(ws):

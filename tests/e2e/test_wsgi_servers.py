@@ -17,8 +17,8 @@ from websockets.exceptions import ConnectionClosed as ClientClosed
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from .subprocess_server import ROOT, free_port, host_command, running
-from .wire import Peer, frame, handshake_bytes
+from tests.subprocess_server import ROOT, free_port, host_command, running
+from tests.wire import Peer, frame, handshake_bytes
 
 HOSTS = ["ignitia-sync", "pywsgi", "gunicorn", "werkzeug"]
 #: How each host is stopped: a signal from the process manager; Werkzeug's dev server by Ctrl-C.

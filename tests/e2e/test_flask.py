@@ -13,7 +13,7 @@ from websockets.exceptions import ConnectionClosed as ClientClosed
 from websockets.exceptions import InvalidMessage, InvalidStatus
 from websockets.sync.client import connect
 
-from .subprocess_server import free_port, host_command, running
+from tests.subprocess_server import free_port, host_command, running
 
 
 @pytest.fixture(params=["ignitia-sync", "gunicorn", "werkzeug"])

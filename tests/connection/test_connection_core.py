@@ -24,10 +24,9 @@ from websockets.exceptions import ConnectionClosed as ClientClosed
 from websockets.sync.client import connect
 
 from ignitia_sync import ConnectionClosed, Headers, Message, Router, WebSocketConnection
-
-from .conftest import url
-from .subprocess_server import ROOT, free_port
-from .wire import Peer, frame
+from tests.conftest import url
+from tests.subprocess_server import ROOT, free_port
+from tests.wire import Peer, frame
 
 
 def small_buffer_peer(server: Any, path: str) -> Peer:

@@ -25,8 +25,8 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from .redis_server import RedisServer
-from .subprocess_server import free_port, host_command, running
+from tests.redis_server import RedisServer
+from tests.subprocess_server import free_port, host_command, running
 
 TARGET = "examples.chat_app:app"
 SECRET = {"CHAT_SECRET_KEY": "test-secret"}

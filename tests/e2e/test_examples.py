@@ -18,9 +18,9 @@ import websocket  # websocket-client
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from .subprocess_server import free_port, host_command, running
+from tests.subprocess_server import free_port, host_command, running
 
-ROOT = pathlib.Path(__file__).parent.parent
+ROOT = pathlib.Path(__file__).parent.parent.parent
 
 
 def _start(command: list[str], env: dict[str, str] | None) -> tuple[subprocess.Popen[str], str]:
