@@ -384,7 +384,8 @@ class Server(Host):
             assert self._wsgi is not None  # a hand-off only when there is a WSGI app
             self._wsgi.serve(upgraded, address)
         elif upgraded is not None:  # served from here: each call level is stack kept while it waits
-            self.serve(*upgraded)
+            opening, sock, data = upgraded  # not serve(*upgraded): a call with *args nests the C stack,
+            self.serve(opening, sock, data)  # which gevent copies aside (~800 B) while the handler waits
 
     def _begin_handshake(self, sock: socket.socket, peer: str) -> bool:
         """Count a socket in its handshake; refuse it at once (503) past the caps."""
