@@ -2,10 +2,13 @@
 
 ``ATTR`` is a :class:`~ignitia_sync.router.Router`, or any WSGI application (a Flask app,
 Django's ``application``): plain HTTP then goes to it through gevent's pywsgi, and its
-:class:`~ignitia_sync.wsgi.WebSocketMiddleware` routes are upgraded on the same port.
+WebSocket routes (``Sock``, ``websocket_view``, ``WebSocketMiddleware``) are upgraded on the
+same port.
 
 It calls ``gevent.monkey.patch_all()`` before importing the application's module, as
-gunicorn's gevent worker does, so blocking libraries used by handlers cooperate.
+gunicorn's gevent worker does, so blocking libraries used by handlers cooperate. A mistake
+(a module that is not there, a target that is neither a Router nor a WSGI app, a port in
+use, a bad option) is one line on stderr and exit status 2; ``--debug`` adds the traceback.
 
 Example::
 
@@ -15,43 +18,181 @@ Example::
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import inspect
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Sequence
+from typing import Any, NoReturn
+
+PROG = "ignitia-sync"
+#: How handlers name their connection; a WSGI app's first parameter is the environ.
+_HANDLER_FIRST_PARAMETERS = frozenset({"ws", "websocket", "conn", "connection", "socket", "sock"})
+
+
+class UsageError(Exception):
+    """A mistake on the command line: the message says what to do."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        """One line and status 2 instead of argparse's usage block."""
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command line, with every default shown by ``--help``."""
+    parser = _Parser(
+        prog=PROG,
+        description="Serve an ignitia_sync Router, or a WSGI application with WebSocket routes.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("target", help="MODULE:ATTR, for example examples.echo:app")
+    parser.add_argument("--host", default="127.0.0.1", help="the address to listen on")
+    parser.add_argument("--port", type=int, default=3000, help="the port to listen on")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        type=str.upper, help="the lowest level logged")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of a start-up error")
+    args = parser.parse_args(argv)
+    module_name, _, attr = args.target.partition(":")
+    if not module_name or not attr:
+        parser.error(f"target must look like MODULE:ATTR, not {args.target!r}")
+    args.module_name, args.attr = module_name, attr
+    return args
+
+
+def load(module_name: str, attr: str) -> Any:
+    """Import ``module_name`` and return its ``attr``.
+
+    Raises:
+        UsageError: the module or the attribute is not there.
+    """
+    sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and module_name.startswith(exc.name):
+            raise UsageError(
+                f"no module named {module_name!r} (run from the folder that holds it, or set PYTHONPATH)"
+            ) from exc
+        raise UsageError(f"importing {module_name} failed: {exc} (pip install it?)") from exc
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        found = sorted(name for name, value in vars(module).items() if _kind(value) and not name.startswith("_"))
+        hint = f"; it has {', '.join(found)}" if found else ""
+        raise UsageError(f"module {module_name!r} has no attribute {attr!r}{hint}") from None
+
+
+def _kind(value: Any) -> str | None:
+    """``"router"``, ``"wsgi"`` (a callable taking environ and start_response), or None."""
+    from .router import Router
+
+    if isinstance(value, Router):
+        return "router"
+    if not callable(value) or isinstance(value, type):
+        return None
+    try:
+        signature = inspect.signature(value)
+        signature.bind(object(), object())
+    except TypeError:
+        return None
+    except ValueError:  # no signature to read (a builtin): give it the benefit of the doubt
+        return "wsgi"
+    first = next(iter(signature.parameters), "")
+    return None if first in _HANDLER_FIRST_PARAMETERS else "wsgi"
+
+
+def check_target(target: str, app: Any) -> str:
+    """What ``app`` is (``"router"`` or ``"wsgi"``).
+
+    Raises:
+        UsageError: neither: a handler function, a module, a number...
+    """
+    kind = _kind(app)
+    if kind is not None:
+        return kind
+    what = type(app).__name__
+    if callable(app):
+        raise UsageError(
+            f"{target} is a function that does not take (environ, start_response): a WebSocket handler? "
+            "Serve the Router it is registered on (Router().websocket(path, handler)), or a WSGI app"
+        )
+    raise UsageError(f"{target} is a {what}, not a Router or a WSGI application")
+
+
+def routes_of(app: Any) -> list[str]:
+    """The WebSocket route patterns ``app`` serves, where they can be listed."""
+    from .router import Router
+
+    if isinstance(app, Router):
+        return [route.pattern for route in app.routes]
+    patterns: list[str] = []
+    router = getattr(app, "router", None)
+    if isinstance(router, Router):  # WebSocketMiddleware
+        patterns += [route.pattern for route in router.routes]
+    url_map = getattr(app, "url_map", None)  # Flask: Sock's routes are websocket rules
+    for rule in getattr(url_map, "iter_rules", lambda: [])():
+        if getattr(rule, "websocket", False):
+            patterns.append(rule.rule)
+    return patterns
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the command line, monkey-patch, import the app and serve it until signalled."""
-    parser = argparse.ArgumentParser(
-        prog="ignitia-sync", description="Serve an ignitia_sync Router, or a WSGI application with WebSocket routes."
-    )
-    parser.add_argument("target", help="MODULE:ATTR, for example examples.echo:app")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=3000)
-    parser.add_argument("--log-level", default="INFO")
-    args = parser.parse_args(argv)
-    module_name, _, attr = args.target.partition(":")
-    if not module_name or not attr:
-        parser.error("target must look like MODULE:ATTR")
+    args = parse(argv)
+    try:
+        return _serve(args)
+    except UsageError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 2
 
+
+def _serve(args: argparse.Namespace) -> int:
     from gevent import monkey
 
     monkey.patch_all()
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    sys.path.insert(0, os.getcwd())
-    app = getattr(importlib.import_module(module_name), attr)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        app = load(args.module_name, args.attr)
+    except UsageError:
+        raise
+    except Exception as exc:  # the application's own module failed while importing
+        if args.debug:
+            raise
+        raise UsageError(
+            f"importing {args.module_name} raised {type(exc).__name__}: {exc} (--debug shows the traceback)"
+        ) from exc
+    kind = check_target(args.target, app)
 
-    from .hosting.server import run
+    from .hosting.server import Server
     from .router import Router
 
-    if isinstance(app, Router):
-        run(app, ["--host", args.host, "--port", str(args.port)])
-    elif callable(app):  # a WSGI application: a Flask app, Django's, any callable
-        run(Router(), ["--host", args.host, "--port", str(args.port)], wsgi_app=app)
+    router, wsgi_app = (app, None) if kind == "router" else (Router(), app)
+    server = Server(router, (args.host, args.port), wsgi_app=wsgi_app)
+    try:
+        server.start()
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise UsageError(f"port {args.port} on {args.host} is in use: stop what holds it, or pick --port") from exc
+        if exc.errno == errno.EACCES:
+            raise UsageError(f"not allowed to listen on {args.host}:{args.port}: pick a port above 1023") from exc
+        raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from exc
+    host, port = server.address
+    print(f"WebSocket server running on ws://{host}:{port}", flush=True)
+    patterns = routes_of(app)
+    if patterns:
+        print("WebSocket routes: " + ", ".join(patterns), flush=True)
+    elif kind == "wsgi":
+        print("WebSocket routes: those of the WSGI application (plain HTTP goes to it too)", flush=True)
     else:
-        parser.error(f"{args.target} is a {type(app).__name__}, not a Router or a WSGI application")
+        print("WebSocket routes: none (register some with router.websocket(path, handler))", flush=True)
+    server.serve_forever()
     return 0
 
 
