@@ -15,8 +15,9 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from .message import Binary, Close, Message, Text
@@ -54,9 +55,46 @@ class Handler:
             raise TypeError(f"a handler must be callable, not {func!r}")
         self.func = func
 
+    #: The positional arguments ``func`` takes before the path parameters.
+    leading: tuple[str, ...] = ("ws",)
+
     def __call__(self, ws: WebSocketConnection, **params: str) -> None:
         """Run the handler on one connection."""
         self.func(ws, **params)
+
+    def check(self, route: str, params: Iterable[str]) -> None:
+        """Refuse, when the route is registered, a function that could not take its arguments.
+
+        Raises:
+            TypeError: one line naming the route, the function and the signature to write.
+
+        Example:
+            >>> Handler(lambda ws: None).check("/rooms/:room", ["room"])
+            Traceback (most recent call last):
+            ...
+            TypeError: route '/rooms/:room': the handler <lambda>(ws) cannot take the path parameter 'room'; write it as def <lambda>(ws, room): ...
+        """
+        names = list(params)
+        try:
+            signature = inspect.signature(self.func)
+        except (TypeError, ValueError):  # no signature to read (a builtin, a C function)
+            return
+        try:
+            signature.bind(*self.leading, **dict.fromkeys(names))
+        except TypeError as exc:
+            name = getattr(self.func, "__name__", type(self.func).__name__)
+            wanted = ", ".join([*self.leading, *names])
+            missing = [param for param in names if param not in signature.parameters]
+            kinds = {p.kind for p in signature.parameters.values()}
+            if missing and inspect.Parameter.VAR_KEYWORD not in kinds:
+                problem = f"cannot take the path parameter{'s' if len(missing) > 1 else ''} " + ", ".join(
+                    repr(param) for param in missing
+                )
+            else:
+                problem = f"cannot be called as {name}({wanted}): {exc}"
+            raise TypeError(
+                f"route {route!r}: the handler {name}{signature} {problem}; write it as def {name}({wanted}): ..."
+            ) from None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({getattr(self.func, '__qualname__', self.func)!r})"
@@ -69,6 +107,7 @@ class MessageHandler(Handler):
     """
 
     __slots__ = ()
+    leading = ("ws", "message")
 
     def __call__(self, ws: WebSocketConnection, **params: str) -> None:
         """Run ``func`` once per received message."""
@@ -88,6 +127,7 @@ class BatchHandler(Handler):
     """
 
     __slots__ = ("batch_size", "timeout")
+    leading = ("ws", "messages")
 
     def __init__(self, func: Callable[..., Any], batch_size: int = 50, timeout_ms: float = 100) -> None:
         super().__init__(func)

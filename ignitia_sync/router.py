@@ -208,9 +208,10 @@ class Router:
         parsed, _ = RouteOptions.parse(options)
         if any(route.pattern == path for route in self._routes):
             raise ValueError(f"route {path!r} is already registered")
-        route = Route(
-            path, as_handler(handler), dict(parsed.overrides), _compile(path), parsed.middleware, parsed.rate_limit
-        )
+        regex = _compile(path)
+        adapted = as_handler(handler)
+        adapted.check(path, regex.groupindex if regex is not None else ())  # now, not at the first upgrade
+        route = Route(path, adapted, dict(parsed.overrides), regex, parsed.middleware, parsed.rate_limit)
         self._routes.append(route)
         if route.regex is None:
             self._static[path] = route

@@ -37,7 +37,10 @@ def test_decorator_websocket_fn_and_handler_kinds():
     def deco(ws):
         pass
 
-    app.websocket_fn("/fn", nothing).websocket("/msg", websocket_message_handler(nothing))
+    def on_message(ws, message):
+        pass
+
+    app.websocket_fn("/fn", nothing).websocket("/msg", websocket_message_handler(on_message))
     routes = {route.pattern: route for route in app.routes}
     assert deco.__name__ == "deco"  # the decorator returns the function
     assert type(routes["/deco"].handler) is Handler
@@ -63,3 +66,33 @@ def test_duplicates_and_unknown_options_are_refused():
 def test_route_options_are_kept():
     app = Router().websocket("/a", nothing, subprotocols=["v1"], max_message_size=10)
     assert app.routes[0].options == {"subprotocols": ["v1"], "max_message_size": 10}
+
+
+# -- a handler that could not take its arguments fails when the route is registered ----------
+
+
+@pytest.mark.parametrize(
+    ("pattern", "handler", "says"),
+    [
+        ("/a/:room", lambda ws: None, "cannot take the path parameter 'room'; write it as def <lambda>(ws, room)"),
+        ("/a/{x}/:y", lambda ws, x: None, "cannot take the path parameter 'y'; write it as def <lambda>(ws, x, y)"),
+        ("/plain", lambda: None, "cannot be called as <lambda>(ws)"),
+        ("/m/:room", websocket_message_handler(lambda ws, room: None),
+         "cannot be called as <lambda>(ws, message, room)"),
+    ],
+)
+def test_a_handler_that_cannot_take_its_arguments_is_refused_at_registration(pattern, handler, says):
+    with pytest.raises(TypeError) as refused:
+        Router().websocket(pattern, handler)
+    message = str(refused.value)
+    assert message.startswith(f"route {pattern!r}: the handler ") and says in message and "\n" not in message
+
+
+def test_handlers_that_can_take_their_arguments_are_accepted():
+    def keywords(ws, **params):
+        pass
+
+    def defaults(ws, room, page="1"):
+        pass
+
+    Router().websocket("/a/:room", keywords).websocket("/b/:room", defaults).websocket("/c/*rest", lambda ws, rest: None)
