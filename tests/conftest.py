@@ -47,6 +47,39 @@ def url(server: Server, path: str) -> str:
     return f"ws://{host}:{port}{path}"
 
 
+class _Failures(logging.Handler):
+    """Keeps every error the library logged with a traceback: a handler that raised, and the like."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info:
+            self.records.append(record)
+
+
+@pytest.fixture(autouse=True)
+def server_side_errors_fail_the_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A server-side handler that raises fails the test that caused it, with its traceback.
+
+    Its assertions count: the server would only log the exception and close with 1011. A
+    test that means a handler (or middleware) to raise says so with
+    ``@pytest.mark.expect_errors``.
+    """
+    failures = _Failures()
+    library = logging.getLogger("ignitia_sync")
+    library.addHandler(failures)
+    try:
+        yield
+    finally:
+        library.removeHandler(failures)
+    if failures.records and request.node.get_closest_marker("expect_errors") is None:
+        formatter = logging.Formatter("%(name)s: %(message)s")
+        pytest.fail("the server logged an error:\n" + "\n".join(formatter.format(r) for r in failures.records),
+                    pytrace=False)
+
+
 @pytest.fixture(autouse=True)
 def _log_level(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="ignitia_sync")

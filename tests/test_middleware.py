@@ -86,6 +86,7 @@ def test_origin_check_refuses_other_sites_with_403(serve):
         assert ws.recv() == "ok"
 
 
+@pytest.mark.expect_errors  # the test makes it raise
 def test_middleware_can_refuse_attach_and_a_crash_gives_500(serve, caplog):
     def tenant(request):
         if "tenant" not in request.query:

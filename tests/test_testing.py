@@ -25,7 +25,7 @@ def chat(ws: WebSocketConnection, room: str) -> None:
 def router() -> Router:
     app = Router()
     app.websocket("/chat/:room", chat)
-    app.websocket("/private", chat, middleware=[lambda request: Response(403, "members only")])
+    app.websocket("/private", lambda ws: None, middleware=[lambda request: Response(403, "members only")])
     app.websocket("/proto", lambda ws: ws.send_text(str(ws.subprotocol)), subprotocols=["v2", "v1"])
     app.websocket("/small", lambda ws: list(ws), max_message_size=16)
     return app

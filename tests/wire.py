@@ -107,13 +107,17 @@ class Peer:
                 return code, payload[2:].decode()
 
     def at_eof(self) -> bool:
-        """True when the server has closed the TCP connection (reads until EOF)."""
+        """True when the server closed the TCP connection with nothing more sent before it.
+
+        False when any byte came first (a frame after the Close, say): what was buffered
+        counts too. A reset counts as closed.
+        """
+        if self.buffer:
+            return False
         try:
-            while self.sock.recv(65536):
-                pass
+            return self.sock.recv(65536) == b""
         except ConnectionResetError:
             return True
-        return True
 
     def close(self) -> None:
         self.sock.close()

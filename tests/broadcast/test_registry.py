@@ -73,6 +73,7 @@ def test_identify_get_and_iteration(serve):
         assert list(registry) == [ws] and ws in registry
 
 
+@pytest.mark.expect_errors  # the test makes it raise
 def test_every_kind_of_disconnect_leaves_the_registry_and_its_rooms(serve):
     server = serve(ROOMS)
     registry = server.registry

@@ -412,11 +412,13 @@ def test_recv_timeout_raises_timeouterror_and_send_takes_str_and_bytes(serve):
             ws.send("timed out")
         ws.send(b"\x01\x02")
         assert ws.recv_timeout(0.05) is None and not ws.closed
+        ws.send("done")
 
     server = serve(Router().websocket("/api", handler))
     with connect(url(server, "/api")) as client:
         assert client.recv(timeout=5) == "timed out"
         assert client.recv(timeout=5) == b"\x01\x02"
+        assert client.recv(timeout=5) == "done"  # the handler's own checks ran before we close
 
 
 def test_recv_until_shutdown_wakes_at_shutdown_without_polling(serve):
