@@ -445,6 +445,28 @@ def test_idle_timeout_counts_data_messages_not_pongs(serve):
         assert (client.protocol.close_rcvd.code, client.protocol.close_rcvd.reason) == (1001, "idle timeout")
 
 
+def test_data_messages_reset_the_idle_timer(serve):
+    """A connection that keeps talking outlives idle_timeout many times over; silence then closes it."""
+
+    def echo(ws: WebSocketConnection) -> None:
+        for message in ws:
+            if isinstance(message, Message.Text):
+                ws.send_text(message.data)
+
+    server = serve(Router().websocket("/chatty", echo), idle_timeout=0.3)
+    with connect(url(server, "/chatty")) as client:
+        talked_for = time.monotonic()
+        sent = 0
+        while time.monotonic() - talked_for < 1.5:  # five idle timeouts' worth of talking
+            client.send(str(sent))
+            assert client.recv(timeout=5) == str(sent)  # open: every message answered
+            sent += 1
+            time.sleep(0.05)
+        with pytest.raises(ClientClosed):  # then silence: closed for being idle
+            client.recv(timeout=10)
+        assert (client.protocol.close_rcvd.code, client.protocol.close_rcvd.reason) == (1001, "idle timeout")
+
+
 def test_a_bad_route_option_fails_when_the_route_is_registered():
     with pytest.raises(ValueError, match="outbox_limit"):
         Router().websocket("/x", lambda ws: None, outbox_limit=0)

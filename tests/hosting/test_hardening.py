@@ -189,9 +189,19 @@ def test_tokens_never_reach_a_log_line(serve, caplog):
         assert secret not in text
 
 
-def test_broadcasts_to_stateless_deflate_peers_are_compressed_once_and_read_correctly(serve):
+def test_broadcasts_to_stateless_deflate_peers_are_compressed_once_and_read_correctly(serve, monkeypatch):
     """S8: with deflate_no_context_takeover, one compression serves every such peer."""
     from ignitia_sync import Message
+    from ignitia_sync.connection import transport
+
+    compressions = []
+    real = transport.encode_shared_frame
+
+    def counted(message, key):  # a spy: the real compression runs, its calls are counted
+        compressions.append(key)
+        return real(message, key)
+
+    monkeypatch.setattr(transport, "encode_shared_frame", counted)
 
     def member(ws):
         ws.join("room")
@@ -211,3 +221,4 @@ def test_broadcasts_to_stateless_deflate_peers_are_compressed_once_and_read_corr
         clients[0].send("hello")
         for client in (*clients, plain):  # websockets inflates and checks every frame
             assert [client.recv(timeout=5) for _ in range(5)] == [f"hello {n} " * 20 for n in range(5)]
+    assert len(compressions) == 5  # once per broadcast for the three deflate peers, not once per peer
