@@ -5,7 +5,13 @@ is not an upgrade to one of its routes becomes a :class:`HandOff` (the socket an
 read so far); :meth:`PywsgiFallback.serve` gives it to pywsgi's request handler, which reads
 those bytes again (:class:`Replay`), then the rest of the connection (keep-alive, chunked
 bodies), and answers with the WSGI app. pywsgi's ``WSGIServer`` is never started: it only
-lends its ``handler_class`` and its environ.
+lends its ``handler_class`` (subclassed here) and its environ.
+
+pywsgi reads the requests of a connection in a loop and would wait for the next request head
+forever. Here each head, the wait for it included, has a deadline (``head_timeout``: the
+server's ``handshake_timeout``), and the server is told when a connection starts and stops
+waiting for one (:class:`HeadWaits`), so that it counts such connections as pending
+handshakes and may close the oldest silent one when it needs the place.
 
 Example:
     >>> import gevent.socket
@@ -23,17 +29,21 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+
+import gevent
 
 if TYPE_CHECKING:
     import socket
 
-__all__ = ["HandOff", "PywsgiFallback", "Replay"]
+__all__ = ["HandOff", "HeadWaits", "PywsgiFallback", "Replay"]
 
 access_log = logging.getLogger("ignitia_sync.access")
+log = logging.getLogger("ignitia_sync.server")
 
 
 class HandOff(NamedTuple):
@@ -82,6 +92,66 @@ class Replay(io.RawIOBase):
             return None
 
 
+class HeadWaits(Protocol):
+    """What a server is told of a handed-off connection: it waits for a request head, or has read one.
+
+    ``begin()`` is called as pywsgi's handler starts to read a request line (the connection
+    may sit idle in keep-alive until it comes), ``end()`` once that request's head is read
+    or the wait ended otherwise (a deadline, an error, EOF); always in pairs.
+    """
+
+    def begin(self) -> None:
+        """The connection waits for its next request head."""
+
+    def end(self) -> None:
+        """The wait is over."""
+
+
+@functools.cache
+def _handler_class(base: type[Any]) -> type[Any]:
+    """pywsgi's request handler with a deadline (and the server told) for each request head."""
+
+    class BoundedHeads(base):  # type: ignore[misc]
+        head_timeout: float | None = None
+        head_waits: HeadWaits | None = None
+        #: The deadline of the head being read (or of the last one): a new Timeout for each,
+        #: as a gevent Timeout started again after cancel() may fire at its first deadline.
+        head_deadline: gevent.Timeout | None = None
+        _in_head = False
+
+        def read_requestline(self) -> Any:
+            self._in_head = True
+            if self.head_waits is not None:
+                self.head_waits.begin()
+            if self.head_timeout is not None:
+                self.head_deadline = gevent.Timeout(self.head_timeout)
+                self.head_deadline.start()
+            return super().read_requestline()
+
+        def read_request(self, raw_requestline: str) -> Any:
+            try:
+                return super().read_request(raw_requestline)
+            finally:
+                self._head_read()
+
+        def handle_one_request(self) -> Any:
+            try:
+                return super().handle_one_request()
+            finally:
+                self._head_read()  # a request line refused (414) or never come (EOF)
+
+        def _head_read(self) -> None:
+            if self._in_head:
+                self._in_head = False
+                if self.head_deadline is not None:
+                    self.head_deadline.close()
+                if self.head_waits is not None:
+                    self.head_waits.end()
+
+    BoundedHeads.__name__ = BoundedHeads.__qualname__ = f"BoundedHeads{base.__name__}"
+    return BoundedHeads
+
+
 class PywsgiFallback:
     """The WSGI app of a :class:`~ignitia_sync.hosting.server.Server`, served by pywsgi's handler.
 
@@ -89,6 +159,8 @@ class PywsgiFallback:
         app: the WSGI application.
         address: the server's ``(host, port)``: ``SERVER_NAME`` and ``SERVER_PORT``.
         https: the server serves ``wss://`` (and so ``https://``): ``wsgi.url_scheme``.
+        head_timeout: seconds each request head may take, the wait for it (keep-alive)
+            included; past it the connection is closed without an answer. None: no limit.
 
     Example:
         >>> fallback = PywsgiFallback(lambda environ, start_response: [], ("127.0.0.1", 8000), https=True)
@@ -96,8 +168,13 @@ class PywsgiFallback:
         ('https', '8000')
     """
 
-    def __init__(self, app: Callable[..., Any], address: tuple[str, int], *, https: bool = False) -> None:
+    def __init__(
+        self, app: Callable[..., Any], address: tuple[str, int], *, https: bool = False,
+        head_timeout: float | None = None,
+    ) -> None:
         from gevent.pywsgi import WSGIServer
+
+        self.head_timeout = head_timeout
 
         # Never started: it only lends its request handler (HTTP/1.1, keep-alive, chunked
         # bodies) and its environ to the connections we hand it.
@@ -116,16 +193,24 @@ class PywsgiFallback:
         environ: dict[str, Any] = self._server.environ
         return environ
 
-    def serve(self, handoff: HandOff, address: tuple[Any, ...]) -> None:
+    def serve(self, handoff: HandOff, address: tuple[Any, ...], waits: HeadWaits | None = None) -> None:
         """Answer the handed-off request, and the rest of its connection; close the socket after.
 
         Args:
             handoff: the socket and the bytes already read from it.
             address: the peer's address (``REMOTE_ADDR``).
+            waits: told when the connection waits for a request head, and when it stops.
         """
-        handler = self._server.handler_class(handoff.sock, address, self._server)
+        handler = _handler_class(self._server.handler_class)(handoff.sock, address, self._server)
         handler.rfile = io.BufferedReader(Replay(handoff.data, handoff.sock))
+        handler.head_waits = waits
+        handler.head_timeout = self.head_timeout
         try:
             handler.handle()
+        except gevent.Timeout as timeout:
+            if timeout is not handler.head_deadline:
+                raise
+            log.debug("closed a connection from %s: no request head in %.1fs", address[0] if address else "-",
+                      self.head_timeout)
         finally:
             handoff.sock.close()

@@ -24,6 +24,8 @@ import ipaddress
 import logging
 import signal
 import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
@@ -63,16 +65,31 @@ class ServerSettings(HostSettings):
     to the listener:
 
     Attributes:
-        handshake_timeout: seconds a client has to send its complete upgrade request.
+        handshake_timeout: seconds a client has to send its complete upgrade request (TLS
+            included); on a connection handed to ``wsgi_app``, each next request head too
+            (the wait for it in keep-alive included). Past it the connection is closed.
         ssl_context: serve ``wss://`` with this context.
-        backlog: the listen backlog.
+        backlog: the listen backlog: where new connections wait while the server is at
+            ``max_pending_handshakes``.
         shutdown_timeout: seconds :meth:`Server.stop` waits for handlers to finish.
         shutdown_grace: seconds handlers get to react to ``shutdown_event`` before every
             connection is closed with 1001.
-        max_pending_handshakes: sockets still in their handshake (TLS and HTTP) beyond which
-            new ones get 503 at once.
-        max_pending_handshakes_per_ip: the same, per peer address (not applied with
-            ``trust_forwarded``, where every peer is the proxy).
+        max_pending_handshakes: sockets waiting for a request head (in their TLS and HTTP
+            handshake, or handed to ``wsgi_app`` and waiting for the next request) at which
+            the server stops accepting: new connections wait in the kernel's listen backlog
+            until one of these ends, or until the oldest has been silent for
+            ``handshake_grace``; that one is then closed (503) to make room. Nobody is
+            refused for arriving in a burst.
+        max_pending_handshakes_per_ip: per peer address, the handshakes still silent after
+            ``handshake_grace`` that it may hold: when a new connection comes from an address
+            holding this many, the oldest of them is closed (503). Handshakes younger than
+            the grace never count, so a burst of fast clients from one address (a reverse
+            proxy's) is never refused. Not applied with ``trust_forwarded``, where every
+            peer is the proxy.
+        handshake_grace: seconds a socket may wait for its request head (TLS included) before
+            it counts as silent: against ``max_pending_handshakes_per_ip``, and as one that
+            may be closed to make room. Below ``handshake_timeout``, or nothing is ever
+            closed before its timeout.
         trust_forwarded: take the client IP from ``Forwarded`` / ``X-Forwarded-For`` when
             the peer is one of ``forwarded_allow_ips`` (behind a proxy you run).
         forwarded_allow_ips: the proxies (addresses or networks) trusted with
@@ -95,6 +112,7 @@ class ServerSettings(HostSettings):
     shutdown_grace: float = 1.0
     max_pending_handshakes: int = 1024
     max_pending_handshakes_per_ip: int = 128
+    handshake_grace: float = 1.0
     trust_forwarded: bool = False
     forwarded_allow_ips: Sequence[str] = ("127.0.0.1", "::1")
     certfile: str | None = None
@@ -109,6 +127,50 @@ class ServerSettings(HostSettings):
             ipaddress.ip_network(proxy, strict=False)  # ValueError for a typo, now
         if self.max_pending_handshakes < 1 or self.max_pending_handshakes_per_ip < 1:
             raise ValueError("max_pending_handshakes and max_pending_handshakes_per_ip must be at least 1")
+        if not self.handshake_grace >= 0:
+            raise ValueError("handshake_grace must be a number of seconds, 0 or more")
+
+
+class _Evicted(BaseException):
+    """Thrown into a connection's greenlet waiting for a request head, to close it: its place is needed."""
+
+
+class _Waiting:
+    """A socket waiting for a request head: in its handshake, or handed off and waiting for its next request.
+
+    Counted in ``Server._pending`` from :meth:`Server._begin_handshake` to
+    :meth:`Server._end_handshake`; until its head is complete (``silent``), it is also in the
+    server's queues of silent sockets (all, and per peer), oldest first.
+    """
+
+    __slots__ = ("evicted", "greenlet", "peer", "silent", "since")
+
+    def __init__(self, peer: str, since: float) -> None:
+        self.peer = peer
+        self.since = since
+        self.greenlet: Any = None  # the greenlet that waits, once it runs
+        self.silent = True
+        self.evicted = False
+
+
+class _KeepAliveWaits:
+    """The :class:`~ignitia_sync.hosting.pywsgi_fallback.HeadWaits` of one handed-off connection: each wait is counted."""
+
+    __slots__ = ("_peer", "_server", "_waiting")
+
+    def __init__(self, server: Server, peer: str) -> None:
+        self._server = server
+        self._peer = peer
+        self._waiting: _Waiting | None = None
+
+    def begin(self) -> None:
+        self._waiting = self._server._begin_handshake(self._peer)
+        self._waiting.greenlet = gevent.getcurrent()
+
+    def end(self) -> None:
+        if self._waiting is not None:
+            self._server._end_handshake(self._waiting)
+            self._waiting = None
 
 
 class Server(Host):
@@ -160,8 +222,10 @@ class Server(Host):
         self._hub: HubRef | None = None  # the hub (and OS thread) it runs in, once started
         self._thread: threading.Thread | None = None
         self._tls: ssl.SSLContext | None = None
-        self._pending = 0  # sockets in their handshake ...
-        self._pending_per_ip: dict[str, int] = {}  # ... per peer address
+        self._pending = 0  # sockets waiting for a request head (handshakes, kept-alive WSGI connections)
+        self._silent: OrderedDict[_Waiting, None] = OrderedDict()  # those with no complete head yet, oldest first
+        self._silent_per_ip: dict[str, OrderedDict[_Waiting, None]] = {}  # the same per peer address
+        self._wake: Any = None  # the timer that lets a held listener look again once the oldest is stale
         # stop() also stops the WebSocket routes of WSGI apps (the process is ending); a
         # TestClient clears it: the same app is served again by the next test.
         self._stops_wsgi_hosts = True
@@ -192,13 +256,19 @@ class Server(Host):
         # SSLSocket (a stdlib one would block the hub); the listener itself is plain.
         self._tls = context
         if listen:
-            self._stream = Listener(self._requested_address, self._handle, backlog=self.settings.backlog)
+            self._stream = Listener(
+                self._requested_address, self._handle, backlog=self.settings.backlog,
+                full=self._full, admit=self._accepted,
+            )
             self._stream.start()
         if self.wsgi_app is not None:
-            self._wsgi = PywsgiFallback(self.wsgi_app, self.address, https=self._tls is not None)
+            self._wsgi = PywsgiFallback(
+                self.wsgi_app, self.address, https=self._tls is not None, head_timeout=self.settings.handshake_timeout
+            )
         self._hub = HubRef()  # before _stopped: a started server always has one
         self._stopped = gevent.event.Event()
         self.registry.attach(self._hub.loop)
+        self.watch_blocking()
         if listen:
             log.info("listening on %s:%d", *self.address[:2])
 
@@ -221,7 +291,10 @@ class Server(Host):
         """
         if self._stopped is None:
             raise RuntimeError("start() the server before serve_socket()")
-        return gevent.spawn(self._handle, sock, address)
+        waiting = self._begin_handshake(str(address[0]) if address else "")
+        if self._pending > self.settings.max_pending_handshakes and self._hub is not None:
+            self._hub.loop.run_callback(self._make_room)
+        return gevent.spawn(self._handle, sock, address, waiting)
 
     def serve_forever(self) -> None:
         """Start if needed and block until :meth:`stop` is called.
@@ -343,6 +416,9 @@ class Server(Host):
         self._stopping = True
         if self._stream is not None:
             self._stream.close()
+        if self._wake is not None:
+            self._wake.close()
+            self._wake = None
         self._begin_shutdown()
         if len(self.registry):  # handlers that watch the event may finish by themselves
             self._handlers.join(timeout=min(self.settings.shutdown_grace, self.settings.shutdown_timeout))
@@ -354,6 +430,8 @@ class Server(Host):
         # accounted for as its greenlet unwinds.
         self._handlers.kill(block=True, timeout=self.settings.close_timeout + 2)
         self.registry.backplane.close()
+        if self._watch is not None:
+            self._watch.stop()
         log.info("stopped")
         assert self._stopped is not None
         self._stopped.set()
@@ -368,55 +446,145 @@ class Server(Host):
 
     # -- one connection ---------------------------------------------------------------
 
-    def _handle(self, sock: socket.socket, address: tuple[Any, ...]) -> None:
+    def _handle(self, sock: socket.socket, address: tuple[Any, ...], waiting: _Waiting) -> None:
         self._handlers.add(cast(Any, gevent.getcurrent()))
-        peer = str(address[0]) if address else ""
-        if not self._begin_handshake(sock, peer):
-            return
+        waiting.greenlet = gevent.getcurrent()
         upgraded = None
         try:
-            upgraded = self._upgrade(sock, address)
+            if waiting.evicted:  # made room for another before it ever ran
+                self._refuse(sock, address, None, _Evicted())
+            else:
+                upgraded = self._upgrade(sock, address, waiting)
         finally:
-            self._end_handshake(peer)
+            self._end_handshake(waiting)
             if upgraded is None:
                 sock.close()
         if isinstance(upgraded, HandOff):
             assert self._wsgi is not None  # a hand-off only when there is a WSGI app
-            self._wsgi.serve(upgraded, address)
+            try:
+                self._wsgi.serve(upgraded, address, _KeepAliveWaits(self, waiting.peer))
+            except _Evicted:  # idle in keep-alive while the place was needed; the socket is closed
+                log.debug("closed an idle connection from %s to make room", waiting.peer)
         elif upgraded is not None:  # served from here: each call level is stack kept while it waits
             opening, sock, data = upgraded  # not serve(*upgraded): a call with *args nests the C stack,
             self.serve(opening, sock, data)  # which gevent copies aside (~800 B) while the handler waits
 
-    def _begin_handshake(self, sock: socket.socket, peer: str) -> bool:
-        """Count a socket in its handshake; refuse it at once (503) past the caps."""
-        settings = self.settings
-        per_peer = not settings.trust_forwarded
-        pending_here = self._pending_per_ip.get(peer, 0) if per_peer else 0
-        if self._pending >= settings.max_pending_handshakes or pending_here >= settings.max_pending_handshakes_per_ip:
-            self._stats.refused(503)
-            self._refusal_log.log("refused a handshake from %s: too many pending handshakes", peer)
-            try:  # one non-blocking attempt: a flood gets no greenlet time
-                sock._sock.send(error_response(503, "too many pending handshakes", (("Retry-After", "5"),)))  # type: ignore[attr-defined]
-            except (OSError, AttributeError):
-                pass
-            sock.close()
-            return False
+    # -- sockets waiting for a request head: the pending-handshake caps -------------------
+
+    def _accepted(self, sock: socket.socket, address: tuple[Any, ...]) -> _Waiting:
+        """Count a socket the listener just accepted (in the hub, before its greenlet exists).
+
+        Accepted at the cap (the oldest silent socket was stale, see :meth:`_full`): that
+        oldest one makes room.
+        """
+        waiting = self._begin_handshake(str(address[0]) if address else "")
+        if self._pending > self.settings.max_pending_handshakes:
+            self._make_room()
+        return waiting
+
+    def _begin_handshake(self, peer: str) -> _Waiting:
+        """Count a socket that starts waiting for a request head; never refuses it.
+
+        Past ``max_pending_handshakes_per_ip`` silent ones from ``peer``, the oldest is closed
+        (from the hub, soon): the newcomer takes its place.
+        """
+        now = time.monotonic()
+        waiting = _Waiting(peer, now)
         self._pending += 1
-        if per_peer:
-            self._pending_per_ip[peer] = pending_here + 1
+        self._silent[waiting] = None
+        if not self.settings.trust_forwarded:
+            group = self._silent_per_ip.get(peer)
+            if group is None:
+                group = self._silent_per_ip[peer] = OrderedDict()
+            group[waiting] = None
+            if len(group) > self.settings.max_pending_handshakes_per_ip and self._hub is not None:
+                oldest = next(iter(group))
+                if oldest.since <= now - self.settings.handshake_grace:
+                    self._hub.loop.run_callback(self._evict_silent_from, peer)
+        return waiting
+
+    def _head_read(self, waiting: _Waiting) -> None:
+        """The socket has sent its whole request head: no longer silent (still pending)."""
+        if not waiting.silent:
+            return
+        waiting.silent = False
+        del self._silent[waiting]
+        group = self._silent_per_ip.get(waiting.peer)
+        if group is not None:
+            del group[waiting]
+            if not group:
+                del self._silent_per_ip[waiting.peer]
+
+    def _end_handshake(self, waiting: _Waiting) -> None:
+        """The socket no longer waits for a head: its place is free (and a held listener accepts again)."""
+        self._head_read(waiting)
+        self._pending -= 1
+        if self._stream is not None and self._stream.held and self._pending < self.settings.max_pending_handshakes:
+            self._stream.resume()
+
+    def _full(self) -> bool:
+        """Asked by the listener before each accept (in the hub): hold it at ``max_pending_handshakes``.
+
+        At the cap it accepts on only when the oldest silent socket has been silent for
+        ``handshake_grace``: a socket accepted then takes its place (:meth:`_accepted`).
+        Otherwise the listener is held until a place frees, or until that oldest one has
+        been silent long enough (a timer).
+        """
+        if self._pending < self.settings.max_pending_handshakes or self._stopping:
+            return False
+        oldest = next(iter(self._silent), None)
+        if oldest is None:  # every pending one is past its head (in middleware): wait for one to end
+            return True
+        wait = oldest.since + self.settings.handshake_grace - time.monotonic()
+        if wait <= 0:
+            return False
+        if self._wake is None:
+            self._wake = gevent.get_hub().loop.timer(wait)
+            self._wake.start(self._look_again)
         return True
 
-    def _end_handshake(self, peer: str) -> None:
-        self._pending -= 1
-        if not self.settings.trust_forwarded:
-            left = self._pending_per_ip[peer] - 1
-            if left:
-                self._pending_per_ip[peer] = left
-            else:
-                del self._pending_per_ip[peer]
+    def _make_room(self) -> None:
+        """In the hub, over the cap: close the oldest silent socket if it has been silent for the grace."""
+        oldest = next(iter(self._silent), None)
+        if (
+            self._pending > self.settings.max_pending_handshakes
+            and oldest is not None
+            and oldest.since <= time.monotonic() - self.settings.handshake_grace
+        ):
+            self._evict(oldest)
+
+    def _look_again(self) -> None:
+        if self._wake is not None:
+            self._wake.close()
+            self._wake = None
+        if self._stream is not None:
+            self._stream.resume()  # full() is asked again before the next accept
+
+    def _evict_silent_from(self, peer: str) -> None:
+        """In the hub: close ``peer``'s oldest silent socket while it holds the per-address cap of them."""
+        group = self._silent_per_ip.get(peer)
+        if group is None:
+            return
+        cap, limit = self.settings.max_pending_handshakes_per_ip, time.monotonic() - self.settings.handshake_grace
+        stale = 0
+        for waiting in group:  # oldest first: the stale ones are a prefix
+            if waiting.since > limit:
+                return
+            stale += 1
+            if stale >= cap:  # a newcomer came while it held this many: the oldest makes room
+                self._evict(next(iter(group)))
+                return
+
+    def _evict(self, waiting: _Waiting) -> None:
+        """In the hub: close a silent socket to make room (503 to a handshake, nothing to an idle one)."""
+        self._head_read(waiting)  # out of the queues now: it is not chosen twice
+        waiting.evicted = True
+        greenlet = waiting.greenlet
+        if greenlet is not None and not greenlet.dead:
+            greenlet.throw(_Evicted())  # at its read; it unwinds, ends its handshake, returns here
 
     def _upgrade(
-        self, sock: socket.socket, address: tuple[Any, ...]
+        self, sock: socket.socket, address: tuple[Any, ...], waiting: _Waiting
     ) -> tuple[Opening, socket.socket, bytes] | HandOff | None:
         """Read the request head (inside ``handshake_timeout``), route it, and open it.
 
@@ -448,6 +616,7 @@ class Server(Host):
                         if self._wsgi is None:
                             raise
                         return HandOff(sock, b"".join(received))  # not ours: pywsgi answers
+                self._head_read(waiting)  # not silent any more: never closed to make room
                 found = self.app.match(request.path)
                 if self._wsgi is not None and (found is None or "websocket" not in request.headers.tokens("upgrade")):
                     return HandOff(sock, b"".join(received))
@@ -474,6 +643,16 @@ class Server(Host):
                 sock.sendall(error_response(exc.status, exc.body, exc.headers))
             except OSError:
                 pass
+        elif isinstance(exc, _Evicted):
+            self._stats.refused(503)
+            self._refusal_log.log("closed a silent handshake from %s: too many pending handshakes", peer)
+            if self._tls is None:  # never plain bytes where TLS is spoken
+                try:  # one non-blocking attempt: it may not be reading
+                    sock._sock.send(  # type: ignore[attr-defined]
+                        error_response(503, "too many pending handshakes", (("Retry-After", "5"),))
+                    )
+                except (OSError, AttributeError):
+                    pass
         elif isinstance(exc, gevent.Timeout):
             self._refusal_log.log(
                 "handshake from %s timed out after %.1fs", peer, self.settings.handshake_timeout

@@ -218,6 +218,7 @@ def returning(ws: WebSocketConnection) -> None:
     ws.send_text("bye")
 
 
+@pytest.mark.expect_errors  # the test makes it raise
 def test_handler_return_closes_1000_and_raise_closes_1011_without_details(serve, caplog):
     app = Router().websocket("/raise", raising).websocket("/return", returning)
     server = serve(app)
