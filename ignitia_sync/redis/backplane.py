@@ -5,28 +5,38 @@
 room=...)`` then reaches every member in every process, and ``registry.send_to(id,
 message)`` the connection ``identify``'d as ``id`` wherever it lives.
 
-Channels (``prefix`` is ``"ignitia"`` by default):
+Channels and keys (``prefix`` is ``"ignitia"`` by default):
 
 * ``PREFIX:all``: broadcasts to every connection; every process listens.
 * ``PREFIX:room:NAME``: a room's broadcasts; a process listens only while it has local
   members in the room.
-* ``{PREFIX}:proc:UID``: direct sends to one process; the hash ``{PREFIX}:ids`` maps each
-  application id to the process that has it (one hash tag: one cluster slot).
+* ``{PREFIX}:proc:UID``: direct sends to one process; the key ``{PREFIX}:id:ID`` (the
+  directory) names the process that has application id ``ID`` (one hash tag: one cluster slot).
+
+The directory is cluster-wide: :meth:`RedisBackplane.claim` gives an id to this process
+only if no other live process has it (or when told to take it over). Each process writes
+its entries again every ``id_ttl / 3`` seconds and they expire ``id_ttl`` seconds after the
+last write, so a process that dies takes its ids with it. What the directory holds for this
+process is derived from what the registry told it (``identified``/``forgotten``), never
+replayed from a queue: after a reconnect it is written again from that state.
 
 With ``sharded=True`` (Redis Cluster, Redis 7+) the same channels are shard channels
 (SPUBLISH/SSUBSCRIBE): a room's traffic goes through the shard that owns its channel.
 
 Delivery is **at most once**, as with every pub/sub backplane: a message published while
 Redis is unreachable, or while a process is reconnecting, is lost for the processes that
-did not get it. Such losses are never silent: they are counted (``stats()["dropped"]``),
-logged, and ``on_backplane_down``/``on_backplane_up`` are called when the link changes.
+did not get it. A message is never sent twice: a batch whose connection failed after any of
+its bytes may have reached Redis is not sent again (counted in ``given_up``: it reached
+every process or none). Such losses are never silent: they are counted
+(``stats()["dropped"]``), logged, and ``on_backplane_down``/``on_backplane_up`` are called
+when the link changes.
 
 One greenlet owns the subscription connections (``redis/shards.py``; it alone reads and
-writes them), another owns the publishing connection; handlers only append to a bounded
-queue, so a publish never blocks a handler. Both use gevent sockets, so the backplane
-cooperates with or without monkey-patching. The state of the link to Redis is one
-:class:`~ignitia_sync.redis.link.LinkState` (``redis/link.py``), changed only through its
-table of transitions.
+writes them), another owns the publishing connection; handlers only append to a queue
+bounded in messages and in bytes, so a publish never blocks a handler. Both use gevent
+sockets, so the backplane cooperates with or without monkey-patching. The state of the link
+to Redis is one :class:`~ignitia_sync.redis.link.LinkState` (``redis/link.py``), changed only
+through its table of transitions.
 
 The envelope (``redis/envelope.py``) is plain bytes: no pickle, nothing a Redis user could
 make us execute; a malformed or oversized message is counted and dropped.
@@ -60,7 +70,7 @@ from ..settings import ConnectionSettings
 from .envelope import (
     _BROADCAST,
     _DIRECT,
-    _FORGET,
+    _DIRECTORY,
     _HEAD,
     _MAX_ID,
     _SEND_TO,
@@ -71,11 +81,36 @@ from .envelope import (
     encode,
 )
 from .link import LinkEvent, LinkState, transition
-from .shards import _client, _cluster, _open_shards, _Sequential, _Shard
+from .shards import (
+    _client,
+    _cluster,
+    _connect_before_writing,
+    _Interrupted,
+    _open_shards,
+    _Sequential,
+    _Shard,
+)
 
 __all__ = ["RedisBackplane"]
 
 log = logging.getLogger("ignitia_sync.redis")
+
+#: Operations per pipeline, and directory entries per script call (bounded work per call in Redis).
+_BATCH = 256
+
+
+class _Claim:
+    """A :meth:`RedisBackplane.claim` waiting for Redis's answer."""
+
+    __slots__ = ("answers", "take_over")
+
+    def __init__(self) -> None:
+        self.take_over = False
+        self.answers: list[Callable[[bool], None]] = []
+
+
+#: One directory script call: (id, mode, the claim waiting for it or None); mode as in ``_DIRECTORY``.
+_Chunk = list[tuple[str, str, "_Claim | None"]]
 
 
 class RedisBackplane:
@@ -89,11 +124,19 @@ class RedisBackplane:
             as dropped); it is also the largest envelope accepted from Redis. Default:
             ConnectionSettings' ``max_message_size``.
         max_pending: messages waiting to be published; beyond, new ones are dropped (counted).
+        max_pending_bytes: bytes of the messages waiting to be published or being written to
+            Redis (16 MiB by default); a message that would go beyond is dropped (counted), as
+            for ``max_pending``. It bounds what a stalled Redis can make a process hold.
         health_check_interval: with no traffic for this long, the listener pings Redis; no
             answer within another interval means a dead link (reconnect).
         reconnect_initial, reconnect_max: reconnect delays: random in [0, d], d doubling
             from ``reconnect_initial`` up to ``reconnect_max`` seconds.
-        publish_timeout: a publish that takes longer fails (the link is then down).
+        publish_timeout: a publish that takes longer fails (the link is then down); also the
+            longest :meth:`claim` waits for Redis's answer.
+        id_ttl: seconds a directory entry (application id -> this process) lives after this
+            process last wrote it (30 s by default). Entries are written again every
+            ``id_ttl / 3`` seconds, so a process that dies (SIGKILL, a lost host) loses its ids
+            within ``id_ttl``, and one cut off from Redis for longer writes them again when back.
         sharded: ``url`` is a node of a Redis Cluster (Redis 7+): sharded pub/sub
             (SPUBLISH/SSUBSCRIBE), so each room's traffic goes through the one shard that owns
             its channel, and the cluster grows with more shards. One listener per shard.
@@ -112,27 +155,35 @@ class RedisBackplane:
         *,
         max_message_size: int = ConnectionSettings().max_message_size,
         max_pending: int = 10_000,
+        max_pending_bytes: int = 16 << 20,
         health_check_interval: float = 5.0,
         reconnect_initial: float = 0.5,
         reconnect_max: float = 5.0,
         publish_timeout: float = 5.0,
+        id_ttl: float = 30.0,
         sharded: bool = False,
         on_backplane_down: Callable[[RedisBackplane], Any] | None = None,
         on_backplane_up: Callable[[RedisBackplane], Any] | None = None,
     ) -> None:
-        if max_message_size <= 0 or max_pending <= 0 or health_check_interval <= 0:
-            raise ValueError("max_message_size, max_pending and health_check_interval must be positive")
+        if min(max_message_size, max_pending, max_pending_bytes, health_check_interval) <= 0:
+            raise ValueError(
+                "max_message_size, max_pending, max_pending_bytes and health_check_interval must be positive"
+            )
         if not 0 < reconnect_initial <= reconnect_max:
             raise ValueError("need 0 < reconnect_initial <= reconnect_max")
+        if not id_ttl >= 0.1:
+            raise ValueError(f"id_ttl must be at least 0.1 s, not {id_ttl!r}")
         self.url = url
         self.prefix = prefix
         self.max_message_size = max_message_size
         self.max_pending = max_pending
+        self.max_pending_bytes = max_pending_bytes
         self.health_check_interval = health_check_interval
         self.reconnect_initial = reconnect_initial
         self.reconnect_max = reconnect_max
         self._backoff = Backoff(first=reconnect_initial, factor=2.0, cap=reconnect_max)
         self.publish_timeout = publish_timeout
+        self.id_ttl = id_ttl
         self.on_backplane_down = on_backplane_down
         self.on_backplane_up = on_backplane_up
         self.sharded = sharded
@@ -141,17 +192,26 @@ class RedisBackplane:
         #: ``--preload``) each have their own.
         self.uid = _new_uid()
         self._names = names = _Names(prefix)
-        self._all, self._room_prefix, self._proc_prefix, self._ids_key = (
-            names.all, names.room_prefix, names.proc_prefix, names.ids_key
-        )
+        self._all, self._room_prefix, self._proc_prefix = names.all, names.room_prefix, names.proc_prefix
         self._own = self._proc_prefix + self.uid
         self._publish_command = "spublish" if sharded else "publish"
+        self._send_to_script = _SEND_TO % ("SPUBLISH" if sharded else "PUBLISH")
         self._wake_channels: list[bytes] = [self._own]  # one per shard listener
         self._live_shards: list[_Shard] = []  # the connected shard listeners, told of room changes
         self._rooms: set[str] = set()  # rooms with local members: what we want to hear
-        self._ids: set[str] = set()  # application ids of local connections
+        # The directory, derived from what the registry told us (never replayed from a queue):
+        self._ids: set[str] = set()  # application ids of local connections: entries we want
+        self._to_claim: set[str] = set()  # of _ids: entries to write (again): new, after a reconnect, refresh
+        self._to_forget: set[str] = set()  # not in _ids: entries to delete if they are still ours
+        self._take_over: set[str] = set()  # of _ids: claimed with take_over while Redis could not answer
+        self._lost: set[str] = set()  # of _ids: their entries are another process's (counted once)
+        self._claims: dict[str, _Claim] = {}  # claim() calls waiting for Redis
+        self._next_refresh = 0.0  # when the publisher writes every entry again (monotonic)
         self._queue: collections.deque[tuple[str, tuple[Any, ...]]] = collections.deque()
         self._queued_messages = 0
+        self._queued_bytes = 0  # the envelopes in _queue
+        self._writing_bytes = 0  # the envelopes of the batch being written
+        self._wake_wanted = False  # a shard listener has subscription changes to apply: wake it
         self._wake_publisher = gevent.event.Event()
         self._on_broadcast: Deliver | None = None
         self._on_direct: DeliverTo | None = None
@@ -159,13 +219,12 @@ class RedisBackplane:
         self._listener: gevent.Greenlet[Any, Any] | None = None
         self._hub: HubRef | None = None  # the hub the greenlets run in: the one owner of what follows
         self._attach_lock = allocate_real_lock()
-        self._wake_queued = False  # one wake in the queue is enough
         #: All of the link's state (redis/link.py), changed only in the hub: by _link_changed and _stop.
         self._link = LinkState.CONNECTING
         self._warn = LogThrottle(log, burst=10, interval=10.0, level=logging.WARNING)
         self.counters = collections.Counter[str]()
 
-    # -- the Backplane interface (called by the registry; never blocks) -----------------
+    # -- the Backplane interface (called by the registry; never blocks, but for claim) -----
 
     def attach(self, on_broadcast: Deliver, on_direct: DeliverTo, *, threaded: bool = False) -> None:
         """Start the listener and the publisher (in this hub, or in a thread of their own)."""
@@ -228,30 +287,89 @@ class RedisBackplane:
             self._rooms.discard(room)
             self._subscriptions_changed(self._room_prefix + room.encode(), False)
 
+    def claim(self, id: str, *, take_over: bool = False) -> bool:
+        """Make ``id`` this process's in the cluster-wide directory; False if another live process has it.
+
+        Call it before :meth:`identified` (``Registry.identify`` does), outside any lock: it
+        waits for Redis's answer, one round trip, at most ``publish_timeout`` seconds (the
+        calling greenlet waits; other greenlets run). With ``take_over=True`` the id becomes
+        this process's whoever had it: the other process's connection no longer receives
+        direct messages (it counts ``ids_lost``) and should be closed by the application.
+
+        Returns True when the id is now this process's, and also when Redis cannot answer
+        (down, or no answer within ``publish_timeout``, or called from a hub callback, which
+        cannot wait): the id is then claimed when the link is back, and if another process has
+        it by then, this process counts ``ids_lost`` and logs it. Returns False only when a
+        live process other than this one has ``id`` (counted in ``ids_refused``). After True,
+        call :meth:`identified`, or :meth:`forgotten` if no local connection takes the id after
+        all: the entry is this process's until then.
+
+        Example:
+            >>> RedisBackplane().claim("alice")  # not attached: nothing to check against
+            True
+        """
+        hub = self._hub
+        if hub is None:
+            return True
+        outcome: gevent.event.AsyncResult[bool] = gevent.event.AsyncResult()
+        caller = HubRef()  # the answer comes back in the caller's own hub, whatever thread it is
+
+        def answer(won: bool) -> None:
+            if caller.owns():
+                outcome.set(won)
+            else:
+                caller.call_soon(outcome.set, won)
+
+        if hub.owns():
+            self._claim(id, take_over, answer)
+        elif not hub.call_soon(self._claim, id, take_over, answer):
+            return True  # the backplane's thread has ended (closed)
+        if outcome.ready() or gevent.getcurrent() is not gevent.get_hub():
+            try:
+                return bool(outcome.get(timeout=self.publish_timeout))
+            except gevent.Timeout:
+                pass
+        return True
+
     def identified(self, id: str) -> None:
-        """Record in Redis that ``id`` lives here."""
+        """``id`` lives here: its directory entry is written (without taking it from another process)."""
         if not self._handed_over(self.identified, id):
             self._ids.add(id)
-            self._enqueue("identify", (id,))
+            self._to_forget.discard(id)
+            self._to_claim.add(id)
+            self._wake_publisher.set()
 
     def forgotten(self, id: str) -> None:
-        """Remove ``id`` from Redis's directory, if it still points here."""
+        """``id`` no longer lives here: its directory entry is deleted, if it is still this process's."""
         if not self._handed_over(self.forgotten, id):
             self._ids.discard(id)
-            self._enqueue("forget", (id,))
+            self._to_claim.discard(id)
+            self._take_over.discard(id)
+            self._lost.discard(id)
+            self._to_forget.add(id)
+            pending = self._claims.pop(id, None)  # a claim whose caller gave up waiting: cancelled
+            if pending is not None:
+                for answer in pending.answers:
+                    answer(True)
+            self._wake_publisher.set()
 
     def stats(self) -> dict[str, Any]:
         """``up``, ``published``, ``received``, ``dropped``, ``unknown_ids``, ``rejected``, ``reconnects``, ...
 
+        Also ``given_up`` (messages of a batch cut after it may have reached Redis: not sent
+        again, so in ``dropped`` too), ``ids_refused`` (claims refused: another process has the
+        id), ``ids_lost`` (local ids another process has in the directory), ``pending_bytes``.
+
         Example:
             >>> sorted(RedisBackplane().stats())[:3]
-            ['dropped', 'kind', 'pending']
+            ['dropped', 'given_up', 'ids']
         """
         return {
             "kind": "redis", "process": self.uid.decode(), "up": self._link.up, "pending": self._queued_messages,
-            "rooms": len(self._rooms),
+            "pending_bytes": self._queued_bytes + self._writing_bytes, "rooms": len(self._rooms), "ids": len(self._ids),
             **{name: self.counters[name] for name in
-               ("published", "received", "dropped", "unknown_ids", "rejected", "reconnects")},
+               ("published", "received", "dropped", "unknown_ids", "rejected", "reconnects", "given_up",
+                "ids_refused", "ids_lost")},
         }
 
     def close(self, timeout: float = 2.0) -> None:
@@ -280,8 +398,11 @@ class RedisBackplane:
         if self._link is LinkState.CLOSED:
             return  # closed from two threads at once
         self._link = transition(self._link, LinkEvent.CLOSE)  # no "lost Redis", no callback: we left
-        for id in self._ids:
-            self._enqueue("forget", (id,))
+        self._settle_claims()
+        self._to_forget |= self._ids
+        self._ids.clear()
+        self._to_claim.clear()
+        self._take_over.clear()
         self._enqueue("stop", ())
         if self._listener is not None:
             self._listener.kill(block=False)
@@ -291,14 +412,19 @@ class RedisBackplane:
     def _enqueue_message(self, op: str, args: tuple[Any, ...]) -> bool:
         if self._link is LinkState.CLOSED:
             return self._drop(1, "the backplane is closed")
-        size = len(args[1]) - _HEAD
+        envelope_size = len(args[1])
+        size = envelope_size - _HEAD
         if size > self.max_message_size:
             return self._drop(1, f"message of {size} bytes is over max_message_size")
         if self._link.drops:
             return self._drop(1, "Redis is unreachable")
         if self._queued_messages >= self.max_pending:
             return self._drop(1, f"{self.max_pending} messages already wait to be published")
+        if self._queued_bytes + self._writing_bytes + envelope_size > self.max_pending_bytes:
+            return self._drop(1, f"{self._queued_bytes + self._writing_bytes} bytes already wait to be published "
+                                 f"(max_pending_bytes {self.max_pending_bytes})")
         self._queued_messages += 1
+        self._queued_bytes += envelope_size
         self._enqueue(op, args)
         return True
 
@@ -313,12 +439,42 @@ class RedisBackplane:
 
     def _subscriptions_changed(self, channel: bytes, wanted: bool) -> None:
         """Tell the shard that owns ``channel``: only the change, not the whole set, is applied."""
+        told = False
         for shard in self._live_shards:
             if shard.owns(channel):
                 shard.pending[channel] = wanted
-        if self._link.up and not self._wake_queued:
-            self._wake_queued = True
-            self._enqueue("wake", ())  # each shard listener wakes when it hears its wake channel
+                told = True
+        if told:  # each shard listener wakes when it hears its wake channel (sent by the publisher)
+            self._wake_wanted = True
+            self._wake_publisher.set()
+
+    # -- the directory: claims ------------------------------------------------------------------
+
+    def _claim(self, id: str, take_over: bool, answer: Callable[[bool], None]) -> None:
+        """In the backplane's hub: ask Redis for ``id`` in the publisher's next batch; ``answer`` the outcome."""
+        if self._link is LinkState.CLOSED or self._link.drops:
+            if take_over:
+                self._take_over.add(id)  # when it is identified, its entry is written by take-over
+            answer(True)  # cannot be checked now: checked when the link is back
+            return
+        pending = self._claims.get(id)
+        if pending is None:
+            pending = self._claims[id] = _Claim()
+        pending.take_over = pending.take_over or take_over
+        pending.answers.append(answer)
+        self._to_forget.discard(id)  # the claim writes the entry: an older forget is superseded
+        self._wake_publisher.set()
+
+    def _settle_claims(self) -> None:
+        """Answer the claims Redis will not answer now (the link is down or closed): True, unchecked."""
+        claims, self._claims = self._claims, {}
+        for id, pending in claims.items():
+            if pending.take_over:
+                self._take_over.add(id)
+            if id not in self._ids:
+                self._to_forget.add(id)  # written or not: deleted unless the registry identifies it
+            for answer in pending.answers:
+                answer(True)
 
     # -- up and down -------------------------------------------------------------------------
 
@@ -326,6 +482,8 @@ class RedisBackplane:
         """Move the link's state (redis/link.py); log and call back when it comes up or goes down."""
         was_up = self._link.up
         self._link = transition(self._link, event)
+        if self._link.drops:
+            self._settle_claims()
         up = self._link.up
         if up == was_up:
             return
@@ -373,8 +531,9 @@ class RedisBackplane:
                 if failed:
                     self.counters["reconnects"] += 1
                 # The ids go into the directory only now that this process hears its own channel
-                # (and again after a reconnect: Redis may have restarted empty).
-                self._enqueue("register", ())
+                # (and again after a reconnect: Redis may have restarted empty, or the entries expired).
+                self._to_claim |= self._ids
+                self._wake_publisher.set()
                 self._link_changed(LinkEvent.LISTENER_UP)
                 listeners = [gevent.spawn(self._listen_shard, shard) for shard in shards]
                 for ended in gevent.joinall(listeners, count=1):
@@ -456,23 +615,28 @@ class RedisBackplane:
                     if client is None:
                         if self._link is LinkState.CLOSED:
                             break  # no link to say goodbye on
+                        # No automatic resend (retries=0): a batch may have reached Redis before
+                        # its connection failed, and sent again it would be delivered twice.
                         client = (_cluster if self.sharded else _client)(
-                            self.url, retries=1, socket_timeout=self.publish_timeout
+                            self.url, retries=0, socket_timeout=self.publish_timeout
                         )
                         client.ping()
-                        send_to = client.register_script(_SEND_TO % ("SPUBLISH" if self.sharded else "PUBLISH"))
-                        forget = client.register_script(_FORGET)
-                        if self._link.listening:  # else the listener's "register" does it, once subscribed
-                            self._register_ids(client)
+                        # Written again from what the registry told us (the listener does the same
+                        # once subscribed): Redis may have restarted empty, or our entries expired.
+                        self._to_claim |= self._ids
                         if attempt:
                             self.counters["reconnects"] += 1
                         self._link_changed(LinkEvent.PUBLISHER_UP)
                         attempt = 0
                     self._wake_publisher.clear()  # before the check: a wake-up after it is not lost
-                    if not self._queue:
-                        self._wake_publisher.wait()
+                    now = time.monotonic()
+                    if now >= self._next_refresh:  # the directory's heartbeat: every entry, a fresh TTL
+                        self._next_refresh = now + self.id_ttl / 3
+                        self._to_claim |= self._ids
+                    if not self._has_work():
+                        self._wake_publisher.wait(max(0.0, self._next_refresh - time.monotonic()))
                         continue
-                    stopped = self._flush(client, send_to, forget)
+                    stopped = self._flush(client)
                 except Exception as exc:  # a Redis or network error; anything else is logged in full
                     if not isinstance(exc, redis.RedisError | OSError):
                         log.exception("backplane: publisher failed")
@@ -480,6 +644,7 @@ class RedisBackplane:
                     lost = self._queued_messages
                     self._queue.clear()
                     self._queued_messages = 0
+                    self._queued_bytes = 0
                     if lost:
                         self._drop(lost, f"Redis failed while publishing ({escape_for_log(str(exc))})")
                     else:
@@ -495,68 +660,176 @@ class RedisBackplane:
             if client is not None:
                 client.close()
 
-    def _register_ids(self, client: Any) -> None:
-        """Say (again) which application ids live here: Redis may have restarted empty."""
-        if self._ids:
-            client.hset(self._ids_key, mapping=dict.fromkeys(self._ids, self.uid))
+    def _has_work(self) -> bool:
+        """Something to send: messages, a wake-up, directory entries (written only once we listen)."""
+        return bool(
+            self._queue or self._wake_wanted or self._to_forget
+            or (self._link.listening and (self._to_claim or self._claims))
+        )
 
-    def _flush(self, client: redis.Redis | RedisCluster, send_to: Any, forget: Any) -> bool:
-        """Send what is queued, up to 256 operations in one pipeline (one round trip).
+    def _flush(self, client: redis.Redis | RedisCluster) -> bool:
+        """Send a wake-up, the directory's changes and up to 256 queued operations in one pipeline.
 
         Returns True once the "stop" of close() was among them: everything before it is sent.
+
+        Nothing is sent twice. A failure before any byte was written (connecting) leaves the
+        batch unsent; after that, its messages may have reached Redis and are given up (counted
+        in ``given_up`` and ``dropped``), never sent again. The wake-up and the directory's
+        writes are idempotent: whatever did not surely succeed is done again after a reconnect.
         """
-        batch = [self._queue.popleft() for _ in range(min(256, len(self._queue)))]
-        pipe: Any
-        if isinstance(client, RedisCluster):
-            pipe = _Sequential(client)
-            run_script = pipe.run_script
-        else:
-            pipe = client.pipeline(transaction=False)
+        wake, self._wake_wanted = self._wake_wanted, False
+        listening = self._link.listening
+        claims: dict[str, _Claim] = {}
+        to_claim: set[str] = set()
+        if listening:
+            claims, self._claims = self._claims, {}
+            to_claim, self._to_claim = self._to_claim - claims.keys(), set()
+        to_forget, self._to_forget = self._to_forget, set()
+        directory: _Chunk = [(id, "t" if pending.take_over else "c", pending) for id, pending in claims.items()]
+        directory += [(id, "t" if id in self._take_over else "c", None) for id in to_claim]
+        directory += [(id, "f", None) for id in to_forget]
+        batch = [self._queue.popleft() for _ in range(min(_BATCH, len(self._queue)))]
+        messages = [(op, args) for op, args in batch if op in ("publish", "send_to")]
+        stopped = any(op == "stop" for op, _ in batch)  # everything queued before it is in this batch
+        self._queued_messages -= len(messages)
+        self._writing_bytes = sum(len(args[1]) for _, args in messages)
+        self._queued_bytes -= self._writing_bytes
 
-            def run_script(script: Any, keys: list[Any], args: list[Any]) -> None:
-                script(keys=keys, args=args, client=pipe)
-
+        pipe: Any = _Sequential(client) if isinstance(client, RedisCluster) else client.pipeline(transaction=False)
         publish = getattr(pipe, self._publish_command)
-        issued: list[str] = []  # the operation of each command, in order (a wake may be several)
-        messages = sum(1 for op, _ in batch if op in ("publish", "send_to"))
-        stopped = False
-        self._queued_messages -= messages
-        try:
-            for op, args in batch:
-                if op == "publish":
-                    publish(*args)
-                elif op == "send_to":
-                    run_script(send_to, [self._ids_key], [args[0], self._proc_prefix, args[1]])
-                elif op == "identify":
-                    if not self._link.listening:
-                        continue  # not subscribed to our channel yet: "register" writes it once we are
-                    pipe.hset(self._ids_key, args[0], self.uid)
-                elif op == "forget":
-                    run_script(forget, [self._ids_key], [args[0], self.uid])
-                elif op == "register":
-                    if not self._ids or not self._link.listening:
-                        continue
-                    self._register_ids(pipe)
-                elif op == "stop":
-                    stopped = True  # everything queued before it has been sent
-                    continue
-                else:  # wake every shard listener
-                    self._wake_queued = False
-                    for channel in self._wake_channels:
-                        publish(channel, _WAKE)
-                    issued.extend([op] * (len(self._wake_channels) - 1))
-                issued.append(op)
-            results = pipe.execute()
-        except (redis.RedisError, OSError) as exc:
-            self._drop(messages, f"Redis failed while publishing ({escape_for_log(str(exc))})")  # the batch in flight
-            raise
-        for op, result in zip(issued, results, strict=True):
+        kinds: list[str] = []  # what each command is: "wake", "directory" or a message's op
+        if wake:
+            for channel in self._wake_channels:
+                publish(channel, _WAKE)
+                kinds.append("wake")
+        chunks = [directory[start:start + _BATCH] for start in range(0, len(directory), _BATCH)]
+        ttl_ms = max(1, int(self.id_ttl * 1000))
+        for chunk in chunks:
+            pipe.eval(_DIRECTORY, len(chunk), *(self._names.id_key(id) for id, _, _ in chunk), self.uid, ttl_ms,
+                      *(mode for _, mode, _ in chunk))
+            kinds.append("directory")
+        for op, args in messages:
             if op == "publish":
-                self.counters["published"] += 1
-            elif op == "send_to":
-                if result == -1 or result == 0:  # no such id, or its process is gone
-                    self.counters["unknown_ids"] += 1
-                    self._warn.log("backplane: send_to an id no process has (%d so far)", self.counters["unknown_ids"])
-                else:
-                    self.counters["published"] += 1
+                publish(*args)
+            else:
+                pipe.eval(self._send_to_script, 1, self._names.id_key(args[0]), self._proc_prefix, args[1])
+            kinds.append(op)
+        woke = False  # the wake-up surely reached Redis: else it is sent again (a join must not wait)
+        try:
+            try:
+                results = self._execute(client, pipe, kinds)
+            except _Unconfirmed as exc:
+                ran = len(exc.done)
+                woke = kinds[:ran].count("wake") == kinds.count("wake")  # they come first
+                self._confirmed(kinds[:ran], exc.done, chunks)  # a cluster's commands before the failure
+                self._unconfirmed(kinds, ran, exc.written, chunks, len(messages))
+                raise exc.error from None
+            woke = True
+        finally:
+            self._writing_bytes = 0
+            if wake and not woke:
+                self._wake_wanted = True
+        self._confirmed(kinds, results, chunks)
         return stopped
+
+    def _execute(self, client: redis.Redis | RedisCluster, pipe: Any, kinds: list[str]) -> list[Any]:
+        """Run the batch; on a connection error raise :class:`_Unconfirmed`: what ran, what may have been written."""
+        if not kinds:
+            return []
+        if isinstance(client, RedisCluster):
+            try:
+                return list(pipe.execute())
+            except _Interrupted as exc:  # the commands run one by one: the failed one may have run
+                raise _Unconfirmed(exc.done, len(exc.done) + 1, exc.error) from None
+        try:
+            _connect_before_writing(client)
+        except (redis.RedisError, OSError) as exc:  # nothing of the batch was written
+            raise _Unconfirmed([], 0, exc) from None
+        try:
+            return list(pipe.execute(raise_on_error=False))
+        except (redis.RedisError, OSError) as exc:  # written, maybe run: none of it is sent again
+            raise _Unconfirmed([], len(kinds), exc) from None
+
+    def _unconfirmed(self, kinds: list[str], ran: int, written: int, chunks: list[_Chunk], messages: int) -> None:
+        """After a connection error: count the messages; keep the directory's work for after the reconnect.
+
+        Commands ``[:ran]`` ran (a cluster's, counted already), ``[ran:written]`` may have reached
+        Redis, the rest was never written. Messages that may have reached it are given up: never
+        sent twice. Messages never written are dropped, as while Redis is unreachable.
+        """
+        first = len(kinds) - messages  # the messages come last
+        reached = min(max(written - first, 0), messages)
+        given_up = reached - min(max(ran - first, 0), messages)
+        if given_up:
+            self.counters["given_up"] += given_up
+            self._drop(given_up, "the connection to Redis failed once they were written: not sent again, "
+                                 f"maybe delivered ({self.counters['given_up']} given up so far)")
+        if messages - reached:
+            self._drop(messages - reached, "Redis failed while publishing (not written)")
+        first_chunk = kinds.index("directory") if chunks else 0
+        for chunk in chunks[max(ran - first_chunk, 0):]:  # not surely written: done again after the reconnect
+            for id, mode, pending in chunk:
+                if pending is not None:  # answered once the link is back, or True when it goes down
+                    waiting = self._claims.setdefault(id, _Claim())
+                    waiting.take_over = waiting.take_over or pending.take_over
+                    waiting.answers.extend(pending.answers)
+                elif id in self._ids:
+                    self._to_claim.add(id)
+                elif mode == "f":
+                    self._to_forget.add(id)
+
+    def _confirmed(self, kinds: list[str], results: list[Any], chunks: list[_Chunk]) -> None:
+        """Count what Redis answered; settle the claims; note the local ids another process has."""
+        answered = iter(chunks)
+        for kind, result in zip(kinds, results, strict=True):
+            if kind == "directory":
+                self._directory_answered(next(answered), result)
+            elif kind == "wake":
+                continue
+            elif isinstance(result, Exception):  # Redis refused the command (out of memory, ...)
+                self._drop(1, f"Redis refused it ({escape_for_log(str(result))})")
+            elif kind == "publish":
+                self.counters["published"] += 1
+            elif result == -1 or result == 0:  # no such id, or its process is not listening
+                self.counters["unknown_ids"] += 1
+                self._warn.log("backplane: send_to an id no process has (%d so far)", self.counters["unknown_ids"])
+            else:
+                self.counters["published"] += 1
+
+    def _directory_answered(self, chunk: _Chunk, result: Any) -> None:
+        """One script call's answer: 1 (the entry is ours) or 0 per id; or the error Redis answered."""
+        if isinstance(result, Exception):  # the script failed in Redis (out of memory, ...): not retried at once
+            self._warn.log("backplane: the directory could not be written (%s); again at the next refresh",
+                           escape_for_log(str(result)))
+            for id, _, pending in chunk:
+                if pending is not None:  # unchecked, as when Redis is down
+                    if pending.take_over:
+                        self._take_over.add(id)
+                    for answer in pending.answers:
+                        answer(True)
+            return
+        for (id, mode, pending), won in zip(chunk, result, strict=True):
+            if pending is not None:
+                if not won:
+                    self.counters["ids_refused"] += 1
+                for answer in pending.answers:
+                    answer(bool(won))
+            if mode == "f":
+                continue
+            if won:
+                self._take_over.discard(id)
+                self._lost.discard(id)
+            elif pending is None and id in self._ids and id not in self._lost:
+                self._lost.add(id)
+                self.counters["ids_lost"] += 1
+                self._warn.log("backplane: id %s is another process's in the directory: its direct messages go "
+                               "there (%d lost so far)", escape_for_log(repr(id)), self.counters["ids_lost"])
+
+
+class _Unconfirmed(Exception):
+    """A batch's connection failed: ``done`` holds the replies of the commands that ran (a cluster's,
+    run one by one), and the commands up to ``written`` may have reached Redis."""
+
+    def __init__(self, done: list[Any], written: int, error: Exception) -> None:
+        super().__init__(str(error))
+        self.done, self.written, self.error = done, written, error

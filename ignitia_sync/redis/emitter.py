@@ -43,14 +43,15 @@ class Emitter:
             :class:`~ignitia_sync.redis.RedisBackplane`.
         socket_timeout: seconds to wait for Redis's answer to a command; longer, and the
             call raises ``redis.TimeoutError`` (a stalled Redis never holds a task forever).
-            A command that timed out is not sent again: Redis may have run it, and a second
-            broadcast would reach every member twice. None waits forever.
+            None waits forever.
         socket_connect_timeout: seconds a connection attempt may take (``redis.TimeoutError``
             or ``redis.ConnectionError`` beyond). None waits forever.
 
-    With ``sharded=True`` the cluster client may try again on a fresh slot map after a
-    timeout, so an error can take a few times ``socket_timeout``; the constructor then already
-    connects (to read the slot map).
+    A command is never sent twice: one whose connection failed (a timeout, a cut) may have
+    run in Redis, and sent again a broadcast would reach every member twice, so the call raises
+    instead (whether it was delivered is then unknown). A connection that Redis closed while
+    idle (its ``timeout``) is reconnected before the command is written. With ``sharded=True``
+    the constructor already connects (to read the slot map).
 
     Raises:
         ValueError: a timeout that is not positive.
@@ -73,21 +74,22 @@ class Emitter:
         for name, value in (("socket_timeout", socket_timeout), ("socket_connect_timeout", socket_connect_timeout)):
             if value is not None and not value > 0:
                 raise ValueError(f"{name} must be positive (or None: no limit), not {value!r}")
+        # Never resent (redis-py 6+ would, three times, after a timeout or a cut): it may have run.
+        # A pooled connection that Redis closed while idle is reconnected before writing, by the pool.
+        retry = Retry(NoBackoff(), 0, supported_errors=(redis.ConnectionError,))
         options: dict[str, Any] = {
             "protocol": 2, "socket_timeout": socket_timeout, "socket_connect_timeout": socket_connect_timeout,
+            "retry": retry,
         }
         self._client: Any
         if sharded:
             self._client = RedisCluster.from_url(url, **options)
         else:
-            # Tried again only when the connection was found closed (Redis's idle timeout), never
-            # after a timeout (redis-py 6+ would, three times, with back-off in between).
-            retry = Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
-            self._client = redis.Redis.from_url(url, retry=retry, **options)
+            self._client = redis.Redis.from_url(url, **options)
         self._names = _Names(prefix)
         self._publish = self._client.spublish if sharded else self._client.publish
         self._uid = _new_uid()
-        self._send_to = self._client.register_script(_SEND_TO % ("SPUBLISH" if sharded else "PUBLISH"))
+        self._send_to_script = _SEND_TO % ("SPUBLISH" if sharded else "PUBLISH")
 
     def broadcast(self, message: Message | str | bytes, room: str | None = None) -> int:
         """Send to every connection (or every member of ``room``); returns how many processes heard it.
@@ -106,7 +108,7 @@ class Emitter:
             redis.RedisError: as :meth:`broadcast`.
         """
         envelope = encode(_DIRECT, _as_message(message), self._uid, id)
-        result = self._send_to(keys=[self._names.ids_key], args=[id, self._names.proc_prefix, envelope])
+        result = self._client.eval(self._send_to_script, 1, self._names.id_key(id), self._names.proc_prefix, envelope)
         return int(result) > 0
 
     def close(self) -> None:

@@ -15,6 +15,10 @@ The envelope is plain bytes, nothing a Redis user could make us execute (no pick
 
 :func:`decode` rejects whatever is not one of these with a :class:`ValueError`.
 
+The directory (which process has which application id) is one key per id,
+``{PREFIX}:id:ID``, holding the process's id; it expires a TTL after its process last wrote
+it (:data:`_DIRECTORY`), so a process that dies takes its ids with it within that TTL.
+
 Example:
     >>> envelope = encode(_DIRECT, Message.text("hi"), b"0" * 16, "alice")
     >>> envelope
@@ -45,20 +49,39 @@ _HEAD = 2 + _UID_SIZE
 #: The longest id an envelope can carry (its length is two bytes).
 _MAX_ID = 65535
 
-#: Direct send in one round trip: look the id up, publish to its process (-1: unknown id;
-#: 0: its process is gone, and the stale entry is removed).
+#: Direct send in one round trip: look the id's entry (KEYS[1]) up, publish ARGV[2] to its
+#: process's channel (ARGV[1] and the process id). -1: no process has the id; 0: its process
+#: is not subscribed right now (reconnecting, or dead: its entry expires by itself).
 #: ``%s`` is PUBLISH, or SPUBLISH in sharded mode (the channel shares the key's hash tag).
 _SEND_TO = """
-local uid = redis.call('HGET', KEYS[1], ARGV[1])
+local uid = redis.call('GET', KEYS[1])
 if not uid then return -1 end
-local heard = redis.call('%s', ARGV[2] .. uid, ARGV[3])
-if heard == 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
-return heard
+return redis.call('%s', ARGV[1] .. uid, ARGV[2])
 """
-#: Forget an id only if it is still ours (it may have reconnected to another process).
-_FORGET = """
-if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then return redis.call('HDEL', KEYS[1], ARGV[1]) end
-return 0
+#: The directory's one write: for each id's entry (KEYS[i]), ARGV[2 + i] says what to do for
+#: this process (ARGV[1]), with the entry's TTL in ms in ARGV[2]:
+#:
+#: * ``c``, claim: the entry becomes (or stays) ours, with a fresh TTL, unless another process
+#:   has it; 1 if it is ours now, 0 if not (a refresh is a claim of an id we have);
+#: * ``t``, take over: the entry becomes ours whoever had it; 1;
+#: * ``f``, forget: the entry is deleted if it is still ours (another process may have taken
+#:   the id over since); 0.
+_DIRECTORY = """
+local results = {}
+for i, key in ipairs(KEYS) do
+  local mode = ARGV[i + 2]
+  local owner = redis.call('GET', key)
+  if mode == 'f' then
+    if owner == ARGV[1] then redis.call('DEL', key) end
+    results[i] = 0
+  elseif mode == 't' or not owner or owner == ARGV[1] then
+    redis.call('SET', key, ARGV[1], 'PX', ARGV[2])
+    results[i] = 1
+  else
+    results[i] = 0
+  end
+end
+return results
 """
 
 
@@ -139,13 +162,13 @@ def _as_message(message: Message | str | bytes) -> Message:
 class _Names:
     """The channel and key names of a prefix (shared by the backplane and the Emitter).
 
-    The directory and the direct channels share the hash tag ``{PREFIX}``: in a cluster they
-    live in one slot, so one script can look an id up and publish to its process.
+    The directory's keys and the direct channels share the hash tag ``{PREFIX}``: in a cluster
+    they live in one slot, so one script can look an id up and publish to its process.
 
     Example:
         >>> names = _Names("ignitia")
-        >>> names.all, names.proc_prefix, names.ids_key
-        (b'ignitia:all', b'{ignitia}:proc:', '{ignitia}:ids')
+        >>> names.all, names.proc_prefix, names.id_key("alice")
+        (b'ignitia:all', b'{ignitia}:proc:', b'{ignitia}:id:alice')
         >>> names.wake_prefix(b"ab")
         'ignitia:wake:ab:'
     """
@@ -158,8 +181,13 @@ class _Names:
         self.room_prefix = f"{prefix}:room:".encode()
         #: A process's direct channel is this and its uid.
         self.proc_prefix = f"{{{prefix}}}:proc:".encode()
-        #: The directory: application id -> uid of the process that has it.
-        self.ids_key = f"{{{prefix}}}:ids"
+        #: The directory: one key per application id (this and the id), holding the uid of the
+        #: process that has it.
+        self.id_prefix = f"{{{prefix}}}:id:".encode()
+
+    def id_key(self, id: str) -> bytes:
+        """The directory entry of application id ``id``."""
+        return self.id_prefix + id.encode()
 
     def wake_prefix(self, uid: bytes) -> str:
         """The start of a shard listener's wake channel (a number follows: one that hashes to its shard)."""

@@ -3,8 +3,9 @@
 * :class:`_GeventConnection`: redis-py's TCP connection on a gevent socket, so that the
   backplane cooperates with or without monkey-patching;
 * :func:`_options`, :func:`_client`, :func:`_cluster`: the clients the backplane's greenlets
-  own (one connection each; RESP2; retried only when a connection was found closed);
-* :class:`_Sequential`: a pipeline's interface for a cluster client;
+  own (one connection each; RESP2; a command is never sent twice);
+* :func:`_connect_before_writing`: (re)connect a client's connection before a batch is written;
+* :class:`_Sequential`: a pipeline's interface for a cluster client, which says how far it got;
 * :class:`_Shard` and :func:`_open_shards`: the listener's subscription connections (the whole
   Redis, or one per primary of a Redis Cluster, each with its own channels).
 
@@ -68,8 +69,10 @@ def _options(url: str, *, retries: int, socket_timeout: float | None) -> dict[st
     """
     options: dict[str, Any] = {
         "socket_timeout": socket_timeout, "socket_connect_timeout": _CONNECT_TIMEOUT, "socket_keepalive": True,
-        # Retried only when the connection was found closed (Redis's idle timeout): a timeout
-        # may mean Redis ran the commands, and a resent pipeline would deliver them twice.
+        # redis-py's retry resends a command (a whole pipeline) after any connection error, also
+        # one that cut the connection after Redis ran it: the backplane passes 0 and decides
+        # itself (only what is known unsent may be sent again). A connection that Redis closed
+        # while idle (its ``timeout``) is not an error: the pool reconnects it before writing.
         "retry": Retry(NoBackoff(), retries, supported_errors=(redis.ConnectionError,)), "protocol": 2,
     }
     if url.startswith("redis://"):
@@ -90,28 +93,65 @@ def _cluster(url: str, *, retries: int, socket_timeout: float | None) -> RedisCl
     return RedisCluster.from_url(url, **_options(url, retries=retries, socket_timeout=socket_timeout))
 
 
+def _connect_before_writing(client: redis.Redis) -> None:
+    """Connect the client's one connection now, or reconnect it if Redis closed it meanwhile.
+
+    What fails here failed before any byte of the next batch was written: that batch is known
+    unsent. redis-py's pool checks a pooled connection before lending it (a connection that
+    Redis closed while idle, its ``timeout``, is reconnected then), so the batch's own
+    ``execute()`` then finds it ready.
+    """
+    pool = client.connection_pool
+    try:
+        connection = pool.get_connection()
+    except TypeError:  # redis-py < 5.3 wants a command name
+        connection = pool.get_connection("PING")  # type: ignore[call-arg,unused-ignore]
+    pool.release(connection)
+
+
+class _Interrupted(Exception):
+    """A :class:`_Sequential` batch stopped by a connection error: ``done`` ran, the rest was not sent.
+
+    The command that failed (``done``'s length is its index) may have run.
+    """
+
+    def __init__(self, done: list[Any], error: Exception) -> None:
+        super().__init__(str(error))
+        self.done = done
+        self.error = error
+
+
 class _Sequential:
-    """A pipeline's interface for a cluster client: each command runs at once (no cross-slot batches)."""
+    """A pipeline's interface for a cluster client: commands queued, then run one by one (no cross-slot batches).
+
+    :meth:`execute` returns a reply (or the :class:`redis.ResponseError` Redis answered) per
+    command, as ``pipeline.execute(raise_on_error=False)`` does; a connection error stops it with
+    :class:`_Interrupted`, which says which commands ran.
+    """
 
     def __init__(self, client: RedisCluster) -> None:
         self._client = client
-        self._results: list[Any] = []
+        self._calls: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
 
     def __getattr__(self, name: str) -> Callable[..., None]:
         method = getattr(self._client, name)
 
-        def call(*args: Any, **kwargs: Any) -> None:
-            self._results.append(method(*args, **kwargs))
+        def call(*args: Any) -> None:
+            self._calls.append((method, args))
 
         return call
 
-    def run_script(self, script: Any, keys: list[Any], args: list[Any]) -> None:
-        """Run a registered script now (it loads itself on the node that needs it)."""
-        self._results.append(script(keys=keys, args=args, client=self._client))
-
-    def execute(self) -> list[Any]:
-        """The results of the commands since the last call, in order."""
-        results, self._results = self._results, []
+    def execute(self, raise_on_error: bool = False) -> list[Any]:
+        """Run the commands queued since the last call, in order; their replies, in order."""
+        calls, self._calls = self._calls, []
+        results: list[Any] = []
+        for method, args in calls:
+            try:
+                results.append(method(*args))
+            except redis.ResponseError as exc:  # Redis answered: the connection is fine
+                results.append(exc)
+            except (redis.RedisError, OSError) as exc:
+                raise _Interrupted(results, exc) from exc
         return results
 
 

@@ -92,6 +92,7 @@ def test_losing_redis_calls_down_once_drops_and_comes_back_up(redis_server, make
     assert any("dropped 1 message(s): Redis is unreachable" in line for line in lines)
 
 
+@pytest.mark.expect_errors  # the test makes the callback raise
 def test_a_failing_callback_is_logged_and_the_link_still_comes_up(make, caplog):
     def fail(backplane: RedisBackplane) -> None:
         raise RuntimeError("boom")
@@ -122,7 +123,7 @@ def test_calls_from_another_thread_are_handed_over_to_the_hub(redis_server, make
     wait_for(subscriber.poll, "the thread's broadcast")
     assert subscriber.heard[0][3] == Message.text("from a thread")
     wait_for(lambda: redis_server.subscribers("ignitia:room:ops") == 2, "the thread's join")
-    wait_for(lambda: redis_server.client().hget("{ignitia}:ids", "tess") == backplane.uid, "the thread's id")
+    wait_for(lambda: redis_server.client().get("{ignitia}:id:tess") == backplane.uid, "the thread's id")
     wait_for(lambda: backplane.stats()["unknown_ids"] == 1, "the thread's send_to")
 
 
@@ -130,10 +131,10 @@ def test_close_is_the_end_of_the_link(redis_server, make, caplog):
     calls: list[str] = []
     backplane = make(on_backplane_down=lambda b: calls.append("down"))
     backplane.identified("uma")
-    wait_for(lambda: redis_server.client().hget("{ignitia}:ids", "uma") is not None, "uma registered")
+    wait_for(lambda: redis_server.client().get("{ignitia}:id:uma") is not None, "uma registered")
     backplane.close()
     assert backplane._link is LinkState.CLOSED and backplane.stats()["up"] is False
-    assert redis_server.client().hget("{ignitia}:ids", "uma") is None  # forgotten before it returned
+    assert redis_server.client().get("{ignitia}:id:uma") is None  # forgotten before it returned
     wait_for(lambda: all(greenlet.dead for greenlet in backplane._greenlets), "the greenlets to end")
     backplane.publish(Message.text("too late"), None)
     assert backplane.stats()["dropped"] == 1
@@ -145,12 +146,12 @@ def test_close_is_the_end_of_the_link(redis_server, make, caplog):
 def test_close_from_another_thread_runs_in_the_hub(redis_server, make):
     backplane = make()
     backplane.identified("vic")
-    wait_for(lambda: redis_server.client().hget("{ignitia}:ids", "vic") is not None, "vic registered")
+    wait_for(lambda: redis_server.client().get("{ignitia}:id:vic") is not None, "vic registered")
     thread = threading.Thread(target=backplane.close)
     thread.start()
     wait_for(lambda: not thread.is_alive() and all(greenlet.dead for greenlet in backplane._greenlets), "the stop")
     assert backplane._link is LinkState.CLOSED
-    assert redis_server.client().hget("{ignitia}:ids", "vic") is None
+    assert redis_server.client().get("{ignitia}:id:vic") is None
 
 
 def test_a_backplane_closed_before_it_was_attached_never_starts():

@@ -128,13 +128,13 @@ def test_send_to_reaches_an_id_in_another_process(redis_server):
     with chat_processes(redis_server.url, 2) as (first, second):
         alice = join(first.base, "a", "alice")
         bob = join(second.base, "b", "bob")
-        wait_until(lambda: redis_server.client().hget("{ignitia}:ids", "bob") is not None, what="bob in the directory")
+        wait_until(lambda: redis_server.client().get("{ignitia}:id:bob") is not None, what="bob in the directory")
         alice.send("@bob hello from the other process")
         assert bob.recv(timeout=10) == "alice (to you): hello from the other process"
         alice.send("@nobody are you there?")  # handed to the backplane, which counts it
         wait_until(lambda: first.stats()["unknown_ids"] == 1, what="the unknown id counted")
         bob.close()
-        wait_until(lambda: redis_server.client().hget("{ignitia}:ids", "bob") is None, what="bob forgotten")
+        wait_until(lambda: redis_server.client().get("{ignitia}:id:bob") is None, what="bob forgotten")
         alice.close()
 
 
@@ -151,9 +151,9 @@ def test_a_process_listens_to_a_room_only_while_it_has_members_there(redis_serve
 def test_a_graceful_stop_takes_its_ids_out_of_the_directory(redis_server):
     process = ChatProcess(redis_server.url)
     olga = join(process.base, "hall", "olga")
-    wait_until(lambda: redis_server.client().hget("{ignitia}:ids", "olga") is not None, what="olga registered")
+    wait_until(lambda: redis_server.client().get("{ignitia}:id:olga") is not None, what="olga registered")
     process.stop()  # SIGTERM while olga is still connected
-    assert redis_server.client().hget("{ignitia}:ids", "olga") is None
+    assert redis_server.client().get("{ignitia}:id:olga") is None
     olga.close()
 
 
@@ -195,7 +195,7 @@ def test_redis_restarting_drops_are_counted_then_traffic_resumes(redis_server):
                 texts.append(receiver.recv(timeout=10))
         drain_joins(erin)
         drain_joins(frank)  # each one's own "after"
-        wait_until(lambda: redis_server.client().hget("{ignitia}:ids", "frank") is not None, what="ids registered again")
+        wait_until(lambda: redis_server.client().get("{ignitia}:id:frank") is not None, what="ids registered again")
         erin.send("@frank still there?")
         assert frank.recv(timeout=10) == "erin (to you): still there?"
         erin.close()
@@ -354,7 +354,7 @@ def test_sharded_pub_sub_on_a_three_node_cluster(redis_cluster):
             assert left.recv(timeout=10) == f"{room}-b: back"
             assert right.recv(timeout=10) == f"{room}-b: back"  # its own, locally
         room, left, right = pairs[0]
-        wait_until(lambda: cluster.hget("{ignitia}:ids", f"{room}-b") is not None, what="the directory")
+        wait_until(lambda: cluster.get(f"{{ignitia}}:id:{room}-b") is not None, what="the directory")
         left.send(f"@{room}-b psst")
         assert right.recv(timeout=10) == f"{room}-a (to you): psst"
         emitter = Emitter(url, sharded=True)
@@ -473,7 +473,7 @@ def test_an_id_enters_the_directory_only_once_its_process_hears_its_own_channel(
     own = b"{ignitia}:proc:" + backplane.uid
     try:
         deadline = time.monotonic() + 20
-        while client.hget("{ignitia}:ids", "early") is None:
+        while client.get("{ignitia}:id:early") is None:
             assert time.monotonic() < deadline, "the id never reached the directory"
             gevent.sleep(0.001)
         assert client.pubsub_numsub(own) == [(own, 1)]

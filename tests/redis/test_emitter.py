@@ -59,7 +59,7 @@ def test_none_still_means_no_limit_when_asked_for():
 def test_what_it_sends_is_a_backplane_envelope(redis_server):
     subscriber = redis_server.client().pubsub()
     subscriber.subscribe("ignitia:room:ops", "{ignitia}:proc:" + "f" * 16)
-    redis_server.client().hset("{ignitia}:ids", "olga", "f" * 16)
+    redis_server.client().set("{ignitia}:id:olga", "f" * 16)
     emitter = Emitter(redis_server.url)
     try:
         assert emitter.broadcast(b"\x00bin", room="ops") == 1

@@ -95,7 +95,7 @@ def test_uids_are_fresh_ascii_hex_of_the_head_size():
 def test_the_directory_and_direct_channels_share_one_cluster_slot():
     names = _Names("chat")
     assert (names.all, names.room_prefix) == (b"chat:all", b"chat:room:")
-    slot = key_slot(names.ids_key.encode())
+    slot = key_slot(names.id_key("alice"))
     assert all(key_slot(names.proc_prefix + _new_uid()) == slot for _ in range(20))
     assert names.wake_prefix(b"0123").startswith("chat:wake:0123:")
 

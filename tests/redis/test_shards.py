@@ -10,7 +10,15 @@ import pytest
 import redis
 from redis.crc import key_slot
 
-from ignitia_sync.redis.shards import _client, _GeventConnection, _open_shards, _options, _Sequential, _Shard
+from ignitia_sync.redis.shards import (
+    _client,
+    _GeventConnection,
+    _Interrupted,
+    _open_shards,
+    _options,
+    _Sequential,
+    _Shard,
+)
 
 OWN = b"{ignitia}:proc:0123456789abcdef"
 
@@ -50,19 +58,39 @@ def test_a_client_talks_over_one_gevent_connection(redis_server):
         client.close()
 
 
-def test_sequential_runs_each_command_at_once_and_hands_the_results_over_in_order():
+def test_sequential_runs_the_commands_in_order_and_says_how_far_it_got():
     calls = []
+
+    def refuse(*args: object) -> None:
+        raise redis.ResponseError("OOM command not allowed")
+
+    def cut(*args: object) -> None:
+        calls.append(("cut",))
+        raise redis.ConnectionError("Connection closed by server.")
+
     fake = SimpleNamespace(
         publish=lambda channel, data: calls.append(("publish", channel)) or 1,
-        hset=lambda key, field, value: calls.append(("hset", key)) or 0,
+        eval=lambda script, numkeys, *rest: calls.append(("eval", rest[0])) or [1],
+        set=refuse,
+        spublish=cut,
     )
     pipe = _Sequential(fake)  # type: ignore[arg-type]
     pipe.publish(b"c", b"x")
-    pipe.hset("k", "f", "v")
-    pipe.run_script(lambda keys, args, client: (keys, args, client is fake), ["k"], ["a"])
-    assert calls == [("publish", b"c"), ("hset", "k")]  # already run, not batched
-    assert pipe.execute() == [1, 0, (["k"], ["a"], True)]
+    pipe.eval("return 1", 1, b"k")
+    pipe.set("k", "v")
+    assert calls == []  # queued: nothing runs before execute()
+    results = pipe.execute()
+    assert calls == [("publish", b"c"), ("eval", b"k")]
+    assert results[:2] == [1, [1]] and isinstance(results[2], redis.ResponseError)  # an answer, not a failure
     assert pipe.execute() == []
+    pipe.publish(b"before", b"x")
+    pipe.spublish(b"cut", b"x")
+    pipe.publish(b"never", b"x")
+    with pytest.raises(_Interrupted) as interrupted:
+        pipe.execute()
+    assert interrupted.value.done == [1]  # what ran; the cut one may have; the last one was never sent
+    assert isinstance(interrupted.value.error, redis.ConnectionError)
+    assert (b"never" not in [call[-1] for call in calls]) and pipe.execute() == []
 
 
 def test_one_shard_for_a_plain_redis_wakes_on_the_process_channel(redis_server):
