@@ -17,6 +17,9 @@ applications, ``app.config["SOCK_SERVER_OPTIONS"]`` (``ping_interval``,
 ``app.config["IGNITIA_SYNC_BACKPLANE"]`` (a Redis URL or a backplane) spreads rooms and
 broadcasts over every worker and host.
 
+A plain HTTP request (no ``Upgrade: websocket``) for a WebSocket route gets 426 with
+``Upgrade: websocket``, as under every host (Werkzeug alone would answer 400).
+
 Serve the app with ``ignitia-sync myapp:app`` or ``gunicorn -k ignitia_sync.gunicorn.Worker``.
 
 Example:
@@ -37,6 +40,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import flask
+from werkzeug.routing import WebsocketMismatch
 from werkzeug.wrappers import Response
 
 from .connection.connection import WebSocketConnection
@@ -45,7 +49,7 @@ from .handlers import Handler, as_handler
 from .hosting.host import HostSettings, Target
 from .message import Binary, Text
 from .router import RouteOptions
-from .wsgi import Refused, WebSocketHost
+from .wsgi import Refused, WebSocketHost, upgrade_required
 
 __all__ = ["ConnectionClosed", "FlaskWebSocket", "Sock"]
 
@@ -100,7 +104,8 @@ class Sock:
 
     The handler gets the connection (a :class:`FlaskWebSocket`) and the route's URL
     variables as keyword arguments. Each worker process has one registry per ``Sock``
-    (:attr:`registry`), attached to the worker's hub on first use.
+    (:attr:`registry`); its backplane starts with the gunicorn worker, or else on first use
+    in the process (an HTTP view's ``sock.registry.broadcast(...)`` included).
     """
 
     def __init__(self, app: flask.Flask | None = None) -> None:
@@ -111,7 +116,7 @@ class Sock:
             self.init_app(app)
 
     def init_app(self, app: flask.Flask) -> None:
-        """Take the settings from ``app.config`` and register the routes declared so far."""
+        """Take the settings from ``app.config``, register the routes declared so far and the 426."""
         options = dict(app.config.get("IGNITIA_SYNC", {}))
         for flask_sock_name, ours in _FLASK_SOCK_OPTIONS.items():
             value = app.config.get("SOCK_SERVER_OPTIONS", {}).get(flask_sock_name)
@@ -122,6 +127,7 @@ class Sock:
         )
         self._app = app
         app.extensions["ignitia_sync"] = self
+        app.register_error_handler(WebsocketMismatch, _upgrade_required)
         pending, self._pending = self._pending, []
         for path, func, bp, route_options in pending:
             self._register(app, path, func, bp, route_options)
@@ -201,10 +207,24 @@ class Sock:
             )
             outcome = host.upgrade_to(flask.request.environ, target, FlaskWebSocket)
             if isinstance(outcome, Refused):
-                return Response(outcome.body(), status=outcome.status_line(), headers=outcome.headers())
+                headers = outcome.headers(flask.request.environ)
+                return Response(outcome.body(), status=outcome.status_line(), headers=headers)
             return _AlreadyAnswered(outcome.finish)
 
         return websocket_view
+
+
+def _upgrade_required(error: WebsocketMismatch) -> Response:
+    """Werkzeug's 400 for a request that does not fit a rule's ``websocket`` flag.
+
+    A plain request for a WebSocket route gets our 426 instead (the same answer as under
+    every host); an upgrade request for an HTTP-only route keeps Werkzeug's 400.
+    """
+    environ = flask.request.environ
+    if "websocket" in environ.get("HTTP_UPGRADE", "").lower():
+        return error.get_response()
+    refused = upgrade_required()
+    return Response(refused.body(), status=refused.status_line(), headers=refused.headers(environ))
 
 
 class _AlreadyAnswered(flask.Response):

@@ -2,35 +2,130 @@
 
 gunicorn's gevent worker waits ``graceful_timeout`` for requests to end on SIGTERM, HUP
 (reload) or a max-requests restart, then kills them: a WebSocket, a request that lasts
-for hours, would be cut with no Close frame (clients see 1006). This worker, on the same
-signals, first closes every WebSocket of every :class:`~ignitia_sync.wsgi.WebSocketHost` (a WSGI middleware, Flask's ``Sock``)
-in the process with 1001 "Server shutdown" (queued messages first), then stops as gunicorn does.
+for hours, would be cut with no Close frame (clients see 1006); on SIGQUIT/SIGINT, or when
+its master dies, it exits at once. This worker drains first, however it ends, then stops
+as gunicorn does:
+
+* **the drain**: every WebSocket of every :class:`~ignitia_sync.wsgi.WebSocketHost` (a WSGI
+  middleware, Flask's ``Sock``, Django's views) in the process gets its queued messages, then
+  1001 "Server shutdown"; upgrades meanwhile get 503 with ``Retry-After: 1``. It runs in a
+  greenlet of its own, never in a signal handler, and lasts until the last of those
+  connections has closed (each within its ``close_timeout``), at most ``--graceful-timeout``.
+* **when**: as soon as the worker stops being alive, whatever said so: SIGTERM (a stop, a
+  reload through HUP, fewer workers), a ``--max-requests`` restart, SIGQUIT or SIGINT (the
+  quick stop: the worker exits once the drain is over, without waiting for HTTP requests),
+  SIGABRT (the master's ``--timeout``: gunicorn's ``worker_abort`` hook still runs in the
+  signal handler, so that a stack dump shows what blocked the hub; the drain can only run
+  once the hub runs again, before the master's SIGKILL), and the death of the master.
+
+Each worker also starts its hosts' backplanes when it has loaded the app (after the fork,
+in its own hub, with ``--preload`` too), so that a worker serving only HTTP publishes what
+its views broadcast at once.
 
 Example::
 
-    gunicorn -k ignitia_sync.gunicorn.Worker -w 4 --worker-connections 10000 myapp:app
+    gunicorn -k ignitia_sync.gunicorn.Worker -w 4 --worker-connections 10000 --graceful-timeout 30 myapp:app
 """
 
 from __future__ import annotations
 
+import os
+import sys
+import time
+from collections.abc import Callable
 from typing import Any
 
+import gevent
+import gevent.event
+from gunicorn.workers.base import Worker as BaseWorker
 from gunicorn.workers.ggevent import GeventWorker
 
+from .broadcast.backplane import LocalBackplane
+from .hosting.host import hosts
 from .wsgi import shutdown_all
 
 __all__ = ["Worker"]
 
 
 class Worker(GeventWorker):  # type: ignore[misc]
-    """gunicorn's gevent worker, closing WebSockets with 1001 before it stops."""
+    """gunicorn's gevent worker; every way it stops drains its WebSockets first (1001).
 
-    def handle_exit(self, sig: int, frame: Any) -> None:
-        """SIGTERM: close WebSockets (1001), then gunicorn's graceful stop."""
-        shutdown_all()
-        super().handle_exit(sig, frame)
+    gunicorn marks a stopping worker by setting ``alive`` to False: in its signal handlers,
+    after the request that reaches ``max_requests``, when its reloader sees a change. This
+    worker starts the drain right there (in a new greenlet), so that every path drains the
+    same way; the worker's own loop then closes its listeners and waits for its requests,
+    at most ``--graceful-timeout``, as gunicorn's gevent worker does.
+    """
+
+    #: Set when the drain is over (every WebSocket closed, or ``--graceful-timeout``).
+    _drained: gevent.event.Event | None = None
+
+    @property
+    def alive(self) -> bool:
+        """gunicorn's flag: False once the worker is stopping (setting it so starts the drain)."""
+        return bool(self.__dict__.get("_alive", True))
+
+    @alive.setter
+    def alive(self, value: bool) -> None:
+        self.__dict__["_alive"] = value
+        if not value and self._drained is None:
+            # Often in a signal handler: only spawn here (as gunicorn's gevent worker does).
+            self._drained = gevent.event.Event()
+            gevent.spawn(self._drain)
+
+    def _drain(self) -> None:
+        """1001 to every WebSocket (queued messages first); wait until each has closed."""
+        assert self._drained is not None
+        try:
+            shutdown_all()
+            deadline = time.monotonic() + self.cfg.graceful_timeout
+            while time.monotonic() < deadline and not all(
+                host.drained for host in hosts() if host.ends_with_process
+            ):
+                gevent.sleep(0.05)
+        finally:
+            self._drained.set()
+
+    def _exit_after_drain(self, then: Callable[..., Any], *args: Any) -> None:
+        assert self._drained is not None
+        self._drained.wait()
+        then(*args)
+
+    def load_wsgi(self) -> None:
+        """Load the app, then start its hosts' backplanes in this worker (after the fork, in its hub)."""
+        super().load_wsgi()
+        for host in hosts():
+            if host.ends_with_process and not host.registry._attached:
+                host.registry.attach()
+        self._warn_without_backplane()
+
+    def _warn_without_backplane(self) -> None:
+        """Several workers and a host without a backplane: rooms and send_to stop at the worker."""
+        if self.cfg.workers <= 1 or self.age != 1:  # the first worker speaks for all of them
+            return
+        for host in hosts():
+            if host.ends_with_process and isinstance(host.registry.backplane, LocalBackplane):
+                self.log.warning(
+                    "%d workers and no backplane: rooms, broadcasts and send_to reach only the connections of "
+                    "the same worker; set IGNITIA_SYNC_BACKPLANE (or backplane=) to a Redis URL, or run -w 1",
+                    self.cfg.workers,
+                )
+                return
+
+    def notify(self) -> None:
+        """The heartbeat; once the master has died, drain and stop (gunicorn's own worker exits at once)."""
+        BaseWorker.notify(self)
+        if self.ppid != os.getppid() and self.alive:
+            self.log.info("Parent changed, shutting down: %s", self)
+            self.alive = False
 
     def handle_quit(self, sig: int, frame: Any) -> None:
-        """SIGINT/SIGQUIT: the same, then gunicorn's quick stop."""
-        shutdown_all()
-        super().handle_quit(sig, frame)
+        """SIGQUIT/SIGINT, gunicorn's quick stop: drain, then exit (``worker_int`` runs then)."""
+        self.alive = False
+        gevent.spawn(self._exit_after_drain, BaseWorker.handle_quit, self, sig, frame)
+
+    def handle_abort(self, sig: int, frame: Any) -> None:
+        """SIGABRT (the master's ``--timeout``): ``worker_abort`` here, then drain and exit with 1."""
+        self.alive = False
+        self.cfg.worker_abort(self)  # in the handler, as gunicorn: a stack dump shows the stuck greenlet
+        gevent.spawn(self._exit_after_drain, sys.exit, 1)

@@ -36,6 +36,9 @@ from .router import Router
 __all__ = ["TestClient", "websocket_client"]
 
 _ports = itertools.count(40000)
+#: A test connection's default ``max_message_size``: any message the app sends (its limits are the
+#: server's; a browser has none of its own), below what zlib's ``max_length`` takes.
+UNLIMITED = 1 << 62
 
 
 class TestClient:
@@ -51,8 +54,11 @@ class TestClient:
             (limits, ``max_connections_per_ip``...).
 
     A refused upgrade raises :class:`~ignitia_sync.exceptions.HandshakeError` with the
-    status, body and headers. Leaving the ``with`` block closes every test connection from
-    the client side (1000, with the closing handshake), then stops the server.
+    status, body and headers. A test connection accepts messages of any size (its client
+    side has no ``max_message_size`` of its own unless ``connect()`` is given one), so
+    whatever the app's limits allow and the app sends arrives, as from a real server; every
+    limit of the server side applies. Leaving the ``with`` block closes every test
+    connection from the client side (1000, with the closing handshake), then stops the server.
 
     ``client.server.stats()`` counts the connections of a :class:`Router`'s routes; those of a
     WSGI app are its own host's (``sock.stats()`` for Flask's ``Sock``).
@@ -78,6 +84,8 @@ class TestClient:
         router = app if isinstance(app, Router) else Router()
         wsgi_app = None if isinstance(app, Router) else app
         settings.setdefault("handle_signals", False)
+        # The test's own client side runs in the same hub and may block it on purpose.
+        settings.setdefault("blocking_warning", None)
         #: The server that serves the test connections (``client.server.registry``, ``stats()``).
         self.server = Server(router, ("testserver", 80), wsgi_app=wsgi_app, **settings)
         self.server._stops_wsgi_hosts = False  # the app (its Sock, its views) outlives this client
@@ -116,7 +124,9 @@ class TestClient:
             cookies: cookies to send, on top of those of ``http_client``.
             client_address: the peer address the server sees (per-IP limits).
             **options: any keyword argument of :func:`ignitia_sync.client.connect`
-                (``compression``, ``max_message_size``, ``ping_interval``...).
+                (``compression``, ``ping_interval``...); ``max_message_size`` limits what
+                this client accepts (no limit by default: test what a client of yours
+                would refuse by passing its limit).
 
         Raises:
             HandshakeError: the application refused the upgrade (``exc.status``, ``exc.body``).
@@ -132,6 +142,7 @@ class TestClient:
         ours, theirs = gevent.socket.socketpair()
         self.server.serve_socket(theirs, (client_address, next(_ports)))
         options.setdefault("open_timeout", 10.0)
+        options.setdefault("max_message_size", UNLIMITED)  # the server's limits are the ones under test
         options.setdefault("max_redirects", 0)  # a redirect is the app's answer: HandshakeError
         ws = connect(f"ws://localhost{path}", sock=ours, headers=fields, subprotocols=subprotocols, **options)
         self._connections.append(ws)

@@ -40,7 +40,7 @@ from .settings import ConnectionSettings
 
 __all__ = [
     "READER_KEY", "SOCKET_KEY", "Refused", "Served", "SocketTakenOver", "TakenSocket", "WebSocketHost",
-    "WebSocketMiddleware", "shutdown_all", "take_socket",
+    "WebSocketMiddleware", "shutdown_all", "take_socket", "upgrade_required",
 ]
 
 StartResponse = Callable[..., Any]
@@ -131,11 +131,14 @@ class WebSocketHost(Host):
             self.abandon(opening)
             self.refused(request, exc)
             return Refused(exc)
-        if taken.threaded and not self.registry.threaded:
-            self.registry.serve_from_threads()
+        if taken.threaded:
+            if not self.registry.threaded:  # (a view's broadcast may have made it threaded already)
+                self.registry.serve_from_threads()
             _close_at_exit(self)
-        elif not self.registry._attached:
-            self.registry.attach()  # the worker's hub, on first use
+        else:
+            if not self.registry._attached:
+                self.registry.attach()  # the worker's hub, on first use (the gunicorn worker attaches at boot)
+            self.watch_blocking()
         try:
             self.serve(opening, taken.sock, taken.buffered, connection_class)
         finally:
@@ -170,12 +173,27 @@ class Refused(NamedTuple):
         """``"403 Forbidden"``: what ``start_response`` takes."""
         return f"{self.error.status} {_reason(self.error.status)}"
 
-    def headers(self) -> list[tuple[str, str]]:
-        """The refusal's headers, without hop-by-hop ones (PEP 3333: the server owns those)."""
+    def headers(self, environ: Mapping[str, Any] | None = None) -> list[tuple[str, str]]:
+        """The refusal's headers, without hop-by-hop ones (PEP 3333: the server owns those).
+
+        One exception, given the request's ``environ``: ``Upgrade: websocket``, which a 426
+        must carry (RFC 9110), is kept on the servers that let an application send it
+        (gunicorn, gevent's pywsgi and so ``ignitia-sync``, Werkzeug's); wsgiref-based ones
+        (Django's ``runserver``) refuse any hop-by-hop header, so there the 426 goes without it.
+
+        Example:
+            >>> refused = upgrade_required()
+            >>> refused.headers({"SERVER_SOFTWARE": "gevent/26 Python/3.12"})[1:]
+            [('Upgrade', 'websocket')]
+            >>> refused.headers({"SERVER_SOFTWARE": "WSGIServer/0.2"})[1:]
+            []
+        """
+        keep_upgrade = environ is not None and _sends_upgrade_header(environ)
         headers = [("Content-Type", "text/plain; charset=utf-8")]
         for name, value in self.error.headers:
             check_header(name, value)
-            if not is_hop_by_hop(name):
+            upgrade = keep_upgrade and name.lower() == "upgrade" and value == "websocket"
+            if upgrade or not is_hop_by_hop(name):
                 headers.append((name, value))
         return headers
 
@@ -190,6 +208,28 @@ class Refused(NamedTuple):
 
 
 Upgraded = Served | Refused
+
+
+def upgrade_required() -> Refused:
+    """The answer to a plain HTTP request (no ``Upgrade: websocket``) for a WebSocket route: 426.
+
+    What the server answers for its own routes, and what Flask's ``Sock`` routes and Django's
+    WebSocket views answer (see :meth:`Refused.headers` for the ``Upgrade`` header).
+
+    Example:
+        >>> upgrade_required().status_line()
+        '426 Upgrade Required'
+    """
+    return Refused(HandshakeError(426, "this URL speaks WebSocket", (("Upgrade", "websocket"),)))
+
+
+def _sends_upgrade_header(environ: Mapping[str, Any]) -> bool:
+    """The servers known to pass an application's ``Upgrade: websocket`` on (those we take sockets from)."""
+    return (
+        "gunicorn.socket" in environ
+        or "werkzeug.socket" in environ
+        or "gevent" in str(environ.get("SERVER_SOFTWARE", "")).lower()
+    )
 
 
 _EXIT_GRACE = 2.0  # seconds a threaded development server's exit waits for the 1001s

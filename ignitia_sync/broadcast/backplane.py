@@ -30,6 +30,10 @@ class Backplane(Protocol):
     only to what this process needs. Messages from *other* processes are handed to the
     callbacks given in :meth:`attach`, in the registry's hub (or, for a threaded registry,
     from any thread). Every method but :meth:`attach` and :meth:`close` must return at once.
+
+    A backplane may also offer ``claim(id, *, take_over=False) -> bool`` (the Redis one
+    does): ``Registry.identify`` calls it before :meth:`identified` to claim an id across
+    every process, and raises when it returns False. It is the one call that may wait.
     """
 
     def attach(self, on_broadcast: Deliver, on_direct: DeliverTo, *, threaded: bool = False) -> None:

@@ -12,6 +12,14 @@ Under a threaded WSGI server (Werkzeug's and Django's development servers), each
 is served by its own OS thread and hub: the registry is then told so
 (:meth:`Registry.serve_from_threads`) and hands each delivery to the thread of its connection.
 
+A registry starts its backplane (:meth:`Registry.attach`) when its host starts, or else on
+its first use in the process (a connection, a broadcast, a ``send_to``): a worker that serves
+only HTTP still publishes what its views broadcast.
+
+Application ids and room names are checked once, here, whatever the backplane: each must be
+a ``str`` that UTF-8 can encode, else :class:`ValueError` names the problem (a lone surrogate,
+which ``json.loads`` makes of a client's ``"\\ud800"``, would fail every publish later).
+
 Example:
     >>> def chat(ws):
     ...     ws.join("lobby")
@@ -25,6 +33,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from gevent._hub_local import get_hub_if_exists  # no public name; stable since gevent 1.3
+
 from ..connection.connection import WebSocketConnection
 from ..connection.threads import HubRef, allocate_real_lock
 from ..message import Binary, Message, Text
@@ -37,6 +47,33 @@ __all__ = ["Backplane", "LocalBackplane", "Registry"]
 
 #: The longest application id (``identify``): ids travel in every direct message's envelope.
 MAX_ID_LENGTH = 1024
+
+
+def _check_name(what: str, name: str) -> None:
+    """Refuse an id or room name that no backplane can carry: not a ``str``, or not encodable as UTF-8.
+
+    Raises:
+        TypeError: ``name`` is not a ``str``.
+        ValueError: it holds a character UTF-8 cannot encode (a lone surrogate).
+
+    Example:
+        >>> _check_name("room name", "caf\\u00e9")
+        >>> _check_name("application id", "\\ud800")
+        Traceback (most recent call last):
+        ...
+        ValueError: application id '\\ud800' is not valid Unicode text: a lone surrogate at index 0 ...
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"a {what} is a str, not {type(name).__name__}")
+    if name.isascii():  # nearly always: no encoding needed
+        return
+    try:
+        name.encode()
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"{what} {name[:40]!r} is not valid Unicode text: a lone surrogate at index {exc.start} "
+            "(UTF-8 cannot encode it)"
+        ) from None
 
 
 class Registry:
@@ -107,25 +144,45 @@ class Registry:
             if forget and not ws.id.startswith("#"):
                 self.backplane.forgotten(ws.id)
 
-    def identify(self, ws: WebSocketConnection, id: str) -> None:
-        """Give ``ws`` an application id, for :meth:`get`: ``registry.identify(ws, user_id)``.
+    def identify(self, ws: WebSocketConnection, id: str, *, take_over: bool = False) -> None:
+        """Give ``ws`` an application id, for :meth:`get` and :meth:`send_to`: ``registry.identify(ws, user_id)``.
 
         Automatic ids start with ``#`` ("#17"), so application ids never collide with them.
+        With a backplane that claims ids cluster-wide (``RedisBackplane.claim``), the id is
+        claimed first: this waits for one round trip to Redis (at most its
+        ``publish_timeout``; while Redis is unreachable it does not wait, and a conflict
+        found once it is back is counted in the backplane's ``ids_lost``).
+        ``take_over=True`` moves an id that a connection in another process has to ``ws``:
+        direct messages come here from then on (close the other connection yourself).
 
         Raises:
-            ValueError: another open connection already has that id, or ``id`` starts
-                with ``#`` or is empty.
+            ValueError: another open connection already has that id, here or in another
+                process (unless ``take_over``), or ``id`` starts with ``#``, is empty, longer
+                than ``MAX_ID_LENGTH`` or not encodable as UTF-8.
+            TypeError: ``id`` is not a ``str``.
         """
+        _check_name("application id", id)
         if not id or id.startswith("#") or len(id) > MAX_ID_LENGTH:
             raise ValueError(
                 f"application ids must be 1-{MAX_ID_LENGTH} characters and not start with '#': {id[:40]!r}"
             )
         with self._lock:
-            if ws not in self._rooms_of:
-                raise ValueError(f"{ws!r} is not registered")
-            holder = self._by_id.get(id)
-            if holder is not None and holder is not ws:
-                raise ValueError(f"id {id!r} is taken by another connection")
+            self._check_identify(ws, id)
+            if ws.id == id:
+                return  # already its id: nothing to claim
+        claim = getattr(self.backplane, "claim", None)  # a Backplane without claim(): ids are per process
+        if claim is not None and not claim(id, take_over=take_over):  # may wait for Redis: never under the lock
+            raise ValueError(
+                f"id {id!r} is taken by a connection in another process "
+                "(identify(ws, id, take_over=True) moves it here)"
+            )
+        with self._lock:
+            try:
+                self._check_identify(ws, id)  # again: the registry may have changed while the claim waited
+            except ValueError:
+                if claim is not None and id not in self._by_id:
+                    self.backplane.forgotten(id)  # claimed for no connection here: give the entry back
+                raise
             previous = ws.id
             if self._by_id.get(previous) is ws:
                 del self._by_id[previous]
@@ -136,12 +193,25 @@ class Registry:
                     self.backplane.forgotten(previous)
                 self.backplane.identified(id)
 
+    def _check_identify(self, ws: WebSocketConnection, id: str) -> None:
+        """Under the lock: ``ws`` is registered and no other connection here has ``id``."""
+        if ws not in self._rooms_of:
+            raise ValueError(f"{ws!r} is not registered")
+        holder = self._by_id.get(id)
+        if holder is not None and holder is not ws:
+            raise ValueError(f"id {id!r} is taken by another connection")
+
     def get(self, id: str) -> WebSocketConnection | None:
         """The open connection with this id, or None."""
         return self._by_id.get(id)
 
     def join(self, room: str, ws: WebSocketConnection) -> None:
-        """Put ``ws`` in ``room`` (created on first use)."""
+        """Put ``ws`` in ``room`` (created on first use).
+
+        Raises:
+            ValueError: ``ws`` is not registered, or ``room`` is not encodable as UTF-8.
+        """
+        _check_name("room name", room)
         with self._lock:
             rooms = self._rooms_of.get(ws)
             if rooms is None:
@@ -155,7 +225,12 @@ class Registry:
                 self.backplane.joined(room)
 
     def leave(self, room: str, ws: WebSocketConnection) -> None:
-        """Take ``ws`` out of ``room``; an empty room disappears."""
+        """Take ``ws`` out of ``room``; an empty room disappears.
+
+        Raises:
+            ValueError: ``room`` is not encodable as UTF-8 (no room has such a name).
+        """
+        _check_name("room name", room)
         emptied = False
         with self._lock:
             rooms = self._rooms_of.get(ws)
@@ -212,7 +287,14 @@ class Registry:
             How many local connections the message was queued to. Called from an OS
             thread other than the server's, the broadcast is handed to the server's hub
             (as :meth:`broadcast_threadsafe` does) and 0 is returned.
+
+        Raises:
+            ValueError: ``room`` is not encodable as UTF-8.
         """
+        if room is not None:
+            _check_name("room name", room)
+        if not self._attached:
+            self._attach_on_first_use()
         hub = self._hub
         if hub is not None and not hub.owns():
             self.broadcast_threadsafe(message, room, exclude)
@@ -281,12 +363,18 @@ class Registry:
         connection or handed to the backplane (which delivers at most once); False when
         no process has it (without a backplane: no local connection has that id).
 
+        Raises:
+            ValueError: ``id`` is not encodable as UTF-8.
+
         Example:
             >>> Registry().send_to("alice", Message.text("hi"))
             False
         """
         if type(message) is not Text and type(message) is not Binary:
             raise TypeError(f"only Text and Binary messages are sent, not {type(message).__name__}")
+        _check_name("application id", id)
+        if not self._attached:
+            self._attach_on_first_use()
         hub = self._hub
         if hub is not None and not hub.owns():
             self.call_threadsafe(self.send_to, id, message)  # from another thread: in our hub
@@ -311,9 +399,10 @@ class Registry:
     # -- threads -----------------------------------------------------------------------
 
     def attach(self, loop: Any = None) -> None:
-        """Bind to the current hub (the server does this when it starts) and the backplane.
+        """Bind to the current hub and start the backplane; the host does this when it starts.
 
         ``loop`` is that hub's loop when the caller has it at hand; the OS thread is the caller's.
+        A registry that was never attached attaches on its first use (see :meth:`broadcast`).
         """
         with self._lock:  # two first connections in two threads attach once
             if not self._threaded:
@@ -321,6 +410,33 @@ class Registry:
             attach, self._attached = not self._attached, True
         if attach:
             self.backplane.attach(self._receive_remote, self._receive_direct, threaded=self._threaded)
+
+    def _attach_on_first_use(self) -> None:
+        """Start in this process on first use: in this thread's hub, or threaded when it has none.
+
+        A thread without a hub is a request thread of a threaded server (a Flask view under
+        ``flask run``) or a process that serves no WebSocket itself (a task): its hub would not
+        outlive the call, so the backplane runs in a thread of its own (:meth:`serve_from_threads`).
+        """
+        if get_hub_if_exists() is None:
+            self.serve_from_threads()
+        else:
+            self.attach()
+
+    def _start_afresh(self, backplane: Backplane) -> None:
+        """In a child process after a fork: no connection, no hub, not attached; a new backplane.
+
+        The parent's connections, hub and backplane greenlets (or thread) are not this
+        process's; the next use attaches here again. Called by the host's fork hook.
+        """
+        self._rooms_of = {}
+        self._rooms = {}
+        self._by_id = {}
+        self._hub = None
+        self._threaded = False
+        self._attached = False
+        self._lock = allocate_real_lock()  # another thread may have held the parent's at the fork
+        self.backplane = backplane
 
     def serve_from_threads(self) -> None:
         """Connections are served by several OS threads, each in its own hub (a threaded server).
@@ -372,7 +488,13 @@ class Registry:
         room: str | None = None,
         exclude: WebSocketConnection | Iterable[WebSocketConnection] | None = None,
     ) -> None:
-        """:meth:`broadcast` from any thread (a worker thread of a Flask app, say)."""
+        """:meth:`broadcast` from any thread (a worker thread of a Flask app, say).
+
+        Raises:
+            ValueError: ``room`` is not encodable as UTF-8 (raised here, in the caller's thread).
+        """
         if type(message) is not Text and type(message) is not Binary:
             raise TypeError(f"only Text and Binary messages are broadcast, not {type(message).__name__}")
+        if room is not None:
+            _check_name("room name", room)
         self.call_threadsafe(self.broadcast, message, room, exclude)

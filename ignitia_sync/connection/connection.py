@@ -29,6 +29,7 @@ from ..sansio.protocol import ProtocolState, WebSocketProtocol
 from ..settings import ConnectionSettings
 from .inbox import EOF, FAILED, SHUTDOWN, TIMEOUT, Inbox
 from .keepalive import Keepalive
+from .threads import real_get_ident
 from .transport import Transport
 
 __all__ = ["RegistryAPI", "WebSocketConnection"]
@@ -54,7 +55,7 @@ class RegistryAPI(Protocol):
     def broadcast(self, message: Message, room: str | None = None, exclude: Any = None) -> int:
         """Queue ``message`` to every connection or room member."""
 
-    def identify(self, ws: WebSocketConnection, id: str) -> None:
+    def identify(self, ws: WebSocketConnection, id: str, *, take_over: bool = False) -> None:
         """Give ``ws`` an application id."""
 
     def get(self, id: str) -> WebSocketConnection | None:
@@ -183,6 +184,10 @@ class WebSocketConnection:
             until_shutdown: also return ``None`` as soon as the host begins to stop (the
                 connection is still open then: :attr:`shutting_down` is True).
 
+        Raises:
+            RuntimeError: called from an OS thread other than the one that serves the
+                connection (as :meth:`send` and :meth:`close`).
+
         Example:
             >>> def handler(ws: WebSocketConnection) -> None:
             ...     try:
@@ -190,6 +195,9 @@ class WebSocketConnection:
             ...     except TimeoutError:
             ...         ws.close(1000, "quiet for too long")
         """
+        transport = self._transport
+        if transport._thread != real_get_ident():
+            transport.check_thread()
         deadline = None if timeout is None else time.monotonic() + timeout
         shutdown = self._shutdown if until_shutdown else None
         inbox = self._inbox
@@ -211,7 +219,7 @@ class WebSocketConnection:
             if item is SHUTDOWN:
                 return None
             if item is FAILED:
-                self._transport.caught_up()
+                transport.caught_up()
                 continue
             return item  # type: ignore[no-any-return]
         return None

@@ -45,11 +45,10 @@ from django.db import close_old_connections, transaction
 from django.http import HttpRequest, HttpResponse
 
 from ..connection.connection import WebSocketConnection
-from ..exceptions import HandshakeError
 from ..handlers import Handler
 from ..hosting.host import HostSettings, Target
 from ..router import RouteOptions
-from ..wsgi import Refused, WebSocketHost
+from ..wsgi import Refused, WebSocketHost, upgrade_required
 
 __all__ = ["WebSocketApplication", "get_wsgi_application", "websocket_view"]
 
@@ -118,8 +117,11 @@ def websocket_view(handler: Callable[..., Any], **options: Any) -> Callable[...,
     ``options`` are per-view connection settings (``max_message_size``, ...), plus
     ``middleware`` (upgrade middleware such as ``OriginCheck``) and ``rate_limit`` (a
     :class:`~ignitia_sync.middleware.RateLimit`), as on a router's route. A request that is
-    not an upgrade gets 426. Decorators such as ``login_required`` around the view answer
-    before the upgrade, with their own status. The view is CSRF-exempt and never atomic.
+    not an upgrade gets 426 (with ``Upgrade: websocket`` where the server lets a view send
+    it: not under ``runserver``). Decorators such as ``login_required`` around the view answer
+    before the upgrade, with their own status. The view is CSRF-exempt and never runs in
+    ``ATOMIC_REQUESTS``' transaction (it is marked ``transaction.non_atomic_requests``, which
+    ``functools.wraps`` decorators such as ``login_required`` carry over).
     """
     ours, _ = RouteOptions.parse(options)
 
@@ -127,7 +129,7 @@ def websocket_view(handler: Callable[..., Any], **options: Any) -> Callable[...,
     def view(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         environ = request.META
         if "websocket" not in environ.get("HTTP_UPGRADE", "").lower():
-            return _respond(Refused(HandshakeError(426, "this URL speaks WebSocket", (("Upgrade", "websocket"),))))
+            return _respond(upgrade_required(), environ)
         current = host()
 
         def run(ws: WebSocketConnection) -> None:
@@ -144,7 +146,7 @@ def websocket_view(handler: Callable[..., Any], **options: Any) -> Callable[...,
         finally:
             close_old_connections()
         if isinstance(outcome, Refused):
-            return _respond(outcome)
+            return _respond(outcome, environ)
         return _Upgraded(outcome.finish)
 
     view.csrf_exempt = True  # type: ignore[attr-defined]
@@ -152,5 +154,5 @@ def websocket_view(handler: Callable[..., Any], **options: Any) -> Callable[...,
     return atomic_free
 
 
-def _respond(refused: Refused) -> HttpResponse:
-    return HttpResponse(refused.body(), status=refused.error.status, headers=dict(refused.headers()))
+def _respond(refused: Refused, environ: dict[str, Any]) -> HttpResponse:
+    return HttpResponse(refused.body(), status=refused.error.status, headers=dict(refused.headers(environ)))

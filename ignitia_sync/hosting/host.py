@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import threading
 import weakref
 from collections import Counter
@@ -36,7 +37,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import gevent.event
 
-from .._support.logs import LogThrottle, escape_for_log
+from .._support.logs import LogThrottle, escape_for_log, show_logs_by_default
 from ..broadcast.backplane import Backplane, LocalBackplane
 from ..broadcast.registry import Registry
 from ..connection.connection import WebSocketConnection
@@ -47,6 +48,7 @@ from ..router import Route, Router
 from ..sansio.http import Request
 from ..sansio.server_handshake import Accepted, accept
 from ..settings import ConnectionSettings
+from .blocking import BlockingWatch, watch_this_hub
 from .serve import log_access, serve_connection
 from .stats import ConnectionStats
 
@@ -76,6 +78,9 @@ class HostSettings(ConnectionSettings):
             limits are checked, so concurrent handshakes cannot slip past it).
         max_request_head: the largest upgrade request head in bytes (431 past it); under a
             WSGI server, the head as the server parsed it (request line and headers).
+        blocking_warning: seconds a handler may hold the event loop before one warning
+            names its route and what to do (see :mod:`~ignitia_sync.hosting.blocking`);
+            None: not watched.
 
     Example:
         >>> HostSettings(max_connections_per_ip=10).max_request_head
@@ -86,11 +91,14 @@ class HostSettings(ConnectionSettings):
     max_connections: int | None = None
     max_connections_per_ip: int | None = None
     max_request_head: int = 16384
+    blocking_warning: float | None = 1.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.max_request_head < 256:
             raise ValueError("max_request_head must be at least 256")
+        if self.blocking_warning is not None and not self.blocking_warning > 0:
+            raise ValueError(f"blocking_warning must be positive seconds or None, not {self.blocking_warning!r}")
         for name in ("max_connections", "max_connections_per_ip"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
@@ -254,6 +262,8 @@ class Host:
         self._refusal_log = LogThrottle(log)
         self._serving = 0  # upgrades between open() and the end of serve(); the backplane outlives them
         self._serving_lock = threading.Lock()
+        self._watch: BlockingWatch | None = None
+        show_logs_by_default()  # an application that configured no logging still sees tracebacks
         _hosts.add(self)
 
     # -- the pipeline -------------------------------------------------------------------
@@ -351,6 +361,12 @@ class Host:
         finally:
             self._served()
 
+    def watch_blocking(self) -> None:
+        """Watch the calling thread's hub for handlers that block it (``blocking_warning``)."""
+        threshold = self.settings.blocking_warning
+        if threshold is not None and (self._watch is None or not self._watch.running):
+            self._watch = watch_this_hub(threshold)
+
     def _closed(self, ws: WebSocketConnection) -> None:
         """Fold a closed connection into the totals, free its place, write its access line."""
         self._limits.release(ws.request.client_ip)
@@ -365,12 +381,51 @@ class Host:
         if last and self.shutdown_event.is_set():
             self.registry.backplane.close()
 
+    def _start_afresh(self) -> None:
+        """In a child process after a fork: the parent's connections, places and backplane are not here.
+
+        A registry that never started (the usual case: gunicorn ``--preload`` makes the app in
+        the master, which serves nothing) is left as it is; it starts in the child. One that
+        did start gets a new backplane from the setting (a URL, or None), since the parent's
+        greenlets or thread do not exist in the child.
+        """
+        registry = self.registry
+        if not registry._attached and not len(registry):
+            return
+        setting = self.settings.backplane
+        if setting is None or isinstance(setting, str):
+            backplane = backplane_from(setting)
+        else:
+            backplane = setting
+            log.warning(
+                "a backplane object started before this process was forked cannot serve it: "
+                "pass its URL (backplane='redis://...') so that each process makes its own"
+            )
+        registry._start_afresh(backplane)
+        self._limits = ConnectionLimits(self.settings.max_connections, self.settings.max_connections_per_ip)
+        self._serving = 0
+        self._serving_lock = threading.Lock()
+
     # -- what every host offers ---------------------------------------------------------
 
     @property
     def shutting_down(self) -> bool:
         """True once the host has begun to shut down (upgrades then get 503)."""
         return self.shutdown_event.is_set()
+
+    @property
+    def drained(self) -> bool:
+        """True once the host has shut down and its last connection is closed (and accounted for).
+
+        Example:
+            >>> host = Host(HostSettings())
+            >>> host.drained
+            False
+            >>> host.shutdown()
+            >>> host.drained
+            True
+        """
+        return self.shutdown_event.is_set() and not self._serving
 
     @property
     def connections(self) -> frozenset[WebSocketConnection]:
@@ -432,3 +487,13 @@ def shutdown_all(code: int = 1001, reason: str = "Server shutdown") -> None:
     for host in list(_hosts):
         if host.ends_with_process and not host.shutting_down:
             host.registry.call_threadsafe(host.shutdown, code, reason)
+
+
+def _after_fork_in_child() -> None:
+    """A pre-fork server (gunicorn) made the WSGI app's hosts before forking: each starts afresh here."""
+    for host in list(_hosts):
+        if host.ends_with_process:
+            host._start_afresh()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
