@@ -18,6 +18,8 @@ from .redis_server import RedisServer
 collect_ignore_glob = ["benchmarks/*"]
 # The websocket_client fixture, loaded from the source tree (see addopts in setup.cfg).
 pytest_plugins = ["ignitia_sync.testing"]
+#: Raises while it is imported, on purpose (the command-line tests run it): not a test module.
+collect_ignore = ["scripts/cli_broken_import.py"]
 
 
 @contextlib.contextmanager

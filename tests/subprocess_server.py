@@ -39,12 +39,13 @@ def host_command(host: str, target: str, port: int, workers: int = 1) -> list[st
 @contextlib.contextmanager
 def running(
     command: list[str], port: int, env: dict[str, str] | None = None, *, output: list[str] | None = None,
-    allow_500: bool = False,
+    allow_500: bool = False, allow_traceback: bool = False,
 ) -> Iterator[subprocess.Popen[str]]:
     """Start ``command``, wait until ``port`` accepts, stop it at the end (SIGTERM).
 
-    Its output must hold no traceback, no HTTP 500 (unless ``allow_500``) and no gunicorn
-    ``[ERROR]`` line; it is appended to ``output`` when given.
+    Its output must hold no traceback (unless ``allow_traceback``: the test makes a handler
+    raise), no HTTP 500 (unless ``allow_500``) and no gunicorn ``[ERROR]`` line; it is
+    appended to ``output`` when given.
     """
     env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), **(env or {})}
     process = subprocess.Popen(command, cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -66,4 +67,5 @@ def running(
         text = process.communicate(timeout=20)[0]
         if output is not None:
             output.append(text)
-        assert "Traceback" not in text and (allow_500 or " 500 " not in text) and "[ERROR]" not in text, text
+        assert allow_traceback or "Traceback" not in text, text
+        assert (allow_500 or " 500 " not in text) and "[ERROR]" not in text, text

@@ -75,3 +75,42 @@ def safe_url(url: str) -> str:
     parts = urllib.parse.urlsplit(url.split("?", 1)[0])
     netloc = parts.netloc.rpartition("@")[2]
     return escape_for_log(urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", "")))
+
+
+def show_logs_by_default(logger_name: str = "ignitia_sync") -> bool:
+    """Print the library's lines on stderr when the application configured no logging.
+
+    Hosts call it when they start, as Werkzeug and gunicorn do for their own lines: a
+    handler's traceback, the start and stop lines and one access line per WebSocket then
+    reach the terminal of a script that never called ``logging.basicConfig``. An
+    application that configured logging (a root handler, or a level or handler of its own
+    on ``ignitia_sync``) is left untouched. Returns True when it added the handler.
+
+    Example:
+        >>> import logging
+        >>> logging.getLogger().handlers != [] or show_logs_by_default("demo.quiet")
+        True
+    """
+    logger = logging.getLogger(logger_name)
+    configured = logging.root.handlers or logger.level != logging.NOTSET or any(
+        not isinstance(handler, logging.NullHandler) for handler in logger.handlers
+    )
+    if configured:
+        return False
+    handler = _UntilConfigured()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    return True
+
+
+class _UntilConfigured(logging.StreamHandler):  # type: ignore[type-arg]
+    """stderr, until the application configures logging itself: then it steps aside for good."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if logging.root.handlers:  # configured since: its handlers get the record; we stop
+            logger = logging.getLogger(record.name.split(".", 1)[0])
+            logger.removeHandler(self)
+            logger.setLevel(logging.NOTSET)
+            return
+        super().emit(record)

@@ -266,8 +266,11 @@ def start_script(port: int) -> subprocess.Popen[str]:
         [sys.executable, os.path.join(ROOT, "tests", "scripts", "signal_server.py"), str(port)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
     )
-    assert process.stdout is not None and process.stdout.readline().strip() == "serving"
-    return process
+    assert process.stdout is not None
+    for line in process.stdout:  # the library's own lines (on stderr, merged here) may come first
+        if line.strip() == "serving":
+            return process
+    raise AssertionError("the script ended before it was serving")
 
 
 def test_stop_from_a_handler_finishes_and_serve_forever_returns():
