@@ -7,6 +7,7 @@ accepts any message size by default, so a message the app's limits allow and the
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -48,16 +49,18 @@ def django_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         ignitia_sync.django._host = None
 
 
-def flask_app() -> Any:
-    from tests.scripts.flask_app import app
+def fresh(module: str) -> Any:
+    """The module's ``app``, made anew: a server stopped by an earlier test shuts down every WSGI
+    host of the process, the app of a module imported before included."""
+    return importlib.reload(importlib.import_module(module)).app
 
-    return app
+
+def flask_app() -> Any:
+    return fresh("tests.scripts.flask_app")
 
 
 def wsgi_app() -> Any:
-    from tests.scripts.wsgi_app import app
-
-    return app
+    return fresh("tests.scripts.wsgi_app")
 
 
 @pytest.mark.parametrize(
