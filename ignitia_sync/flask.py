@@ -35,7 +35,6 @@ Example:
 from __future__ import annotations
 
 import functools
-import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -43,6 +42,7 @@ import flask
 from werkzeug.routing import WebsocketMismatch
 from werkzeug.wrappers import Response
 
+from ._support.deadline import Deadline
 from .connection.connection import WebSocketConnection
 from .exceptions import ConnectionClosed
 from .handlers import Handler, as_handler
@@ -75,10 +75,10 @@ class FlaskWebSocket(WebSocketConnection):
         Raises:
             ConnectionClosed: the connection is closed (flask-sock's behaviour).
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = Deadline(timeout)
         while True:
             try:
-                message = self.recv(None if deadline is None else max(0.0, deadline - time.monotonic()))
+                message = self.recv(deadline.left())
             except TimeoutError:
                 return None
             if message is None:

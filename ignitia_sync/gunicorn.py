@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -40,6 +39,7 @@ import gevent.event
 from gunicorn.workers.base import Worker as BaseWorker
 from gunicorn.workers.ggevent import GeventWorker
 
+from ._support.deadline import Deadline
 from .broadcast.backplane import LocalBackplane
 from .hosting.host import hosts
 from .wsgi import shutdown_all
@@ -78,8 +78,8 @@ class Worker(GeventWorker):  # type: ignore[misc]
         assert self._drained is not None
         try:
             shutdown_all()
-            deadline = time.monotonic() + self.cfg.graceful_timeout
-            while time.monotonic() < deadline and not all(
+            deadline = Deadline(self.cfg.graceful_timeout)
+            while not deadline.expired and not all(
                 host.drained for host in hosts() if host.ends_with_process
             ):
                 gevent.sleep(0.05)

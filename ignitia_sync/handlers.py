@@ -16,10 +16,10 @@ Example:
 from __future__ import annotations
 
 import inspect
-import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from ._support.deadline import Deadline
 from .message import Binary, Close, Message, Text
 
 if TYPE_CHECKING:
@@ -147,12 +147,9 @@ class BatchHandler(Handler):
             if type(message) is not Text and type(message) is not Binary:
                 continue
             batch.append(message)
-            deadline = time.monotonic() + self.timeout
-            while len(batch) < self.batch_size:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                message = ws.recv_timeout(remaining)
+            deadline = Deadline(self.timeout)
+            while len(batch) < self.batch_size and not deadline.expired:
+                message = ws.recv_timeout(deadline.left() or 0.0)
                 if message is None:
                     open_ = not ws.closed
                     break

@@ -28,6 +28,7 @@ from wsgiref.util import is_hop_by_hop
 import gevent
 from gevent._hub_local import get_hub_if_exists  # no public name; stable since gevent 1.3
 
+from ._support.deadline import Deadline
 from .connection.connection import WebSocketConnection
 from .exceptions import HandshakeError
 from .handlers import Handler
@@ -250,8 +251,8 @@ def _close_at_exit(host: WebSocketHost) -> None:
     def close_all() -> None:
         for each in list(_at_exit_hosts):
             each.shutdown()
-        deadline = time.monotonic() + _EXIT_GRACE
-        while any(len(each.registry) for each in _at_exit_hosts) and time.monotonic() < deadline:
+        deadline = Deadline(_EXIT_GRACE)
+        while any(len(each.registry) for each in _at_exit_hosts) and not deadline.expired:
             time.sleep(0.02)
 
     atexit.register(close_all)

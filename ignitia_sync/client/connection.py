@@ -27,12 +27,12 @@ from __future__ import annotations
 import dataclasses
 import socket
 import ssl as _ssl
-import time
 import urllib.parse
 from collections.abc import Mapping, Sequence
 
 import gevent
 
+from .._support.deadline import Deadline
 from .._support.logs import safe_url
 from ..connection.connection import WebSocketConnection
 from ..exceptions import HandshakeError, InvalidHandshake
@@ -89,10 +89,10 @@ class ClientConnection(WebSocketConnection):
             AssertionError: one did (its kind and size are in the message), or the
                 connection closed meanwhile.
         """
-        deadline = time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0:
+        deadline = Deadline(seconds)
+        while not deadline.expired:
             try:
-                message = self.recv(left)
+                message = self.recv(deadline.left())
             except TimeoutError:
                 return
             if message is None:
@@ -164,13 +164,13 @@ def connect(
         ping_interval=ping_interval, ping_timeout=ping_timeout, close_timeout=close_timeout,
     )
     extra = header_list(headers)
-    deadline = None if open_timeout is None else time.monotonic() + open_timeout
+    deadline = Deadline(open_timeout)
     for _ in range(max_redirects + 1):
         target = parse_url(url)
         connected = sock
         sock = None  # a socket given is used for the first request only
         try:
-            with gevent.Timeout(_left(deadline), TimeoutError(f"could not open {safe_url(url)} within {open_timeout}s")):
+            with gevent.Timeout(deadline.left(), TimeoutError(f"could not open {safe_url(url)} within {open_timeout}s")):
                 if connected is None:
                     connected = _open_socket(target, proxy, ssl)
                 elif target.secure and not isinstance(connected, _ssl.SSLSocket):
@@ -196,11 +196,6 @@ def connect(
             extra = [(name, value) for name, value in extra if name.lower() not in _CREDENTIALS]
         url = new_url
     raise InvalidHandshake(f"more than {max_redirects} redirects", retryable=False)
-
-
-def _left(deadline: float | None) -> float | None:
-    """Seconds from now to ``deadline`` (a ``time.monotonic()`` value), never below 0; None: no limit."""
-    return None if deadline is None else max(deadline - time.monotonic(), 0.0)
 
 
 def _exchange(sock: socket.socket, handshake: ClientHandshake) -> Opened | Redirect | HandshakeError:

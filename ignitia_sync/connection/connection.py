@@ -198,6 +198,7 @@ class WebSocketConnection:
         transport = self._transport
         if transport._thread != real_get_ident():
             transport.check_thread()
+        # Inline, not a Deadline: this is the per-message path (no object per recv()).
         deadline = None if timeout is None else time.monotonic() + timeout
         shutdown = self._shutdown if until_shutdown else None
         inbox = self._inbox
