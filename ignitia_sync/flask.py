@@ -35,6 +35,7 @@ Example:
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -53,6 +54,8 @@ from .wsgi import Refused, WebSocketHost, upgrade_required
 
 __all__ = ["ConnectionClosed", "FlaskWebSocket", "Sock"]
 
+#: A Flask URL variable, ``<name>`` or ``<converter:name>`` (the name is what the view takes).
+_URL_VARIABLE = re.compile(r"<(?:[^:<>]+:)?([A-Za-z_]\w*)>")
 _FLASK_SOCK_OPTIONS = {"ping_interval": "ping_interval", "max_message_size": "max_message_size",
                        "subprotocols": "subprotocols"}
 
@@ -189,6 +192,7 @@ class Sock:
         decorators = options.pop("decorators", ())
         ours, theirs = RouteOptions.parse(options, others=True)  # theirs: Flask's own (endpoint...)
         handler = as_handler(func)
+        handler.check(path, _URL_VARIABLE.findall(path))  # now, not at the first upgrade
         view = self._view(handler, func, ours, path)
         for decorator in reversed(list(decorators)):
             view = decorator(view)

@@ -57,6 +57,9 @@ class Handler:
 
     #: The positional arguments ``func`` takes before the path parameters.
     leading: tuple[str, ...] = ("ws",)
+    #: False where the path parameters are known only per request (Django's URLconf): then
+    #: only the leading arguments are checked.
+    params_known = True
 
     def __call__(self, ws: WebSocketConnection, **params: str) -> None:
         """Run the handler on one connection."""
@@ -80,7 +83,8 @@ class Handler:
         except (TypeError, ValueError):  # no signature to read (a builtin, a C function)
             return
         try:
-            signature.bind(*self.leading, **dict.fromkeys(names))
+            bind = signature.bind if self.params_known else signature.bind_partial
+            bind(*self.leading, **dict.fromkeys(names))
         except TypeError as exc:
             name = getattr(self.func, "__name__", type(self.func).__name__)
             wanted = ", ".join([*self.leading, *names])

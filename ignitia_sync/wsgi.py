@@ -202,9 +202,9 @@ class Refused(NamedTuple):
         """The one-line explanation, as bytes."""
         return (self.error.body + "\n").encode()
 
-    def respond(self, start_response: StartResponse) -> Iterable[bytes]:
-        """Write the refusal through ``start_response``; returns the body."""
-        start_response(self.status_line(), self.headers())
+    def respond(self, start_response: StartResponse, environ: Mapping[str, Any] | None = None) -> Iterable[bytes]:
+        """Write the refusal through ``start_response`` (``environ``: see :meth:`headers`); returns the body."""
+        start_response(self.status_line(), self.headers(environ))
         return [self.body()]
 
 
@@ -297,7 +297,7 @@ class WebSocketMiddleware(WebSocketHost):
             return self.app(environ, start_response)
         outcome = self.upgrade_to(environ, self._targets.of(*found))
         if isinstance(outcome, Refused):
-            return outcome.respond(start_response)
+            return outcome.respond(start_response, environ)
         return outcome.finish()
 
 

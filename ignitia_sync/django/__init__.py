@@ -111,6 +111,14 @@ class _Upgraded(HttpResponse):  # type: ignore[misc]
         return iter(self._finish())
 
 
+class _DjangoHandler(Handler):
+    """A Django WebSocket view's handler: ``handler(request, ws, **url_kwargs)``."""
+
+    __slots__ = ()
+    leading = ("request", "ws")
+    params_known = False  # the URLconf's kwargs are known per request
+
+
 def websocket_view(handler: Callable[..., Any], **options: Any) -> Callable[..., HttpResponse]:
     """A Django view that upgrades to WebSocket and runs ``handler(request, ws, *args, **kwargs)``.
 
@@ -124,6 +132,7 @@ def websocket_view(handler: Callable[..., Any], **options: Any) -> Callable[...,
     ``functools.wraps`` decorators such as ``login_required`` carry over).
     """
     ours, _ = RouteOptions.parse(options)
+    _DjangoHandler(handler).check(f"websocket_view({getattr(handler, '__name__', handler)})", ())  # (request, ws)
 
     @functools.wraps(handler)
     def view(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:

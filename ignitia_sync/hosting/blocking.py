@@ -69,6 +69,7 @@ class BlockingWatch:
         self._thread_id = 0
         self._hub: weakref.ref[Any] | None = None  # the hub watched, once started
         self._running = False
+        self._users = 0  # hosts that asked for this hub's watch (watch_this_hub) and have not released it
         #: Episodes warned about so far.
         self.warnings = 0
 
@@ -84,6 +85,12 @@ class BlockingWatch:
         self._timer = (loop if loop is not None else gevent.get_hub().loop).timer(interval, interval)
         self._timer.start(self._on_beat)
         _start_thread(self._watch, ())
+
+    def release(self) -> None:
+        """One host no longer needs the watch; the last one stops it."""
+        self._users -= 1
+        if self._users <= 0:
+            self.stop()
 
     @property
     def running(self) -> bool:
@@ -164,11 +171,19 @@ def watch_this_hub(threshold: float) -> BlockingWatch:
         >>> watch = watch_this_hub(5.0)
         >>> watch is watch_this_hub(5.0)
         True
-        >>> watch.stop()
+        >>> watch.release(); watch.release()  # this example's two uses given back (the last user stops it)
     """
     hub = gevent.get_hub()
     watch = _watches.get(hub)
     if watch is None or not watch.running:
         watch = _watches[hub] = BlockingWatch(threshold)
         watch.start()
+    watch._users += 1
     return watch
+
+
+def _forget_watches_after_fork() -> None:
+    _watches.clear()  # their threads stayed in the parent
+
+
+os.register_at_fork(after_in_child=_forget_watches_after_fork)

@@ -345,16 +345,18 @@ class Host:
                 initial_data=initial_data,
                 shutdown_event=self.shutdown_event,
             )
-        except OSError as exc:  # the client left before the 101 was written
-            log.debug("upgrade from %s ended before the 101: %s", request.client_ip, exc)
+            ws.host = self
+            ws.extensions = extensions
+            if target.rate_limit is not None:
+                ws._filter = message_filter(target.rate_limit, ws)
+        except BaseException as exc:  # what open() held is given back, whatever failed
             sock.close()
             self._limits.release(request.client_ip)
             self._served()
+            if not isinstance(exc, OSError):
+                raise
+            log.debug("upgrade from %s ended before the 101: %s", request.client_ip, exc)  # the client left
             return
-        ws.host = self
-        ws.extensions = extensions
-        if target.rate_limit is not None:
-            ws._filter = message_filter(target.rate_limit, ws)
         self._stats.opened()
         try:
             serve_connection(ws, target.handler, target.params, registry=self.registry, on_closed=self._closed)
@@ -402,6 +404,8 @@ class Host:
                 "pass its URL (backplane='redis://...') so that each process makes its own"
             )
         registry._start_afresh(backplane)
+        self._stats = ConnectionStats()  # the parent's totals are the parent's
+        self._watch = None  # the parent's watch thread does not exist here
         self._limits = ConnectionLimits(self.settings.max_connections, self.settings.max_connections_per_ip)
         self._serving = 0
         self._serving_lock = threading.Lock()

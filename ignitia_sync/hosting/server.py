@@ -416,6 +416,9 @@ class Server(Host):
         self._stopping = True
         if self._stream is not None:
             self._stream.close()
+        assert self._hub is not None  # started
+        for waiting in list(self._silent):  # no head yet: nothing to finish, so nothing to wait for
+            self._hub.loop.run_callback(self._evict, waiting)  # from the hub, as every eviction
         if self._wake is not None:
             self._wake.close()
             self._wake = None
@@ -431,7 +434,8 @@ class Server(Host):
         self._handlers.kill(block=True, timeout=self.settings.close_timeout + 2)
         self.registry.backplane.close()
         if self._watch is not None:
-            self._watch.stop()
+            self._watch.release()  # another host of this hub may still want it
+            self._watch = None
         log.info("stopped")
         assert self._stopped is not None
         self._stopped.set()

@@ -92,12 +92,14 @@ def test_the_flask_quickstart(port, host):
 
 def test_the_django_quickstart_under_runserver(port):
     command = [sys.executable, str(DJANGO / "manage.py"), "runserver", "--noreload", f"127.0.0.1:{port}"]
-    with running(command, port, _pythonpath(DJANGO)):
+    with running(command, port, {**_pythonpath(DJANGO), "DJANGO_SETTINGS_MODULE": "mysite.settings"}):
         _echoes(f"ws://127.0.0.1:{port}/ws/echo/lobby/", "hi", "lobby: hi")
 
 
 def test_the_django_quickstart_with_the_stock_wsgi_py(port):
-    with running(host_command("ignitia-sync", "mysite.wsgi:application", port), port, _pythonpath(DJANGO)):
+    # (explicit: another test of this process may have set the variable for its own project)
+    with running(host_command("ignitia-sync", "mysite.wsgi:application", port), port,
+                 {**_pythonpath(DJANGO), "DJANGO_SETTINGS_MODULE": "mysite.settings"}):
         _echoes(f"ws://127.0.0.1:{port}/ws/echo/kitchen/", "hi", "kitchen: hi")
 
 
