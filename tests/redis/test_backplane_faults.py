@@ -41,8 +41,15 @@ class Subscriber:
         self.pubsub.subscribe(*channels)
         self.heard: list[Message] = []
 
+    def _next(self) -> Any:
+        """The next message already here, or None; a large one half arrived counts as not yet here."""
+        try:
+            return self.pubsub.get_message(timeout=0.01)
+        except BlockingIOError:  # redis-py read part of a 1 MiB message without blocking: next poll
+            return None
+
     def poll(self) -> list[Message]:
-        while (message := self.pubsub.get_message(timeout=0)) is not None:
+        while (message := self._next()) is not None:
             if message["type"] == "message" and message["data"] != b"W":
                 self.heard.append(decode(message["data"])[3])
         return self.heard
