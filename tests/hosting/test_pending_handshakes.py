@@ -19,6 +19,7 @@ from websockets.sync.client import connect
 
 from ignitia_sync import Router, ServerSettings
 from tests.conftest import url
+from tests.waiting import wait_for
 from tests.wire import Peer, handshake_bytes
 
 
@@ -236,9 +237,12 @@ def test_serve_socket_counts_its_connections_too(serve):
 
 def test_silent_sockets_past_the_per_address_cap_are_closed_and_the_closings_do_not_flood_the_log(serve, caplog):
     """What test_hardening's 503-at-once test becomes: each newcomer closes the oldest silent socket."""
-    server = serve(ECHO, max_pending_handshakes_per_ip=5, handshake_grace=0.1, handshake_timeout=30)
+    server = serve(ECHO, max_pending_handshakes_per_ip=5, handshake_grace=2.0, handshake_timeout=30)
     silent = [socket.create_connection(server.address) for _ in range(65)]  # slowloris: no request
-    time.sleep(0.3)
+    # All 65 must be taken in while the first of them is younger than the grace (none evicted
+    # yet), then all must have been silent past it: only then is "newcomer i closes silent[i]" exact.
+    wait_for(lambda: len(server._silent_per_ip.get("127.0.0.1", ())) == 65, "all 65 silent sockets held", 2.0)
+    time.sleep(2.0)  # the grace itself: a time the server measures, not a race
     newcomers = [socket.create_connection(server.address) for _ in range(60)]
     answers = [answer(sock, 5) for sock in silent[:60]]
     assert all(a is not None and a.startswith(b"HTTP/1.1 503 ") for a in answers), answers
