@@ -2,7 +2,8 @@
 
 Each connection that drops, or each attempt that fails with an error :func:`retryable`
 accepts, is followed by a wait drawn from a :class:`~ignitia_sync._support.backoff.Backoff`
-and a new :func:`~ignitia_sync.client.connection.connect`. :meth:`Reconnecting.stop` ends the
+(never shorter than a 429's or 503's ``Retry-After``, up to the backoff's cap) and a new
+:func:`~ignitia_sync.client.connection.connect`. :meth:`Reconnecting.stop` ends the
 loop from any greenlet or thread.
 
 Example:
@@ -21,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import email.utils
 import logging
 import ssl as _ssl
 import threading
@@ -36,12 +38,45 @@ from ..connection.threads import HubRef
 from ..exceptions import ConnectionClosed, HandshakeError, InvalidHandshake
 from .connection import ClientConnection, connect
 
-__all__ = ["Reconnecting", "reconnecting", "retryable"]
+__all__ = ["Reconnecting", "reconnecting", "retry_after", "retryable"]
 
 log = logging.getLogger("ignitia_sync.client")
 
 #: Refusals worth another attempt: too many requests, and the server's or a gateway's trouble.
 _RETRY_STATUSES = frozenset((429, 500, 502, 503, 504))
+#: Refusals whose ``Retry-After`` says how long to stay away (RFC 9110 section 10.2.3).
+_RETRY_AFTER_STATUSES = frozenset((429, 503))
+
+
+def retry_after(exc: BaseException, now: float | None = None) -> float | None:
+    """The seconds a 429 or 503 refusal asked the client to wait (``Retry-After``), else None.
+
+    Both forms of the header are read: delay-seconds and an HTTP date (``now`` is the
+    current time as ``time.time()``; a date in the past asks for no wait). A malformed
+    value is ignored: the backoff decides alone.
+
+    Example:
+        >>> retry_after(HandshakeError(429, "slow down", (("retry-after", "30"),)))
+        30.0
+        >>> retry_after(HandshakeError(503, "busy", (("retry-after", "Thu, 01 Jan 1970 00:01:40 GMT"),)), now=40.0)
+        60.0
+        >>> retry_after(HandshakeError(404, "no", (("retry-after", "30"),))) is None
+        True
+    """
+    if not isinstance(exc, HandshakeError) or exc.status not in _RETRY_AFTER_STATUSES:
+        return None
+    value = next((v.strip() for k, v in exc.headers if k.lower() == "retry-after"), None)
+    if not value:
+        return None
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # an HTTP date is always GMT
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 def retryable(exc: BaseException) -> bool:
@@ -102,10 +137,14 @@ class Reconnecting:
         self._hub = HubRef()
         self._wake = gevent.event.Event()
         failures = 0  # attempts in a row that failed, or connections that did not last
+        asked: float | None = None  # the last refusal's Retry-After
         try:
             while not self._stopped.is_set():
                 if failures:
-                    self.last_delay = delay = self._backoff.delay(failures - 1)
+                    delay = self._backoff.delay(failures - 1)
+                    if asked is not None:  # the server said when: not before, but never past the cap
+                        delay = max(delay, min(asked, self._backoff.cap))
+                    self.last_delay = delay
                     log.info("reconnecting to %s in %.2fs (retry %d)", safe_url(self.url), delay, failures)
                     if self._wake.wait(delay):
                         break
@@ -116,6 +155,7 @@ class Reconnecting:
                     self.last_error = exc
                     if not self._retry_on(exc):
                         raise
+                    asked = retry_after(exc)
                     log.warning("could not connect to %s: %s", safe_url(self.url), _reason_of(exc))
                     failures += 1
                     continue
@@ -127,6 +167,7 @@ class Reconnecting:
                     ws.close_and_wait(1001)
                     break
                 self.connections += 1
+                asked = None
                 opened = time.monotonic()
                 try:
                     yield ws
@@ -175,7 +216,8 @@ def reconnecting(
 
     Each connection that drops (or each attempt that fails with a retryable error) is
     followed by a wait from ``backoff`` and a new attempt; the loop body gets the new
-    connection. A connection that stayed open ``backoff.reset_after`` seconds starts the
+    connection. A 429 or 503 refusal's ``Retry-After`` is honoured: the wait is at least
+    what the server asked for, but never longer than ``backoff.cap``. A connection that stayed open ``backoff.reset_after`` seconds starts the
     waits from the shortest again. An error ``retry_on`` rejects (by default a 4xx other
     than 429, or a bad certificate) is raised from the loop.
 
