@@ -15,7 +15,12 @@ Example:
     ...             case Message.Close(_):
     ...                 break
     >>> app = Router().websocket("/echo", echo)
-    >>> # Server(app, ("127.0.0.1", 3000)).ignitia()
+    >>> from ignitia_sync.testing import TestClient  # Server(app, ("127.0.0.1", 3000)).ignitia() serves it
+    >>> with TestClient(app) as client:
+    ...     ws = client.connect("/echo")
+    ...     ws.send_text("hi")
+    ...     ws.recv(timeout=5)
+    Text(data='Echo: hi')
 """
 
 from __future__ import annotations

@@ -74,11 +74,13 @@ def load(module_name: str, attr: str) -> Any:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if exc.name is not None and module_name.startswith(exc.name):
+        if exc.name is not None and (module_name == exc.name or module_name.startswith(exc.name + ".")):
             raise UsageError(
                 f"no module named {module_name!r} (run from the folder that holds it, or set PYTHONPATH)"
             ) from exc
-        raise UsageError(f"importing {module_name} failed: {exc} (pip install it?)") from exc
+        # a missing extra of ours already says what to install (_support.extras)
+        hint = "" if "pip install" in str(exc) else " (pip install it?)"
+        raise UsageError(f"importing {module_name} failed: {exc}{hint}") from exc
     try:
         return getattr(module, attr)
     except AttributeError:
@@ -124,23 +126,6 @@ def check_target(target: str, app: Any) -> str:
     raise UsageError(f"{target} is a {what}, not a Router or a WSGI application")
 
 
-def routes_of(app: Any) -> list[str]:
-    """The WebSocket route patterns ``app`` serves, where they can be listed."""
-    from .router import Router
-
-    if isinstance(app, Router):
-        return [route.pattern for route in app.routes]
-    patterns: list[str] = []
-    router = getattr(app, "router", None)
-    if isinstance(router, Router):  # WebSocketMiddleware
-        patterns += [route.pattern for route in router.routes]
-    url_map = getattr(app, "url_map", None)  # Flask: Sock's routes are websocket rules
-    for rule in getattr(url_map, "iter_rules", lambda: [])():
-        if getattr(rule, "websocket", False):
-            patterns.append(rule.rule)
-    return patterns
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the command line, monkey-patch, import the app and serve it until signalled."""
     args = parse(argv)
@@ -170,7 +155,7 @@ def _serve(args: argparse.Namespace) -> int:
         ) from exc
     kind = check_target(args.target, app)
 
-    from .hosting.server import Server
+    from .hosting.server import Server, routes_line
     from .router import Router
 
     router, wsgi_app = (app, None) if kind == "router" else (Router(), app)
@@ -185,13 +170,7 @@ def _serve(args: argparse.Namespace) -> int:
         raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from exc
     host, port = server.address
     print(f"WebSocket server running on ws://{host}:{port}", flush=True)
-    patterns = routes_of(app)
-    if patterns:
-        print("WebSocket routes: " + ", ".join(patterns), flush=True)
-    elif kind == "wsgi":
-        print("WebSocket routes: those of the WSGI application (plain HTTP goes to it too)", flush=True)
-    else:
-        print("WebSocket routes: none (register some with router.websocket(path, handler))", flush=True)
+    print(routes_line(app, wsgi=kind == "wsgi"), flush=True)
     server.serve_forever()
     return 0
 

@@ -11,6 +11,13 @@ Example:
     ...     if isinstance(message, Message.Text):
     ...         ws.send_text(message.data.upper())
     >>> handler = websocket_message_handler(shout)
+    >>> from ignitia_sync import Router
+    >>> from ignitia_sync.testing import TestClient
+    >>> with TestClient(Router().websocket("/shout", handler)) as client:
+    ...     ws = client.connect("/shout")
+    ...     ws.send_text("hi")
+    ...     ws.recv(timeout=5)
+    Text(data='HI')
 """
 
 from __future__ import annotations
@@ -178,6 +185,12 @@ def websocket_handler(func: Callable[..., Any]) -> Handler:
         ...         ws.send_text("Acknowledged")
         >>> from ignitia_sync import Router
         >>> app = Router().websocket("/simple", websocket_handler(simple))
+        >>> from ignitia_sync.testing import TestClient
+        >>> with TestClient(app) as client:
+        ...     ws = client.connect("/simple")
+        ...     ws.send_text("anything")
+        ...     ws.recv(timeout=5)
+        Text(data='Acknowledged')
     """
     return Handler(func)
 
@@ -187,6 +200,13 @@ def websocket_message_handler(func: Callable[..., Any]) -> MessageHandler:
 
     Example:
         >>> handler = websocket_message_handler(lambda ws, message: ws.send(message))
+        >>> from ignitia_sync import Router
+        >>> from ignitia_sync.testing import TestClient
+        >>> with TestClient(Router().websocket("/echo", handler)) as client:
+        ...     ws = client.connect("/echo")
+        ...     ws.send_bytes(b"raw")
+        ...     ws.recv(timeout=5)
+        Binary(data=b'raw')
     """
     return MessageHandler(func)
 
@@ -205,6 +225,14 @@ def websocket_batch_handler(
         >>> def upper(ws, messages):
         ...     ws.send_batch([Message.text(m.data.upper()) for m in messages])
         >>> handler = websocket_batch_handler(upper, 50, 100)
+        >>> from ignitia_sync import Router
+        >>> from ignitia_sync.testing import TestClient
+        >>> with TestClient(Router().websocket("/upper", handler)) as client:
+        ...     ws = client.connect("/upper")
+        ...     ws.send_text("a")
+        ...     ws.send_text("b")
+        ...     [ws.recv(timeout=5).data for _ in range(2)]  # in one batch or two: in order
+        ['A', 'B']
     """
     return BatchHandler(func, batch_size, timeout_ms)
 

@@ -28,6 +28,48 @@ __all__ = ["Binary", "Close", "CloseFrame", "Message", "Ping", "Pong", "Text"]
 Payload = bytes | bytearray | memoryview
 
 
+def not_a_message(value: object) -> TypeError:
+    """The error for sending ``value``, which is not a message: one line saying what to send instead.
+
+    Only the type is named, never the value (it may be a payload, and errors end up in logs).
+
+    Example:
+        >>> str(not_a_message({"text": "hi"}))
+        'not a Message: dict; to send it as JSON use ws.send_json(...)'
+        >>> str(not_a_message(42))
+        'not a Message: int; send a str (text), bytes (binary) or a Message'
+    """
+    name = type(value).__name__
+    if isinstance(value, (dict, list, tuple)):
+        return TypeError(f"not a Message: {name}; to send it as JSON use ws.send_json(...)")
+    if isinstance(value, str):
+        return TypeError(f"not a Message: {name} (a str subclass); send str(value) as text")
+    return TypeError(f"not a Message: {name}; send a str (text), bytes (binary) or a Message")
+
+
+def not_broadcastable(value: object, verb: str = "broadcast") -> TypeError:
+    """The error for broadcasting ``value``: rooms carry Text and Binary messages, built by the caller.
+
+    Only the type is named, never the value. ``verb`` is ``"broadcast"`` or ``"sent"``.
+
+    Example:
+        >>> str(not_broadcastable({"text": "hi"}))
+        'only Text and Binary messages are broadcast, not dict; use Message.json(value)'
+        >>> str(not_broadcastable("hi", "sent"))
+        'only Text and Binary messages are sent, not str; use Message.text(value)'
+    """
+    name = type(value).__name__
+    if isinstance(value, (dict, list, tuple)):
+        hint = "; use Message.json(value)"
+    elif isinstance(value, str):
+        hint = "; use Message.text(value)"
+    elif isinstance(value, (bytes, bytearray, memoryview)):
+        hint = "; use Message.binary(value)"
+    else:
+        hint = ""
+    return TypeError(f"only Text and Binary messages are {verb}, not {name}{hint}")
+
+
 def _json_default(value: Any) -> Any:
     """Let ``Message.json`` encode dataclasses, the Python twin of a serde struct."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):

@@ -7,10 +7,14 @@ that raises gives 500 and a log line.
 
 Example:
     >>> from ignitia_sync import Router
-    >>> app = Router().middleware(AuthMiddleware("secret-token"))
+    >>> app = Router().middleware(AuthMiddleware("secret-token", user_id="admin"))
     >>> @app.websocket("/secure-chat")
     ... def chat(ws):
     ...     ws.send_text(f"hello {ws.extension(AuthInfo).user_id}")
+    >>> from ignitia_sync.testing import TestClient
+    >>> with TestClient(app) as client:
+    ...     client.connect("/secure-chat?token=secret-token").recv(timeout=5)
+    Text(data='hello admin')
 """
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ __all__ = [
 ]
 
 MiddlewareResult = Response | Mapping[Any, Any] | None
+#: What a static token without ``user_id=`` stands for: a valid token, no identity.
+_NOBODY = object()
 Middleware = Callable[[Request], MiddlewareResult]
 
 
@@ -70,10 +76,20 @@ class AuthMiddleware:
     authenticated by the cookie is refused with 403 unless its ``Origin`` is one of
     ``allowed_origins`` (by default: the request's own ``Host``, same-origin only).
 
+    A static token proves that the client knows a shared secret, not who it is: every client
+    holding it looks the same. So ``AuthMiddleware("secret")`` lets them in *without* an
+    :class:`AuthInfo` (``ws.extensions`` gets none; ``RateLimit(key="user")`` then counts
+    per IP address); ``AuthMiddleware("secret", user_id="admin")`` names the one identity
+    the token stands for, and the handler gets ``AuthInfo("admin")``. To tell users apart,
+    pass ``verify(token)``.
+
     Args:
         token_or_verify: a static token, or ``verify(token)`` returning an :class:`AuthInfo`
             (or any object, kept as ``ws.extensions["auth"]``) for a valid token, None for
-            an invalid one.
+            an invalid one. Any false value (``False``, ``0``, ``""``) is taken as invalid
+            too: a ``verify`` written as a boolean check fails closed, never open.
+        user_id: with a static token only: the identity it stands for (``AuthInfo(user_id)``
+            for the handler); None, the default: no AuthInfo at all.
         query_param: the query parameter that may carry the token (None to disable).
         cookie: the cookie that may carry the token (None, the default: never).
         allowed_origins: origins (``"https://example.com"``) whose pages may use cookie
@@ -81,12 +97,19 @@ class AuthMiddleware:
 
     Example:
         >>> auth = AuthMiddleware(lambda token: AuthInfo("alice") if token == "t0k" else None)
+        >>> from ignitia_sync.sansio.http import Headers, Request
+        >>> request = Request("GET", "/", {}, Headers([("Authorization", "Bearer s3cret")]))
+        >>> AuthMiddleware("s3cret", user_id="admin")(request)["auth"]
+        AuthInfo(user_id='admin', permissions=())
+        >>> AuthMiddleware("s3cret")(request)
+        {}
     """
 
     def __init__(
         self,
         token_or_verify: str | Callable[[str], Any],
         *,
+        user_id: str | None = None,
         query_param: str | None = "token",
         cookie: str | None = None,
         allowed_origins: Iterable[str] = (),
@@ -95,12 +118,16 @@ class AuthMiddleware:
             if not token_or_verify:
                 raise ValueError("the static token must not be empty")
             expected = token_or_verify.encode()
+            # no user_id: a valid token is let in with no identity
+            identity: object = AuthInfo(user_id) if user_id is not None else _NOBODY
 
-            def verify(token: str) -> AuthInfo | None:
-                return AuthInfo("token") if hmac.compare_digest(token.encode(), expected) else None
+            def verify(token: str) -> object:
+                return identity if hmac.compare_digest(token.encode(), expected) else None
 
             self._verify: Callable[[str], Any] = verify
         else:
+            if user_id is not None:
+                raise TypeError("user_id= goes with a static token; verify(token) returns the AuthInfo itself")
             self._verify = token_or_verify
         self._query_param = query_param
         self._cookie = cookie
@@ -135,8 +162,10 @@ class AuthMiddleware:
         if token and self._cookie and token == request.cookie(self._cookie) and not self._cookie_origin_allowed(request):
             return Response(403, "cookie authentication from this origin is not allowed")
         info = self._verify(token) if token else None
-        if info is None:
+        if not info:  # None, or False from a verify written as a check: refused, never let in
             return Response(401, "missing or invalid token", (("WWW-Authenticate", 'Bearer realm="websocket"'),))
+        if info is _NOBODY:  # a static token without user_id=: in, but nobody in particular
+            return {}
         extensions: dict[Any, Any] = {"auth": info, type(info): info}
         return extensions
 
@@ -161,6 +190,11 @@ class OriginCheck:
 
     Example:
         >>> check = OriginCheck(["https://example.com"])
+        >>> from ignitia_sync.sansio.http import Headers, Request
+        >>> check(Request("GET", "/", {}, Headers([("Origin", "https://evil.example")]))).status
+        403
+        >>> check(Request("GET", "/", {}, Headers([("Origin", "https://example.com")]))) is None
+        True
     """
 
     def __init__(self, allowed: Iterable[str], *, allow_missing: bool = True) -> None:
@@ -282,7 +316,10 @@ class RateLimit:
     guide does; ``action="close"`` closes with 1008.
 
     Example:
-        >>> limit = RateLimit(per_connection=lambda: SlidingWindow(10, 60.0), action="reply")
+        >>> limit = RateLimit(per_connection=lambda: SlidingWindow(2, 60.0), action="reply")
+        >>> window = limit.per_connection()  # each connection gets its own
+        >>> [window.allow(1.0) for _ in range(3)]
+        [True, True, False]
     """
 
     per_connection: Callable[[], Limiter] | None = None

@@ -37,7 +37,7 @@ def status_of(server, path: str, extra: str = "") -> tuple[int, str]:
 
 
 def test_static_token_from_header_query_or_cookie_else_401(serve):
-    server = serve(Router().middleware(AuthMiddleware("secret-token")).websocket("/secure", whoami))
+    server = serve(Router().middleware(AuthMiddleware("secret-token", user_id="token")).websocket("/secure", whoami))
     status, head = status_of(server, "/secure")
     assert status == 401 and "WWW-Authenticate: Bearer" in head
     assert status_of(server, "/secure", "Authorization: Bearer wrong\r\n")[0] == 401
@@ -50,7 +50,7 @@ def test_static_token_from_header_query_or_cookie_else_401(serve):
 
 
 def test_cookie_auth_is_opt_in_and_refuses_other_sites_pages(serve):
-    auth = AuthMiddleware("secret-token", cookie="token", allowed_origins=["https://app.example"])
+    auth = AuthMiddleware("secret-token", user_id="token", cookie="token", allowed_origins=["https://app.example"])
     server = serve(Router().middleware(auth).websocket("/secure", whoami))
     cookie = "Cookie: a=b; token=secret-token\r\n"
     with connect(url(server, "/secure"), additional_headers={"Cookie": "token=secret-token"}) as ws:
@@ -61,7 +61,7 @@ def test_cookie_auth_is_opt_in_and_refuses_other_sites_pages(serve):
     assert status_of(server, "/secure", cookie + "Origin: https://evil.example\r\n")[0] == 403
     # A token in the header is not a browser's ambient credential: the Origin does not matter.
     assert status_of(server, "/secure", "Authorization: Bearer secret-token\r\nOrigin: https://evil.example\r\n")[0] == 101
-    same_site = serve(Router().middleware(AuthMiddleware("secret-token", cookie="token")).websocket("/s", whoami))
+    same_site = serve(Router().middleware(AuthMiddleware("secret-token", user_id="token", cookie="token")).websocket("/s", whoami))
     assert status_of(same_site, "/s", cookie + "Origin: http://127.0.0.1\r\n")[0] == 101  # Host is 127.0.0.1
     assert status_of(same_site, "/s", cookie + "Origin: http://127.0.0.1.evil\r\n")[0] == 403
 
@@ -224,6 +224,6 @@ def test_forwarded_headers_count_only_from_trusted_proxies_and_only_as_addresses
 
 
 def test_a_plus_in_a_query_token_stays_a_plus(serve):
-    server = serve(Router().middleware(AuthMiddleware("a+b/c=")).websocket("/secure", whoami))
+    server = serve(Router().middleware(AuthMiddleware("a+b/c=", user_id="token")).websocket("/secure", whoami))
     with connect(url(server, "/secure?token=a+b%2Fc%3D")) as ws:
         assert ws.recv() == "token "

@@ -77,6 +77,8 @@ class LocalBackplane:
     Example:
         >>> from ignitia_sync.broadcast.registry import Registry
         >>> registry = Registry(backplane=LocalBackplane())
+        >>> registry.backplane.send_to("alice", Message.text("hi"))  # no other process knows alice
+        False
     """
 
     def attach(self, on_broadcast: Deliver, on_direct: DeliverTo, *, threaded: bool = False) -> None:

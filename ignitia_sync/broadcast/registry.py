@@ -26,6 +26,16 @@ Example:
     ...     for message in ws:
     ...         if isinstance(message, Message.Text):
     ...             ws.registry.broadcast(message, room="lobby", exclude=ws)
+    >>> from ignitia_sync import Router
+    >>> from ignitia_sync.testing import TestClient
+    >>> with TestClient(Router().websocket("/chat", chat)) as client:
+    ...     alice, bob = client.connect("/chat"), client.connect("/chat")
+    ...     bob.send_text("bob is here")  # once alice hears it, both are in the room
+    ...     print(alice.recv(timeout=5).data)
+    ...     alice.send_text("hi bob")
+    ...     print(bob.recv(timeout=5).data)
+    bob is here
+    hi bob
 """
 
 from __future__ import annotations
@@ -37,7 +47,7 @@ from gevent._hub_local import get_hub_if_exists  # no public name; stable since 
 
 from ..connection.connection import WebSocketConnection
 from ..connection.threads import HubRef, allocate_real_lock
-from ..message import Binary, Message, Text
+from ..message import Binary, Message, Text, not_broadcastable
 from ..sansio.protocol import encode_frame
 from .backplane import Backplane, LocalBackplane
 
@@ -310,7 +320,7 @@ class Registry:
         exclude: WebSocketConnection | Iterable[WebSocketConnection] | None = None,
     ) -> int:
         if type(message) is not Text and type(message) is not Binary:
-            raise TypeError(f"only Text and Binary messages are broadcast, not {type(message).__name__}")
+            raise not_broadcastable(message)
         frame = encode_frame(message)
         size = len(frame)
         shared: dict[Any, bytes] = {None: frame}  # frames by framing key, made once each
@@ -351,7 +361,15 @@ class Registry:
         """Close every open connection (each sends what it has queued first); returns at once.
 
         Example:
-            >>> Registry().close_all(1001, "Server shutdown")
+            >>> from ignitia_sync import Router
+            >>> from ignitia_sync.testing import TestClient
+            >>> with TestClient(Router().websocket("/", lambda ws: [ws.send(m) for m in ws])) as client:
+            ...     ws = client.connect("/")
+            ...     ws.send_text("here")  # answered: the connection is registered
+            ...     _ = ws.recv(timeout=5)
+            ...     client.server.registry.close_all(1001, "Server shutdown")
+            ...     ws.recv(timeout=5)
+            Close(frame=CloseFrame(code=1001, reason='Server shutdown'))
         """
         for ws in self:
             ws._transport.run_in_own_thread(ws.close, code, reason)
@@ -371,7 +389,7 @@ class Registry:
             False
         """
         if type(message) is not Text and type(message) is not Binary:
-            raise TypeError(f"only Text and Binary messages are sent, not {type(message).__name__}")
+            raise not_broadcastable(message, "sent")
         _check_name("application id", id)
         if not self._attached:
             self._attach_on_first_use()
@@ -449,6 +467,8 @@ class Registry:
         Example:
             >>> registry = Registry()
             >>> registry.serve_from_threads()
+            >>> registry.threaded
+            True
         """
         with self._lock:
             if self._threaded:
@@ -494,7 +514,7 @@ class Registry:
             ValueError: ``room`` is not encodable as UTF-8 (raised here, in the caller's thread).
         """
         if type(message) is not Text and type(message) is not Binary:
-            raise TypeError(f"only Text and Binary messages are broadcast, not {type(message).__name__}")
+            raise not_broadcastable(message)
         if room is not None:
             _check_name("room name", room)
         self.call_threadsafe(self.broadcast, message, room, exclude)

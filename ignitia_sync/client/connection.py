@@ -57,11 +57,12 @@ class ClientConnection(WebSocketConnection):
     manager, it closes with 1000 on exit and waits (at most ``close_timeout``) for the
     closing handshake.
 
-    Example:
-        >>> def consume(url: str) -> None:
-        ...     with connect(url) as ws:
-        ...         for message in ws:
-        ...             print(message)
+    Example::
+
+        def consume(url: str) -> None:
+            with connect(url) as ws:
+                for message in ws:
+                    print(message)
     """
 
     __slots__ = ("response_headers",)
@@ -153,11 +154,12 @@ def connect(
         TimeoutError: ``open_timeout`` passed.
         OSError: DNS, TCP or TLS failed (``ssl.SSLCertVerificationError`` for a bad certificate).
 
-    Example:
-        >>> def greet(url: str) -> str:
-        ...     with connect(url, subprotocols=["chat.v1"], open_timeout=5) as ws:
-        ...         ws.send_json({"hello": "world"})
-        ...         return ws.recv_json(timeout=5)
+    Example::
+
+        def greet(url: str) -> str:
+            with connect(url, subprotocols=["chat.v1"], open_timeout=5) as ws:
+                ws.send_json({"hello": "world"})
+                return ws.recv_json(timeout=5)
     """
     connection_settings = dataclasses.replace(
         settings or ConnectionSettings(), max_message_size=max_message_size, compression=compression,

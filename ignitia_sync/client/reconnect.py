@@ -227,14 +227,15 @@ def reconnecting(
         retry_on: ``exc -> bool``: whether a failed attempt is retried (see :func:`retryable`).
         **options: every keyword argument of :func:`connect`.
 
-    Example:
-        >>> def consume(url: str) -> None:
-        ...     for ws in reconnecting(url, headers={"Authorization": "Bearer t0k3n"}):
-        ...         ws.send_json({"subscribe": "prices"})  # again after each reconnect
-        ...         try:
-        ...             for message in ws:
-        ...                 print(message)
-        ...         except ConnectionClosed:
-        ...             continue  # a send that raced the drop: reconnect
+    Example::
+
+        def consume(url: str) -> None:
+            for ws in reconnecting(url, headers={"Authorization": "Bearer t0k3n"}):
+                ws.send_json({"subscribe": "prices"})  # again after each reconnect
+                try:
+                    for message in ws:
+                        print(message)
+                except ConnectionClosed:
+                    continue  # a send that raced the drop: reconnect
     """
     return Reconnecting(url, backoff or Backoff(), retry_on, options)

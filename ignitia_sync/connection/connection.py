@@ -10,6 +10,13 @@ Example:
     ...     for message in ws:
     ...         if isinstance(message, Message.Text):
     ...             ws.send_text(f"Echo: {message.data}")
+    >>> from ignitia_sync import Router
+    >>> from ignitia_sync.testing import TestClient
+    >>> with TestClient(Router().websocket("/echo", echo)) as client:
+    ...     ws = client.connect("/echo")
+    ...     ws.send_text("hi")
+    ...     ws.recv(timeout=5)
+    Text(data='Echo: hi')
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from typing import Any, Protocol
 import gevent.event
 
 from ..exceptions import ConnectionClosed, MessageDecodeError
-from ..message import Binary, Close, Message, Ping, Pong, Text
+from ..message import Binary, Close, Message, Ping, Pong, Text, not_a_message
 from ..sansio.http import Request
 from ..sansio.protocol import ProtocolState, WebSocketProtocol
 from ..settings import ConnectionSettings
@@ -86,6 +93,15 @@ class WebSocketConnection:
         ...                 ws.send_text(f"Echo: {text}")
         ...             case Message.Close(_):
         ...                 break
+        >>> from ignitia_sync import Router
+        >>> from ignitia_sync.testing import TestClient
+        >>> with TestClient(Router().websocket("/", handler)) as client:
+        ...     ws = client.connect("/")
+        ...     print(ws.recv(timeout=5).data)
+        ...     ws.send_text("hi")
+        ...     print(ws.recv(timeout=5).data)
+        Connected successfully!
+        Echo: hi
     """
 
     __slots__ = (
@@ -156,9 +172,15 @@ class WebSocketConnection:
         """An extension attached by middleware: ``ws.extension(AuthInfo).user_id``.
 
         Raises:
-            KeyError: no middleware attached one under ``key``.
+            KeyError: no middleware attached one under ``key`` (the message says so in one
+                line: ``AuthMiddleware`` with a static token attaches ``AuthInfo`` only
+                with ``user_id=``).
         """
-        return self.extensions[key]
+        try:
+            return self.extensions[key]
+        except KeyError:
+            name = getattr(key, "__qualname__", None) or repr(key)[:60]
+            raise KeyError(f"no middleware attached {name} to this connection") from None
 
     @property
     def server(self) -> Any:
@@ -188,12 +210,13 @@ class WebSocketConnection:
             RuntimeError: called from an OS thread other than the one that serves the
                 connection (as :meth:`send` and :meth:`close`).
 
-        Example:
-            >>> def handler(ws: WebSocketConnection) -> None:
-            ...     try:
-            ...         message = ws.recv(timeout=30)
-            ...     except TimeoutError:
-            ...         ws.close(1000, "quiet for too long")
+        Example::
+
+            def handler(ws: WebSocketConnection) -> None:
+                try:
+                    message = ws.recv(timeout=30)
+                except TimeoutError:
+                    ws.close(1000, "quiet for too long")
         """
         transport = self._transport
         if transport._thread != real_get_ident():
@@ -237,6 +260,13 @@ class WebSocketConnection:
             >>> def handler(ws: WebSocketConnection) -> None:
             ...     order = ws.recv_json(timeout=30)
             ...     ws.send_json({"accepted": order["id"]})
+            >>> from ignitia_sync import Router
+            >>> from ignitia_sync.testing import TestClient
+            >>> with TestClient(Router().websocket("/orders", handler)) as client:
+            ...     ws = client.connect("/orders")
+            ...     ws.send_json({"id": 7})
+            ...     ws.recv_json(timeout=5)
+            {'accepted': 7}
         """
         while True:
             message = self.recv(timeout)
@@ -256,10 +286,11 @@ class WebSocketConnection:
 
         Returns ``None`` on timeout or once closed; :attr:`closed` tells the two apart.
 
-        Example:
-            >>> def handler(ws: WebSocketConnection) -> None:
-            ...     if ws.recv_timeout(30) is None and not ws.closed:
-            ...         ws.ping(b"keepalive")
+        Example::
+
+            def handler(ws: WebSocketConnection) -> None:
+                if ws.recv_timeout(30) is None and not ws.closed:
+                    ws.ping(b"keepalive")
         """
         try:
             return self.recv(seconds)
@@ -312,6 +343,12 @@ class WebSocketConnection:
         Example:
             >>> def handler(ws: WebSocketConnection) -> None:
             ...     ws.send_batch([Message.text("a"), Message.text("b")])
+            >>> from ignitia_sync import Router
+            >>> from ignitia_sync.testing import TestClient
+            >>> with TestClient(Router().websocket("/", handler)) as client:
+            ...     ws = client.connect("/")
+            ...     [ws.recv(timeout=5).data for _ in range(2)]
+            ['a', 'b']
         """
         messages = list(messages)
         for message in messages:
@@ -471,4 +508,4 @@ def _check_sendable(message: object) -> None:
         return
     if isinstance(message, Close):
         raise TypeError("a Close is sent with close(), not in a batch")
-    raise TypeError(f"not a Message: {message!r}")
+    raise not_a_message(message)

@@ -12,8 +12,12 @@ Example:
     ...         if isinstance(message, (Message.Text, Message.Binary)):
     ...             ws.send(message)
     >>> app = Router().websocket("/echo", echo)
-    >>> with Server(app, ("127.0.0.1", 0)) as server:   # doctest: +SKIP
-    ...     print(server.address)
+    >>> from ignitia_sync.client import connect
+    >>> with Server(app, ("127.0.0.1", 0)) as server:  # a port of its own, served from a thread
+    ...     with connect(f"ws://127.0.0.1:{server.address[1]}/echo") as ws:
+    ...         ws.send_text("hi")
+    ...         ws.recv(timeout=5)
+    Text(data='hi')
 """
 
 from __future__ import annotations
@@ -669,8 +673,52 @@ class Server(Host):
         sock.close()
 
 
+def routes_of(app: Any) -> list[str]:
+    """The WebSocket route patterns ``app`` serves, where they can be listed.
+
+    A :class:`Router`, a ``WebSocketMiddleware`` (its ``router``), a Flask app (its ``Sock``
+    rules); anything else: none.
+
+    Example:
+        >>> routes_of(Router().websocket("/chat/:room", lambda ws, room: None))
+        ['/chat/:room']
+    """
+    if isinstance(app, Router):
+        return [route.pattern for route in app.routes]
+    patterns: list[str] = []
+    router = getattr(app, "router", None)
+    if isinstance(router, Router):  # WebSocketMiddleware
+        patterns += [route.pattern for route in router.routes]
+    url_map = getattr(app, "url_map", None)  # Flask: Sock's routes are websocket rules
+    for rule in getattr(url_map, "iter_rules", lambda: [])():
+        if getattr(rule, "websocket", False):
+            patterns.append(rule.rule)
+    return patterns
+
+
+def routes_line(app: Any, *, wsgi: bool = False) -> str:
+    """The start-up line naming ``app``'s WebSocket routes (``ignitia-sync`` and :func:`run`).
+
+    ``wsgi``: ``app`` is a WSGI application, whose routes may not be listable.
+
+    Example:
+        >>> routes_line(Router().websocket("/echo", lambda ws: None))
+        'WebSocket routes: /echo'
+        >>> routes_line(Router())
+        'WebSocket routes: none (register some with router.websocket(path, handler))'
+    """
+    patterns = routes_of(app)
+    if patterns:
+        return "WebSocket routes: " + ", ".join(patterns)
+    if wsgi:
+        return "WebSocket routes: those of the WSGI application (plain HTTP goes to it too)"
+    return "WebSocket routes: none (register some with router.websocket(path, handler))"
+
+
 def run(app: Router, argv: Sequence[str] | None = None, **settings: Any) -> None:
     """Serve ``app`` from a script: parses ``--host``/``--port``, stops on SIGINT/SIGTERM.
+
+    At start-up it logs the routes (:func:`routes_line`, INFO on ``ignitia_sync.server``).
 
     Example (the last line of every example)::
 
@@ -685,4 +733,5 @@ def run(app: Router, argv: Sequence[str] | None = None, **settings: Any) -> None
     server.start()
     host, port = server.address
     print(f"WebSocket server running on ws://{host}:{port}", flush=True)
+    log.info("%s", routes_line(app, wsgi=settings.get("wsgi_app") is not None))
     server.serve_forever()

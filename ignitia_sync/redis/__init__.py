@@ -11,8 +11,11 @@ Example::
     server = Server(app, ("0.0.0.0", 3000), backplane=RedisBackplane("redis://localhost:6379/0"))
 """
 
-from .backplane import RedisBackplane
-from .emitter import Emitter
-from .envelope import decode, encode
+from .._support.extras import needs
+
+with needs("ignitia_sync.redis", "redis-py", extra="redis", packages=("redis",)):
+    from .backplane import RedisBackplane
+    from .emitter import Emitter
+    from .envelope import decode, encode
 
 __all__ = ["Emitter", "RedisBackplane", "decode", "encode"]

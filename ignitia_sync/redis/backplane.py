@@ -222,6 +222,11 @@ class RedisBackplane:
         #: All of the link's state (redis/link.py), changed only in the hub: by _link_changed and _stop.
         self._link = LinkState.CONNECTING
         self._warn = LogThrottle(log, burst=10, interval=10.0, level=logging.WARNING)
+        # "lost Redis" and "Redis is back" have a throttle of their own: the reconnect and drop
+        # lines of a long outage must not hold back the line that says it is over
+        self._link_log = LogThrottle(log, burst=10, interval=10.0, level=logging.WARNING)
+        #: When a connection first failed in the current outage (None: no outage since it was up).
+        self._outage_since: float | None = None
         self.counters = collections.Counter[str]()
 
     # -- the Backplane interface (called by the registry; never blocks, but for claim) -----
@@ -484,13 +489,19 @@ class RedisBackplane:
         self._link = transition(self._link, event)
         if self._link.drops:
             self._settle_claims()
+            if self._outage_since is None:
+                self._outage_since = time.monotonic()
         up = self._link.up
         if up == was_up:
             return
-        if up:
+        if up and self._outage_since is not None:  # at the outage's level: the log says it is over
+            self._link_log.log("backplane: Redis is back (%s) after %.1fs; broadcasts cross processes again",
+                               safe_url(self.url), time.monotonic() - self._outage_since)
+            self._outage_since = None
+        elif up:
             log.info("backplane: connected to Redis (%s)", safe_url(self.url))
         else:
-            self._warn.log("backplane: lost Redis (%s); broadcasts stay local until it is back", safe_url(self.url))
+            self._link_log.log("backplane: lost Redis (%s); broadcasts stay local until it is back", safe_url(self.url))
         callback = self.on_backplane_up if up else self.on_backplane_down
         if callback is not None:
             try:

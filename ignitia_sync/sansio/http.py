@@ -155,8 +155,10 @@ class Request:
         head_size: the size of the request head in bytes, as the host received it.
 
     Example:
-        >>> def handler(ws, user_id):
-        ...     assert ws.request.path_params["user_id"] == user_id
+        >>> request = Request("GET", "/chat/alice", {}, Headers([("Host", "example.com")]))
+        >>> routed = request.routed({"user_id": "alice"}, "203.0.113.7")  # ws.request in the handler
+        >>> routed.path_params, routed.client_ip
+        ({'user_id': 'alice'}, '203.0.113.7')
     """
 
     method: str

@@ -39,7 +39,7 @@ from wsproto.extensions import Extension, PerMessageDeflate
 from wsproto.frame_protocol import CloseReason, Opcode
 
 from ..exceptions import ConnectionClosed, ProtocolError
-from ..message import Binary, Close, CloseFrame, Message, Ping, Pong, Text
+from ..message import Binary, Close, CloseFrame, Message, Ping, Pong, Text, not_a_message
 from .deflate import FRAGMENT_COST as FRAGMENT_COST
 from .deflate import FREE_FRAGMENTS as FREE_FRAGMENTS
 from .deflate import _BoundedDeflate, _SizeGuard, deflate_from_response, negotiate_deflate
@@ -364,7 +364,7 @@ class WebSocketProtocol:
             return self._control(Opcode.PONG, message.data, PongEvent(payload=message.data))  # type: ignore[attr-defined]
         if isinstance(message, Close):
             raise TypeError("a Close is sent with close(), not send()")
-        raise TypeError(f"not a Message: {message!r}")
+        raise not_a_message(message)
 
     def send_text(self, text: str) -> bytes:
         """The bytes of a text message: :meth:`send` of ``Message.text(text)``, without the Message.
