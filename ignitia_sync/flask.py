@@ -30,6 +30,12 @@ Example:
     ... def echo(ws):
     ...     while (data := ws.receive()) is not None:
     ...         ws.send(data)
+    >>> from ignitia_sync.testing import TestClient
+    >>> with TestClient(app) as client:
+    ...     ws = client.connect("/ws/echo")
+    ...     ws.send_text("hi")
+    ...     ws.recv(timeout=5)
+    Text(data='hi')
 """
 
 from __future__ import annotations
@@ -39,18 +45,20 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import flask
-from werkzeug.routing import WebsocketMismatch
-from werkzeug.wrappers import Response
-
 from ._support.deadline import Deadline
+from ._support.extras import needs
 from .connection.connection import WebSocketConnection
 from .exceptions import ConnectionClosed
 from .handlers import Handler, as_handler
 from .hosting.host import HostSettings, Target
 from .message import Binary, Text
 from .router import RouteOptions
-from .wsgi import Refused, WebSocketHost, upgrade_required
+from .wsgi import Finish, Refused, WebSocketHost, upgrade_required
+
+with needs("ignitia_sync.flask", "Flask", extra="flask", packages=("flask", "werkzeug")):
+    import flask
+    from werkzeug.routing import WebsocketMismatch
+    from werkzeug.wrappers import Response
 
 __all__ = ["ConnectionClosed", "FlaskWebSocket", "Sock"]
 
@@ -68,6 +76,15 @@ class FlaskWebSocket(WebSocketConnection):
         ...     data = ws.receive(timeout=5)  # str, bytes, or None after 5 s
         ...     if data is not None:
         ...         ws.send(data)
+        >>> from flask import Flask
+        >>> from ignitia_sync.testing import TestClient
+        >>> app = Flask(__name__)
+        >>> _ = Sock(app).route("/once")(handler)
+        >>> with TestClient(app) as client:
+        ...     ws = client.connect("/once")
+        ...     ws.send_bytes(b"ok")
+        ...     ws.recv(timeout=5)
+        Binary(data=b'ok')
     """
 
     __slots__ = ()
@@ -238,9 +255,11 @@ class _AlreadyAnswered(flask.Response):
     converted by calling it, and the server would then write a response after the 101).
     """
 
-    def __init__(self, finish: Callable[[], Iterable[bytes]]) -> None:
+    def __init__(self, finish: Finish) -> None:
         super().__init__()
         self._finish = finish
 
     def __call__(self, environ: Any, start_response: Any) -> Iterable[bytes]:
-        return self._finish()  # outside Flask's error handling: SocketTakenOver reaches the server
+        # Outside Flask's error handling: SocketTakenOver reaches the server; under Werkzeug
+        # it returns [] after a 101 for its access line (`flask run --debug` sees no exception).
+        return self._finish(start_response)

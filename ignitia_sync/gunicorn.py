@@ -36,15 +36,41 @@ from typing import Any
 
 import gevent
 import gevent.event
-from gunicorn.workers.base import Worker as BaseWorker
-from gunicorn.workers.ggevent import GeventWorker
 
 from ._support.deadline import Deadline
+from ._support.extras import needs
 from .broadcast.backplane import LocalBackplane
 from .hosting.host import hosts
 from .wsgi import shutdown_all
 
+# gunicorn's gevent worker imports packaging, which only gunicorn[gevent] installs
+with needs("ignitia_sync.gunicorn", "gunicorn and packaging", extra="gunicorn", packages=("gunicorn", "packaging")):
+    from gunicorn.workers.base import Worker as BaseWorker
+    from gunicorn.workers.ggevent import GeventWorker
+
 __all__ = ["Worker"]
+
+
+class _OneAccessLine:
+    """gunicorn's logger without its access line for a served WebSocket: ours is the one.
+
+    Django's view answers a served upgrade with a 101 that gunicorn logs (``--access-logfile``)
+    besides our ``ignitia_sync.access`` line; everything else goes to gunicorn's logger.
+
+    Example::
+
+        worker.log = _OneAccessLine(worker.log)
+    """
+
+    def __init__(self, log: Any) -> None:
+        self._log = log
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._log, name)
+
+    def access(self, resp: Any, req: Any, environ: Any, request_time: Any) -> None:
+        if getattr(resp, "status_code", None) != 101:
+            self._log.access(resp, req, environ, request_time)
 
 
 class Worker(GeventWorker):  # type: ignore[misc]
@@ -94,6 +120,9 @@ class Worker(GeventWorker):  # type: ignore[misc]
     def load_wsgi(self) -> None:
         """Load the app, then start its hosts' backplanes in this worker (after the fork, in its hub)."""
         super().load_wsgi()
+        log: Any = self.__dict__.get("log")  # gunicorn's Logger, set in Worker.__init__
+        if log is not None and not isinstance(log, _OneAccessLine):
+            self.__dict__["log"] = _OneAccessLine(log)
         for host in hosts():
             if host.ends_with_process and not host.registry._attached:
                 host.registry.attach()

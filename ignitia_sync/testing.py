@@ -17,7 +17,9 @@ Example:
     Text(data='hi alice')
 
 The package registers this module as a pytest plugin: the ``websocket_client`` fixture
-gives a test client for the application your ``websocket_app`` fixture returns.
+gives a test client for the application your ``websocket_app`` fixture returns; override
+``websocket_http_client`` (your framework's test client, to log in with) and
+``websocket_settings`` (server settings) to change what it sends and serves.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from .client import ClientConnection, connect, header_list
 from .hosting.server import Server
 from .router import Router
 
-__all__ = ["TestClient", "websocket_client"]
+__all__ = ["TestClient", "websocket_client", "websocket_http_client", "websocket_settings"]
 
 _ports = itertools.count(40000)
 #: A test connection's default ``max_message_size``: any message the app sends (its limits are the
@@ -174,8 +176,48 @@ except ImportError:  # pragma: no cover - the plugin is only loaded by pytest
 else:
 
     @pytest.fixture
-    def websocket_client(request: pytest.FixtureRequest) -> Iterator[TestClient]:
+    def websocket_http_client() -> Any:
+        """The HTTP test client whose cookies ``websocket_client`` sends: None until you override it.
+
+        Override it (in ``conftest.py`` or a test module) to return your framework's test
+        client; log in with it in the test, and every later ``websocket_client.connect()``
+        carries its session cookie. The test gets the same object as ``websocket_client``.
+
+        Example (Flask; Django: ``return django.test.Client()``, or pytest-django's ``client``)::
+
+            @pytest.fixture
+            def websocket_http_client(websocket_app):
+                return websocket_app.test_client()
+
+            def test_private(websocket_client, websocket_http_client):
+                websocket_http_client.post("/login", data={"name": "alice"})
+                assert websocket_client.connect("/ws/hello").recv(timeout=1).data == "hello alice"
+        """
+        return None
+
+    @pytest.fixture
+    def websocket_settings() -> dict[str, Any]:
+        """Keyword arguments of the :class:`TestClient` that ``websocket_client`` opens: none until overridden.
+
+        Any :class:`~ignitia_sync.hosting.server.ServerSettings` field (limits, ``max_connections_per_ip``...).
+
+        Example::
+
+            @pytest.fixture
+            def websocket_settings():
+                return {"max_connections_per_ip": 2}
+        """
+        return {}
+
+    @pytest.fixture
+    def websocket_client(
+        request: pytest.FixtureRequest, websocket_http_client: Any, websocket_settings: dict[str, Any],
+    ) -> Iterator[TestClient]:
         """A :class:`TestClient` for the application of your ``websocket_app`` fixture.
+
+        It sends the cookies of ``websocket_http_client`` (override that fixture to return your
+        framework's test client, then log in with it in the test) and takes the server
+        settings of ``websocket_settings``.
 
         Example (``conftest.py`` and a test; the plugin is loaded by pytest itself)::
 
@@ -190,5 +232,5 @@ else:
                 assert ws.recv(timeout=1).data == "hi"
         """
         app = request.getfixturevalue("websocket_app")
-        with TestClient(app) as client:
+        with TestClient(app, http_client=websocket_http_client, **websocket_settings) as client:
             yield client

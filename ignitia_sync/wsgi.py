@@ -13,6 +13,12 @@ Example:
     ...     return [b"hello"]
     >>> router = Router().websocket("/ws/echo", lambda ws: [ws.send(m) for m in ws])
     >>> app = WebSocketMiddleware(hello, router)
+    >>> from ignitia_sync.testing import TestClient
+    >>> with TestClient(app) as client:
+    ...     ws = client.connect("/ws/echo")
+    ...     ws.send_text("hi")
+    ...     ws.recv(timeout=5)
+    Text(data='hi')
 """
 
 from __future__ import annotations
@@ -33,14 +39,14 @@ from .connection.connection import WebSocketConnection
 from .exceptions import HandshakeError
 from .handlers import Handler
 from .hosting.host import Host, HostSettings, RouteTargets, Target, shutdown_all
-from .hosting.sockets import READER_KEY, SOCKET_KEY, SocketTakenOver, TakenSocket, take_socket
+from .hosting.sockets import READER_KEY, SOCKET_KEY, Finish, SocketTakenOver, TakenSocket, take_socket
 from .middleware import Middleware, RateLimit
 from .router import Router
 from .sansio.http import Request, _reason, check_header, client_ip
 from .settings import ConnectionSettings
 
 __all__ = [
-    "READER_KEY", "SOCKET_KEY", "Refused", "Served", "SocketTakenOver", "TakenSocket", "WebSocketHost",
+    "READER_KEY", "SOCKET_KEY", "Finish", "Refused", "Served", "SocketTakenOver", "TakenSocket", "WebSocketHost",
     "WebSocketMiddleware", "shutdown_all", "take_socket", "upgrade_required",
 ]
 
@@ -141,7 +147,7 @@ class WebSocketHost(Host):
                 self.registry.attach()  # the worker's hub, on first use (the gunicorn worker attaches at boot)
             self.watch_blocking()
         try:
-            self.serve(opening, taken.sock, taken.buffered, connection_class)
+            self.serve(opening, taken.sock, taken.buffered, connection_class, server_logs=taken.server_logs)
         finally:
             if taken.threaded and not had_hub:  # this request's thread ends: free its loop's descriptors
                 gevent.get_hub().destroy(destroy_loop=True)
@@ -149,14 +155,21 @@ class WebSocketHost(Host):
 
 
 class Served(NamedTuple):
-    """An upgrade that was served: the WSGI application returns ``finish()``.
+    """An upgrade that was served: the WSGI application returns ``finish(start_response)``.
 
     ``finish`` tells the WSGI server that the response is written and the connection must
-    not be reused: it raises :class:`~ignitia_sync.hosting.sockets.SocketTakenOver`, so call
-    it last, from the WSGI callable itself (or when the server iterates the response).
+    not be reused (:class:`~ignitia_sync.hosting.sockets.Finish`): it raises
+    :class:`~ignitia_sync.hosting.sockets.SocketTakenOver` (under Werkzeug it returns ``[]``
+    instead), so call it last, from the WSGI callable itself (or when the server iterates
+    the response). Given ``start_response``, the server's own access line says 101.
+
+    Example (the end of a WSGI callable)::
+
+        outcome = host.upgrade_to(environ, target)
+        return outcome.finish(start_response)
     """
 
-    finish: Callable[[], Iterable[bytes]]
+    finish: Finish
 
 
 class Refused(NamedTuple):
@@ -298,6 +311,6 @@ class WebSocketMiddleware(WebSocketHost):
         outcome = self.upgrade_to(environ, self._targets.of(*found))
         if isinstance(outcome, Refused):
             return outcome.respond(start_response, environ)
-        return outcome.finish()
+        return outcome.finish(start_response)
 
 

@@ -16,9 +16,11 @@ Open http://127.0.0.1:8000/, pick a name and a room. ``/stats`` is a live dashbo
 
 Environment:
     CHAT_SECRET_KEY: signs the session cookie (the name); the same on every worker and host.
+        Unset (development): a key drawn once and kept in ``instance/chat_secret_key``.
     CHAT_REDIS_URL: Redis for the backplane, the shared history, presence and statistics.
     CHAT_ALLOWED_ORIGINS: comma-separated origins allowed besides the app's own host
         (``https://chat.example.com``), for pages served from another name.
+    CHAT_RATE: chat messages a second per connection once the burst of 8 is spent (2 by default).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
-from flask import Flask, abort, redirect, render_template, request, session, url_for
+from flask import Flask, abort, jsonify, redirect, render_template, request, session, url_for
 from werkzeug.wrappers import Response
 
 from ignitia_sync import Message, TokenBucket
@@ -51,7 +53,8 @@ log = logging.getLogger("chat_app")
 MAX_MESSAGE_BYTES = 4096  # one WebSocket message; the library closes bigger ones with 1009
 MAX_TEXT_CHARS = 1000  # one chat message, after JSON decoding
 PING_INTERVAL = 25.0  # keepalive pings: well inside nginx's 60 s proxy_read_timeout
-RATE, BURST = 2.0, 8  # chat messages per second per connection, and how many may come at once
+RATE = float(os.environ.get("CHAT_RATE", "2"))  # chat messages per second per connection (after the burst)
+BURST = 8  # how many may come at once
 MAX_STRIKES = 40  # rejected messages in a row before the connection is closed with 1008
 NAME_MAX = 24
 ROOM_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")
@@ -59,11 +62,36 @@ WORKER = f"{os.uname().nodename}:{os.getpid()}"  # refreshed per process in _ens
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+
+def development_key(folder: str) -> str:
+    """The key that signs sessions in development: drawn once, kept in ``folder``, read after.
+
+    Flask's instance folder (``instance/`` next to the package, never committed) holds it, so
+    a restart keeps everyone signed in and open pages reconnect as the same user. Two
+    processes starting at once end up with the same key (the first file linked in place wins).
+
+    Example::
+
+        app.secret_key = os.environ.get("CHAT_SECRET_KEY") or development_key(app.instance_path)
+    """
+    path = os.path.join(folder, "chat_secret_key")
+    if not os.path.exists(path):
+        os.makedirs(folder, exist_ok=True)
+        draft = f"{path}.{os.getpid()}"
+        with open(os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
+            file.write(secrets.token_hex(32) + "\n")
+        with contextlib.suppress(FileExistsError):
+            os.link(draft, path)  # atomic, and never over another process's key
+        os.unlink(draft)
+    with open(path) as file:
+        return file.read().strip()
+
+
 app = Flask(__name__)
-# Never a key written in the source (anyone could sign any name with it): without
-# CHAT_SECRET_KEY each process draws its own, so sessions end with the process and are not
-# shared between workers.
-app.secret_key = os.environ.get("CHAT_SECRET_KEY") or secrets.token_hex(32)
+# Never a key written in the source (anyone could sign any name with it). Production sets
+# CHAT_SECRET_KEY (the same on every worker and host); without it, development uses a key
+# drawn once and kept in the instance folder, which survives restarts.
+app.secret_key = os.environ.get("CHAT_SECRET_KEY") or development_key(app.instance_path)
 app.config.update(
     SESSION_COOKIE_SAMESITE="Lax",
     SESSION_COOKIE_HTTPONLY=True,
@@ -77,7 +105,7 @@ store: Store = RedisStore(REDIS_URL) if REDIS_URL else LocalStore()
 if not REDIS_URL and "gunicorn" in sys.modules:
     log.warning("no CHAT_REDIS_URL: each gunicorn worker keeps its own rooms, history and presence")
 if not os.environ.get("CHAT_SECRET_KEY"):
-    log.warning("CHAT_SECRET_KEY is not set: a random key signs sessions (lost on restart, not shared by workers)")
+    log.warning("CHAT_SECRET_KEY is not set: the development key in the instance folder signs sessions")
 EXTRA_ORIGINS = {o.strip().lower().rstrip("/") for o in os.environ.get("CHAT_ALLOWED_ORIGINS", "").split(",") if o.strip()}
 
 sock = Sock(app)  # the chat: its stats() are the dashboard's figures
@@ -133,6 +161,19 @@ def room_page(room: str) -> str | Response:
         "room.html", room=room, name=session["name"], ws_path=ws_path, max_bytes=MAX_MESSAGE_BYTES,
         max_chars=MAX_TEXT_CHARS,
     )
+
+
+@app.route("/session")
+def session_state() -> Response:
+    """Who the session cookie says this is: the page asks when its WebSocket cannot open.
+
+    An upgrade without a valid session gets 401 before the 101, which a browser page never
+    sees (its WebSocket just closes with 1006); this answer tells it to sign in again (the
+    cookie expired, or the server's key changed) instead of retrying forever.
+    """
+    answer = jsonify(name=session.get("name"))
+    answer.headers["Cache-Control"] = "no-store"
+    return answer
 
 
 @app.route("/logout", methods=["POST"])

@@ -39,16 +39,18 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from django.core.handlers.wsgi import WSGIHandler
-from django.core.wsgi import get_wsgi_application as django_wsgi_application
-from django.db import close_old_connections, transaction
-from django.http import HttpRequest, HttpResponse
-
+from .._support.extras import needs
 from ..connection.connection import WebSocketConnection
 from ..handlers import Handler
 from ..hosting.host import HostSettings, Target
 from ..router import RouteOptions
 from ..wsgi import Refused, WebSocketHost, upgrade_required
+
+with needs("ignitia_sync.django", "Django", extra="django", packages=("django",)):
+    from django.core.handlers.wsgi import WSGIHandler
+    from django.core.wsgi import get_wsgi_application as django_wsgi_application
+    from django.db import close_old_connections, transaction
+    from django.http import HttpRequest, HttpResponse
 
 __all__ = ["WebSocketApplication", "get_wsgi_application", "websocket_view"]
 
@@ -104,7 +106,7 @@ class _Upgraded(HttpResponse):  # type: ignore[misc]
     """
 
     def __init__(self, finish: Callable[[], Iterable[bytes]]) -> None:
-        super().__init__(status=200)
+        super().__init__(status=101)  # what a server that logs the request (pywsgi, gunicorn's access log) writes
         self._finish = finish
 
     def __iter__(self) -> Any:

@@ -320,10 +320,14 @@ class Host:
         sock: socket.socket,
         initial_data: bytes = b"",
         connection_class: type[WebSocketConnection] = WebSocketConnection,
+        *,
+        server_logs: bool = False,
     ) -> None:
         """Write the 101 and serve the connection until it is closed and accounted for.
 
         ``initial_data``: what the client sent after its request head (its first frames).
+        ``server_logs``: the WSGI server writes its own access line for the request
+        (pywsgi, Werkzeug), so ours is written at DEBUG: one line per WebSocket either way.
         A client that left before the 101 could be written is closed quietly.
         """
         request, accepted, extensions, target = opening
@@ -359,7 +363,8 @@ class Host:
             return
         self._stats.opened()
         try:
-            serve_connection(ws, target.handler, target.params, registry=self.registry, on_closed=self._closed)
+            on_closed = self._closed_logged_by_server if server_logs else self._closed
+            serve_connection(ws, target.handler, target.params, registry=self.registry, on_closed=on_closed)
         finally:
             self._served()
 
@@ -374,6 +379,12 @@ class Host:
         self._limits.release(ws.request.client_ip)
         self._stats.closed(ws)
         log_access(ws)
+
+    def _closed_logged_by_server(self, ws: WebSocketConnection) -> None:
+        """:meth:`_closed` where the WSGI server writes the access line: ours at DEBUG."""
+        self._limits.release(ws.request.client_ip)
+        self._stats.closed(ws)
+        log_access(ws, logging.DEBUG)
 
     def _served(self) -> None:
         """An upgrade is over: after the last one of a shutdown, close the backplane."""
@@ -485,8 +496,9 @@ def shutdown_all(code: int = 1001, reason: str = "Server shutdown") -> None:
 
     The gunicorn worker and a stopping server that serves a WSGI app call it.
 
-    Example:
-        >>> shutdown_all()
+    Example::
+
+        shutdown_all()
     """
     for host in list(_hosts):
         if host.ends_with_process and not host.shutting_down:

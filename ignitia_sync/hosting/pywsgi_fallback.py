@@ -109,7 +109,11 @@ class HeadWaits(Protocol):
 
 @functools.cache
 def _handler_class(base: type[Any]) -> type[Any]:
-    """pywsgi's request handler with a deadline (and the server told) for each request head."""
+    """pywsgi's request handler with a deadline (and the server told) for each request head.
+
+    It writes no access line for a WebSocket the WSGI app served (its status is the 101 that
+    ``finish(start_response)`` reported): ours, on the same logger, is that connection's line.
+    """
 
     class BoundedHeads(base):  # type: ignore[misc]
         head_timeout: float | None = None
@@ -139,6 +143,11 @@ def _handler_class(base: type[Any]) -> type[Any]:
                 return super().handle_one_request()
             finally:
                 self._head_read()  # a request line refused (414) or never come (EOF)
+
+        def log_request(self) -> None:
+            status = self.status.decode("latin-1") if isinstance(self.status, bytes) else str(self.status or "")
+            if not status.startswith("101"):  # a WebSocket the app served: its access line is ours
+                super().log_request()
 
         def _head_read(self) -> None:
             if self._in_head:

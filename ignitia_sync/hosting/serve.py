@@ -7,7 +7,12 @@ the test client calls it the same way. The close code follows from how the handl
 Example:
     >>> def handler(ws):
     ...     ws.send_text("hello")
-    >>> # serve_connection(ws, Handler(handler), {}, registry=registry)
+    >>> from ignitia_sync import Router
+    >>> from ignitia_sync.testing import TestClient
+    >>> with TestClient(Router().websocket("/", handler)) as client:  # its server calls serve_connection
+    ...     ws = client.connect("/")
+    ...     ws.recv(timeout=5), ws.recv(timeout=5)  # the handler returned: 1000
+    (Text(data='hello'), Close(frame=CloseFrame(code=1000, reason='')))
 """
 
 from __future__ import annotations
@@ -30,12 +35,16 @@ log = logging.getLogger("ignitia_sync.server")
 access_log = logging.getLogger("ignitia_sync.access")
 
 
-def log_access(ws: WebSocketConnection) -> None:
+def log_access(ws: WebSocketConnection, level: int = logging.INFO) -> None:
     """Write the one access line of a closed connection (path only: no query, no token).
+
+    ``level``: DEBUG where the WSGI server writes its own line for the request (pywsgi,
+    Werkzeug), so that a WebSocket has one access line by default.
 
     Example line: ``127.0.0.1 "GET /chat" 101 12.031s in=42/3120B out=40/2980B close=1000``
     """
-    access_log.info(
+    access_log.log(
+        level,
         '%s "GET %s" 101 %.3fs in=%d/%dB out=%d/%dB close=%d',
         ws.request.client_ip, escape_for_log(ws.request.path), time.monotonic() - ws.opened_at,
         ws.messages_in, ws.bytes_in, ws.messages_out, ws.bytes_out, ws.close_code or 1006,

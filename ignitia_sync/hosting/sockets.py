@@ -28,7 +28,7 @@ import logging
 import socket
 import ssl
 from collections.abc import Callable, Iterable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import gevent.socket
 
@@ -36,7 +36,7 @@ from .._support.logs import escape_for_log
 from ..connection.transport import gevent_socket
 from ..exceptions import HandshakeError
 
-__all__ = ["READER_KEY", "SOCKET_KEY", "SocketTakenOver", "TakenSocket", "take_socket"]
+__all__ = ["READER_KEY", "SOCKET_KEY", "Finish", "SocketTakenOver", "TakenSocket", "take_socket"]
 
 log = logging.getLogger("ignitia_sync.wsgi")
 
@@ -44,6 +44,21 @@ log = logging.getLogger("ignitia_sync.wsgi")
 #: (our Django ``runserver`` does); ``"ignitia_sync.reader"`` may hold its buffered reader.
 SOCKET_KEY = "ignitia_sync.socket"
 READER_KEY = "ignitia_sync.reader"
+
+
+class Finish(Protocol):
+    """How a served WebSocket's request ends: ``finish()`` or ``finish(start_response)``.
+
+    Example (the end of a WSGI callable that served a WebSocket)::
+
+        return taken.finish(start_response)
+    """
+
+    def __call__(self, start_response: Callable[..., Any] | None = None) -> Iterable[bytes]: ...
+
+
+#: The status a server that writes its own access line logs for a served WebSocket.
+_SWITCHING = "101 Switching Protocols"
 
 
 class TakenSocket(NamedTuple):
@@ -61,10 +76,16 @@ class TakenSocket(NamedTuple):
     #: What the client sent after the request head that the server had already read.
     buffered: bytes
     #: Ends the request so that the server writes nothing more and does not reuse the
-    #: connection: it raises :class:`SocketTakenOver` (call it last, from the WSGI callable).
-    finish: Callable[[], Iterable[bytes]]
+    #: connection (call it last, from the WSGI callable). Given the request's
+    #: ``start_response``, it first reports the 101 for the server's own access line;
+    #: it raises :class:`SocketTakenOver`, except under Werkzeug, where it returns ``[]``
+    #: after shutting the socket down (Werkzeug's debugger would turn the raise into a 500).
+    finish: Finish
     #: The server runs each request in its own OS thread (one hub per connection).
     threaded: bool
+    #: The server writes its own access line for this request (pywsgi, Werkzeug): once
+    #: ``finish(start_response)`` gave it the 101 to log, ours goes to DEBUG (one line each).
+    server_logs: bool = False
 
 
 def take_socket(environ: dict[str, Any]) -> TakenSocket:
@@ -89,8 +110,11 @@ def take_socket(environ: dict[str, Any]) -> TakenSocket:
             return _from_threaded_server(environ, server_socket)
     stream = environ.get("wsgi.input")
     raw = getattr(getattr(stream, "raw", None), "_sock", None)
-    if isinstance(raw, gevent.socket.socket) and "gevent" in str(environ.get("SERVER_SOFTWARE", "")).lower():
-        return TakenSocket(raw, _drain_buffer(stream, raw), _end_request, threaded=False)
+    software = str(environ.get("SERVER_SOFTWARE", ""))
+    if isinstance(raw, gevent.socket.socket) and "gevent" in software.lower():
+        # pywsgi logs every request it handled; our server's fallback (its handler) does not log a 101.
+        ours = software.startswith("ignitia_sync")
+        return TakenSocket(raw, _drain_buffer(stream, raw), _end_request, threaded=False, server_logs=not ours)
     log.error(
         "WebSocket upgrade on %s, which does not hand its sockets to the application: "
         "serve the app with `ignitia-sync MODULE:app`, `gunicorn -k gevent`, or gevent.pywsgi",
@@ -131,7 +155,9 @@ class SocketTakenOver(ConnectionAbortedError):
         super().__init__(errno.EPIPE, reason)
 
 
-def _end_request() -> Iterable[bytes]:
+def _end_request(start_response: Callable[..., Any] | None = None) -> Iterable[bytes]:
+    if start_response is not None:  # pywsgi and gunicorn only take note of it: nothing is written
+        start_response(_SWITCHING, [])
     raise SocketTakenOver
 
 
@@ -146,15 +172,26 @@ def _from_threaded_server(environ: dict[str, Any], server_socket: socket.socket)
     # (Werkzeug polls it after the application returns), and ours is ours to close.
     ours = gevent_socket(server_socket.dup())
 
-    def finish() -> Iterable[bytes]:
+    werkzeug = environ.get("werkzeug.socket") is server_socket
+
+    def finish(start_response: Callable[..., Any] | None = None) -> Iterable[bytes]:
         try:  # the peer sees the end now, and the server's next read sees EOF (no keep-alive reuse)
             server_socket.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
+        if werkzeug and start_response is not None:
+            # Werkzeug logs `"GET /path HTTP/1.1" 101 -`, then its header write fails with
+            # EPIPE on the shut-down socket (its own descriptor: nothing reaches anyone), which
+            # it takes for a dropped client, silently. No exception crosses `flask run --debug`'s
+            # debugger, which would answer one with a 500 and a traceback.
+            start_response(_SWITCHING, [])
+            return []
         raise SocketTakenOver
 
     # A stdlib socket means real threads; under monkey-patching they are greenlets of one hub.
-    return TakenSocket(ours, buffered, finish, threaded=not isinstance(server_socket, gevent.socket.socket))
+    return TakenSocket(
+        ours, buffered, finish, threaded=not isinstance(server_socket, gevent.socket.socket), server_logs=werkzeug,
+    )
 
 
 def _drain_buffer(stream: Any, sock: socket.socket) -> bytes:

@@ -68,7 +68,25 @@
       sendButton.disabled = true;
       explain(event);
       scheduleReconnect();
+      if (!opened) { checkSignedIn(); }
     };
+  }
+
+  // A refused upgrade (401: the session expired, or the server's key changed) is invisible
+  // here: the WebSocket just closes with 1006. So after an attempt that never opened, ask
+  // the server who we are; signed out, go to the sign-in page instead of retrying forever.
+  function checkSignedIn() {
+    fetch(root.dataset.sessionUrl, { credentials: "same-origin", cache: "no-store" })
+      .then(function (response) { return response.ok ? response.json() : null; })
+      .then(function (state) {
+        if (state && !state.name) {
+          clearTimeout(retryTimer);
+          retryTimer = null;
+          setStatus("signed out");
+          location.assign(root.dataset.signInUrl);
+        }
+      })
+      .catch(function () {});  // the server is down: the retries go on
   }
 
   function scheduleReconnect() {
