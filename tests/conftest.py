@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import pathlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 
 from ignitia_sync import Router, Server
 
+from .apps import Certificate, issue_certificate
 from .browser import browser  # noqa: F401 (a fixture: headless Chromium for the browser tests)
 from .redis_server import RedisServer
 
@@ -85,6 +87,12 @@ def server_side_errors_fail_the_test(request: pytest.FixtureRequest) -> Iterator
 @pytest.fixture(autouse=True)
 def _log_level(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="ignitia_sync")
+
+
+@pytest.fixture
+def certificate(tmp_path: pathlib.Path) -> Certificate:
+    """A certificate for 127.0.0.1 and localhost from a throwaway authority (``tests/apps.py``)."""
+    return issue_certificate(tmp_path, "127.0.0.1", "localhost")
 
 
 @pytest.fixture

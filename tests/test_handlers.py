@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import gevent
 
 from ignitia_sync import (
@@ -14,6 +12,7 @@ from ignitia_sync import (
     websocket_message_handler,
 )
 from ignitia_sync.testing import TestClient
+from tests.waiting import wait_for
 from tests.wire import Peer, frame
 
 
@@ -38,10 +37,7 @@ def test_message_handler_is_called_per_message_then_ends_on_close():
             ws.send_text("a")
             ws.send_text("b")
             assert [ws.recv(timeout=5), ws.recv(timeout=5)] == [Message.text("lobby:A"), Message.text("lobby:B")]
-        deadline = time.monotonic() + 5
-        while not (calls and isinstance(calls[-1], Message.Close)) and time.monotonic() < deadline:
-            gevent.sleep(0.02)  # the server runs in this hub
-    assert isinstance(calls[-1], Message.Close)
+        wait_for(lambda: calls and isinstance(calls[-1], Message.Close), "the Close handed to the handler")
 
 
 def test_batch_handler_fills_batches_and_flushes_on_timeout(serve):
@@ -73,9 +69,7 @@ def test_batch_handler_delivers_the_partial_batch_when_the_peer_closes(serve):
     peer.upgrade("/b")
     peer.send(frame(0x1, b"one") + frame(0x1, b"two") + frame(0x8, b"\x03\xe8"))
     assert peer.read_close()[0] == 1000
-    deadline = time.monotonic() + 3  # far less than the 5 s batch timeout
-    while not batches and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_for(lambda: batches, "the batch flushed by the Close", timeout=3)  # far less than the 5 s batch timeout
     assert batches == [["one", "two"]]
 
 

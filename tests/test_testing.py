@@ -6,8 +6,6 @@ These are also the tests of the examples (``examples.flask_app``, ``examples.dja
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from ignitia_sync import HandshakeError, Message, Router, WebSocketConnection
@@ -109,18 +107,23 @@ def test_the_flask_example_shares_the_session_of_app_test_client():
 
 @pytest.fixture(scope="module")
 def django_project(tmp_path_factory):
-    os.environ["DJANGO_SETTINGS_MODULE"] = "examples.django_project.settings"
-    os.environ["DJANGO_DB"] = str(tmp_path_factory.mktemp("django") / "db.sqlite3")
-    import django
-    from django.core.management import call_command
-    from django.test.utils import setup_test_environment
+    """The example project set up in this process; its variables and Django's test environment undone after."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DJANGO_SETTINGS_MODULE", "examples.django_project.settings")
+        patch.setenv("DJANGO_DB", str(tmp_path_factory.mktemp("django") / "db.sqlite3"))
+        import django
+        from django.core.management import call_command
+        from django.test.utils import setup_test_environment, teardown_test_environment
 
-    django.setup()
-    setup_test_environment()
-    call_command("migrate", verbosity=0)
-    from examples.django_project.wsgi import application
+        django.setup()
+        setup_test_environment()
+        try:
+            call_command("migrate", verbosity=0)
+            from examples.django_project.wsgi import application
 
-    return application
+            yield application
+        finally:
+            teardown_test_environment()
 
 
 def test_the_django_example_sees_the_logged_in_user_and_session(django_project):

@@ -9,7 +9,7 @@ poll from inside the hub that serves); from a plain thread that is an ordinary s
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import gevent
 

@@ -8,7 +8,6 @@ given, never later in a publisher shared by every connection of the process.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +17,7 @@ from websockets.sync.client import ClientConnection, connect
 from ignitia_sync import Message, Router
 from tests.conftest import url
 from tests.redis_server import RedisServer
+from tests.waiting import wait_for
 
 BAD = "\ud800"  # what json.loads('"\\ud800"') returns
 OPS = ["identify", "join", "leave", "broadcast", "send_to"]
@@ -83,10 +83,7 @@ def test_a_lone_surrogate_id_does_not_stop_the_process_from_publishing_through_r
     there = serve(ROUTER, backplane=redis_server.url)
     with connect(url(there, "/member/r")) as listener, connect(url(here, "/names")) as ws:
         assert listener.recv(timeout=10) == "joined"
-        deadline = time.monotonic() + 10
-        while redis_server.subscribers("ignitia:room:r") < 1:
-            assert time.monotonic() < deadline, "the member's process did not subscribe"
-            time.sleep(0.02)
+        wait_for(lambda: redis_server.subscribers("ignitia:room:r") >= 1, "the member's process to subscribe")
         for op in OPS:
             assert "lone surrogate" in ask(ws, op, BAD).get("error", ""), op
         assert ask(ws, "broadcast", "r") == {"ok": "broadcast"}

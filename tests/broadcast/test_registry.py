@@ -5,7 +5,6 @@ from __future__ import annotations
 import socket
 import struct
 import threading
-import time
 
 import gevent
 import pytest
@@ -14,15 +13,8 @@ from websockets.sync.client import connect
 from ignitia_sync import ConnectionClosed, Message, Router, WebSocketConnection
 from ignitia_sync.testing import TestClient
 from tests.conftest import url
+from tests.waiting import wait_for
 from tests.wire import Peer, frame
-
-
-def wait_for(predicate, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.02)
 
 
 def room_chat(ws: WebSocketConnection, room: str) -> None:

@@ -18,6 +18,7 @@ import pytest
 from ignitia_sync import Message
 from ignitia_sync.broadcast.registry import LocalBackplane, Registry
 from ignitia_sync.connection.threads import real_get_ident
+from tests.waiting import wait_for
 
 
 def in_thread(func: Callable[..., Any], *args: Any) -> Any:
@@ -37,13 +38,6 @@ def in_thread(func: Callable[..., Any], *args: Any) -> Any:
     if failure:
         raise failure[0]
     return result[0]
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Let this thread's hub run until ``predicate()``."""
-    with gevent.Timeout(timeout):
-        while not predicate():
-            gevent.sleep(0.01)
 
 
 class RecordingBackplane(LocalBackplane):

@@ -24,8 +24,10 @@ from websockets.exceptions import ConnectionClosed as ClientClosed
 from websockets.sync.client import connect
 
 from ignitia_sync import ConnectionClosed, Headers, Message, Router, WebSocketConnection
+from tests.apps import ECHO, echo
 from tests.conftest import url
 from tests.subprocess_server import ROOT, free_port
+from tests.waiting import wait_for
 from tests.wire import Peer, frame
 
 
@@ -52,20 +54,15 @@ def frames_until_close(peer: Peer) -> list[tuple[int, bytes]]:
             return seen
 
 
-def wait_for(predicate: Any, seconds: float = 10.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
-
-
 # -- H1: one ordered stream ------------------------------------------------------------
 
 
 def test_a_direct_send_never_lands_inside_a_half_written_broadcast_frame(serve):
     big = b"A" * 3_000_000
+    opened: list[WebSocketConnection] = []
 
     def handler(ws: WebSocketConnection) -> None:
+        opened.append(ws)
         ws.join("room")
         assert ws.recv() == Message.text("go")
         ws.registry.broadcast(Message.binary(big), room="room")  # partly written: the peer reads slowly
@@ -75,7 +72,8 @@ def test_a_direct_send_never_lands_inside_a_half_written_broadcast_frame(serve):
     server = serve(Router().websocket("/r", handler), outbox_limit=8_000_000)
     peer = small_buffer_peer(server, "/r")
     peer.send(frame(0x1, b"go"))
-    time.sleep(0.3)  # the broadcast is half out, the handler's send() waits
+    # The broadcast is half out and the handler's send() waits behind it: only then read.
+    wait_for(lambda: opened and opened[0]._transport._send_waiters, "the handler's send() to wait")
     assert frames_until_close(peer) == [(2, big), (1, b"X"), (8, struct.pack("!H", 4000) + b"done")]
 
 
@@ -105,12 +103,7 @@ def test_a_handler_that_never_reads_is_not_dropped_by_keepalive(serve):
 
 
 def test_a_ping_flood_from_a_peer_that_never_reads_meets_backpressure(serve):
-    def echo(ws: WebSocketConnection) -> None:
-        for message in ws:  # drains the inbox: only the pongs could pile up
-            if isinstance(message, (Message.Text, Message.Binary)):
-                ws.send(message)
-
-    server = serve(Router().websocket("/echo", echo))
+    server = serve(ECHO)  # echo drains the inbox: only the pongs could pile up
     peer = small_buffer_peer(server, "/echo")
     pings = frame(0x9, b"p" * 125) * 100
     peer.sock.settimeout(3)
@@ -148,43 +141,49 @@ def test_a_ping_flood_from_a_peer_that_never_reads_meets_backpressure(serve):
 
 
 def test_the_peers_close_is_answered_after_the_queued_messages(serve):
-    done = threading.Event()
+    done, queued = threading.Event(), threading.Event()
 
     def handler(ws: WebSocketConnection) -> None:
         assert ws.recv() == Message.text("go")
-        ws.send_nowait(Message.text("a" * 1_000_000))
-        ws.send_nowait(Message.text("b" * 1_000_000))
+        # Together more than the kernel's buffers take (4 MiB here): the second stays in our queue.
+        ws.send_nowait(Message.text("a" * 4_000_000))
+        ws.send_nowait(Message.text("b" * 4_000_000))
+        queued.set()
         ws.recv()
         done.set()
 
-    server = serve(Router().websocket("/q", handler), outbox_limit=4_000_000, max_message_size=2_000_000)
+    server = serve(Router().websocket("/q", handler), outbox_limit=16_000_000)
     peer = small_buffer_peer(server, "/q")
     peer.send(frame(0x1, b"go"))
-    time.sleep(0.3)
-    peer.send(frame(0x8, struct.pack("!H", 1000)))  # while both messages are still queued
+    assert queued.wait(10)
+    peer.send(frame(0x8, struct.pack("!H", 1000)))  # while both messages are still queued (we read nothing yet)
     got = frames_until_close(peer)
-    assert got == [(1, b"a" * 1_000_000), (1, b"b" * 1_000_000), (8, struct.pack("!H", 1000))]
+    assert got == [(1, b"a" * 4_000_000), (1, b"b" * 4_000_000), (8, struct.pack("!H", 1000))]
     assert peer.at_eof() and done.wait(5)
 
 
 def test_nothing_follows_our_close_not_even_a_broadcast(serve):
+    closed = threading.Event()
+
     def handler(ws: WebSocketConnection) -> None:
         ws.join("room")
         assert ws.recv() == Message.text("go")
-        sender = gevent.spawn(ws.send_bytes, b"B" * 2_000_000)  # blocks: the peer reads slowly
-        gevent.sleep(0.1)
+        # More than the kernel's buffers take (2 MB fitted whole: the sender was done before the close).
+        sender = gevent.spawn(ws.send_bytes, b"B" * 8_000_000)  # blocks: the peer reads slowly
+        wait_for(lambda: ws._transport._send_waiters, "the sender to wait")  # (in this hub: gevent.sleep)
         ws.close(4000, "bye")
         assert ws.registry.broadcast(Message.text("late"), room="room") == 0
         with pytest.raises(ConnectionClosed):
             ws.send_text("later")
+        closed.set()
         sender.join()
 
     server = serve(Router().websocket("/c", handler))
     peer = small_buffer_peer(server, "/c")
     peer.send(frame(0x1, b"go"))
-    time.sleep(0.3)
+    assert closed.wait(10)  # all of it happened while the peer read nothing
     got = frames_until_close(peer)
-    assert got == [(2, b"B" * 2_000_000), (8, struct.pack("!H", 4000) + b"bye")]
+    assert got == [(2, b"B" * 8_000_000), (8, struct.pack("!H", 4000) + b"bye")]
     peer.send(frame(0x8, struct.pack("!H", 4000)))
     assert peer.read_body() == b""  # and then nothing but EOF
 
@@ -295,9 +294,8 @@ def test_a_signal_drains_a_script_that_ends_with_ignitia(signum):
     process = start_script(port)
     try:
         with connect(f"ws://127.0.0.1:{port}/queue", open_timeout=10) as client:
-            time.sleep(0.2)
+            got = [client.recv(timeout=10)]  # the handler ran: all three are queued before "ready"
             process.send_signal(signum)
-            got = []
             with pytest.raises(ClientClosed):
                 while True:
                     got.append(client.recv(timeout=10))
@@ -450,11 +448,6 @@ def test_idle_timeout_counts_data_messages_not_pongs(serve):
 
 def test_data_messages_reset_the_idle_timer(serve):
     """A connection that keeps talking outlives idle_timeout many times over; silence then closes it."""
-
-    def echo(ws: WebSocketConnection) -> None:
-        for message in ws:
-            if isinstance(message, Message.Text):
-                ws.send_text(message.data)
 
     server = serve(Router().websocket("/chatty", echo), idle_timeout=0.3)
     with connect(url(server, "/chatty")) as client:

@@ -9,7 +9,6 @@ threaded, no hub of its own) in a thread of its own. (gunicorn: ``test_gunicorn_
 from __future__ import annotations
 
 import contextlib
-import time
 import urllib.request
 
 import pytest
@@ -17,6 +16,7 @@ from websockets.sync.client import connect
 
 from tests.redis_server import RedisServer
 from tests.subprocess_server import free_port, host_command, running
+from tests.waiting import wait_for
 
 TARGET = "tests.scripts.lifecycle_app:app"
 
@@ -32,10 +32,7 @@ def test_an_http_view_broadcasts_to_another_process_before_any_websocket_here(
             stack.enter_context(running(host_command(host, TARGET, port), port, env))
         with connect(f"ws://127.0.0.1:{ports[0]}/ws/room/news", open_timeout=10) as member:
             assert member.recv(timeout=10).startswith("joined")
-            deadline = time.monotonic() + 10
-            while redis_server.subscribers("ignitia:room:news") < 1:
-                assert time.monotonic() < deadline, "the member's process did not subscribe"
-                time.sleep(0.05)
+            wait_for(lambda: redis_server.subscribers("ignitia:room:news") >= 1, "the member's process to subscribe")
             for n in range(2):  # the first starts the other process's backplane; the second finds it started
                 post = f"http://127.0.0.1:{ports[1]}/broadcast/news"
                 with urllib.request.urlopen(post, data=f"news {n}".encode(), timeout=10) as response:

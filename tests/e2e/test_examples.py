@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -23,7 +24,8 @@ from tests.subprocess_server import free_port, host_command, running
 ROOT = pathlib.Path(__file__).parent.parent.parent
 
 
-def _start(command: list[str], env: dict[str, str] | None) -> tuple[subprocess.Popen[str], str]:
+def _start(command: list[str], env: dict[str, str] | None) -> tuple[subprocess.Popen[str], str, Callable[[], str]]:
+    """The example's process, its ws:// base, and ``output()``: all it printed (call it once it has exited)."""
     process = subprocess.Popen(
         command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
@@ -38,47 +40,61 @@ def _start(command: list[str], env: dict[str, str] | None) -> tuple[subprocess.P
         lines.append(line)
         found = re.search(r"ws://([\d.]+):(\d+)", line)
         if found:
-            return process, f"ws://{found.group(1)}:{found.group(2)}"
+            # The rest is read as it comes (a full pipe would stall the example), checked at the end.
+            reader = threading.Thread(target=lines.extend, args=(process.stdout,), daemon=True)
+            reader.start()
+
+            def output(reader: threading.Thread = reader) -> str:
+                reader.join(20)
+                return "".join(lines)
+
+            return process, f"ws://{found.group(1)}:{found.group(2)}", output
     process.kill()
     raise AssertionError("example did not start:\n" + "".join(lines))
 
 
 @pytest.fixture
 def example() -> Iterator[Callable[..., str]]:
-    """``base = example("echo")`` runs examples/echo.py --port 0; ``cli=True`` uses ignitia-sync."""
-    processes: list[subprocess.Popen[str]] = []
+    """``base = example("echo")`` runs examples/echo.py --port 0; ``cli=True`` uses ignitia-sync.
+
+    After the test each is stopped (SIGTERM), must exit with 0 and must have printed no traceback.
+    """
+    processes: list[tuple[subprocess.Popen[str], Callable[[], str]]] = []
 
     def start(name: str, env: dict[str, str] | None = None, cli: bool = False) -> str:
         if cli:
             command = [sys.executable, "-m", "ignitia_sync", f"examples.{name}:app", "--port", "0"]
         else:
             command = [sys.executable, f"examples/{name}.py", "--port", "0"]
-        process, base = _start(command, env)
-        processes.append(process)
+        process, base, output = _start(command, env)
+        processes.append((process, output))
         return base
 
     yield start
-    for process in processes:
+    for process, output in processes:
         process.send_signal(signal.SIGTERM)
         try:
-            assert process.wait(15) == 0
+            assert process.wait(15) == 0, output()
         finally:
             process.kill()
+        assert "Traceback" not in output(), output()
 
 
 @pytest.fixture
 def example_process() -> Iterator[Callable[..., tuple[subprocess.Popen[str], str]]]:
-    """Like ``example``, but hands over the process (the test signals it itself)."""
-    processes: list[subprocess.Popen[str]] = []
+    """Like ``example``, but hands over the process (the test signals it itself); no traceback either."""
+    processes: list[tuple[subprocess.Popen[str], Callable[[], str]]] = []
 
     def start(name: str) -> tuple[subprocess.Popen[str], str]:
-        process, base = _start([sys.executable, f"examples/{name}.py", "--port", "0"], None)
-        processes.append(process)
+        process, base, output = _start([sys.executable, f"examples/{name}.py", "--port", "0"], None)
+        processes.append((process, output))
         return process, base
 
     yield start
-    for process in processes:
+    for process, output in processes:
         process.kill()
+        process.wait(15)
+        assert "Traceback" not in output(), output()
 
 
 def test_echo(example):
@@ -297,9 +313,9 @@ def test_authenticated_chat(example):
     assert info.value.response.status_code == 401
     with connect(f"{base}/secure-chat?token=secret-token") as ws:
         welcome = json.loads(ws.recv())
-        assert welcome == {"type": "welcome", "user_id": "token", "message": "Welcome to the authenticated channel!"}
+        assert welcome == {"type": "welcome", "user_id": "guest", "message": "Welcome to the authenticated channel!"}
         ws.send("hi")
-        assert ws.recv() == "token: hi"
+        assert ws.recv() == "guest: hi"
 
 
 def test_rate_limited(example):

@@ -7,13 +7,14 @@ answers name the process that gave them); Redis is a real ``redis-server``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import socket
 import subprocess
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 from websockets.exceptions import ConnectionClosed as ClientClosed
@@ -22,6 +23,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from tests.redis_server import RedisServer
 from tests.subprocess_server import ROOT, free_port, host_command, running
+from tests.waiting import wait_for
 from tests.wire import Peer, frame
 
 TARGET = "tests.scripts.lifecycle_app:app"
@@ -42,11 +44,7 @@ def get(port: int, path: str, data: str | None = None) -> str:
         return str(response.read().decode())
 
 
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
+wait_until = functools.partial(wait_for, timeout=15.0)  # processes of their own: a longer wait
 
 
 def closed_with(ws: ClientConnection, timeout: float) -> tuple[int | None, float]:

@@ -17,15 +17,11 @@ from websockets.sync.client import connect as real_connect
 
 from ignitia_sync import HandshakeError, Router
 from ignitia_sync.testing import TestClient
+from tests.apps import echo
 from tests.subprocess_server import free_port, host_command, running
 from tests.wire import Peer, handshake_bytes
 
 TWO_MIB = os.urandom(2 << 20)
-
-
-def echo(ws: Any) -> None:
-    for message in ws:
-        ws.send(message)
 
 
 ROUTER = Router().websocket("/echo", echo, max_message_size=8 << 20)
@@ -33,15 +29,16 @@ ROUTER = Router().websocket("/echo", echo, max_message_size=8 << 20)
 
 @pytest.fixture(scope="module")
 def django_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    os.environ["DJANGO_SETTINGS_MODULE"] = "examples.django_project.settings"
-    os.environ.setdefault("DJANGO_DB", str(tmp_path_factory.mktemp("django") / "db.sqlite3"))
-    import django
+    with pytest.MonkeyPatch.context() as patch:  # the variables are this module's only
+        patch.setenv("DJANGO_SETTINGS_MODULE", "examples.django_project.settings")
+        patch.setenv("DJANGO_DB", str(tmp_path_factory.mktemp("django") / "db.sqlite3"))
+        import django
 
-    django.setup()
-    import ignitia_sync.django
-    from examples.django_project.wsgi import application
+        django.setup()
+        import ignitia_sync.django
+        from examples.django_project.wsgi import application
 
-    yield application
+        yield application
     # The process's WebSocket host of Django: a later test (test_testing.py) gets a new one, not
     # this one, which a server stopped meanwhile would have shut down with every WSGI host.
     if ignitia_sync.django._host is not None:

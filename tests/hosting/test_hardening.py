@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import zlib
 
 import gevent
@@ -17,16 +16,11 @@ import pytest
 from websockets.sync.client import connect
 
 from ignitia_sync import Router
+from tests.apps import echo
 from tests.conftest import url
 from tests.subprocess_server import ROOT, free_port
+from tests.waiting import wait_for
 from tests.wire import Peer, frame, handshake_bytes
-
-
-def echo(ws):
-    for message in ws:
-        ws.send(message)
-
-
 
 
 def test_max_connections_per_ip_counts_handshakes_still_in_their_middleware(serve):
@@ -41,7 +35,8 @@ def test_max_connections_per_ip_counts_handshakes_still_in_their_middleware(serv
     peers = [Peer(server.address) for _ in range(4)]
     for peer in peers:
         peer.send(handshake_bytes("/echo"))
-    time.sleep(0.3)  # two wait in the middleware; the other two were refused before it
+    # Two wait in the middleware; the other two were refused before it, while those two still wait.
+    wait_for(lambda: server.stats()["refused"].get(503) == 2, "two refused")
     gate.set()
     statuses = sorted(peer.read_head()[0] for peer in peers)
     assert statuses == [101, 101, 503, 503]
@@ -54,26 +49,28 @@ def test_running_out_of_file_descriptors_is_logged_and_survived():
         [sys.executable, os.path.join(ROOT, "tests", "scripts", "fd_limit_server.py"), str(port)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
     )
+    lines: list[str] = []
+    assert process.stdout is not None
+    reader = threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True)  # type: ignore[arg-type]
+    reader.start()
     try:
-        assert process.stdout is not None
-        while "serving" not in process.stdout.readline():
-            pass
+        wait_for(lambda: any("serving" in line for line in lines), "the server to start")
         held = []
         for _ in range(60):  # more than the 48 descriptors the server may have
             sock = socket.create_connection(("127.0.0.1", port), timeout=5)
             held.append(sock)
-        time.sleep(0.5)
+        wait_for(lambda: any("cannot accept: Too many open files" in line for line in lines), "EMFILE at accept")
         for sock in held:
             sock.close()
-        time.sleep(0.5)
-        with connect(f"ws://127.0.0.1:{port}/echo", open_timeout=10) as client:
+        with connect(f"ws://127.0.0.1:{port}/echo", open_timeout=10) as client:  # accepting resumes by itself
             client.send("still serving")
             assert client.recv(timeout=5) == "still serving"
         assert process.poll() is None
     finally:
         process.terminate()
-        output = process.communicate(timeout=20)[0]
-    assert "cannot accept: Too many open files" in output
+        process.wait(20)
+        reader.join(10)
+    output = "".join(lines)
     assert "Traceback" not in output
     assert process.returncode == 0
 
@@ -161,9 +158,7 @@ def test_tokens_never_reach_a_log_line(serve, caplog):
     with connect(url(server, "/secure?token=right-token")) as client:
         client.send("x")
         client.recv(timeout=5)
-    wait = time.monotonic() + 5
-    while not any(r.name == "ignitia_sync.access" for r in caplog.records) and time.monotonic() < wait:
-        time.sleep(0.01)
+    wait_for(lambda: any(r.name == "ignitia_sync.access" for r in caplog.records), "the access line")
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert "refused GET /secure" in text and '"GET /secure" 101' in text
     for secret in ("wrong-token-123", "bearer-secret-456", "right-token"):

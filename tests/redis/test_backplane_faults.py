@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -19,40 +18,13 @@ import pytest
 import redis
 
 from ignitia_sync import Message
-from ignitia_sync.redis import Emitter, RedisBackplane, decode, encode
+from ignitia_sync.redis import Emitter, RedisBackplane, encode
 from ignitia_sync.redis.envelope import _BROADCAST
 
 from ..redis_server import RedisServer
+from ..waiting import wait_for
+from .subscriber import Subscriber
 from .tcp_proxy import CuttingProxy
-
-
-def wait_for(condition: Callable[[], object], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        gevent.sleep(0.01)
-
-
-class Subscriber:
-    """A plain redis-py subscriber straight to Redis (not through a proxy), polled without blocking."""
-
-    def __init__(self, server: Any, *channels: str) -> None:
-        self.pubsub = server.client().pubsub()
-        self.pubsub.subscribe(*channels)
-        self.heard: list[Message] = []
-
-    def _next(self) -> Any:
-        """The next message already here, or None; a large one half arrived counts as not yet here."""
-        try:
-            return self.pubsub.get_message(timeout=0.01)
-        except BlockingIOError:  # redis-py read part of a 1 MiB message without blocking: next poll
-            return None
-
-    def poll(self) -> list[Message]:
-        while (message := self._next()) is not None:
-            if message["type"] == "message" and message["data"] != b"W":
-                self.heard.append(decode(message["data"])[3])
-        return self.heard
 
 
 class Recorded:
@@ -166,8 +138,8 @@ def test_the_publish_queue_is_bounded_in_bytes_during_a_stall(redis_server, make
         assert held <= 16 << 20, f"{held} bytes queued"
         assert dropped >= sent - 16, dropped  # past the bound: dropped and counted, as for max_pending
         assert backplane.stats()["pending_bytes"] <= 16 << 20
-    wait_for(lambda: len(subscriber.poll()) == sent - dropped, "what was queued, once Redis is back")
-    assert all(message == Message.binary(payload) for message in subscriber.heard)
+    wait_for(lambda: len(subscriber.messages()) == sent - dropped, "what was queued, once Redis is back")
+    assert all(message == Message.binary(payload) for message in subscriber.messages())
     wait_for(lambda: backplane.stats()["pending_bytes"] == 0, "the publisher to read Redis's answers")
     assert backplane.stats()["dropped"] == dropped and backplane.stats()["given_up"] == 0
 
@@ -185,8 +157,8 @@ def test_a_pipeline_cut_after_redis_ran_it_is_not_sent_again(redis_server, make)
         wait_for(lambda: proxy.cuts == 1, "the cut")
         wait_for(lambda: backplane.stats()["up"], "the link back")
         backplane.publish(Message.text("after the cut"), None)
-        wait_for(lambda: Message.text("after the cut") in subscriber.poll(), "the next broadcast")
-        assert subscriber.heard == [Message.text("exactly once"), Message.text("after the cut")]
+        wait_for(lambda: Message.text("after the cut") in subscriber.messages(), "the next broadcast")
+        assert subscriber.messages() == [Message.text("exactly once"), Message.text("after the cut")]
         assert backplane.stats()["given_up"] == 1  # not confirmed, not resent: counted
     finally:
         proxy.close()
@@ -204,8 +176,8 @@ def test_an_emitter_does_not_send_a_command_again_after_a_cut(redis_server):
             emitter.broadcast("exactly once")  # delivered, but we cannot know: it raises, it is not resent
         assert proxy.cuts == 1
         assert emitter.broadcast("after the cut") == 1  # a new connection
-        wait_for(lambda: Message.text("after the cut") in subscriber.poll(), "the last broadcast")
-        assert subscriber.heard == [Message.text(text) for text in ("before", "exactly once", "after the cut")]
+        wait_for(lambda: Message.text("after the cut") in subscriber.messages(), "the last broadcast")
+        assert subscriber.messages() == [Message.text(text) for text in ("before", "exactly once", "after the cut")]
     finally:
         emitter.close()
         proxy.close()
@@ -223,6 +195,6 @@ def test_connections_redis_closed_while_idle_are_reconnected_before_writing():
         wait_for(lambda: len(client.client_list()) == 2, "Redis to close the idle connection")  # the subscriber's stays
         assert emitter.broadcast("after Redis closed it") == 1
         emitter.close()
-        assert [message.data for message in subscriber.poll()] == ["first", "after Redis closed it"]
+        assert [message.data for message in subscriber.messages()] == ["first", "after Redis closed it"]
     finally:
         server.kill()

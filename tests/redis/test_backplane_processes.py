@@ -8,6 +8,7 @@ process, and the clients are python-websockets.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import json
 import os
@@ -26,8 +27,10 @@ from websockets.sync.client import ClientConnection, connect
 
 from ignitia_sync import Message
 from ignitia_sync.redis import Emitter, decode, encode
+from ignitia_sync.redis.link import LinkState
 from tests.redis_server import REDIS_SERVER, RedisServer
 from tests.subprocess_server import ROOT, free_port, host_command, running
+from tests.waiting import wait_for
 
 
 class ChatProcess:
@@ -76,11 +79,7 @@ def chat_processes(url: str, count: int, sharded: bool = False) -> Iterator[list
             process.stop()
 
 
-def wait_until(condition, timeout: float = 15.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
+wait_until = functools.partial(wait_for, timeout=15.0)  # processes of their own: a longer wait
 
 
 def join(base: str, room: str, user: str) -> ClientConnection:
@@ -89,11 +88,24 @@ def join(base: str, room: str, user: str) -> ClientConnection:
     return ws
 
 
-def drain_joins(ws: ClientConnection) -> None:
-    """Skip the join notices of members that joined later (they race with the subscriptions)."""
-    with contextlib.suppress(TimeoutError):
-        while True:
-            ws.recv(timeout=0.3)
+def settle(*members: tuple[str, ClientConnection]) -> None:
+    """Skip the join notices still on their way: each member says "settle", each reads until it heard all.
+
+    A join notice races with the other processes' subscriptions: it reaches them or not. One that
+    does comes before its process's next message (a process publishes in order), so once every
+    member has heard every "settle", no notice is left to come. Call it once all are subscribed.
+    """
+    for _, ws in members:
+        ws.send("settle")
+    expected = {f"{user}: settle" for user, _ in members}
+    for _, ws in members:
+        heard: set[str] = set()
+        while heard != expected:
+            text = ws.recv(timeout=10)
+            if text in expected:
+                heard.add(text)
+            else:
+                assert re.fullmatch(r"\* \S+ joined \S+", text), f"not a join notice: {text!r}"
 
 
 @pytest.mark.parametrize("count", [2, 4])
@@ -103,8 +115,7 @@ def test_every_member_gets_every_message_in_order_across_processes(redis_server,
         for i, process in enumerate(processes * 2):  # two members per process
             members.append((f"user{i}", join(process.base, "lobby", f"user{i}")))
         wait_until(lambda: redis_server.subscribers("ignitia:room:lobby") == count, what="every process subscribed")
-        for _, ws in members:
-            drain_joins(ws)
+        settle(*members)
         per_sender = 10
         for n in range(per_sender):
             for _, ws in members:
@@ -161,7 +172,7 @@ def test_an_emitter_in_a_third_process_reaches_rooms_and_ids(redis_server):
     with chat_processes(redis_server.url, 2) as (first, second):
         carol, dan = join(first.base, "news", "carol"), join(second.base, "news", "dan")
         wait_until(lambda: redis_server.subscribers("ignitia:room:news") == 2, what="both subscribed")
-        drain_joins(carol)
+        settle(("carol", carol), ("dan", dan))
         emitter = Emitter(redis_server.url)  # this test process serves no WebSockets
         assert emitter.broadcast("the report is ready", room="news") == 2
         assert carol.recv(timeout=10) == dan.recv(timeout=10) == "the report is ready"
@@ -177,7 +188,7 @@ def test_redis_restarting_drops_are_counted_then_traffic_resumes(redis_server):
     with chat_processes(redis_server.url, 2) as (first, second):
         erin, frank = join(first.base, "ops", "erin"), join(second.base, "ops", "frank")
         wait_until(lambda: redis_server.subscribers("ignitia:room:ops") == 2, what="both subscribed")
-        drain_joins(erin)
+        settle(("erin", erin), ("frank", frank))
         redis_server.kill()
         wait_until(lambda: first.stats()["up"] is False, what="the first process to see Redis down")
         erin.send("while Redis is down")
@@ -193,8 +204,7 @@ def test_redis_restarting_drops_are_counted_then_traffic_resumes(redis_server):
             texts = [receiver.recv(timeout=10)]
             while texts[-1] != f"{name}: after":
                 texts.append(receiver.recv(timeout=10))
-        drain_joins(erin)
-        drain_joins(frank)  # each one's own "after"
+        assert frank.recv(timeout=10) == "frank: after"  # his own (erin read hers before frank's)
         wait_until(lambda: redis_server.client().get("{ignitia}:id:frank") is not None, what="ids registered again")
         erin.send("@frank still there?")
         assert frank.recv(timeout=10) == "erin (to you): still there?"
@@ -209,7 +219,7 @@ def test_redis_closing_idle_clients_loses_nothing():
         with chat_processes(server.url, 2) as (first, second):
             gina, hal = join(first.base, "quiet", "gina"), join(second.base, "quiet", "hal")
             wait_until(lambda: server.subscribers("ignitia:room:quiet") == 2, what="both subscribed")
-            drain_joins(gina)
+            settle(("gina", gina), ("hal", hal))
             for n in range(3):
                 time.sleep(2.5)  # the publishing connections are closed meanwhile
                 gina.send(f"after a pause {n}")
@@ -343,8 +353,7 @@ def test_sharded_pub_sub_on_a_three_node_cluster(redis_cluster):
             assert key_slot(channel.encode()) == cluster.keyslot(channel)
             wait_until(lambda client=client, channel=channel: dict(client.execute_command("PUBSUB SHARDNUMSUB", channel))
                        .get(channel.encode()) == 2, what=f"both processes on {channel}'s shard")
-            drain_joins(left)
-            drain_joins(right)
+            settle((f"{room}-a", left), (f"{room}-b", right))
             pairs.append((room, left, right))
         for room, left, right in pairs:
             left.send(f"hello {room}")
@@ -400,7 +409,7 @@ def test_a_process_that_stops_reading_is_cut_by_redis_and_comes_back():
         with chat_processes(server.url, 2) as (stopped, other):
             mia, ned = join(stopped.base, "yard", "mia"), join(other.base, "yard", "ned")
             wait_until(lambda: server.subscribers("ignitia:room:yard") == 2, what="both subscribed")
-            drain_joins(mia)
+            settle(("mia", mia), ("ned", ned))
             own_channel = "{ignitia}:proc:" + str(stopped.stats()["process"])
             stopped.process.send_signal(signal.SIGSTOP)  # it reads nothing from now on
             try:
@@ -426,7 +435,6 @@ def test_a_process_that_stops_reading_is_cut_by_redis_and_comes_back():
 
 def test_a_hosts_shutdown_keeps_the_backplane_until_its_last_handler_returns(redis_server):
     """What a handler broadcasts while it winds down after the 1001 still reaches other processes."""
-    import gevent
 
     from ignitia_sync import Message, Router
     from ignitia_sync.testing import TestClient
@@ -449,9 +457,7 @@ def test_a_hosts_shutdown_keeps_the_backplane_until_its_last_handler_returns(red
         gone = a.connect("/leaving")
         here = b.connect("/staying")
         assert gone.recv(timeout=5).data == here.recv(timeout=5).data == "joined"
-        deadline = time.monotonic() + 10
-        while redis_server.subscribers("ignitia:room:ops") < 2 and time.monotonic() < deadline:
-            gevent.sleep(0.05)  # the backplanes run in this hub
+        wait_for(lambda: redis_server.subscribers("ignitia:room:ops") == 2, "both backplanes subscribed")
         leaving.shutdown()
         assert gone.recv(timeout=5) == Message.close_with_reason(1001, "Server shutdown")
         assert here.recv(timeout=5) == Message.text("/leaving left")
@@ -459,7 +465,6 @@ def test_a_hosts_shutdown_keeps_the_backplane_until_its_last_handler_returns(red
 
 def test_an_id_enters_the_directory_only_once_its_process_hears_its_own_channel(redis_server):
     """Else a send_to in that window would be published to nobody (a process starting under load)."""
-    import gevent
 
     from ignitia_sync.redis import RedisBackplane
 
@@ -467,15 +472,13 @@ def test_an_id_enters_the_directory_only_once_its_process_hears_its_own_channel(
     backplane = RedisBackplane(redis_server.url)
     backplane.attach(lambda message, room: None, lambda id, message: None)
     backplane.identified("early")
-    gevent.sleep(0.2)
+    wait_for(lambda: backplane._link is LinkState.DOWN, "a first attempt to fail")  # so they reconnect, and race
     redis_server.start()
     client = redis_server.client()
     own = b"{ignitia}:proc:" + backplane.uid
     try:
-        deadline = time.monotonic() + 20
-        while client.get("{ignitia}:id:early") is None:
-            assert time.monotonic() < deadline, "the id never reached the directory"
-            gevent.sleep(0.001)
+        wait_for(lambda: client.get("{ignitia}:id:early") is not None, "the id in the directory", timeout=20,
+                 interval=0.001)  # look at the subscription the moment the id appears
         assert client.pubsub_numsub(own) == [(own, 1)]
     finally:
         backplane.close()

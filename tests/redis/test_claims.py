@@ -7,23 +7,15 @@ backplane's connections and refusing new ones.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import gevent
 import pytest
 
 from ignitia_sync.redis import Emitter, RedisBackplane
+from tests.waiting import wait_for
 
 from .tcp_proxy import CuttingProxy
-
-
-def wait_for(condition: Callable[[], object], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        gevent.sleep(0.01)
 
 
 def owner(server: Any, id: str) -> bytes | None:

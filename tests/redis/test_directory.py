@@ -7,6 +7,7 @@ own, driven on stdin); Redis is a real redis-server; a crash is SIGKILL.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import queue
@@ -15,18 +16,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from ignitia_sync.redis import Emitter
 from tests.subprocess_server import ROOT
+from tests.waiting import wait_for
 
-
-def wait_until(condition: Callable[[], object], what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
+wait_until = functools.partial(wait_for, timeout=15.0)  # processes of their own: a longer wait
 
 
 class BackplaneProcess:

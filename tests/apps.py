@@ -1,0 +1,53 @@
+"""What many tests serve: the echo handler (and a router with it at ``/echo``) and a TLS certificate.
+
+``echo`` sends every text and binary message back, in order, until the peer closes; ``ECHO``
+routes ``/echo`` to it. ``issue_certificate(folder, *names)`` writes a certificate for ``names``
+from a throwaway trustme authority (the ``certificate`` fixture of ``tests/conftest.py`` is one for
+127.0.0.1 and localhost).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import ssl
+
+import trustme
+
+from ignitia_sync import Message, Router, WebSocketConnection
+
+
+def echo(ws: WebSocketConnection) -> None:
+    """Send every text and binary message back until the peer closes."""
+    for message in ws:
+        if isinstance(message, (Message.Text, Message.Binary)):
+            ws.send(message)
+
+
+ECHO = Router().websocket("/echo", echo)
+
+
+@dataclasses.dataclass(frozen=True)
+class Certificate:
+    """A certificate from a throwaway authority: its files for a server, a client context that trusts it."""
+
+    authority: trustme.CA
+    cert: trustme.LeafCert
+    cert_file: str
+    key_file: str
+
+    def client_context(self) -> ssl.SSLContext:
+        """A client context that trusts the authority (and only it)."""
+        context = ssl.create_default_context()
+        self.authority.configure_trust(context)
+        return context
+
+
+def issue_certificate(folder: pathlib.Path, *names: str) -> Certificate:
+    """A certificate for ``names`` from a new authority, written to ``folder``/cert.pem and key.pem."""
+    authority = trustme.CA()
+    cert = authority.issue_cert(*names)
+    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
+    cert.cert_chain_pems[0].write_to_path(cert_file)
+    cert.private_key_pem.write_to_path(key_file)
+    return Certificate(authority, cert, str(cert_file), str(key_file))
