@@ -245,7 +245,8 @@ def test_a_message_over_4_kib_is_closed_with_1009_and_bad_ones_get_an_error(chat
         assert ws.close_code == 1009
 
 
-def test_the_settings_ping_inside_nginx_idle_limit():
+def test_the_settings_ping_inside_nginx_idle_limit(monkeypatch):
+    monkeypatch.setenv("CHAT_SECRET_KEY", "test-only")  # else importing the app writes a key under instance/
     from examples.chat_app.app import MAX_MESSAGE_BYTES, sock
 
     settings = sock.host.settings

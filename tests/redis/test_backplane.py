@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
-from typing import Any
 
 import gevent
 import pytest
@@ -20,23 +18,6 @@ from ignitia_sync.redis.link import LinkState
 
 from ..waiting import wait_for
 from .subscriber import Subscriber
-
-
-@pytest.fixture
-def make(redis_server) -> Iterator[Callable[..., RedisBackplane]]:
-    """``make(**options)``: a backplane on the test's Redis, attached in this hub, closed after."""
-    made: list[RedisBackplane] = []
-
-    def create(**options: Any) -> RedisBackplane:
-        options = {"reconnect_initial": 0.05, "reconnect_max": 0.2, **options}
-        backplane = RedisBackplane(redis_server.url, **options)
-        backplane.attach(lambda message, room: None, lambda id, message: None)
-        made.append(backplane)
-        return backplane
-
-    yield create
-    for backplane in made:
-        backplane.close()
 
 
 def test_publishes_queue_while_the_link_first_comes_up(redis_server, make):

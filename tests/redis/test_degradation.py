@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -22,23 +21,6 @@ from ignitia_sync.message import Text
 from ignitia_sync.redis import RedisBackplane, decode
 from tests.conftest import url
 from tests.waiting import wait_for
-
-
-@pytest.fixture
-def make(redis_server) -> Iterator[Callable[..., RedisBackplane]]:
-    """``make(**options)``: a backplane on the test's Redis, attached in this hub, closed after."""
-    made: list[RedisBackplane] = []
-
-    def create(**options: Any) -> RedisBackplane:
-        options = {"reconnect_initial": 0.05, "reconnect_max": 0.2, **options}
-        backplane = RedisBackplane(redis_server.url, **options)
-        backplane.attach(lambda message, room: None, lambda id, message: None)
-        made.append(backplane)
-        return backplane
-
-    yield create
-    for backplane in made:
-        backplane.close(timeout=1)
 
 
 class Hung:

@@ -11,31 +11,11 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
 
-from ignitia_sync.redis import RedisBackplane
 from tests.subprocess_server import ROOT, free_port
 from tests.waiting import wait_for
-
-
-@pytest.fixture
-def make(redis_server) -> Iterator[Callable[..., RedisBackplane]]:
-    """``make(**options)``: a backplane on the test's Redis, attached in this hub, closed after."""
-    made: list[RedisBackplane] = []
-
-    def create(**options: Any) -> RedisBackplane:
-        options = {"reconnect_initial": 0.05, "reconnect_max": 0.2, **options}
-        backplane = RedisBackplane(redis_server.url, **options)
-        backplane.attach(lambda message, room: None, lambda id, message: None)
-        made.append(backplane)
-        return backplane
-
-    yield create
-    for backplane in made:
-        backplane.close()
 
 
 def redis_lines(caplog: pytest.LogCaptureFixture) -> list[tuple[int, str]]:
