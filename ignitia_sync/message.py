@@ -156,6 +156,39 @@ class CloseFrame:
     reason: str = ""
 
 
+#: The close codes an application sends to end a session it revokes (``Registry.disconnect``).
+_REVOCATION_CODES = frozenset({1000, 1001, 1008})
+
+
+def check_revocation_close(code: int, reason: str) -> None:
+    """Refuse what an application may not close a revoked session with.
+
+    The code must be 1000, 1001, 1008 (policy violation) or an application code (3000-4999);
+    the reason at most 123 bytes of UTF-8 (what fits in a Close frame).
+
+    Raises:
+        ValueError: another code (1011 is the server's own failure, 1006 is never sent), or
+            a reason that is too long or not encodable.
+
+    Example:
+        >>> check_revocation_close(4001, "logged out")
+        >>> check_revocation_close(1011, "")
+        Traceback (most recent call last):
+        ...
+        ValueError: close code 1011 cannot end a revoked session: use 1000, 1001, 1008 or 3000-4999
+    """
+    if type(code) is not int or (code not in _REVOCATION_CODES and not 3000 <= code <= 4999):
+        raise ValueError(f"close code {code!r} cannot end a revoked session: use 1000, 1001, 1008 or 3000-4999")
+    if not isinstance(reason, str):
+        raise ValueError(f"a close reason is a str, not {type(reason).__name__}")
+    try:
+        size = len(reason.encode())
+    except UnicodeEncodeError:
+        raise ValueError("a close reason must be valid Unicode text (UTF-8 cannot encode it)") from None
+    if size > 123:
+        raise ValueError(f"a close reason is at most 123 bytes of UTF-8, not {size}")
+
+
 @dataclass(frozen=True, slots=True)
 class Text(Message):
     """A text message (``str``). Example: ``Message.Text("hello")``."""

@@ -12,12 +12,19 @@ from typing import Any, Protocol
 
 from ..message import Message
 
-__all__ = ["Backplane", "Deliver", "DeliverTo", "LocalBackplane"]
+__all__ = ["Backplane", "Deliver", "DeliverTo", "LocalBackplane", "on_remote_latency"]
 
 #: Called with a broadcast from another process and its room (None: everyone).
 Deliver = Callable[[Message, "str | None"], None]
-#: Called with an application id and a direct message from another process.
+#: Called with an application id and a direct message from another process (a Close: a
+#: revocation, ``Registry.disconnect``; the connection with that id is closed with its code).
 DeliverTo = Callable[[str, Message], None]
+
+#: Called with the seconds from publish (in another process) to delivery here, for each message
+#: that carried its publish time (``RedisBackplane(publish_times=True)``): how
+#: ``ignitia_sync.metrics`` feeds its latency histogram. Empty unless metrics are in use; a hook
+#: must not block. Example: ``on_remote_latency.append(lambda seconds: None)``.
+on_remote_latency: list[Callable[[float], None]] = []
 
 
 class Backplane(Protocol):
@@ -34,6 +41,12 @@ class Backplane(Protocol):
     A backplane may also offer ``claim(id, *, take_over=False) -> bool`` (the Redis one
     does): ``Registry.identify`` calls it before :meth:`identified` to claim an id across
     every process, and raises when it returns False. It is the one call that may wait.
+
+    It may also offer ``disconnect(id, code, reason) -> bool`` (the Redis one does; it must
+    return at once): ``Registry.disconnect`` calls it after closing its own connection
+    identified as ``id``, and every other process then hands ``on_direct(id,
+    Message.close_with_reason(code, reason))`` to its registry, which closes its connection
+    with that id instead of sending it anything. Without it, a revocation stays in its process.
     """
 
     def attach(self, on_broadcast: Deliver, on_direct: DeliverTo, *, threaded: bool = False) -> None:

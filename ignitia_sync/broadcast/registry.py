@@ -47,7 +47,7 @@ from gevent._hub_local import get_hub_if_exists  # no public name; stable since 
 
 from ..connection.connection import WebSocketConnection
 from ..connection.threads import HubRef, allocate_real_lock
-from ..message import Binary, Message, Text, not_broadcastable
+from ..message import Binary, Close, Message, Text, check_revocation_close, not_broadcastable
 from ..sansio.protocol import encode_frame
 from .backplane import Backplane, LocalBackplane
 
@@ -86,6 +86,26 @@ def _check_name(what: str, name: str) -> None:
         ) from None
 
 
+def _check_application_id(id: str) -> None:
+    """Refuse what cannot be an application id (:meth:`Registry.identify`, :meth:`Registry.disconnect`).
+
+    Raises:
+        TypeError: ``id`` is not a ``str``.
+        ValueError: it is empty, longer than ``MAX_ID_LENGTH``, starts with ``#`` (the
+            automatic ids) or is not encodable as UTF-8.
+
+    Example:
+        >>> _check_application_id("alice")
+        >>> _check_application_id("#17")
+        Traceback (most recent call last):
+        ...
+        ValueError: application ids must be 1-1024 characters and not start with '#': '#17'
+    """
+    _check_name("application id", id)
+    if not id or id.startswith("#") or len(id) > MAX_ID_LENGTH:
+        raise ValueError(f"application ids must be 1-{MAX_ID_LENGTH} characters and not start with '#': {id[:40]!r}")
+
+
 class Registry:
     """Every open connection of a server, with rooms; ``server.registry`` or ``ws.registry``.
 
@@ -115,6 +135,10 @@ class Registry:
         # for a few dict operations, never across a switch.
         self._lock = allocate_real_lock()
         self.backplane: Backplane = backplane if backplane is not None else LocalBackplane()
+        #: Broadcasts delivered here (made here or received from the backplane), and how many
+        #: connections they were queued to in all (for monitoring: ``ignitia_sync.metrics``).
+        self.broadcasts = 0
+        self.deliveries = 0
 
     # -- membership -----------------------------------------------------------------
 
@@ -171,11 +195,7 @@ class Registry:
                 than ``MAX_ID_LENGTH`` or not encodable as UTF-8.
             TypeError: ``id`` is not a ``str``.
         """
-        _check_name("application id", id)
-        if not id or id.startswith("#") or len(id) > MAX_ID_LENGTH:
-            raise ValueError(
-                f"application ids must be 1-{MAX_ID_LENGTH} characters and not start with '#': {id[:40]!r}"
-            )
+        _check_application_id(id)
         with self._lock:
             self._check_identify(ws, id)
             if ws.id == id:
@@ -259,6 +279,16 @@ class Registry:
         """A snapshot of the connections in ``room``."""
         return frozenset(self._rooms.get(room, ()))
 
+    def memberships(self) -> dict[WebSocketConnection, frozenset[str]]:
+        """Every open connection and its rooms, taken at one moment (safe from any thread).
+
+        Example:
+            >>> Registry().memberships()
+            {}
+        """
+        with self._lock:
+            return {ws: frozenset(rooms) for ws, rooms in self._rooms_of.items()}
+
     def rooms_of(self, ws: WebSocketConnection) -> frozenset[str]:
         """The rooms ``ws`` is in."""
         return frozenset(self._rooms_of.get(ws, ()))
@@ -310,6 +340,8 @@ class Registry:
             self.broadcast_threadsafe(message, room, exclude)
             return 0
         count = self._deliver(message, room, exclude)
+        self.broadcasts += 1
+        self.deliveries += count
         self.backplane.publish(message, room)
         return count
 
@@ -402,16 +434,89 @@ class Registry:
             return self.backplane.send_to(id, message)
         return self._push_one(ws, message)
 
+    def disconnect(self, id: str, code: int = 1008, reason: str = "") -> int:
+        """Close every connection identified as ``id``, here and in every other process: a revocation.
+
+        A user logs out, or is banned: ``registry.disconnect(user_id, 1008, "logged out")``.
+        Its connection here (``identify`` gives an id to one connection per process) is
+        closed at once, like :meth:`WebSocketConnection.close` (what is queued goes first;
+        the handler's ``recv()`` then returns None). With a backplane that carries
+        revocations (``RedisBackplane``), every other process closes its connection with
+        that id as soon as the message reaches it: also one whose id was taken over
+        (``identify(..., take_over=True)``) and not yet closed. Returns at once, from any thread.
+
+        What it cannot know: how many connections other processes closed, or whether the
+        message reached them. Like every backplane message it is delivered at most once;
+        while Redis is unreachable it is dropped and counted in
+        ``stats()["backplane"]["dropped"]`` (call it again once Redis is back, or keep a
+        revocation list your handlers check). An id no process has closes nothing.
+
+        Args:
+            id: the application id given with :meth:`identify`.
+            code: 1008 (policy violation, the default), 1000, 1001, or 3000-4999.
+            reason: at most 123 bytes of UTF-8; the client sees it in the Close frame.
+
+        Returns:
+            How many connections of this process it closed (0 or 1; 0 for one already closing).
+
+        Raises:
+            ValueError: another code, a longer reason, or not an application id (empty,
+                starting with ``#``, longer than ``MAX_ID_LENGTH``, not encodable).
+            TypeError: ``id`` is not a ``str``.
+
+        Example:
+            >>> from ignitia_sync import Router
+            >>> from ignitia_sync.testing import TestClient
+            >>> def chat(ws):
+            ...     ws.registry.identify(ws, "alice")
+            ...     ws.send_text("signed in")
+            ...     for message in ws:
+            ...         pass
+            >>> with TestClient(Router().websocket("/chat", chat)) as client:
+            ...     ws = client.connect("/chat")
+            ...     _ = ws.recv(timeout=5)  # identified
+            ...     print(client.server.registry.disconnect("alice", 1008, "logged out"))
+            ...     print(ws.recv(timeout=5))
+            ...     print(client.server.registry.disconnect("nobody"))
+            1
+            Close(frame=CloseFrame(code=1008, reason='logged out'))
+            0
+        """
+        check_revocation_close(code, reason)
+        _check_application_id(id)
+        if not self._attached:
+            self._attach_on_first_use()
+        with self._lock:
+            ws = self._by_id.get(id)
+        closed = 0
+        if ws is not None and ws.state == "open":
+            ws._transport.run_in_own_thread(ws.close, code, reason)  # here, or handed to its thread
+            closed = 1
+        revoke = getattr(self.backplane, "disconnect", None)  # a Backplane without it: this process only
+        if revoke is not None:
+            revoke(id, code, reason)  # never blocks; from another thread, handed to the backplane's hub
+        return closed
+
+    def _close_revoked(self, ws: WebSocketConnection, close: Close) -> None:
+        """A revocation from another process: close ``ws`` with its code and reason (in its own thread)."""
+        if close.frame is not None:
+            ws._transport.run_in_own_thread(ws.close, close.frame.code, close.frame.reason)
+
     def _push_one(self, ws: WebSocketConnection, message: Message) -> bool:
         frame = encode_frame(message)
         return ws._transport.push_message_threadsafe(message, {None: frame}, len(frame))
 
     def _receive_remote(self, message: Message, room: str | None) -> None:
-        self._deliver(message, room)
+        self.broadcasts += 1
+        self.deliveries += self._deliver(message, room)
 
     def _receive_direct(self, id: str, message: Message) -> None:
         ws = self._by_id.get(id)
-        if ws is not None:
+        if ws is None:
+            return
+        if type(message) is Close:  # a revocation (the backplane checked its code)
+            self._close_revoked(ws, message)
+        else:
             self._push_one(ws, message)
 
     # -- threads -----------------------------------------------------------------------

@@ -38,7 +38,7 @@ import gevent.monkey
 from .._support.logs import escape_for_log
 from ..connection.threads import real_get_ident
 
-__all__ = ["BlockingWatch", "watch_this_hub"]
+__all__ = ["BlockingWatch", "blocking_totals", "watch_this_hub"]
 
 log = logging.getLogger("ignitia_sync.server")
 
@@ -112,6 +112,7 @@ class BlockingWatch:
 
     def _watch(self) -> None:
         warned = False
+        longest = 0.0
         while self._running:
             _real_sleep(self.threshold / 2)
             hub = self._hub() if self._hub is not None else None
@@ -120,11 +121,17 @@ class BlockingWatch:
                 break
             late = time.monotonic() - self._beat
             if late <= self.threshold:
+                if warned:  # the episode is over: it lasted at least as long as last seen
+                    _totals[1] += longest
                 warned = False
             elif not warned and self._running:
                 warned = True
+                longest = late
                 self.warnings += 1
+                _totals[0] += 1
                 self._warn(late)
+            else:
+                longest = max(longest, late)
 
     def _warn(self, late: float) -> None:
         frame = sys._current_frames().get(self._thread_id)
@@ -158,6 +165,24 @@ def _route_and_line(frame: FrameType | None) -> tuple[str, str]:
             route = escape_for_log(str(getattr(target, "pattern", "") or ""))
         frame = frame.f_back
     return route, escape_for_log(where)
+
+
+#: Episodes in which a hub was blocked past its threshold, and the seconds they lasted (each as
+#: long as the watch last saw it late: up to ``threshold / 2`` short), in this process.
+_totals: list[float] = [0, 0.0]
+
+
+def blocking_totals() -> tuple[int, float]:
+    """(episodes, seconds) of blocked hubs in this process so far (what ``ignitia_sync.metrics`` exports).
+
+    An episode counts when its warning is written; its seconds when it ends.
+
+    Example:
+        >>> episodes, seconds = blocking_totals()
+        >>> episodes >= 0 and seconds >= 0
+        True
+    """
+    return int(_totals[0]), float(_totals[1])
 
 
 #: The watch of each hub (a thread id can be reused by a new thread with a new hub).

@@ -25,6 +25,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import threading
@@ -49,6 +50,7 @@ from ..sansio.http import Request
 from ..sansio.server_handshake import Accepted, accept
 from ..settings import ConnectionSettings
 from .blocking import BlockingWatch, watch_this_hub
+from .inspection import ConnectionInfo, describe
 from .serve import log_access, serve_connection
 from .stats import ConnectionStats
 
@@ -262,6 +264,9 @@ class Host:
         self._refusal_log = LogThrottle(log)
         self._serving = 0  # upgrades between open() and the end of serve(); the backplane outlives them
         self._serving_lock = threading.Lock()
+        # Each served connection's own id, route pattern and client IP (inspect_connections()).
+        self._opened: dict[WebSocketConnection, tuple[str, str, str]] = {}
+        self._opened_lock = threading.Lock()
         self._watch: BlockingWatch | None = None
         show_logs_by_default()  # an application that configured no logging still sees tracebacks
         _hosts.add(self)
@@ -361,11 +366,16 @@ class Host:
                 raise
             log.debug("upgrade from %s ended before the 101: %s", request.client_ip, exc)  # the client left
             return
-        self._stats.opened()
+        self._stats.opened(target.pattern)
+        with self._opened_lock:  # for inspect_connections(): its own id, route and peer
+            self._opened[ws] = (ws.id, target.pattern, request.client_ip)
         try:
-            on_closed = self._closed_logged_by_server if server_logs else self._closed
+            closed = self._closed_logged_by_server if server_logs else self._closed
+            on_closed = functools.partial(closed, route=target.pattern)
             serve_connection(ws, target.handler, target.params, registry=self.registry, on_closed=on_closed)
         finally:
+            with self._opened_lock:
+                self._opened.pop(ws, None)
             self._served()
 
     def watch_blocking(self) -> None:
@@ -374,16 +384,16 @@ class Host:
         if threshold is not None and (self._watch is None or not self._watch.running):
             self._watch = watch_this_hub(threshold)
 
-    def _closed(self, ws: WebSocketConnection) -> None:
+    def _closed(self, ws: WebSocketConnection, route: str = "") -> None:
         """Fold a closed connection into the totals, free its place, write its access line."""
         self._limits.release(ws.request.client_ip)
-        self._stats.closed(ws)
+        self._stats.closed(ws, route)
         log_access(ws)
 
-    def _closed_logged_by_server(self, ws: WebSocketConnection) -> None:
+    def _closed_logged_by_server(self, ws: WebSocketConnection, route: str = "") -> None:
         """:meth:`_closed` where the WSGI server writes the access line: ours at DEBUG."""
         self._limits.release(ws.request.client_ip)
-        self._stats.closed(ws)
+        self._stats.closed(ws, route)
         log_access(ws, logging.DEBUG)
 
     def _served(self) -> None:
@@ -420,6 +430,8 @@ class Host:
         self._limits = ConnectionLimits(self.settings.max_connections, self.settings.max_connections_per_ip)
         self._serving = 0
         self._serving_lock = threading.Lock()
+        self._opened = {}
+        self._opened_lock = threading.Lock()
 
     # -- what every host offers ---------------------------------------------------------
 
@@ -446,6 +458,42 @@ class Host:
     def connections(self) -> frozenset[WebSocketConnection]:
         """A snapshot of the open connections."""
         return frozenset(self.registry)
+
+    def inspect_connections(self) -> list[ConnectionInfo]:
+        """One :class:`~ignitia_sync.hosting.inspection.ConnectionInfo` per open connection, oldest first.
+
+        A snapshot, safe from any thread (like :meth:`stats`): who is connected, on which
+        route, from where, since when, in which rooms, as which user, and how much waits to
+        be written to each. (:attr:`connections` gives the connection objects themselves.)
+
+        Example:
+            >>> from ignitia_sync import Router
+            >>> from ignitia_sync.testing import TestClient
+            >>> def chat(ws, room):
+            ...     ws.join(room)
+            ...     ws.registry.identify(ws, "alice")
+            ...     for message in ws:
+            ...         ws.send(message)
+            >>> with TestClient(Router().websocket("/chat/:room", chat)) as client:
+            ...     ws = client.connect("/chat/lobby")
+            ...     ws.send_text("hi")
+            ...     _ = ws.recv(timeout=5)  # answered: joined and identified
+            ...     [(c.route, sorted(c.rooms), c.user_id, c.messages_in) for c in client.server.inspect_connections()]
+            [('/chat/:room', ['lobby'], 'alice', 1)]
+        """
+        memberships = self.registry.memberships()
+        with self._opened_lock:
+            opened = dict(self._opened)
+        return describe(memberships, opened)
+
+    def routes_stats(self) -> dict[str, Any]:
+        """Per route pattern: connections ``opened`` and ``closed`` (keyed by (pattern, close code)).
+
+        Example:
+            >>> Host(HostSettings()).routes_stats()
+            {'opened': {}, 'closed': {}}
+        """
+        return self._stats.by_route()
 
     def stats(self) -> dict[str, Any]:
         """Counters for monitoring: open connections, totals, close codes, refusals, queues.

@@ -103,6 +103,10 @@ class ServerSettings(HostSettings):
         handle_signals: when :meth:`Server.serve_forever` (or ``ignitia()``) runs in the
             main thread, SIGTERM and SIGINT stop the server gracefully (1001 to everyone,
             queued messages first) and it returns normally; False leaves signals alone.
+        metrics: serve Prometheus metrics (``pip install 'ignitia_sync[metrics]'``) at
+            ``/metrics`` (True) or at this path; False: not served.
+        metrics_allow: the peer addresses or networks that may read ``metrics`` (403 for the
+            others): loopback by default. The peer is the socket's, never a forwarded one.
 
     Example:
         >>> ServerSettings(max_message_size=4096).max_queue
@@ -122,9 +126,17 @@ class ServerSettings(HostSettings):
     certfile: str | None = None
     keyfile: str | None = None
     handle_signals: bool = True
+    metrics: bool | str = False
+    metrics_allow: Sequence[str] = ("127.0.0.0/8", "::1/128")
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if isinstance(self.metrics, str) and not self.metrics.startswith("/"):
+            raise ValueError(f"metrics must be True or a path starting with '/', not {self.metrics!r}")
+        if isinstance(self.metrics_allow, str):
+            raise TypeError("metrics_allow must be a sequence of addresses or networks, not a string")
+        for network in self.metrics_allow:
+            ipaddress.ip_network(network, strict=False)
         if isinstance(self.forwarded_allow_ips, str):
             raise TypeError("forwarded_allow_ips must be a sequence of addresses, not a string")
         for proxy in self.forwarded_allow_ips:
@@ -234,6 +246,16 @@ class Server(Host):
         # TestClient clears it: the same app is served again by the next test.
         self._stops_wsgi_hosts = True
         self._targets = RouteTargets(self.settings.connection_settings(), app)
+        #: Where the metrics are served (``metrics``), and the WSGI app that answers there and
+        #: hands the rest to ``wsgi_app``; metrics need their extra: the one-line error is raised here.
+        self._metrics_path: str | None = None
+        self._fallback_app = wsgi_app
+        if settings.metrics:
+            from ..metrics import exposition
+
+            self._metrics_path = settings.metrics if isinstance(settings.metrics, str) else "/metrics"
+            metrics = exposition.wsgi_app(tuple(settings.metrics_allow))
+            self._fallback_app = exposition.mount(self._metrics_path, metrics, wsgi_app)
 
     # -- life cycle -----------------------------------------------------------------
 
@@ -265,9 +287,9 @@ class Server(Host):
                 full=self._full, admit=self._accepted,
             )
             self._stream.start()
-        if self.wsgi_app is not None:
+        if self._fallback_app is not None:
             self._wsgi = PywsgiFallback(
-                self.wsgi_app, self.address, https=self._tls is not None, head_timeout=self.settings.handshake_timeout
+                self._fallback_app, self.address, https=self._tls is not None, head_timeout=self.settings.handshake_timeout
             )
         self._hub = HubRef()  # before _stopped: a started server always has one
         self._stopped = gevent.event.Event()
@@ -621,12 +643,16 @@ class Server(Host):
                     try:
                         request = reader.feed(data)
                     except HandshakeError:
-                        if self._wsgi is None:
+                        if self.wsgi_app is None:
                             raise
                         return HandOff(sock, b"".join(received))  # not ours: pywsgi answers
                 self._head_read(waiting)  # not silent any more: never closed to make room
                 found = self.app.match(request.path)
-                if self._wsgi is not None and (found is None or "websocket" not in request.headers.tokens("upgrade")):
+                if (
+                    self._wsgi is not None
+                    and (found is None or "websocket" not in request.headers.tokens("upgrade"))
+                    and (self.wsgi_app is not None or request.path == self._metrics_path)
+                ):
                     return HandOff(sock, b"".join(received))
                 if found is None:
                     if self._stopping:

@@ -10,11 +10,17 @@ Example:
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
-__all__ = ["ConnectionStats"]
+__all__ = ["ConnectionStats", "on_closed"]
+
+#: Called once per closed connection with its route pattern and the seconds it was open (from
+#: its 101 to its accounting): how ``ignitia_sync.metrics`` feeds its histogram. Empty unless
+#: metrics are in use; a hook must not block. Example: ``on_closed.append(lambda route, seconds: None)``.
+on_closed: list[Callable[[str, float], None]] = []
 
 
 class _Counted(Protocol):
@@ -32,6 +38,10 @@ class _Counted(Protocol):
     def outbox_bytes(self) -> int: ...
     @property
     def close_code(self) -> int | None: ...
+    @property
+    def close_reason(self) -> str: ...
+    @property
+    def opened_at(self) -> float: ...
 
 
 class ConnectionStats:
@@ -43,26 +53,53 @@ class ConnectionStats:
     or missed, once. Safe to update from several threads.
     """
 
-    __slots__ = ("_close_codes", "_lock", "_refusals", "_totals")
+    __slots__ = ("_close_codes", "_closed_by_route", "_lock", "_opened_by_route", "_refusals", "_totals")
 
     def __init__(self) -> None:
         self._totals: Counter[str] = Counter()
         self._close_codes: Counter[int] = Counter()
         self._refusals: Counter[int] = Counter()
+        self._opened_by_route: Counter[str] = Counter()
+        self._closed_by_route: Counter[tuple[str, int]] = Counter()
         self._lock = threading.Lock()
 
-    def opened(self) -> None:
-        """One more connection was accepted (after its 101)."""
+    def opened(self, route: str = "") -> None:
+        """One more connection was accepted (after its 101), on the route with this pattern."""
         with self._lock:
             self._totals["connections"] += 1
+            self._opened_by_route[route] += 1
 
-    def closed(self, ws: _Counted) -> None:
-        """Fold a closed connection's counters and close code (1006: none) into the totals."""
+    def closed(self, ws: _Counted, route: str = "") -> None:
+        """Fold a closed connection's counters and close code (1006: none) into the totals.
+
+        A 1008 "slow consumer" (its outbox went past ``outbox_limit``, or a blocking send
+        past ``send_timeout``) is also counted in ``slow_consumers``.
+        """
+        code = ws.close_code or 1006
         with self._lock:
             self._totals.update(
                 messages_in=ws.messages_in, messages_out=ws.messages_out, bytes_in=ws.bytes_in, bytes_out=ws.bytes_out
             )
-            self._close_codes[ws.close_code or 1006] += 1
+            self._close_codes[code] += 1
+            self._closed_by_route[route, code] += 1
+            if code == 1008 and ws.close_reason == "slow consumer":
+                self._totals["slow_consumers"] += 1
+        if on_closed:
+            seconds = time.monotonic() - ws.opened_at
+            for hook in on_closed:
+                hook(route, seconds)
+
+    def by_route(self) -> dict[str, Any]:
+        """Per route pattern: connections ``opened`` and ``closed`` (by close code) so far.
+
+        Example:
+            >>> stats = ConnectionStats()
+            >>> stats.opened("/chat/:room")
+            >>> stats.by_route()
+            {'opened': {'/chat/:room': 1}, 'closed': {}}
+        """
+        with self._lock:
+            return {"opened": dict(self._opened_by_route), "closed": dict(self._closed_by_route)}
 
     def refused(self, status: int) -> None:
         """An upgrade was refused with HTTP ``status`` before its 101."""
@@ -88,4 +125,5 @@ class ConnectionStats:
             "close_codes": close_codes,
             "refused": refused,
             "outbox_bytes": sum(ws.outbox_bytes for ws in live),
+            "slow_consumers": totals["slow_consumers"],
         }

@@ -7,7 +7,8 @@ message)`` the connection ``identify``'d as ``id`` wherever it lives.
 
 Channels and keys (``prefix`` is ``"ignitia"`` by default):
 
-* ``PREFIX:all``: broadcasts to every connection; every process listens.
+* ``PREFIX:all``: broadcasts to every connection, and revocations (``Registry.disconnect``:
+  close the connections identified as an id); every process listens.
 * ``PREFIX:room:NAME``: a room's broadcasts; a process listens only while it has local
   members in the room.
 * ``{PREFIX}:proc:UID``: direct sends to one process; the key ``{PREFIX}:id:ID`` (the
@@ -62,7 +63,7 @@ from redis.cluster import RedisCluster
 
 from .._support.backoff import Backoff
 from .._support.logs import LogThrottle, safe_url
-from ..broadcast.backplane import Deliver, DeliverTo
+from ..broadcast.backplane import Deliver, DeliverTo, on_remote_latency
 from ..connection.threads import HubRef, allocate_real_lock
 from ..message import Message
 from ..sansio.http import escape_for_log
@@ -71,14 +72,19 @@ from .envelope import (
     _BROADCAST,
     _DIRECT,
     _DIRECTORY,
+    _DISCONNECT,
     _HEAD,
     _MAX_ID,
     _SEND_TO,
+    _STAMP,
+    _STAMPED,
     _WAKE,
     _Names,
     _new_uid,
     decode,
     encode,
+    encode_disconnect,
+    published_at,
 )
 from .link import LinkEvent, LinkState, transition
 from .shards import (
@@ -142,6 +148,10 @@ class RedisBackplane:
             its channel, and the cluster grows with more shards. One listener per shard.
         on_backplane_down, on_backplane_up: called with the backplane when the link to
             Redis is lost and when it is back (both connections up).
+        publish_times: stamp each broadcast and ``send_to`` with its publish time (8 bytes
+            more), for ``ignitia_sync_backplane_latency_seconds`` in the processes that receive
+            it. Off by default: a process older than this option rejects stamped messages, so
+            turn it on once every process that receives them runs a version that reads them.
 
     Example::
 
@@ -164,6 +174,7 @@ class RedisBackplane:
         sharded: bool = False,
         on_backplane_down: Callable[[RedisBackplane], Any] | None = None,
         on_backplane_up: Callable[[RedisBackplane], Any] | None = None,
+        publish_times: bool = False,
     ) -> None:
         if min(max_message_size, max_pending, max_pending_bytes, health_check_interval) <= 0:
             raise ValueError(
@@ -186,6 +197,7 @@ class RedisBackplane:
         self.id_ttl = id_ttl
         self.on_backplane_down = on_backplane_down
         self.on_backplane_up = on_backplane_up
+        self.publish_times = publish_times
         self.sharded = sharded
         #: This process's id on the backplane (its direct channel is ``{PREFIX}:proc:UID``);
         #: drawn again in :meth:`attach`, so that processes forked after construction (gunicorn
@@ -272,13 +284,31 @@ class RedisBackplane:
         if self._handed_over(self.publish, message, room):
             return
         channel = self._all if room is None else self._room_prefix + room.encode()
-        self._enqueue_message("publish", (channel, encode(_BROADCAST, message, self.uid)))
+        published = time.time() if self.publish_times else None
+        self._enqueue_message("publish", (channel, encode(_BROADCAST, message, self.uid, published=published)))
 
     def send_to(self, id: str, message: Message) -> bool:
         """Queue a direct send; the process that has ``id`` delivers it (unknown ids are counted)."""
         if self._handed_over(self.send_to, id, message):
             return True
-        return self._enqueue_message("send_to", (id, encode(_DIRECT, message, self.uid, id)))
+        published = time.time() if self.publish_times else None
+        return self._enqueue_message("send_to", (id, encode(_DIRECT, message, self.uid, id, published=published)))
+
+    def disconnect(self, id: str, code: int, reason: str) -> bool:
+        """Queue a revocation of ``id`` for every other process (``Registry.disconnect`` calls it).
+
+        It goes out on the ``all`` channel like a broadcast, so every process hears it, also one
+        that still holds a connection whose id was taken over; each closes its connection
+        identified as ``id`` with ``code`` and ``reason``. At most once, like every message:
+        while Redis is unreachable it is dropped and counted (``dropped``), and False returned.
+
+        Example:
+            >>> RedisBackplane("redis://127.0.0.1:1").disconnect("alice", 1008, "logged out")  # not attached
+            True
+        """
+        if self._handed_over(self.disconnect, id, code, reason):
+            return True
+        return self._enqueue_message("publish", (self._all, encode_disconnect(self.uid, id, code, reason)))
 
     def joined(self, room: str) -> None:
         """Listen to ``room``'s channel (the listener applies it at once)."""
@@ -418,7 +448,7 @@ class RedisBackplane:
         if self._link is LinkState.CLOSED:
             return self._drop(1, "the backplane is closed")
         envelope_size = len(args[1])
-        size = envelope_size - _HEAD
+        size = envelope_size - _HEAD - (_STAMP if args[1][:1] in _STAMPED else 0)
         if size > self.max_message_size:
             return self._drop(1, f"message of {size} bytes is over max_message_size")
         if self._link.drops:
@@ -597,7 +627,7 @@ class RedisBackplane:
         if data == _WAKE or data[2:_HEAD] == self.uid:
             return  # a wake-up, or our own broadcast (delivered locally already)
         try:
-            if len(data) > self.max_message_size + _HEAD + 2 + _MAX_ID:
+            if len(data) > self.max_message_size + _HEAD + _STAMP + 2 + _MAX_ID:
                 raise ValueError("over max_message_size")
             kind, _, id, message = decode(data)
         except ValueError as exc:  # not ours, malformed, not UTF-8: never delivered
@@ -606,13 +636,19 @@ class RedisBackplane:
             return
         self.counters["received"] += 1
         assert self._on_broadcast is not None and self._on_direct is not None
-        if kind == _DIRECT:
+        if kind == _DIRECT or kind == _DISCONNECT:  # a revocation's message is its Close
             assert id is not None
             self._on_direct(id, message)
         elif channel == self._all:
             self._on_broadcast(message, None)
         elif channel.startswith(self._room_prefix):
             self._on_broadcast(message, channel[len(self._room_prefix):].decode())
+        if on_remote_latency:
+            published = published_at(data)
+            if published is not None:  # clocks of two machines: never below 0
+                latency = max(0.0, time.time() - published)
+                for hook in on_remote_latency:
+                    hook(latency)
 
     # -- the publisher: the one owner of the publishing connection ---------------------------
 

@@ -6,12 +6,22 @@ process that serves no WebSockets both speak it, so that each one's messages dec
 
 The envelope is plain bytes, nothing a Redis user could make us execute (no pickle):
 
-* one byte of kind: ``B`` (a broadcast, to a room or to all) or ``D`` (a direct send to an id);
-* one byte of message type: ``t`` (Text, UTF-8) or ``b`` (Binary);
+* one byte of kind: ``B`` (a broadcast, to a room or to all), ``D`` (a direct send to an id)
+  or ``X`` (a revocation: close every connection identified as the id, ``Registry.disconnect``);
+* one byte of message type: ``t`` (Text, UTF-8), ``b`` (Binary) or, for ``X`` only, ``c`` (Close);
 * the sender's process id (:data:`_UID_SIZE` ASCII bytes), so that a process skips its own
   broadcasts (it delivered them locally already);
-* for ``D`` only: the id's length (two bytes, big-endian) and the id in UTF-8;
-* the payload.
+* for ``D`` and ``X``: the id's length (two bytes, big-endian) and the id in UTF-8;
+* the payload; for ``X``, the close code (two bytes, big-endian) and the reason in UTF-8.
+
+``X`` came later than ``B`` and ``D``, whose bytes did not change: an older process rejects
+(counts) a revocation it cannot read, and a newer one decodes everything an older one sends.
+
+``b`` and ``d`` (later still) are ``B`` and ``D`` stamped with their publish time: 8 bytes
+after the sender (seconds since the epoch, a big-endian double), for the publish-to-deliver
+latency of ``ignitia_sync.metrics``. A backplane sends them only when asked to
+(``RedisBackplane(publish_times=True)``), once every process reads them; :func:`decode`
+reads both forms as ``B``/``D``, and :func:`published_at` gives the stamp.
 
 :func:`decode` rejects whatever is not one of these with a :class:`ValueError`.
 
@@ -34,14 +44,20 @@ from __future__ import annotations
 import os
 import struct
 
-from ..message import Binary, Message, Text
+from ..message import Binary, Message, Text, check_revocation_close
 
-__all__ = ["decode", "encode"]
+__all__ = ["decode", "encode", "encode_disconnect", "published_at"]
 
 #: Kinds: a broadcast (room or all), a direct send (to one id), a wake-up (one listener's own).
 _BROADCAST, _DIRECT, _WAKE = b"B", b"D", b"W"
-#: Message types.
-_TEXT, _BINARY = b"t", b"b"
+#: Kind: a revocation (close the connections identified as an id, in every process).
+_DISCONNECT = b"X"
+#: Kinds stamped with their publish time (``B`` and ``D``, then :data:`_STAMP` bytes after the sender).
+_STAMPED = {b"b": b"B", b"d": b"D"}
+#: Length of a publish time: a big-endian double (seconds since the epoch).
+_STAMP = 8
+#: Message types (``c``: the Close of a revocation).
+_TEXT, _BINARY, _CLOSE = b"t", b"b", b"c"
 #: Length of a process id (hex digits, ASCII).
 _UID_SIZE = 16
 #: Length of the fixed head: kind, type, sender.
@@ -95,8 +111,12 @@ def _new_uid() -> bytes:
     return os.urandom(_UID_SIZE // 2).hex().encode()
 
 
-def encode(kind: bytes, message: Message, sender: bytes, id: str | None = None) -> bytes:
+def encode(
+    kind: bytes, message: Message, sender: bytes, id: str | None = None, *, published: float | None = None
+) -> bytes:
     """The envelope of a broadcast or direct message (see the module docstring).
+
+    ``published``: stamp it with this publish time (``time.time()``): kind ``b``/``d``.
 
     Raises:
         TypeError: ``message`` is neither Text nor Binary (control frames never cross).
@@ -104,7 +124,12 @@ def encode(kind: bytes, message: Message, sender: bytes, id: str | None = None) 
     Example:
         >>> encode(_BROADCAST, Message.text("hi"), b"0" * 16)
         b'Bt0000000000000000hi'
+        >>> encode(_BROADCAST, Message.text("hi"), b"0" * 16, published=1.5)
+        b'bt0000000000000000?\\xf8\\x00\\x00\\x00\\x00\\x00\\x00hi'
     """
+    if published is not None:
+        stamped = encode(kind, message, sender, id)
+        return kind.lower() + stamped[1:_HEAD] + struct.pack("!d", published) + stamped[_HEAD:]
     if type(message) is Text:
         type_byte, payload = _TEXT, message.data.encode()
     elif type(message) is Binary:
@@ -117,20 +142,45 @@ def encode(kind: bytes, message: Message, sender: bytes, id: str | None = None) 
     return kind + type_byte + sender + struct.pack("!H", len(name)) + name + payload
 
 
+def encode_disconnect(sender: bytes, id: str, code: int, reason: str) -> bytes:
+    """The envelope of a revocation: close the connections identified as ``id`` with ``code``, ``reason``.
+
+    The caller has checked ``id`` (the registry) and ``code``/``reason``
+    (:func:`~ignitia_sync.message.check_revocation_close`).
+
+    Example:
+        >>> envelope = encode_disconnect(b"0" * 16, "alice", 1008, "logged out")
+        >>> envelope
+        b'Xc0000000000000000\\x00\\x05alice\\x03\\xf0logged out'
+        >>> decode(envelope)
+        (b'X', b'0000000000000000', 'alice', Close(frame=CloseFrame(code=1008, reason='logged out')))
+    """
+    name = id.encode()
+    return _DISCONNECT + _CLOSE + sender + struct.pack("!H", len(name)) + name + struct.pack("!H", code) + reason.encode()
+
+
 def decode(data: bytes) -> tuple[bytes, bytes, str | None, Message]:
-    """(kind, sender, id or None, message) of an envelope.
+    """(kind, sender, id or None, message) of an envelope; a revocation's message is a Close.
 
     Raises:
-        ValueError: not one of our envelopes (bad kind, type, length or UTF-8).
+        ValueError: not one of our envelopes (bad kind, type, length or UTF-8; a revocation
+            for no application id or with a close code an application may not send).
 
     Example:
         >>> decode(b"Bt0000000000000000hi")[3]
         Text(data='hi')
     """
-    if len(data) < _HEAD or data[:1] not in (_BROADCAST, _DIRECT):
+    unstamped = _STAMPED.get(data[:1])
+    if unstamped is not None:  # b, d: B, D with a publish time (published_at reads it)
+        if len(data) < _HEAD + _STAMP:
+            raise ValueError("truncated stamped envelope")
+        data = unstamped + data[1:_HEAD] + data[_HEAD + _STAMP :]
+    if len(data) < _HEAD or data[:1] not in (_BROADCAST, _DIRECT, _DISCONNECT):
         raise ValueError("not an ignitia_sync envelope")
     kind, type_byte, sender, rest = data[:1], data[1:2], data[2:_HEAD], data[_HEAD:]
     id = None
+    if kind == _DISCONNECT:
+        return kind, sender, *_decode_disconnect(type_byte, rest)
     if kind == _DIRECT:
         if len(rest) < 2:
             raise ValueError("truncated direct envelope")
@@ -143,6 +193,42 @@ def decode(data: bytes) -> tuple[bytes, bytes, str | None, Message]:
     if type_byte == _BINARY:
         return kind, sender, id, Message.binary(rest)
     raise ValueError("unknown message type in envelope")
+
+
+def published_at(data: bytes) -> float | None:
+    """The publish time a stamped envelope carries (``b``, ``d``); None for any other.
+
+    Example:
+        >>> published_at(encode(_DIRECT, Message.text("hi"), b"0" * 16, "alice", published=12.25))
+        12.25
+        >>> published_at(b"Bt0000000000000000hi") is None
+        True
+    """
+    if data[:1] not in _STAMPED or len(data) < _HEAD + _STAMP:
+        return None
+    (published,) = struct.unpack("!d", data[_HEAD : _HEAD + _STAMP])
+    return float(published)
+
+
+def _decode_disconnect(type_byte: bytes, rest: bytes) -> tuple[str, Message]:
+    """The id and Close of a revocation's envelope after its head; ValueError for anything else.
+
+    Example:
+        >>> _decode_disconnect(b"c", b"\\x00\\x01a\\x03\\xe8")
+        ('a', Close(frame=CloseFrame(code=1000, reason='')))
+    """
+    if type_byte != _CLOSE or len(rest) < 2:
+        raise ValueError("malformed revocation envelope")
+    (size,) = struct.unpack("!H", rest[:2])
+    if len(rest) < 2 + size + 2:
+        raise ValueError("truncated revocation envelope")
+    id = rest[2 : 2 + size].decode()
+    if not id or id.startswith("#"):  # an automatic id names a different connection in every process
+        raise ValueError("a revocation names no application id")
+    (code,) = struct.unpack("!H", rest[2 + size : 4 + size])
+    reason = rest[4 + size :].decode()
+    check_revocation_close(code, reason)
+    return id, Message.close_with_reason(code, reason)
 
 
 def _as_message(message: Message | str | bytes) -> Message:

@@ -48,6 +48,10 @@ RUN_HERE = frozenset({
     "docs/examples/testing/test_flask_login.py",
     "docs/examples/testing/test_django_auth.py",
     "docs/examples/testing/test_fixture_login.py",
+    # run by tests/docs/test_monitoring_programs.py
+    "docs/examples/monitoring/server.py",
+    "docs/examples/monitoring/flask_app.py",
+    "docs/examples/monitoring/gunicorn.conf.py",
 })
 
 
