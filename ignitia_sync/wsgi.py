@@ -135,7 +135,7 @@ class WebSocketHost(Host):
         try:
             taken = take_socket(environ)
         except HandshakeError as exc:
-            self.abandon(opening)
+            self.abandon(opening, exc)
             self.refused(request, exc)
             return Refused(exc)
         if taken.threaded:

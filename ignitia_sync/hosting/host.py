@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import gevent.event
 
+from .._support import tracing
 from .._support.logs import LogThrottle, escape_for_log, show_logs_by_default
 from ..broadcast.backplane import Backplane, LocalBackplane
 from ..broadcast.registry import Registry
@@ -66,6 +67,8 @@ log = logging.getLogger("ignitia_sync.server")
 
 #: Every host of this process that is still referenced (see :func:`shutdown_all`).
 _hosts: weakref.WeakSet[Host] = weakref.WeakSet()
+#: Refusals whose upgrade span :meth:`Host.open` ended already (``refused`` makes one for the others).
+_traced_refusals: weakref.WeakSet[BaseException] = weakref.WeakSet()
 
 
 @dataclass(frozen=True)
@@ -176,6 +179,8 @@ class Opening(NamedTuple):
     accepted: Accepted
     extensions: dict[Any, Any]
     target: Target
+    #: The upgrade's span (``_support.tracing``); None when tracing is off.
+    span: Any = None
 
 
 class ConnectionLimits:
@@ -287,6 +292,9 @@ class Host:
             if not stopping:
                 self._serving += 1
         reserved = None
+        span = tracing.start_upgrade(
+            request.method, request.path, request.headers, target.pattern, request.client_ip
+        ) if tracing.ENABLED else None
         try:
             if stopping:  # another worker or the restarted server will take it
                 raise HandshakeError(503, "server shutting down", (("Retry-After", "1"),))
@@ -295,22 +303,41 @@ class Host:
             reserved = request.client_ip
             chain = target.middleware
             extensions = run_middleware(chain, request) if chain else {}
-        except BaseException:
+        except BaseException as exc:
             if reserved is not None:
                 self._limits.release(reserved)
             if not stopping:
                 self._served()
+            if span is not None:
+                refusal = exc if isinstance(exc, HandshakeError) else HandshakeError(500, type(exc).__name__)
+                tracing.end_upgrade(span, refusal.status, refusal.body)
+                if refusal is exc:
+                    _traced_refusals.add(exc)
             raise
-        return Opening(request, accepted, extensions, target)
+        return Opening(request, accepted, extensions, target, span)
 
-    def abandon(self, opening: Opening) -> None:
-        """Give back what :meth:`open` held, for an opening that will not be served."""
+    def abandon(self, opening: Opening, exc: HandshakeError | None = None) -> None:
+        """Give back what :meth:`open` held, for an opening that will not be served.
+
+        ``exc``: the refusal the caller reports next with :meth:`refused` (it ends the
+        upgrade's span here, with its status and reason).
+        """
         self._limits.release(opening.request.client_ip)
         self._served()
+        if opening.span is not None:
+            tracing.end_upgrade(opening.span, exc.status if exc else 500, exc.body if exc else "abandoned")
+            if exc is not None:
+                _traced_refusals.add(exc)
 
     def refused(self, request: Request | None, exc: HandshakeError, peer: str = "-") -> None:
         """Count a refusal and write its one (throttled) log line: no query, no token, no payload."""
         self._stats.refused(exc.status)
+        if tracing.ENABLED and exc not in _traced_refusals:  # refused before open(): 404, a bad head
+            tracing.end_upgrade(
+                tracing.start_upgrade(request.method, request.path, request.headers, "", request.client_ip)
+                if request else tracing.start_upgrade("", "", {}, "", peer),
+                exc.status, exc.body,
+            )
         self._refusal_log.log(
             "refused %s %s from %s: %d %s",
             request.method if request else "-",
@@ -335,7 +362,7 @@ class Host:
         (pywsgi, Werkzeug), so ours is written at DEBUG: one line per WebSocket either way.
         A client that left before the 101 could be written is closed quietly.
         """
-        request, accepted, extensions, target = opening
+        request, accepted, extensions, target, span = opening
         ws = None
         try:
             if sock.family != AF_UNIX:
@@ -362,11 +389,16 @@ class Host:
             sock.close()
             self._limits.release(request.client_ip)
             self._served()
+            tracing.end_upgrade(span, None if isinstance(exc, OSError) else 500, f"before the 101: {exc!r}")
             if not isinstance(exc, OSError):
                 raise
             log.debug("upgrade from %s ended before the 101: %s", request.client_ip, exc)  # the client left
             return
         self._stats.opened(target.pattern)
+        connection_span = None
+        if span is not None:
+            tracing.end_upgrade(span, 101)
+            connection_span = tracing.start_connection(span, target.pattern)
         with self._opened_lock:  # for inspect_connections(): its own id, route and peer
             self._opened[ws] = (ws.id, target.pattern, request.client_ip)
         try:
@@ -377,6 +409,7 @@ class Host:
             with self._opened_lock:
                 self._opened.pop(ws, None)
             self._served()
+            tracing.end_connection(connection_span, ws.close_code, ws.messages_in, ws.messages_out)
 
     def watch_blocking(self) -> None:
         """Watch the calling thread's hub for handlers that block it (``blocking_warning``)."""

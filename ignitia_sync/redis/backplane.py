@@ -61,6 +61,7 @@ import gevent.event
 import redis
 from redis.cluster import RedisCluster
 
+from .._support import tracing
 from .._support.backoff import Backoff
 from .._support.logs import LogThrottle, safe_url
 from ..broadcast.backplane import Deliver, DeliverTo, on_remote_latency
@@ -78,6 +79,7 @@ from .envelope import (
     _SEND_TO,
     _STAMP,
     _STAMPED,
+    _TRACED,
     _WAKE,
     _Names,
     _new_uid,
@@ -85,6 +87,8 @@ from .envelope import (
     encode,
     encode_disconnect,
     published_at,
+    traceparent,
+    with_trace,
 )
 from .link import LinkEvent, LinkState, transition
 from .shards import (
@@ -152,6 +156,11 @@ class RedisBackplane:
             more), for ``ignitia_sync_backplane_latency_seconds`` in the processes that receive
             it. Off by default: a process older than this option rejects stamped messages, so
             turn it on once every process that receives them runs a version that reads them.
+        trace_context: with OpenTelemetry installed and a recording span, each broadcast
+            carries its publish span's W3C ``traceparent`` (about 57 bytes more), and the
+            receiving processes make a deliver span linked to it. Off by default for the same
+            reason as ``publish_times``: during a rolling deploy, an older process rejects
+            (counts, drops) these messages; turn it on once every process reads them.
 
     Example::
 
@@ -175,6 +184,7 @@ class RedisBackplane:
         on_backplane_down: Callable[[RedisBackplane], Any] | None = None,
         on_backplane_up: Callable[[RedisBackplane], Any] | None = None,
         publish_times: bool = False,
+        trace_context: bool = False,
     ) -> None:
         if min(max_message_size, max_pending, max_pending_bytes, health_check_interval) <= 0:
             raise ValueError(
@@ -198,6 +208,7 @@ class RedisBackplane:
         self.on_backplane_down = on_backplane_down
         self.on_backplane_up = on_backplane_up
         self.publish_times = publish_times
+        self.trace_context = trace_context
         self.sharded = sharded
         #: This process's id on the backplane (its direct channel is ``{PREFIX}:proc:UID``);
         #: drawn again in :meth:`attach`, so that processes forked after construction (gunicorn
@@ -285,7 +296,12 @@ class RedisBackplane:
             return
         channel = self._all if room is None else self._room_prefix + room.encode()
         published = time.time() if self.publish_times else None
-        self._enqueue_message("publish", (channel, encode(_BROADCAST, message, self.uid, published=published)))
+        envelope = encode(_BROADCAST, message, self.uid, published=published)
+        if self.trace_context and tracing.ENABLED:
+            context = tracing.publish(room)
+            if context is not None:
+                envelope = with_trace(envelope, context)
+        self._enqueue_message("publish", (channel, envelope))
 
     def send_to(self, id: str, message: Message) -> bool:
         """Queue a direct send; the process that has ``id`` delivers it (unknown ids are counted)."""
@@ -448,7 +464,8 @@ class RedisBackplane:
         if self._link is LinkState.CLOSED:
             return self._drop(1, "the backplane is closed")
         envelope_size = len(args[1])
-        size = envelope_size - _HEAD - (_STAMP if args[1][:1] in _STAMPED else 0)
+        inner = args[1] if args[1][:1] != _TRACED else args[1][2 + args[1][1]:]
+        size = len(inner) - _HEAD - (_STAMP if inner[:1] in _STAMPED else 0)
         if size > self.max_message_size:
             return self._drop(1, f"message of {size} bytes is over max_message_size")
         if self._link.drops:
@@ -624,10 +641,18 @@ class RedisBackplane:
                 raise redis.ConnectionError("the cluster moved a channel's slot")  # resubscribe everywhere
 
     def _hear(self, channel: bytes, data: bytes) -> None:
+        if data[:1] == _TRACED:  # a broadcast with its publisher's trace context (trace_context=True)
+            context = traceparent(data)
+            inner = data[2 + data[1]:] if context is not None else b""
+            if context is not None and inner[:1] != _TRACED:  # else: rejected below, by decode()
+                if inner[2:_HEAD] != self.uid:  # not our own broadcast
+                    room = channel[len(self._room_prefix):].decode() if channel.startswith(self._room_prefix) else None
+                    tracing.deliver(context, room, lambda: self._hear(channel, inner))
+                return
         if data == _WAKE or data[2:_HEAD] == self.uid:
             return  # a wake-up, or our own broadcast (delivered locally already)
         try:
-            if len(data) > self.max_message_size + _HEAD + _STAMP + 2 + _MAX_ID:
+            if len(data) > self.max_message_size + _HEAD + _STAMP + 2 + _MAX_ID + 2 + 255:
                 raise ValueError("over max_message_size")
             kind, _, id, message = decode(data)
         except ValueError as exc:  # not ours, malformed, not UTF-8: never delivered

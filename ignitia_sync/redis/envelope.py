@@ -23,6 +23,12 @@ latency of ``ignitia_sync.metrics``. A backplane sends them only when asked to
 (``RedisBackplane(publish_times=True)``), once every process reads them; :func:`decode`
 reads both forms as ``B``/``D``, and :func:`published_at` gives the stamp.
 
+``T`` (later again) wraps any of them with the publisher's W3C trace context: ``T``, one
+byte of length, the ``traceparent`` (ASCII), then the envelope itself; :func:`decode` reads
+the envelope inside, :func:`with_trace` makes one and :func:`traceparent` gives it. A
+backplane sends them only when asked to (``RedisBackplane(trace_context=True)``) and a span
+is recording; a process older than ``T`` rejects (counts) them, like ``X``, ``b`` and ``d``.
+
 :func:`decode` rejects whatever is not one of these with a :class:`ValueError`.
 
 The directory (which process has which application id) is one key per id,
@@ -46,7 +52,7 @@ import struct
 
 from ..message import Binary, Message, Text, check_revocation_close
 
-__all__ = ["decode", "encode", "encode_disconnect", "published_at"]
+__all__ = ["decode", "encode", "encode_disconnect", "published_at", "traceparent", "with_trace"]
 
 #: Kinds: a broadcast (room or all), a direct send (to one id), a wake-up (one listener's own).
 _BROADCAST, _DIRECT, _WAKE = b"B", b"D", b"W"
@@ -54,6 +60,8 @@ _BROADCAST, _DIRECT, _WAKE = b"B", b"D", b"W"
 _DISCONNECT = b"X"
 #: Kinds stamped with their publish time (``B`` and ``D``, then :data:`_STAMP` bytes after the sender).
 _STAMPED = {b"b": b"B", b"d": b"D"}
+#: Kind: another envelope with the publisher's ``traceparent`` in front (length byte, ASCII).
+_TRACED = b"T"
 #: Length of a publish time: a big-endian double (seconds since the epoch).
 _STAMP = 8
 #: Message types (``c``: the Close of a revocation).
@@ -170,6 +178,8 @@ def decode(data: bytes) -> tuple[bytes, bytes, str | None, Message]:
         >>> decode(b"Bt0000000000000000hi")[3]
         Text(data='hi')
     """
+    if data[:1] == _TRACED:
+        data = _untraced(data)
     unstamped = _STAMPED.get(data[:1])
     if unstamped is not None:  # b, d: B, D with a publish time (published_at reads it)
         if len(data) < _HEAD + _STAMP:
@@ -204,10 +214,62 @@ def published_at(data: bytes) -> float | None:
         >>> published_at(b"Bt0000000000000000hi") is None
         True
     """
+    if data[:1] == _TRACED:
+        try:
+            data = _untraced(data)
+        except ValueError:
+            return None
     if data[:1] not in _STAMPED or len(data) < _HEAD + _STAMP:
         return None
     (published,) = struct.unpack("!d", data[_HEAD : _HEAD + _STAMP])
     return float(published)
+
+
+def with_trace(envelope: bytes, traceparent: str) -> bytes:
+    """``envelope`` carrying the publisher's W3C ``traceparent``: kind ``T``.
+
+    Raises:
+        ValueError: a ``traceparent`` longer than 255 bytes or not ASCII.
+
+    Example:
+        >>> traced = with_trace(b"Bt0000000000000000hi", "00-" + "1" * 32 + "-" + "2" * 16 + "-01")
+        >>> traced[:2], decode(traced)[3], traceparent(traced)[:6]
+        (b'T7', Text(data='hi'), '00-111')
+    """
+    context = traceparent.encode("ascii")
+    if len(context) > 255:
+        raise ValueError("traceparent over 255 bytes")
+    return _TRACED + bytes((len(context),)) + context + envelope
+
+
+def traceparent(data: bytes) -> str | None:
+    """The ``traceparent`` a ``T`` envelope carries; None for any other (or a malformed one).
+
+    Example:
+        >>> traceparent(b"Bt0000000000000000hi") is None
+        True
+    """
+    if data[:1] != _TRACED or len(data) < 2 or len(data) < 2 + data[1]:
+        return None
+    try:
+        return data[2 : 2 + data[1]].decode("ascii")
+    except UnicodeDecodeError:
+        return None
+
+
+def _untraced(data: bytes) -> bytes:
+    """The envelope inside a ``T`` one; ValueError when truncated or nested.
+
+    Example:
+        >>> _untraced(b"T\x01xBt0000000000000000hi")
+        b'Bt0000000000000000hi'
+    """
+    if len(data) < 2 or len(data) < 2 + data[1]:
+        raise ValueError("truncated traced envelope")
+    inner = data[2 + data[1] :]
+    if inner[:1] == _TRACED:
+        raise ValueError("a traced envelope inside a traced envelope")
+    return inner
 
 
 def _decode_disconnect(type_byte: bytes, rest: bytes) -> tuple[str, Message]:
