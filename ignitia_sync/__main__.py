@@ -55,6 +55,9 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=3000, help="the port to listen on")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         type=str.upper, help="the lowest level logged")
+    parser.add_argument("--metrics", nargs="?", const="/metrics", default=None, metavar="PATH",
+                        help="serve Prometheus metrics at PATH (/metrics without one) to loopback addresses; "
+                        "needs pip install 'ignitia_sync[metrics]'")
     parser.add_argument("--debug", action="store_true", help="show the traceback of a start-up error")
     args = parser.parse_args(argv)
     module_name, _, attr = args.target.partition(":")
@@ -159,7 +162,10 @@ def _serve(args: argparse.Namespace) -> int:
     from .router import Router
 
     router, wsgi_app = (app, None) if kind == "router" else (Router(), app)
-    server = Server(router, (args.host, args.port), wsgi_app=wsgi_app)
+    try:
+        server = Server(router, (args.host, args.port), wsgi_app=wsgi_app, metrics=args.metrics or False)
+    except (ModuleNotFoundError, ValueError) as exc:  # the metrics extra missing, or a bad --metrics path
+        raise UsageError(str(exc)) from exc
     try:
         server.start()
     except OSError as exc:
@@ -171,6 +177,8 @@ def _serve(args: argparse.Namespace) -> int:
     host, port = server.address
     print(f"WebSocket server running on ws://{host}:{port}", flush=True)
     print(routes_line(app, wsgi=kind == "wsgi"), flush=True)
+    if args.metrics:
+        print(f"Prometheus metrics at http://{host}:{port}{args.metrics} (loopback addresses only)", flush=True)
     server.serve_forever()
     return 0
 

@@ -210,3 +210,28 @@ def test_metrics_next_to_a_wsgi_app_leave_its_other_paths_to_it(serve):
     status, text = scrape(server.address)
     assert status == 200 and "# TYPE ignitia_sync_connections_opened_total counter" in text
     assert scrape(server.address, source="127.0.0.2")[0] == 200
+
+
+def test_the_command_serves_metrics_with_the_metrics_option():
+    from tests.subprocess_server import free_port, host_command, running
+
+    port = free_port()
+    with running([*host_command("ignitia-sync", "tests.scripts.cli_targets:app", port), "--metrics"], port) as process:
+        with connect(f"ws://127.0.0.1:{port}/room/lobby", open_timeout=10):
+            pass
+        wait_for(lambda: scraped(("127.0.0.1", port)).get("ignitia_sync_connections_opened_total",
+                                                          route="/room/:name") == 1, "the connection counted")
+        assert process.poll() is None
+
+
+def test_the_command_says_in_one_line_that_metrics_need_their_extra():
+    program = (
+        "import sys; sys.modules['prometheus_client'] = None\n"  # as if it were not installed
+        "from ignitia_sync.__main__ import main\n"
+        "sys.exit(main(['tests.scripts.cli_targets:app', '--port', '0', '--metrics']))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60,
+                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "ignitia-sync: ignitia_sync.metrics needs prometheus_client: pip install 'ignitia_sync[metrics]'"]
