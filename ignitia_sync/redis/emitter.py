@@ -14,6 +14,7 @@ Example::
     emitter = Emitter("redis://redis:6379/0", socket_timeout=2.0)
     emitter.broadcast("the report is ready", room="finance")
     emitter.send_to("alice", '{"type": "ping"}')
+    emitter.disconnect("mallory", 1008, "banned")
     emitter.close()
 """
 
@@ -26,8 +27,9 @@ from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.retry import Retry
 
-from ..message import Message
-from .envelope import _BROADCAST, _DIRECT, _SEND_TO, _as_message, _Names, _new_uid, encode
+from ..broadcast.registry import _check_application_id
+from ..message import Message, check_revocation_close
+from .envelope import _BROADCAST, _DIRECT, _SEND_TO, _as_message, _Names, _new_uid, encode, encode_disconnect
 
 __all__ = ["Emitter"]
 
@@ -110,6 +112,24 @@ class Emitter:
         envelope = encode(_DIRECT, _as_message(message), self._uid, id)
         result = self._client.eval(self._send_to_script, 1, self._names.id_key(id), self._names.proc_prefix, envelope)
         return int(result) > 0
+
+    def disconnect(self, id: str, code: int = 1008, reason: str = "") -> int:
+        """Close the connections identified as ``id`` in every server process: a revocation.
+
+        What ``Registry.disconnect`` does in a server, from a process that serves no
+        WebSockets (a password change in a Celery task, a ban from an admin script).
+        Delivered at most once, like every backplane message. Returns how many processes
+        heard it (not how many connections closed: each process that has ``id`` closes it).
+
+        Raises:
+            ValueError: a code other than 1000, 1001, 1008 or 3000-4999, a reason over 123
+                bytes, or not an application id (empty, starting with ``#``, too long).
+            TypeError: ``id`` is not a ``str``.
+            redis.RedisError: as :meth:`broadcast`.
+        """
+        _check_application_id(id)
+        check_revocation_close(code, reason)
+        return int(self._publish(self._names.all, encode_disconnect(self._uid, id, code, reason)))
 
     def close(self) -> None:
         """Close the connection to Redis."""

@@ -173,3 +173,21 @@ def test_with_redis_down_the_local_connection_is_closed_and_the_rest_dropped_and
     assert server.registry.disconnect("alice", 1008, "signed out") == 1  # returns at once, raises nothing
     assert closed_with(alice) == (1008, "signed out")
     assert backplane_stats(server)["dropped"] == dropped + 1  # the other processes never hear it
+
+
+def test_an_emitter_revokes_from_a_process_that_serves_no_websockets(server, redis_server, sign_in):
+    from ignitia_sync.redis import Emitter
+
+    alice, bob = sign_in(server, "alice"), sign_in(server, "bob")
+    listening(server, redis_server)
+    emitter = Emitter(redis_server.url)
+    try:
+        with pytest.raises(ValueError, match="1006"):
+            emitter.disconnect("alice", 1006)  # reserved: never sent in a Close
+        with pytest.raises(ValueError, match="application ids"):
+            emitter.disconnect("#3")  # an automatic id: not the application's to revoke
+        assert emitter.disconnect("alice", 4003, "password changed") == 1  # one process listens
+    finally:
+        emitter.close()
+    assert closed_with(alice) == (4003, "password changed")
+    still_open(bob)
