@@ -318,16 +318,17 @@ class RequestHeadReader:
         # The head ends with an empty line: "\n\r\n" (CRLF endings) or "\n\n" (bare LF).
         crlf, lf = buffer.find(b"\n\r\n", start), buffer.find(b"\n\n", start)
         end = crlf if lf < 0 or 0 <= crlf < lf else lf
-        if end < 0 or end > self._max_size:
+        size = end + (3 if end == crlf else 2)  # the whole head, its empty line included
+        if end < 0 or size > self._max_size:
             if len(buffer) > self._max_size:
                 raise HandshakeError(431, "request head too large")
             self._buffer = buffer
             return None
         self._buffer = b""
-        self.trailing_data = buffer[end + (3 if end == crlf else 2) :]
-        return self._parse(buffer[:end].split(b"\n"))
+        self.trailing_data = buffer[size:]
+        return self._parse(buffer[:end].split(b"\n"), size)
 
-    def _parse(self, lines: list[bytes]) -> Request:
+    def _parse(self, lines: list[bytes], size: int) -> Request:
         found = _REQUEST_LINE.fullmatch(lines[0].removesuffix(b"\r"))
         if found is None:
             raise HandshakeError(400, "malformed request line")
@@ -350,7 +351,7 @@ class RequestHeadReader:
             headers.append((name, value))
         return _to_request(
             method.decode("latin-1"), target.decode("latin-1"), headers, self._remote_address,
-            f"1.{minor.decode()}", sum(len(line) + 1 for line in lines) + 1,
+            f"1.{minor.decode()}", size,
         )
 
 

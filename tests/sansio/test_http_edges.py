@@ -437,9 +437,11 @@ def test_head_reader_content_length_zero_and_latin1():
 
 
 def test_head_reader_size_at_the_limit_and_one_past():
-    end = HEAD.index(b"\n\r\n")
-    assert RequestHeadReader(end).feed(HEAD) is not None  # the head ends at max_size exactly
-    assert refusal(lambda: RequestHeadReader(end - 1).feed(HEAD)) == (431, "request head too large", ())
+    # max_size counts the whole head, its empty line included, for CRLF and bare-LF heads alike
+    for head in (HEAD, HEAD.replace(b"\r\n", b"\n")):
+        request = RequestHeadReader(len(head)).feed(head + b"\x81")  # a frame may follow at once
+        assert request is not None and request.head_size == len(head)
+        assert refusal(lambda head=head: RequestHeadReader(len(head) - 1).feed(head)) == (431, "request head too large", ())
     reader = RequestHeadReader(10)
     assert reader.feed(b"GET / HTTP") is None  # exactly max_size bytes, no end yet: wait
     assert refusal(lambda: reader.feed(b"/")) == (431, "request head too large", ())
