@@ -16,7 +16,8 @@ as gunicorn does:
   quick stop: the worker exits once the drain is over, without waiting for HTTP requests),
   SIGABRT (the master's ``--timeout``: gunicorn's ``worker_abort`` hook still runs in the
   signal handler, so that a stack dump shows what blocked the hub; the drain can only run
-  once the hub runs again, before the master's SIGKILL), and the death of the master.
+  once the hub runs again, before the master's SIGKILL), and the death of the master; a
+  worker still booting (before its own signal handlers) when its master is stopped too.
 
 Each worker also starts its hosts' backplanes when it has loaded the app (after the fork,
 in its own hub, with ``--preload`` too), so that a worker serving only HTTP publishes what
@@ -30,6 +31,7 @@ Example::
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -49,6 +51,36 @@ with needs("ignitia_sync.gunicorn", "gunicorn and packaging", extra="gunicorn", 
     from gunicorn.workers.ggevent import GeventWorker
 
 __all__ = ["Worker"]
+
+
+#: The signals that a worker handles and an arbiter sends its workers (stop, quick stop, reopen logs).
+_REPLAYED = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1})
+
+
+def _queued_for_the_arbiter(handler: object) -> list[int]:
+    """Take what this process's copy of the arbiter's signal queue holds (``handler``: its handler).
+
+    A forked worker inherits gunicorn's ``Arbiter.signal`` as its handler until it installs its
+    own: that queues the signal on ``Arbiter.SIG_QUEUE`` (a ``SimpleQueue`` in current gunicorn,
+    a list in older ones). Anything else (a handler not gunicorn's, no queue) gives nothing.
+
+    Example::
+
+        _queued_for_the_arbiter(signal.getsignal(signal.SIGTERM))  # [15]: a SIGTERM came early
+    """
+    queued: Any = getattr(getattr(handler, "__self__", None), "SIG_QUEUE", None)
+    taken: list[int] = []
+    if isinstance(queued, list):
+        taken = [sig for sig in queued if isinstance(sig, int)]
+        queued.clear()
+        return taken
+    # The arbiter's queue.SimpleQueue, made before gevent's monkey-patching: not the class
+    # that `queue` names in this worker now. Nothing else takes from it in this process.
+    while callable(getattr(queued, "empty", None)) and not queued.empty():
+        sig = queued.get_nowait()
+        if isinstance(sig, int):
+            taken.append(sig)
+    return taken
 
 
 class _OneAccessLine:
@@ -140,6 +172,22 @@ class Worker(GeventWorker):  # type: ignore[misc]
                     self.cfg.workers,
                 )
                 return
+
+    def init_signals(self) -> None:
+        """gunicorn's handlers, then the stop signals that reached the arbiter's handlers before them.
+
+        From the fork until this point (``post_fork``, ``init_process``' first steps) the worker
+        still has the handlers it inherited from the arbiter, which only queue a signal for the
+        arbiter's loop: a SIGTERM from an arbiter stopping meanwhile lands in this process's copy
+        of that queue, which nobody reads, and the worker would boot and serve until the
+        arbiter's SIGKILL at the end of ``--graceful-timeout``. Once gunicorn's handlers are in
+        place, each such signal is sent again to this process, so that it stops as usual.
+        """
+        inherited = signal.getsignal(signal.SIGTERM)
+        super().init_signals()
+        for sig in _queued_for_the_arbiter(inherited):
+            if sig in _REPLAYED:
+                os.kill(os.getpid(), sig)
 
     def notify(self) -> None:
         """The heartbeat; once the master has died, drain and stop (gunicorn's own worker exits at once)."""
