@@ -1,4 +1,5 @@
-"""What many tests serve: the echo handler (and a router with it at ``/echo``) and a TLS certificate.
+"""What many tests serve: the echo handler (and a router with it at ``/echo``) and a TLS certificate;
+and two checks of an echoing client's connection: ``still_open`` and ``closed_with``.
 
 ``echo`` sends every text and binary message back, in order, until the peer closes; ``ECHO``
 routes ``/echo`` to it. ``issue_certificate(folder, *names)`` writes a certificate for ``names``
@@ -12,7 +13,10 @@ import dataclasses
 import pathlib
 import ssl
 
+import pytest
 import trustme
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection
 
 from ignitia_sync import Message, Router, WebSocketConnection
 
@@ -25,6 +29,20 @@ def echo(ws: WebSocketConnection) -> None:
 
 
 ECHO = Router().websocket("/echo", echo)
+
+
+def still_open(client: ClientConnection) -> None:
+    """The connection still echoes (a server handler that sends back what it gets)."""
+    client.send("still here?")
+    assert client.recv(timeout=10) == "still here?"
+
+
+def closed_with(client: ClientConnection) -> tuple[int, str]:
+    """The (code, reason) of the Close the server sent next."""
+    with pytest.raises(ConnectionClosed) as closed:
+        client.recv(timeout=10)
+    assert closed.value.rcvd is not None
+    return closed.value.rcvd.code, closed.value.rcvd.reason
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,11 +9,11 @@ import contextlib
 from collections.abc import Callable, Iterator
 
 import pytest
-from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from ignitia_sync import Message, Router
 from ignitia_sync.broadcast.registry import Registry
+from tests.apps import closed_with, still_open
 from tests.conftest import url
 from tests.waiting import wait_for
 
@@ -43,18 +43,6 @@ def sign_in() -> Iterator[Callable[..., ClientConnection]]:
             return client
 
         yield open_one
-
-
-def still_open(client: ClientConnection) -> None:
-    client.send("still here?")
-    assert client.recv(timeout=10) == "still here?"
-
-
-def closed_with(client: ClientConnection) -> tuple[int, str]:
-    with pytest.raises(ConnectionClosed) as closed:
-        client.recv(timeout=10)
-    assert closed.value.rcvd is not None
-    return closed.value.rcvd.code, closed.value.rcvd.reason
 
 
 def test_closes_the_identified_connection_with_the_code_and_reason_and_no_other(serve, sign_in):

@@ -12,12 +12,12 @@ import struct
 from collections.abc import Callable, Iterator
 
 import pytest
-from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from ignitia_sync import Message, Router
 from ignitia_sync.redis import decode, encode
 from ignitia_sync.redis.envelope import encode_disconnect
+from tests.apps import closed_with, still_open
 from tests.conftest import url
 from tests.waiting import wait_for
 
@@ -59,18 +59,6 @@ def backplane_stats(server) -> dict[str, object]:
 def listening(server, redis_server) -> None:
     wait_for(lambda: backplane_stats(server)["up"] and redis_server.subscribers("ignitia:all") == 1,
              "the server to listen on ignitia:all")
-
-
-def still_open(client: ClientConnection) -> None:
-    client.send("still here?")
-    assert client.recv(timeout=10) == "still here?"
-
-
-def closed_with(client: ClientConnection) -> tuple[int, str]:
-    with pytest.raises(ConnectionClosed) as closed:
-        client.recv(timeout=10)
-    assert closed.value.rcvd is not None
-    return closed.value.rcvd.code, closed.value.rcvd.reason
 
 
 def revocation(id: bytes, code: int, reason: bytes, type_byte: bytes = b"c") -> bytes:
