@@ -20,8 +20,9 @@ from .redis_server import RedisServer
 collect_ignore_glob = ["benchmarks/*"]
 # The websocket_client fixture, loaded from the source tree (see addopts in setup.cfg).
 pytest_plugins = ["ignitia_sync.testing"]
-#: Raises while it is imported, on purpose (the command-line tests run it): not a test module.
-collect_ignore = ["scripts/cli_broken_import.py"]
+#: Not test modules, and not importable on their own: one raises on purpose (the command-line
+#: tests run it), the boot gates wait for a file named by the gunicorn test that starts them.
+collect_ignore = ["scripts/cli_broken_import.py", "scripts/boot_gate_app.py", "scripts/boot_gate_conf.py"]
 
 
 @contextlib.contextmanager
