@@ -16,13 +16,11 @@ from .apps import Certificate, issue_certificate
 from .browser import browser  # noqa: F401 (a fixture: headless Chromium for the browser tests)
 from .redis_server import RedisServer
 
-# The benchmark servers monkey-patch on import; they run as their own processes only.
-collect_ignore_glob = ["benchmarks/*"]
+#: benchmarks/ and scripts/ hold programs that other processes run (servers, apps, gates), not tests:
+#: importing one here would start or monkey-patch something, or wait for what its test provides.
+collect_ignore_glob = ["benchmarks/*", "scripts/*"]
 # The websocket_client fixture, loaded from the source tree (see addopts in setup.cfg).
 pytest_plugins = ["ignitia_sync.testing"]
-#: Not test modules, and not importable on their own: one raises on purpose (the command-line
-#: tests run it), the boot gates wait for a file named by the gunicorn test that starts them.
-collect_ignore = ["scripts/cli_broken_import.py", "scripts/boot_gate_app.py", "scripts/boot_gate_conf.py"]
 
 
 @contextlib.contextmanager
