@@ -39,7 +39,15 @@ from .connection.connection import WebSocketConnection
 from .exceptions import HandshakeError
 from .handlers import Handler
 from .hosting.host import Host, HostSettings, RouteTargets, Target, shutdown_all
-from .hosting.sockets import READER_KEY, SOCKET_KEY, Finish, SocketTakenOver, TakenSocket, take_socket
+from .hosting.sockets import (
+    HOSTS_KEY,
+    READER_KEY,
+    SOCKET_KEY,
+    Finish,
+    SocketTakenOver,
+    TakenSocket,
+    take_socket,
+)
 from .middleware import Middleware, RateLimit
 from .router import Router
 from .sansio.http import Request, _reason, check_header, client_ip
@@ -138,6 +146,9 @@ class WebSocketHost(Host):
             self.abandon(opening, exc)
             self.refused(request, exc)
             return Refused(exc)
+        served_by = environ.get(HOSTS_KEY)
+        if served_by is not None:  # our server's fallback: its stop() stops this host too
+            served_by.add(self)
         if taken.threaded:
             if not self.registry.threaded:  # (a view's broadcast may have made it threaded already)
                 self.registry.serve_from_threads()

@@ -39,7 +39,32 @@ class TestSettings:
 class TestFlaskLogin:
     @pytest.fixture
     def websocket_app(self) -> Any:
-        from tests.scripts.flask_app import app
+        """A Flask-Login app of this test's own: a server stopped by an earlier test stops the
+        WebSocket routes of the app it served for the rest of the process (docs/testing.md)."""
+        from flask import Flask
+        from flask_login import LoginManager, UserMixin, current_user, login_required, login_user
+
+        from ignitia_sync.flask import Sock
+
+        app = Flask(__name__)
+        app.secret_key = "test only"
+        login_manager = LoginManager(app)
+        sock = Sock(app)
+
+        class User(UserMixin):
+            def __init__(self, user_id: str) -> None:
+                self.id = user_id
+
+        login_manager.user_loader(User)
+
+        @app.route("/login/<name>")
+        def login(name: str) -> str:
+            login_user(User(name))
+            return "ok"
+
+        @sock.route("/ws/private", decorators=[login_required])
+        def private(ws: Any) -> None:
+            ws.send(f"only for {current_user.id}")
 
         return app
 

@@ -29,6 +29,7 @@ import logging
 import signal
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -43,9 +44,10 @@ from ..connection.threads import HubRef
 from ..exceptions import HandshakeError
 from ..router import Router
 from ..sansio.http import Request, RequestHeadReader, client_ip, error_response
-from .host import Host, HostSettings, Opening, RouteTargets, shutdown_all
+from .host import Host, HostSettings, Opening, RouteTargets
 from .listener import Listener
 from .pywsgi_fallback import HandOff, PywsgiFallback
+from .sockets import HOSTS_KEY
 
 if TYPE_CHECKING:
     import socket
@@ -242,9 +244,11 @@ class Server(Host):
         self._silent: OrderedDict[_Waiting, None] = OrderedDict()  # those with no complete head yet, oldest first
         self._silent_per_ip: dict[str, OrderedDict[_Waiting, None]] = {}  # the same per peer address
         self._wake: Any = None  # the timer that lets a held listener look again once the oldest is stale
-        # stop() also stops the WebSocket routes of WSGI apps (the process is ending); a
-        # TestClient clears it: the same app is served again by the next test.
+        # stop() also stops the WebSocket routes of the WSGI app it served (their hosts add
+        # themselves through the fallback's environ, HOSTS_KEY); other hosts of the process are
+        # not ours. A TestClient clears the flag: the same app is served again by the next test.
         self._stops_wsgi_hosts = True
+        self._wsgi_hosts: weakref.WeakSet[Host] = weakref.WeakSet()
         self._targets = RouteTargets(self.settings.connection_settings(), app)
         #: Where the metrics are served (``metrics``), and the WSGI app that answers there and
         #: hands the rest to ``wsgi_app``; metrics need their extra: the one-line error is raised here.
@@ -291,6 +295,7 @@ class Server(Host):
             self._wsgi = PywsgiFallback(
                 self._fallback_app, self.address, https=self._tls is not None, head_timeout=self.settings.handshake_timeout
             )
+            self._wsgi.environ[HOSTS_KEY] = self._wsgi_hosts  # shared by every request's copy
         self._hub = HubRef()  # before _stopped: a started server always has one
         self._stopped = gevent.event.Event()
         self.registry.attach(self._hub.loop)
@@ -453,7 +458,9 @@ class Server(Host):
             self._handlers.join(timeout=min(self.settings.shutdown_grace, self.settings.shutdown_timeout))
         self.registry.close_all(1001, "Server shutdown")  # each sends its queue first; never blocks
         if self._stops_wsgi_hosts:
-            shutdown_all()  # the WebSocket routes of a WSGI app we serve
+            for host in list(self._wsgi_hosts):  # the WebSocket routes of the WSGI app we served
+                if not host.shutting_down:
+                    host.registry.call_threadsafe(host.shutdown, 1001, "Server shutdown")
         self._handlers.join(timeout=self.settings.shutdown_timeout if timeout is None else timeout)
         # Handlers still running are killed; each one's connection is torn down and
         # accounted for as its greenlet unwinds.

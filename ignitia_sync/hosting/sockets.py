@@ -36,7 +36,7 @@ from .._support.logs import escape_for_log
 from ..connection.transport import gevent_socket
 from ..exceptions import HandshakeError
 
-__all__ = ["READER_KEY", "SOCKET_KEY", "Finish", "SocketTakenOver", "TakenSocket", "take_socket"]
+__all__ = ["HOSTS_KEY", "READER_KEY", "SOCKET_KEY", "Finish", "SocketTakenOver", "TakenSocket", "take_socket"]
 
 log = logging.getLogger("ignitia_sync.wsgi")
 
@@ -44,6 +44,9 @@ log = logging.getLogger("ignitia_sync.wsgi")
 #: (our Django ``runserver`` does); ``"ignitia_sync.reader"`` may hold its buffered reader.
 SOCKET_KEY = "ignitia_sync.socket"
 READER_KEY = "ignitia_sync.reader"
+#: Set by our own server's WSGI fallback: the set a WSGI host adds itself to when it serves a
+#: WebSocket there, so that stopping that server stops those hosts (and no other host of the process).
+HOSTS_KEY = "ignitia_sync.hosts"
 
 
 class Finish(Protocol):
