@@ -34,6 +34,8 @@ def test_the_recovery_is_logged_at_the_level_of_the_outage_once(redis_server, ma
     wait_for(lambda: backplane._warn.held_back > 0, "the reconnect lines to be throttled", timeout=30)
     redis_server.start()
     wait_for(lambda: backplane.stats()["up"], "the link back", timeout=30)
+    # the line follows the link's state change in the backplane's own greenlet: wait for it
+    wait_for(lambda: any("Redis is back" in line for _, line in redis_lines(caplog)), "the recovery line")
     back = [(level, line) for level, line in redis_lines(caplog) if "Redis is back" in line]
     assert len(back) == 1, redis_lines(caplog)
     level, line = back[0]
@@ -53,6 +55,8 @@ def test_a_second_outage_gets_its_own_recovery_line(redis_server, make, caplog):
         wait_for(lambda: not backplane.stats()["up"], "the link down")
         redis_server.start()
         wait_for(lambda: backplane.stats()["up"], "the link back", timeout=30)
+        wait_for(lambda: sum("Redis is back" in line for _, line in redis_lines(caplog)) >= outage,
+                 f"recovery line {outage}")
         assert sum("Redis is back" in line for _, line in redis_lines(caplog)) == outage
 
 
