@@ -146,17 +146,21 @@ class WebSocketHost(Host):
             self.abandon(opening, exc)
             self.refused(request, exc)
             return Refused(exc)
-        served_by = environ.get(HOSTS_KEY)
-        if served_by is not None:  # our server's fallback: its stop() stops this host too
-            served_by.add(self)
-        if taken.threaded:
-            if not self.registry.threaded:  # (a view's broadcast may have made it threaded already)
-                self.registry.serve_from_threads()
-            _close_at_exit(self)
-        else:
-            if not self.registry._attached:
-                self.registry.attach()  # the worker's hub, on first use (the gunicorn worker attaches at boot)
-            self.watch_blocking()
+        try:
+            served_by = environ.get(HOSTS_KEY)
+            if served_by is not None:  # our server's fallback: its stop() stops this host too
+                served_by.add(self)
+            if taken.threaded:
+                if not self.registry.threaded:  # (a view's broadcast may have made it threaded already)
+                    self.registry.serve_from_threads()
+                _close_at_exit(self)
+            else:
+                if not self.registry._attached:
+                    self.registry.attach()  # the worker's hub, on first use (the gunicorn worker attaches at boot)
+                self.watch_blocking()
+        except BaseException:  # not served: give back the place, end the upgrade's span
+            self.abandon(opening)
+            raise
         try:
             self.serve(opening, taken.sock, taken.buffered, connection_class, server_logs=taken.server_logs)
         finally:

@@ -62,13 +62,15 @@ def retry_after(exc: BaseException, now: float | None = None) -> float | None:
         60.0
         >>> retry_after(HandshakeError(404, "no", (("retry-after", "30"),))) is None
         True
+        >>> retry_after(HandshakeError(503, "busy", (("retry-after", "\xb2"),))) is None  # not a number
+        True
     """
     if not isinstance(exc, HandshakeError) or exc.status not in _RETRY_AFTER_STATUSES:
         return None
     value = next((v.strip() for k, v in exc.headers if k.lower() == "retry-after"), None)
     if not value:
         return None
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # "²" is a digit to str.isdigit, not to float()
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)

@@ -44,7 +44,7 @@ from ..connection.threads import HubRef
 from ..exceptions import HandshakeError
 from ..router import Router
 from ..sansio.http import Request, RequestHeadReader, client_ip, error_response
-from .host import Host, HostSettings, Opening, RouteTargets
+from .host import Host, HostSettings, Opening, RouteTargets, hosts
 from .listener import Listener
 from .pywsgi_fallback import HandOff, PywsgiFallback
 from .sockets import HOSTS_KEY
@@ -441,6 +441,19 @@ class Server(Host):
         finally:
             done.set()
 
+    def _served_wsgi_hosts(self) -> list[Host]:
+        """The WSGI app's hosts this server stops: those that served a WebSocket through it, and
+        those a view attached to this server's hub (a broadcast from an HTTP request: its
+        backplane runs here) without serving one. Other hosts of the process are not ours."""
+        assert self._hub is not None
+        loop = self._hub.loop
+        ours = set(self._wsgi_hosts)
+        for host in hosts():
+            hub = host.registry._hub
+            if host.ends_with_process and hub is not None and hub.loop is loop:
+                ours.add(host)
+        return list(ours)
+
     def _stop_here(self, timeout: float | None) -> None:
         if self._stopping or self._stopped is None:
             return
@@ -458,9 +471,12 @@ class Server(Host):
             self._handlers.join(timeout=min(self.settings.shutdown_grace, self.settings.shutdown_timeout))
         self.registry.close_all(1001, "Server shutdown")  # each sends its queue first; never blocks
         if self._stops_wsgi_hosts:
-            for host in list(self._wsgi_hosts):  # the WebSocket routes of the WSGI app we served
+            for host in self._served_wsgi_hosts():
                 if not host.shutting_down:
-                    host.registry.call_threadsafe(host.shutdown, 1001, "Server shutdown")
+                    try:
+                        host.registry.call_threadsafe(host.shutdown, 1001, "Server shutdown")
+                    except ValueError:  # its hub is gone: nothing of it runs to shut down
+                        log.warning("a WSGI host whose hub is gone was not shut down")
         self._handlers.join(timeout=self.settings.shutdown_timeout if timeout is None else timeout)
         # Handlers still running are killed; each one's connection is torn down and
         # accounted for as its greenlet unwinds.

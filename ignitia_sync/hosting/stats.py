@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import Counter
@@ -16,6 +17,8 @@ from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 __all__ = ["ConnectionStats", "on_closed"]
+
+log = logging.getLogger("ignitia_sync.server")
 
 #: Called once per closed connection with its route pattern and the seconds it was open (from
 #: its 101 to its accounting): how ``ignitia_sync.metrics`` feeds its histogram. Empty unless
@@ -87,7 +90,10 @@ class ConnectionStats:
         if on_closed:
             seconds = time.monotonic() - ws.opened_at
             for hook in on_closed:
-                hook(route, seconds)
+                try:
+                    hook(route, seconds)
+                except Exception:  # a metrics hook must not cost the access line or the accounting
+                    log.exception("an on_closed hook failed")
 
     def by_route(self) -> dict[str, Any]:
         """Per route pattern: connections ``opened`` and ``closed`` (by close code) so far.

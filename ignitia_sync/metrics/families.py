@@ -143,13 +143,32 @@ def multiprocess() -> bool:
     return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir"))
 
 
+def code_label(code: int) -> str:
+    """The ``code`` label of a close code: the protocol's own codes exactly, an application's by class.
+
+    A peer chooses the code it closes with; 2,000 application codes per route would be as
+    many time series, so 3000-4999 become ``"3xxx"`` and ``"4xxx"`` (the exact codes are in
+    ``stats()["close_codes"]`` and the access log).
+
+    Example:
+        >>> code_label(1008), code_label(4001), code_label(3999), code_label(2000)
+        ('1008', '4xxx', '3xxx', 'other')
+    """
+    if 1000 <= code <= 1015:
+        return str(code)
+    if 3000 <= code <= 4999:
+        return f"{code // 1000}xxx"
+    return "other"
+
+
 def _counters_of(host: Host, stats: dict[str, Any], routes: dict[str, Any]) -> dict[_Key, float]:
     """The cumulative figures of one host, keyed by (what, label values...)."""
     figures: dict[_Key, float] = {}
     for route, count in routes["opened"].items():
         figures["opened", route] = count
     for (route, code), count in routes["closed"].items():
-        figures["closed", route, str(code)] = count
+        key = ("closed", route, code_label(code))
+        figures[key] = figures.get(key, 0) + count
     for status, count in stats["refused"].items():
         figures["refused", str(status)] = count
     for name in ("messages_in", "messages_out", "bytes_in", "bytes_out", "slow_consumers"):

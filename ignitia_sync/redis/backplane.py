@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -104,6 +105,8 @@ from .shards import (
 __all__ = ["RedisBackplane"]
 
 log = logging.getLogger("ignitia_sync.redis")
+#: The longest publish-to-deliver latency believed (seconds); a stamp older than this is not measured.
+_LATENCY_CEILING = 3600.0
 
 #: Operations per pipeline, and directory entries per script call (bounded work per call in Redis).
 _BATCH = 256
@@ -670,10 +673,11 @@ class RedisBackplane:
             self._on_broadcast(message, channel[len(self._room_prefix):].decode())
         if on_remote_latency:
             published = published_at(data)
-            if published is not None:  # clocks of two machines: never below 0
-                latency = max(0.0, time.time() - published)
-                for hook in on_remote_latency:
-                    hook(latency)
+            if published is not None and math.isfinite(published):
+                latency = max(0.0, time.time() - published)  # clocks of two machines: never below 0
+                if latency <= _LATENCY_CEILING:  # a garbage stamp would poison the histogram's sum for good
+                    for hook in on_remote_latency:
+                        hook(latency)
 
     # -- the publisher: the one owner of the publishing connection ---------------------------
 

@@ -49,3 +49,28 @@ def test_stop_closes_the_served_apps_websockets_and_leaves_other_hosts_serving()
     with TestClient(served) as test_client, pytest.raises(HandshakeError) as refused:
         test_client.connect("/ws")
     assert (refused.value.status, refused.value.body) == (503, "server shutting down\n")
+
+
+def test_stop_also_stops_a_wsgi_host_that_only_broadcast_from_a_view():
+    """A view's broadcast attaches the app's host to this server's hub (its backplane runs
+    here) without any WebSocket served: stop() must shut it down too."""
+    import urllib.request
+
+    from ignitia_sync.wsgi import WebSocketMiddleware
+
+    router = Router().websocket("/ws", lambda ws: None)
+
+    def view(environ, start_response):
+        middleware.registry.broadcast(Message.text("news"))
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"sent"]
+
+    middleware = WebSocketMiddleware(view, router)
+    server = Server(Router(), ("127.0.0.1", 0), wsgi_app=middleware)
+    server.start_in_thread()
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.address[1]}/", timeout=10) as response:
+            assert response.read() == b"sent"
+    finally:
+        server.stop()
+    assert middleware.shutting_down
