@@ -55,7 +55,7 @@ def test_a_second_outage_gets_its_own_recovery_line(redis_server, make, caplog):
         wait_for(lambda: not backplane.stats()["up"], "the link down")
         redis_server.start()
         wait_for(lambda: backplane.stats()["up"], "the link back", timeout=30)
-        wait_for(lambda: sum("Redis is back" in line for _, line in redis_lines(caplog)) >= outage,
+        wait_for(lambda outage=outage: sum("Redis is back" in line for _, line in redis_lines(caplog)) >= outage,
                  f"recovery line {outage}")
         assert sum("Redis is back" in line for _, line in redis_lines(caplog)) == outage
 
