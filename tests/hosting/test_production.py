@@ -106,16 +106,25 @@ def test_tls_echo_with_a_certificate_made_in_the_test(serve, certificate):
 
 def test_tls_reading_pauses_and_resumes_without_losing_order(serve, certificate):
     """TLS connections are read by a greenlet (plain ones by an io watcher): same guarantees."""
+    import websocket  # websocket-client: one thread, no reader thread sharing the TLS object
+
     server = serve(ECHO, certfile=certificate.cert_file, keyfile=certificate.key_file, max_queue=2)
-    client_context = certificate.client_context()
     host, port = server.address
-    with connect(f"wss://{host}:{port}/echo", ssl=client_context) as ws:
+    ws = websocket.create_connection(f"wss://{host}:{port}/echo", timeout=10,
+                                     sslopt={"context": certificate.client_context()})
+    try:
         sent = [f"{i:04d}" + "x" * 4000 for i in range(300)]
-        for text in sent:
-            ws.send(text)
-        pong = ws.ping(b"still there?")
-        assert [ws.recv(timeout=10) for _ in sent] == sent
-        assert pong.wait(10)
+        received: list[str] = []
+        for start in range(0, len(sent), 30):  # 30 at a time, past max_queue: reading pauses and resumes
+            for text in sent[start : start + 30]:
+                ws.send(text)
+            received += [ws.recv() for _ in range(30)]
+        assert received == sent
+        ws.ping(b"still there?")
+        opcode, frame = ws.recv_data_frame(control_frame=True)
+        assert (opcode, frame.data) == (websocket.ABNF.OPCODE_PONG, b"still there?")
+    finally:
+        ws.close()
 
 
 def test_slowloris_does_not_stop_new_clients(serve):
