@@ -13,6 +13,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from ignitia_sync import AuthMiddleware, Router, WebSocketConnection
+from ignitia_sync.message import Text
 from tests.conftest import url
 from tests.otel_spans import named, spans
 from tests.waiting import wait_for
@@ -139,3 +140,33 @@ def test_a_wsgi_upgrade_without_a_socket_to_take_has_one_span(exporter):
     assert upgrade.attributes["http.route"] == "/ws"
     assert upgrade.status.status_code == StatusCode.ERROR
     assert host.stats()["refused"] == {500: 1}
+
+
+@pytest.mark.expect_errors  # the handler's RuntimeError is logged: that is the 1011's cause
+def test_the_handler_runs_inside_its_connection_span(serve, exporter):
+    from opentelemetry import trace
+
+    def looks_up(ws: WebSocketConnection, room: str) -> None:
+        for message in ws:
+            if not isinstance(message, Text):
+                continue  # the client's Close
+            with trace.get_tracer("the app").start_as_current_span("database query"):
+                ws.send(message)
+            if message.data == "fail":
+                raise RuntimeError("the handler's own bug")
+
+    server = serve(Router().websocket("/rooms/:room", looks_up))
+    with connect(url(server, "/rooms/1")) as ws:
+        ws.send("one")
+        assert ws.recv(timeout=5) == "one"
+    with connect(url(server, "/rooms/2")) as ws:
+        ws.send("fail")
+        assert ws.recv(timeout=5) == "fail"
+        wait_for(lambda: ws.close_code is not None or len(named(exporter, CONNECTION)) == 2, "the 1011")
+    wait_for(lambda: len(named(exporter, CONNECTION)) == 2, "both connections' spans")
+    first, second = sorted(named(exporter, CONNECTION), key=lambda span: span.start_time)
+    queries = sorted(named(exporter, "database query"), key=lambda span: span.start_time)
+    assert [query.parent.span_id for query in queries] == [first.context.span_id, second.context.span_id]
+    assert first.status.status_code != StatusCode.ERROR
+    assert second.attributes["websocket.close.code"] == 1011
+    assert second.status.status_code == StatusCode.ERROR

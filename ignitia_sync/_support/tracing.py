@@ -9,7 +9,8 @@ Spans (names and attributes in ``docs/monitoring.md``, "Tracing"):
 * ``WebSocket upgrade`` (SERVER): one per upgrade request, from :meth:`Host.open` to the 101
   or the refusal; it continues a W3C ``traceparent`` the request carries;
 * ``WebSocket connection`` (SERVER): one per connection, from the 101 to the closed socket,
-  a child of its upgrade span;
+  a child of its upgrade span; the handler runs inside it (:func:`current`), so the spans an
+  application makes there (a database query, a broadcast's publish) are its children;
 * ``WebSocket broadcast publish`` (PRODUCER) and ``WebSocket broadcast deliver`` (CONSUMER):
   a broadcast that crosses the Redis backplane with ``trace_context=True``; the deliver span
   *links* to the publish span (OpenTelemetry's advice for messaging), it is not its child.
@@ -25,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -38,7 +40,8 @@ else:
     _tracer = trace.get_tracer("ignitia_sync")  # a proxy: follows a provider set later
 
 __all__ = [
-    "ENABLED", "deliver", "end_connection", "end_upgrade", "publish", "start_connection", "start_upgrade",
+    "ENABLED", "current", "deliver", "end_connection", "end_upgrade", "publish", "start_connection",
+    "start_upgrade",
 ]
 
 #: Span names.
@@ -103,8 +106,24 @@ def start_connection(upgrade: Any, route: str) -> Any:
     return _tracer.start_span(CONNECTION, context=parent, kind=SpanKind.SERVER, attributes=attributes)
 
 
+def current(span: Any) -> contextlib.AbstractContextManager[object]:
+    """The block runs with ``span`` as the current span (the handler, inside its connection's span).
+
+    The spans the block starts are its children. The span is not ended here.
+
+    Example:
+        >>> with current(None):  # tracing off, or no span: nothing
+        ...     pass
+    """
+    if span is None:
+        return contextlib.nullcontext()
+    return trace.use_span(span, end_on_exit=False, record_exception=False, set_status_on_exception=False)
+
+
 def end_connection(span: Any, close_code: int | None, messages_in: int, messages_out: int) -> None:
     """End a connection's span: its close code (1006 when none was exchanged) and message counts.
+
+    A 1011 (the handler raised, or the server failed) marks the span as an error.
 
     Example:
         >>> end_connection(None, 1000, 3, 4)
@@ -114,6 +133,9 @@ def end_connection(span: Any, close_code: int | None, messages_in: int, messages
     span.set_attribute("websocket.close.code", close_code or 1006)
     span.set_attribute("websocket.messages.received", messages_in)
     span.set_attribute("websocket.messages.sent", messages_out)
+    if close_code == 1011:
+        span.set_attribute("error.type", "1011")
+        span.set_status(Status(StatusCode.ERROR, "internal error (1011)"))
     span.end()
 
 

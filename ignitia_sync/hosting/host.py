@@ -404,12 +404,13 @@ class Host:
         try:
             closed = self._closed_logged_by_server if server_logs else self._closed
             on_closed = functools.partial(closed, route=target.pattern)
-            serve_connection(ws, target.handler, target.params, registry=self.registry, on_closed=on_closed)
+            with tracing.current(connection_span):  # the handler's own spans are its children
+                serve_connection(ws, target.handler, target.params, registry=self.registry, on_closed=on_closed)
         finally:
+            tracing.end_connection(connection_span, ws.close_code, ws.messages_in, ws.messages_out)
             with self._opened_lock:
                 self._opened.pop(ws, None)
             self._served()
-            tracing.end_connection(connection_span, ws.close_code, ws.messages_in, ws.messages_out)
 
     def watch_blocking(self) -> None:
         """Watch the calling thread's hub for handlers that block it (``blocking_warning``)."""
