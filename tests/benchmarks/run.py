@@ -41,7 +41,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,7 +64,11 @@ OURS = "ignitia_sync"
 #: ignitia_sync without websockets' C unmasking (the pure-Python fallback), run where
 #: masking is a real share of the work: bulk messages.
 PURE = "ignitia_sync-pure-python"
-ENVIRONMENTS = {PURE: {"IGNITIA_SYNC_PURE_PYTHON": "1"}}
+#: ignitia_sync serving Prometheus metrics at /metrics, scraped every SCRAPE_INTERVAL during
+#: the measurement (15 times as often as Prometheus' default): what metrics cost a server.
+METRICS = "ignitia_sync-metrics"
+SCRAPE_INTERVAL = 1.0
+ENVIRONMENTS = {PURE: {"IGNITIA_SYNC_PURE_PYTHON": "1"}, METRICS: {"IGNITIA_BENCH_METRICS": "1"}}
 #: ignitia_sync's flask-sock-compatible Sock in a Flask app under gunicorn's gevent worker.
 GUNICORN = "ignitia_sync-gunicorn"
 #: The least CPU per message a blocking-style server on gevent can cost (a bare frame echo:
@@ -80,7 +86,7 @@ ECHO_ONLY = {GUNICORN, "flask-sock-gunicorn", FLOOR}
 #: reach) and ours against the floor (what our WebSocket work costs on top of gevent's).
 COMPARISONS: list[tuple[str, str, float | None]] = [
     (GUNICORN, "flask-sock-gunicorn", 0.5), (GUNICORN, OURS, 1.15),
-    (FLOOR, "flask-sock-gunicorn", None), (GUNICORN, FLOOR, None),
+    (FLOOR, "flask-sock-gunicorn", None), (GUNICORN, FLOOR, None), (METRICS, OURS, 1.05),
 ]
 
 
@@ -96,10 +102,12 @@ class Scenario:
 
 SCENARIOS = [
     Scenario("E1", "1 conn, 1 in flight, 32 B text (latency)", "echo", ["1", "1", "32", "0", "0.5", "3"], "/echo"),
-    Scenario("E2", "50 conns x 8 in flight, 32 B text", "echo", ["50", "8", "32", "0", "0.5", "3"], "/echo"),
+    Scenario("E2", "50 conns x 8 in flight, 32 B text", "echo", ["50", "8", "32", "0", "0.5", "3"], "/echo",
+             also=(METRICS,)),
     Scenario("E3", "10 conns x 4 in flight, 16 KiB binary", "echo", ["10", "4", "16384", "1", "0.5", "3"], "/echo",
              also=(PURE,)),
-    Scenario("B1", "1 sender, 500 receivers, 200 x 64 B broadcasts", "bcast", ["500", "200", "64", "0"], "/broadcast"),
+    Scenario("B1", "1 sender, 500 receivers, 200 x 64 B broadcasts", "bcast", ["500", "200", "64", "0"], "/broadcast",
+             also=(METRICS,)),
     # Paced so that neither the server nor the client is saturated (25,000 deliveries/s):
     # the time until the last receiver has a broadcast, not a queue, is measured.
     Scenario("B1p", "B1 paced: one broadcast every 20 ms (fan-out latency)", "bcast", ["500", "200", "64", "20"],
@@ -206,6 +214,38 @@ def stop_process(process: subprocess.Popen[Any]) -> None:
     process.wait()
 
 
+class Scraper:
+    """Reads a server's /metrics every SCRAPE_INTERVAL seconds in a thread, as Prometheus would."""
+
+    def __init__(self, port: int) -> None:
+        self.url = f"http://127.0.0.1:{port}/metrics"
+        self.scrapes = 0
+        self.error: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> int:
+        """Stop; how many scrapes succeeded (each must answer 200 with our metrics in it)."""
+        self._stop.set()
+        self._thread.join(10)
+        return self.scrapes
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                with urllib.request.urlopen(self.url, timeout=5) as answer:
+                    if b"ignitia_sync_connections_open" not in answer.read():
+                        raise RuntimeError("no ignitia_sync metrics in the answer")
+            except Exception as exc:  # reported as the run's error: a run without scrapes proves nothing
+                self.error = f"{self.url}: {exc!r}"
+                return
+            self.scrapes += 1
+            self._stop.wait(SCRAPE_INTERVAL)
+
+
 def run_one(scenario: Scenario, name: str) -> Result:
     server, port, pid = start_server(name)
     result = Result(name)
@@ -219,12 +259,19 @@ def run_one(scenario: Scenario, name: str) -> Result:
         assert gen.stdout is not None and gen.stdin is not None
         cpu0 = cpu1 = 0.0
         rss0 = rss_kib(pid)
+        scraper = Scraper(port) if name == METRICS else None
         for line in gen.stdout:
             event = json.loads(line)
             if event.get("mark") == "start":
                 cpu0 = cpu_seconds(pid)
+                if scraper is not None:
+                    scraper.start()
             elif event.get("mark") == "end":
                 cpu1 = cpu_seconds(pid)
+                if scraper is not None:
+                    result.extra["scrapes"] = scraper.stop()
+                    if scraper.error or not scraper.scrapes:
+                        result.error = scraper.error or "/metrics was never scraped"
             elif event.get("mark") == "opened":
                 time.sleep(1.0)
                 result.extra["rss_after"] = rss_kib(pid)

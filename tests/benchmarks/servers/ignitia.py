@@ -2,7 +2,8 @@
 
 With ``IGNITIA_BENCH_REDIS`` set to a Redis URL, the server has a RedisBackplane on it, so
 /broadcast's room spans every process on that Redis (run.py's R1); unset, it is the
-single-process server of every other scenario.
+single-process server of every other scenario. With ``IGNITIA_BENCH_METRICS=1`` it serves
+Prometheus metrics at /metrics (run.py's ignitia_sync-metrics variant scrapes them).
 """
 
 import os
@@ -34,9 +35,10 @@ app = Router().websocket("/echo", echo).websocket("/broadcast", broadcast)
 
 if __name__ == "__main__":
     redis_url = os.environ.get("IGNITIA_BENCH_REDIS")
+    metrics = os.environ.get("IGNITIA_BENCH_METRICS") == "1"  # run.py's ignitia_sync-metrics: /metrics served
     if redis_url:
         from ignitia_sync.redis import RedisBackplane
 
-        run(app, compression=None, backplane=RedisBackplane(redis_url, prefix="bench"))
+        run(app, compression=None, metrics=metrics, backplane=RedisBackplane(redis_url, prefix="bench"))
     else:
-        run(app, compression=None)
+        run(app, compression=None, metrics=metrics)
