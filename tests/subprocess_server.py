@@ -20,6 +20,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def python(code: str, *, hide: tuple[str, ...] = (), cwd: str = ROOT) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter where the packages ``hide`` cannot be imported.
+
+    ``sys.modules[name] = None`` makes Python's import raise ``ModuleNotFoundError`` for it, as
+    if it were not installed: how a missing extra is shown without uninstalling anything.
+    """
+    prelude = f"import sys\nfor name in {hide!r}:\n    sys.modules[name] = None\n"
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    return subprocess.run([sys.executable, "-c", prelude + code], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=60)
+
+
 def host_command(host: str, target: str, port: int, workers: int = 1) -> list[str]:
     """How ``target`` (``MODULE:ATTR``) is served by ``host``: ``ignitia-sync``, ``gunicorn`` or ``werkzeug``."""
     if host == "ignitia-sync":

@@ -6,10 +6,6 @@ so each test scrapes before and after its workload and checks the difference, ex
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import gevent
 import gevent.monkey
 import pytest
@@ -22,6 +18,7 @@ from ignitia_sync.middleware import OriginCheck
 from tests.apps import echo
 from tests.conftest import url
 from tests.metrics_scrape import figures, scrape, scraped
+from tests.subprocess_server import python
 from tests.waiting import wait_for
 from tests.wire import Peer
 
@@ -178,13 +175,8 @@ def test_a_bad_metrics_setting_is_refused_at_once():
 
 
 def test_without_the_extra_enabling_metrics_says_what_to_install_in_one_line():
-    program = (
-        "import sys; sys.modules['prometheus_client'] = None\n"  # as if it were not installed
-        "from ignitia_sync import Router, Server\n"
-        "Server(Router(), metrics=True)\n"
-    )
-    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60,
-                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    result = python("from ignitia_sync import Router, Server\nServer(Router(), metrics=True)\n",
+                    hide=("prometheus_client",))
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
         "ModuleNotFoundError: ignitia_sync.metrics needs prometheus_client: pip install 'ignitia_sync[metrics]'")
@@ -225,13 +217,9 @@ def test_the_command_serves_metrics_with_the_metrics_option():
 
 
 def test_the_command_says_in_one_line_that_metrics_need_their_extra():
-    program = (
-        "import sys; sys.modules['prometheus_client'] = None\n"  # as if it were not installed
-        "from ignitia_sync.__main__ import main\n"
-        "sys.exit(main(['tests.scripts.cli_targets:app', '--port', '0', '--metrics']))\n"
-    )
-    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60,
-                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    result = python("from ignitia_sync.__main__ import main\n"
+                    "sys.exit(main(['tests.scripts.cli_targets:app', '--port', '0', '--metrics']))\n",
+                    hide=("prometheus_client",))
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "ignitia-sync: ignitia_sync.metrics needs prometheus_client: pip install 'ignitia_sync[metrics]'"]

@@ -3,8 +3,6 @@ a refusal, a continued ``traceparent``; and a server without opentelemetry insta
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -16,6 +14,7 @@ from ignitia_sync import AuthMiddleware, Router, WebSocketConnection
 from ignitia_sync.message import Text
 from tests.conftest import url
 from tests.otel_spans import named, spans
+from tests.subprocess_server import python
 from tests.waiting import wait_for
 
 UPGRADE, CONNECTION = "WebSocket upgrade", "WebSocket connection"
@@ -99,8 +98,6 @@ def test_a_traceparent_from_the_client_is_continued(serve, exporter):
 
 def test_without_opentelemetry_the_server_serves():
     program = textwrap.dedent("""
-        import sys
-        sys.modules["opentelemetry"] = None  # as if not installed: importing it fails
         from websockets.sync.client import connect
         from ignitia_sync import Router, Server
         from ignitia_sync._support import tracing
@@ -118,7 +115,7 @@ def test_without_opentelemetry_the_server_serves():
             print(ws.recv(timeout=5))
         server.stop(timeout=5)
     """)
-    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
+    done = python(program, hide=("opentelemetry",))  # as if not installed: importing it fails
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "still here"
 

@@ -22,17 +22,8 @@ from ignitia_sync.client import connect
 from ignitia_sync.middleware import KeyedLimiter
 from ignitia_sync.testing import TestClient
 from tests.conftest import url
-from tests.subprocess_server import ROOT, free_port
+from tests.subprocess_server import ROOT, free_port, python
 from tests.waiting import wait_for
-
-
-def python(code: str, *, hide: tuple[str, ...] = (), cwd: str = ROOT) -> subprocess.CompletedProcess[str]:
-    """Run ``code`` in a fresh interpreter where the packages ``hide`` cannot be imported."""
-    prelude = f"import sys\nfor name in {hide!r}:\n    sys.modules[name] = None\n"
-    env = {**os.environ, "PYTHONPATH": ROOT}
-    return subprocess.run([sys.executable, "-c", prelude + code], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=60)
-
 
 # -- 1. a missing extra ---------------------------------------------------------------------
 
