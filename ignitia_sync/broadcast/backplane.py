@@ -47,6 +47,10 @@ class Backplane(Protocol):
     identified as ``id``, and every other process then hands ``on_direct(id,
     Message.close_with_reason(code, reason))`` to its registry, which closes its connection
     with that id instead of sending it anything. Without it, a revocation stays in its process.
+
+    And ``add_inspectable(host)`` (the Redis one has it): each host registers itself, so that
+    the backplane can answer other processes' inspections with ``host.inspect_connections()``
+    and close a connection by its own id with ``host.close_connection(id, code, reason)``.
     """
 
     def attach(self, on_broadcast: Deliver, on_direct: DeliverTo, *, threaded: bool = False) -> None:

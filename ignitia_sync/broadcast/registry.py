@@ -16,8 +16,8 @@ A registry starts its backplane (:meth:`Registry.attach`) when its host starts, 
 its first use in the process (a connection, a broadcast, a ``send_to``): a worker that serves
 only HTTP still publishes what its views broadcast.
 
-Application ids and room names are checked once, here, whatever the backplane: each must be
-a ``str`` that UTF-8 can encode, else :class:`ValueError` names the problem (a lone surrogate,
+Application ids, user ids and room names are checked once, here, whatever the backplane: each
+must be a ``str`` that UTF-8 can encode, else :class:`ValueError` names the problem (a lone surrogate,
 which ``json.loads`` makes of a client's ``"\\ud800"``, would fail every publish later).
 
 Example:
@@ -48,6 +48,7 @@ from gevent._hub_local import get_hub_if_exists  # no public name; stable since 
 from ..connection.connection import WebSocketConnection
 from ..connection.threads import HubRef, allocate_real_lock
 from ..message import Binary, Close, Message, Text, check_revocation_close, not_broadcastable
+from ..middleware import AuthInfo
 from ..sansio.protocol import encode_frame
 from .backplane import Backplane, LocalBackplane
 
@@ -86,8 +87,11 @@ def _check_name(what: str, name: str) -> None:
         ) from None
 
 
-def _check_application_id(id: str) -> None:
+def _check_application_id(id: str, what: str = "application id") -> None:
     """Refuse what cannot be an application id (:meth:`Registry.identify`, :meth:`Registry.disconnect`).
+
+    User ids (:meth:`Registry.set_user`) follow the same rules (``what="user id"``): a
+    revocation names either kind, and an automatic id ("#17") is neither.
 
     Raises:
         TypeError: ``id`` is not a ``str``.
@@ -100,10 +104,45 @@ def _check_application_id(id: str) -> None:
         Traceback (most recent call last):
         ...
         ValueError: application ids must be 1-1024 characters and not start with '#': '#17'
+        >>> _check_application_id("", "user id")
+        Traceback (most recent call last):
+        ...
+        ValueError: user ids must be 1-1024 characters and not start with '#': ''
     """
-    _check_name("application id", id)
+    _check_name(what, id)
     if not id or id.startswith("#") or len(id) > MAX_ID_LENGTH:
-        raise ValueError(f"application ids must be 1-{MAX_ID_LENGTH} characters and not start with '#': {id[:40]!r}")
+        raise ValueError(f"{what}s must be 1-{MAX_ID_LENGTH} characters and not start with '#': {id[:40]!r}")
+
+
+def _user_from_auth(ws: WebSocketConnection) -> str | None:
+    """The user id of the :class:`~ignitia_sync.middleware.AuthInfo` that middleware attached to ``ws``, if any.
+
+    Raises:
+        TypeError, ValueError: its ``user_id`` is not a user id (see :func:`_check_application_id`).
+
+    Example:
+        >>> class Bare:
+        ...     extensions = {"auth": AuthInfo("alice")}
+        >>> _user_from_auth(Bare())
+        'alice'
+        >>> Bare.extensions = {"auth": AuthInfo(42)}
+        >>> _user_from_auth(Bare())
+        Traceback (most recent call last):
+        ...
+        TypeError: AuthInfo.user_id of this connection: a user id is a str, not int
+    """
+    extensions = ws.extensions
+    info = extensions.get(AuthInfo)
+    if not isinstance(info, AuthInfo):
+        info = extensions.get("auth")
+        if not isinstance(info, AuthInfo):
+            return None
+    user_id: Any = info.user_id
+    try:
+        _check_application_id(user_id, "user id")
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"AuthInfo.user_id of this connection: {exc}") from None
+    return str(user_id)
 
 
 class Registry:
@@ -128,6 +167,9 @@ class Registry:
         self._rooms_of: dict[WebSocketConnection, set[str] | frozenset[str]] = {}
         self._rooms: dict[str, set[WebSocketConnection]] = {}
         self._by_id: dict[str, WebSocketConnection] = {}
+        # The connections of each user (several per user: two tabs). Only connections that
+        # have a user cost anything here; each one's user is its ``ws._user_id`` slot.
+        self._users: dict[str, set[WebSocketConnection]] = {}
         self._hub: HubRef | None = None  # the one hub it runs in; None before attach() and when threaded
         self._threaded = False  # connections are served by several OS threads, one hub each
         self._attached = False
@@ -145,9 +187,15 @@ class Registry:
     def add(self, ws: WebSocketConnection) -> None:
         """Register an open connection (its host does this after the upgrade).
 
+        A connection whose ``ws.extensions`` hold an :class:`~ignitia_sync.middleware.AuthInfo`
+        (``AuthMiddleware`` attached it) becomes a connection of its ``user_id`` (:meth:`set_user`).
+
         Raises:
             ValueError: another open connection has the same id.
+            TypeError, ValueError: the AuthInfo's ``user_id`` is not a user id (not a ``str``,
+                empty, starting with ``#``...): the connection is not registered.
         """
+        user_id = _user_from_auth(ws) if ws.extensions else None  # checked before anything changes
         if not self._attached:  # a host that never attached: this hub, from the first connection on
             self.attach()
         with self._lock:
@@ -156,6 +204,8 @@ class Registry:
                 raise ValueError(f"id {ws.id!r} is taken by another connection")
             self._rooms_of.setdefault(ws, _NO_ROOMS)
             self._by_id[ws.id] = ws
+            if user_id is not None:
+                self._set_user(ws, user_id)
         ws.registry = self
 
     def discard(self, ws: WebSocketConnection) -> None:
@@ -172,6 +222,8 @@ class Registry:
             forget = self._by_id.get(ws.id) is ws
             if forget:
                 del self._by_id[ws.id]
+            if ws._user_id is not None:
+                self._unindex_user(ws)  # ws.user_id itself stays: whose connection it was
             # Told under the lock, so that the backplane hears joins and leaves in their order.
             for room in emptied:
                 self.backplane.left(room)
@@ -181,6 +233,8 @@ class Registry:
     def identify(self, ws: WebSocketConnection, id: str, *, take_over: bool = False) -> None:
         """Give ``ws`` an application id, for :meth:`get` and :meth:`send_to`: ``registry.identify(ws, user_id)``.
 
+        One connection per id (cluster-wide with a backplane that claims ids); a user with
+        several connections (two tabs) is :meth:`set_user`'s job, which :meth:`disconnect` follows too.
         Automatic ids start with ``#`` ("#17"), so application ids never collide with them.
         With a backplane that claims ids cluster-wide (``RedisBackplane.claim``), the id is
         claimed first: this waits for one round trip to Redis (at most its
@@ -234,6 +288,73 @@ class Registry:
     def get(self, id: str) -> WebSocketConnection | None:
         """The open connection with this id, or None."""
         return self._by_id.get(id)
+
+    # -- users -----------------------------------------------------------------------
+
+    def set_user(self, ws: WebSocketConnection, user_id: str | None) -> None:
+        """Make ``ws`` a connection of ``user_id`` (None: of no user); ``ws.user_id`` tells it.
+
+        A user may have any number of connections, in this process and in others (two tabs,
+        two devices): nothing is claimed, nothing is unique, unlike :meth:`identify`.
+        :meth:`disconnect` closes all of them, everywhere; :meth:`connections_of` lists those
+        here. ``AuthMiddleware`` needs no call: its ``AuthInfo.user_id`` is taken when the
+        connection is added. Call it from a handler that knows the user another way (Flask's
+        ``current_user``, Django's ``request.user``: ``str(request.user.pk)``). Safe from any thread.
+
+        Raises:
+            ValueError: ``ws`` is not registered (closed already), or ``user_id`` is empty,
+                starts with ``#``, is longer than ``MAX_ID_LENGTH`` or not encodable as UTF-8.
+            TypeError: ``user_id`` is not a ``str`` (nor None).
+
+        Example:
+            >>> from ignitia_sync import Router
+            >>> from ignitia_sync.testing import TestClient
+            >>> def notes(ws):
+            ...     ws.registry.set_user(ws, "alice")
+            ...     ws.send_text(f"{ws.user_id} has {len(ws.registry.connections_of('alice'))} connection(s)")
+            ...     for message in ws:
+            ...         pass
+            >>> with TestClient(Router().websocket("/notes", notes)) as client:
+            ...     print(client.connect("/notes").recv(timeout=5).data)
+            ...     print(client.connect("/notes").recv(timeout=5).data)
+            alice has 1 connection(s)
+            alice has 2 connection(s)
+        """
+        if user_id is not None:
+            _check_application_id(user_id, "user id")
+        with self._lock:
+            if ws not in self._rooms_of:
+                raise ValueError(f"{ws!r} is not registered")
+            self._set_user(ws, user_id)
+
+    def _set_user(self, ws: WebSocketConnection, user_id: str | None) -> None:
+        """Under the lock: move ``ws`` from its user's entry (if any) to ``user_id``'s."""
+        if ws._user_id == user_id:
+            return
+        if ws._user_id is not None:
+            self._unindex_user(ws)
+        ws._user_id = user_id
+        if user_id is not None:
+            self._users.setdefault(user_id, set()).add(ws)
+
+    def _unindex_user(self, ws: WebSocketConnection) -> None:
+        """Under the lock: take ``ws`` out of its user's entry; the last one out removes the entry."""
+        assert ws._user_id is not None
+        connections = self._users.get(ws._user_id)
+        if connections is not None:
+            connections.discard(ws)
+            if not connections:
+                del self._users[ws._user_id]
+
+    def connections_of(self, user_id: str) -> frozenset[WebSocketConnection]:
+        """A snapshot of the open connections of ``user_id`` in this process (safe from any thread).
+
+        Example:
+            >>> Registry().connections_of("alice")
+            frozenset()
+        """
+        with self._lock:
+            return frozenset(self._users.get(user_id, ()))
 
     def join(self, room: str, ws: WebSocketConnection) -> None:
         """Put ``ws`` in ``room`` (created on first use).
@@ -435,14 +556,16 @@ class Registry:
         return self._push_one(ws, message)
 
     def disconnect(self, id: str, code: int = 1008, reason: str = "") -> int:
-        """Close every connection identified as ``id``, here and in every other process: a revocation.
+        """Close every connection of user ``id``, here and in every other process: a revocation.
 
-        A user logs out, or is banned: ``registry.disconnect(user_id, 1008, "logged out")``.
-        Its connection here (``identify`` gives an id to one connection per process) is
-        closed at once, like :meth:`WebSocketConnection.close` (what is queued goes first;
-        the handler's ``recv()`` then returns None). With a backplane that carries
-        revocations (``RedisBackplane``), every other process closes its connection with
-        that id as soon as the message reaches it: also one whose id was taken over
+        A user logs out, changes a password, or is banned:
+        ``registry.disconnect(user_id, 1008, "logged out")``. Closed here, at once: every open
+        connection whose user (:meth:`set_user`, or ``AuthMiddleware``'s ``AuthInfo``) is
+        ``id``, however many, and also the connection identified as ``id`` (:meth:`identify`),
+        as before users existed. Each is closed like :meth:`WebSocketConnection.close` (what is
+        queued goes first; the handler's ``recv()`` then returns None). With a backplane that
+        carries revocations (``RedisBackplane``), every other process closes the same set of
+        its own as soon as the message reaches it: also a connection whose id was taken over
         (``identify(..., take_over=True)``) and not yet closed. Returns at once, from any thread.
 
         What it cannot know: how many connections other processes closed, or whether the
@@ -452,55 +575,62 @@ class Registry:
         revocation list your handlers check). An id no process has closes nothing.
 
         Args:
-            id: the application id given with :meth:`identify`.
+            id: the user id (or the application id given with :meth:`identify`).
             code: 1008 (policy violation, the default), 1000, 1001, or 3000-4999.
             reason: at most 123 bytes of UTF-8; the client sees it in the Close frame.
 
         Returns:
-            How many connections of this process it closed (0 or 1; 0 for one already closing).
+            How many connections of this process it closed (those already closing not counted).
 
         Raises:
-            ValueError: another code, a longer reason, or not an application id (empty,
-                starting with ``#``, longer than ``MAX_ID_LENGTH``, not encodable).
+            ValueError: another code, a longer reason, or not a user or application id
+                (empty, starting with ``#``, longer than ``MAX_ID_LENGTH``, not encodable).
             TypeError: ``id`` is not a ``str``.
 
         Example:
             >>> from ignitia_sync import Router
             >>> from ignitia_sync.testing import TestClient
             >>> def chat(ws):
-            ...     ws.registry.identify(ws, "alice")
+            ...     ws.registry.set_user(ws, "alice")
             ...     ws.send_text("signed in")
             ...     for message in ws:
             ...         pass
             >>> with TestClient(Router().websocket("/chat", chat)) as client:
-            ...     ws = client.connect("/chat")
-            ...     _ = ws.recv(timeout=5)  # identified
+            ...     tabs = [client.connect("/chat") for _ in range(2)]
+            ...     _ = [tab.recv(timeout=5) for tab in tabs]  # both are alice's by now
             ...     print(client.server.registry.disconnect("alice", 1008, "logged out"))
-            ...     print(ws.recv(timeout=5))
+            ...     print([tab.recv(timeout=5) for tab in tabs])
             ...     print(client.server.registry.disconnect("nobody"))
-            1
-            Close(frame=CloseFrame(code=1008, reason='logged out'))
+            2
+            [Close(frame=CloseFrame(code=1008, reason='logged out')), Close(frame=CloseFrame(code=1008, reason='logged out'))]
             0
         """
         check_revocation_close(code, reason)
         _check_application_id(id)
         if not self._attached:
             self._attach_on_first_use()
-        with self._lock:
-            ws = self._by_id.get(id)
-        closed = 0
-        if ws is not None and ws.state == "open":
-            ws._transport.run_in_own_thread(ws.close, code, reason)  # here, or handed to its thread
-            closed = 1
+        closed = self._close_revoked(id, code, reason)
         revoke = getattr(self.backplane, "disconnect", None)  # a Backplane without it: this process only
         if revoke is not None:
             revoke(id, code, reason)  # never blocks; from another thread, handed to the backplane's hub
         return closed
 
-    def _close_revoked(self, ws: WebSocketConnection, close: Close) -> None:
-        """A revocation from another process: close ``ws`` with its code and reason (in its own thread)."""
-        if close.frame is not None:
-            ws._transport.run_in_own_thread(ws.close, close.frame.code, close.frame.reason)
+    def _close_revoked(self, id: str, code: int, reason: str) -> int:
+        """Close this process's connections of user ``id`` and the one identified as ``id``; how many were open.
+
+        Each is closed in its own thread (handed over when that is not this one).
+        """
+        with self._lock:
+            revoked = set(self._users.get(id, ()))
+            identified = self._by_id.get(id)
+            if identified is not None:
+                revoked.add(identified)
+        closed = 0
+        for ws in revoked:
+            if ws.state == "open":
+                ws._transport.run_in_own_thread(ws.close, code, reason)
+                closed += 1
+        return closed
 
     def _push_one(self, ws: WebSocketConnection, message: Message) -> bool:
         frame = encode_frame(message)
@@ -511,12 +641,12 @@ class Registry:
         self.deliveries += self._deliver(message, room)
 
     def _receive_direct(self, id: str, message: Message) -> None:
-        ws = self._by_id.get(id)
-        if ws is None:
+        if type(message) is Close:  # a revocation from another process (the backplane checked its code)
+            if message.frame is not None:
+                self._close_revoked(id, message.frame.code, message.frame.reason)
             return
-        if type(message) is Close:  # a revocation (the backplane checked its code)
-            self._close_revoked(ws, message)
-        else:
+        ws = self._by_id.get(id)
+        if ws is not None:
             self._push_one(ws, message)
 
     # -- threads -----------------------------------------------------------------------
@@ -555,6 +685,7 @@ class Registry:
         self._rooms_of = {}
         self._rooms = {}
         self._by_id = {}
+        self._users = {}
         self._hub = None
         self._threaded = False
         self._attached = False
@@ -623,3 +754,4 @@ class Registry:
         if room is not None:
             _check_name("room name", room)
         self.call_threadsafe(self.broadcast, message, room, exclude)
+

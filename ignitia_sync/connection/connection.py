@@ -68,6 +68,12 @@ class RegistryAPI(Protocol):
     def get(self, id: str) -> WebSocketConnection | None:
         """The connection with this id."""
 
+    def set_user(self, ws: WebSocketConnection, user_id: str | None) -> None:
+        """Make ``ws`` a connection of ``user_id`` (None: of no user)."""
+
+    def connections_of(self, user_id: str) -> frozenset[WebSocketConnection]:
+        """The open connections of ``user_id`` in this process."""
+
 
 class WebSocketConnection:
     """One open WebSocket: receive with :meth:`recv`, send with :meth:`send` and friends.
@@ -112,6 +118,7 @@ class WebSocketConnection:
         "_proto",
         "_shutdown",
         "_transport",
+        "_user_id",
         "extensions",
         "host",
         "id",
@@ -164,6 +171,7 @@ class WebSocketConnection:
         self._shutdown = shutdown_event
         self._filter: Callable[[Message], bool] | None = None
         self._eof = False
+        self._user_id: str | None = None  # set by the registry only (add, set_user)
 
     def _on_room(self) -> None:
         self._transport._update_reading()
@@ -181,6 +189,25 @@ class WebSocketConnection:
         except KeyError:
             name = getattr(key, "__qualname__", None) or repr(key)[:60]
             raise KeyError(f"no middleware attached {name} to this connection") from None
+
+    @property
+    def user_id(self) -> str | None:
+        """The user this connection belongs to; None for none (read-only).
+
+        The registry sets it: from the ``AuthInfo`` that ``AuthMiddleware`` attached, or with
+        ``ws.registry.set_user(ws, user_id)``. Several connections may have the same user (two
+        tabs); ``registry.disconnect(user_id)`` closes them all. It stays after the close.
+
+        Example:
+            >>> from ignitia_sync import AuthInfo, AuthMiddleware, Router
+            >>> from ignitia_sync.testing import TestClient
+            >>> auth = AuthMiddleware(lambda token: AuthInfo(token))
+            >>> app = Router().websocket("/", lambda ws: ws.send_text(f"you are {ws.user_id}"), middleware=[auth])
+            >>> with TestClient(app) as client:
+            ...     client.connect("/?token=alice").recv(timeout=5).data
+            'you are alice'
+        """
+        return self._user_id
 
     @property
     def server(self) -> Any:

@@ -45,6 +45,7 @@ from ..broadcast.registry import Registry
 from ..connection.connection import WebSocketConnection
 from ..exceptions import HandshakeError
 from ..handlers import Handler
+from ..message import check_revocation_close
 from ..middleware import Middleware, RateLimit, message_filter, run_middleware
 from ..router import Route, Router
 from ..sansio.http import Request
@@ -273,6 +274,7 @@ class Host:
         self._opened: dict[WebSocketConnection, tuple[str, str, str]] = {}
         self._opened_lock = threading.Lock()
         self._watch: BlockingWatch | None = None
+        self._offer_inspection()
         show_logs_by_default()  # an application that configured no logging still sees tracebacks
         _hosts.add(self)
 
@@ -459,6 +461,7 @@ class Host:
                 "pass its URL (backplane='redis://...') so that each process makes its own"
             )
         registry._start_afresh(backplane)
+        self._offer_inspection()
         self._stats = ConnectionStats()  # the parent's totals are the parent's
         self._watch = None  # the parent's watch thread does not exist here
         self._limits = ConnectionLimits(self.settings.max_connections, self.settings.max_connections_per_ip)
@@ -497,28 +500,59 @@ class Host:
         """One :class:`~ignitia_sync.hosting.inspection.ConnectionInfo` per open connection, oldest first.
 
         A snapshot, safe from any thread (like :meth:`stats`): who is connected, on which
-        route, from where, since when, in which rooms, as which user, and how much waits to
-        be written to each. (:attr:`connections` gives the connection objects themselves.)
+        route, from where, since when, in which rooms, as which user (``user_id``: the
+        connection's user, else its ``identify`` id; ``application_id``: that id alone), and
+        how much waits to be written to each. (:attr:`connections` gives the connection objects
+        themselves.)
 
         Example:
             >>> from ignitia_sync import Router
             >>> from ignitia_sync.testing import TestClient
             >>> def chat(ws, room):
             ...     ws.join(room)
-            ...     ws.registry.identify(ws, "alice")
+            ...     ws.registry.set_user(ws, "alice")
+            ...     ws.registry.identify(ws, "alice-phone")
             ...     for message in ws:
             ...         ws.send(message)
             >>> with TestClient(Router().websocket("/chat/:room", chat)) as client:
             ...     ws = client.connect("/chat/lobby")
             ...     ws.send_text("hi")
-            ...     _ = ws.recv(timeout=5)  # answered: joined and identified
-            ...     [(c.route, sorted(c.rooms), c.user_id, c.messages_in) for c in client.server.inspect_connections()]
-            [('/chat/:room', ['lobby'], 'alice', 1)]
+            ...     _ = ws.recv(timeout=5)  # answered: joined, with a user and identified
+            ...     [(c.route, sorted(c.rooms), c.user_id, c.application_id, c.messages_in)
+            ...      for c in client.server.inspect_connections()]
+            [('/chat/:room', ['lobby'], 'alice', 'alice-phone', 1)]
         """
         memberships = self.registry.memberships()
         with self._opened_lock:
             opened = dict(self._opened)
         return describe(memberships, opened)
+
+    def close_connection(self, id: str, code: int = 1008, reason: str = "") -> bool:
+        """Close this host's open connection whose own id is ``id`` (``"#17"``, as inspected); from any thread.
+
+        Like ``ws.close(code, reason)`` in the connection's own thread: what is queued goes
+        first. Returns False when no open connection of this host has that id.
+
+        Raises:
+            ValueError: a code or reason a revocation may not send (1000, 1001, 1008, 3000-4999).
+
+        Example:
+            >>> Host(HostSettings()).close_connection("#17", 4000, "bye")
+            False
+        """
+        check_revocation_close(code, reason)
+        with self._opened_lock:
+            found = [ws for ws, (own_id, _, _) in self._opened.items() if own_id == id]
+        if not found or found[0].state != "open":
+            return False
+        found[0]._transport.run_in_own_thread(found[0].close, code, reason)
+        return True
+
+    def _offer_inspection(self) -> None:
+        """Let the backplane answer inspections from other processes with this host's connections."""
+        offer = getattr(self.registry.backplane, "add_inspectable", None)  # the Redis one has it
+        if offer is not None:
+            offer(self)
 
     def routes_stats(self) -> dict[str, Any]:
         """Per route pattern: connections ``opened`` and ``closed`` (keyed by (pattern, close code)).

@@ -29,6 +29,8 @@ class _Described(Protocol):
     opened_at: float
 
     @property
+    def user_id(self) -> str | None: ...
+    @property
     def state(self) -> str: ...
     @property
     def outbox_bytes(self) -> int: ...
@@ -50,10 +52,14 @@ class ConnectionInfo:
             sent by a trusted proxy).
         age: seconds since the connection opened.
         rooms: the rooms it is in.
-        user_id: the application id given with ``registry.identify``; None without one.
+        user_id: the user the connection belongs to (``registry.set_user``, or the ``AuthInfo``
+            that ``AuthMiddleware`` attached); without one, the application id given with
+            ``registry.identify`` (what this field was before connections had users, so a
+            program that only identifies sees the same); None without either.
         state: ``"open"``, ``"closing"``, ``"draining"`` or ``"closed"``.
         outbox_bytes: bytes queued without blocking (broadcasts) and not yet written.
         messages_in, messages_out: messages received (control frames included) and sent.
+        application_id: the id given with ``registry.identify`` (``send_to``); None without one.
 
     Example:
         >>> ConnectionInfo("#1", "/echo", "127.0.0.1", 0.5, frozenset(), None, "open", 0, 1, 1).route
@@ -70,6 +76,7 @@ class ConnectionInfo:
     outbox_bytes: int
     messages_in: int
     messages_out: int
+    application_id: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         """The record as JSON-ready values (rooms sorted, age rounded to milliseconds).
@@ -90,6 +97,7 @@ class ConnectionInfo:
             "outbox_bytes": self.outbox_bytes,
             "messages_in": self.messages_in,
             "messages_out": self.messages_out,
+            "application_id": self.application_id,
         }
 
 
@@ -113,6 +121,8 @@ def describe(
             continue
         conn: _Described = ws
         own_id, route, peer = noted
+        application_id = None if conn.id.startswith("#") else conn.id
+        user_id = conn.user_id
         records.append(
             ConnectionInfo(
                 id=own_id,
@@ -120,11 +130,12 @@ def describe(
                 peer=peer,
                 age=max(0.0, now - conn.opened_at),
                 rooms=rooms,
-                user_id=None if conn.id.startswith("#") else conn.id,
+                user_id=user_id if user_id is not None else application_id,
                 state=conn.state,
                 outbox_bytes=conn.outbox_bytes,
                 messages_in=conn.messages_in,
                 messages_out=conn.messages_out,
+                application_id=application_id,
             )
         )
     records.sort(key=lambda record: -record.age)

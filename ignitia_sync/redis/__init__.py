@@ -2,8 +2,9 @@
 
 The package, by job: ``backplane`` (:class:`RedisBackplane`, the servers' side), ``emitter``
 (:class:`Emitter`, for a process that serves no WebSockets), ``envelope`` (the wire format,
-:func:`encode`/:func:`decode`), ``link`` (the backplane's link state and its transitions),
-``shards`` (the redis-py clients and subscription connections).
+:func:`encode`/:func:`decode`), ``inspection`` (every process's connections and rooms on
+request, the close of one connection), ``link`` (the backplane's link state and its
+transitions), ``shards`` (the redis-py clients and subscription connections).
 
 Example::
 

@@ -13,6 +13,10 @@ Channels and keys (``prefix`` is ``"ignitia"`` by default):
   members in the room.
 * ``{PREFIX}:proc:UID``: direct sends to one process; the key ``{PREFIX}:id:ID`` (the
   directory) names the process that has application id ``ID`` (one hash tag: one cluster slot).
+  Also the close of one of its connections by its own id (``K``, :meth:`RedisBackplane.close_connection`).
+* Inspections (``I``, :meth:`RedisBackplane.inspect`) go out on ``PREFIX:all``; every process
+  pushes its answer to the list ``{PREFIX}:inspect:TOKEN`` named in the request, which expires
+  by itself (``redis/inspection.py``).
 
 The directory is cluster-wide: :meth:`RedisBackplane.claim` gives an id to this process
 only if no other live process has it (or when told to take it over). Each process writes
@@ -60,7 +64,10 @@ from typing import Any
 import gevent
 import gevent.event
 import redis
+from gevent._hub_local import get_hub_if_exists  # no public name; the registry uses it too
+from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
+from redis.retry import Retry
 
 from .._support import tracing
 from .._support.backoff import Backoff
@@ -72,10 +79,12 @@ from ..sansio.http import escape_for_log
 from ..settings import ConnectionSettings
 from .envelope import (
     _BROADCAST,
+    _CLOSE_ONE,
     _DIRECT,
     _DIRECTORY,
     _DISCONNECT,
     _HEAD,
+    _INSPECT,
     _MAX_ID,
     _SEND_TO,
     _STAMP,
@@ -84,13 +93,18 @@ from .envelope import (
     _WAKE,
     _Names,
     _new_uid,
+    check_close_one,
     decode,
+    decode_close_one,
+    decode_inspect,
     encode,
+    encode_close_one,
     encode_disconnect,
     published_at,
     traceparent,
     with_trace,
 )
+from .inspection import Answerer, Inspectable, gather
 from .link import LinkEvent, LinkState, transition
 from .shards import (
     _client,
@@ -164,6 +178,11 @@ class RedisBackplane:
             receiving processes make a deliver span linked to it. Off by default for the same
             reason as ``publish_times``: during a rolling deploy, an older process rejects
             (counts, drops) these messages; turn it on once every process reads them.
+        inspect_max_connections: the most connection records (and rooms) this process puts in
+            its answer to an inspection (:meth:`inspect`); beyond, the answer says
+            ``"truncated": true`` and gives the totals. A process older than inspections
+            rejects (counts) the request, like ``publish_times``' stamps, and is missing from
+            the answer (``partial``).
 
     Example::
 
@@ -188,6 +207,7 @@ class RedisBackplane:
         on_backplane_up: Callable[[RedisBackplane], Any] | None = None,
         publish_times: bool = False,
         trace_context: bool = False,
+        inspect_max_connections: int = 1000,
     ) -> None:
         if min(max_message_size, max_pending, max_pending_bytes, health_check_interval) <= 0:
             raise ValueError(
@@ -195,6 +215,8 @@ class RedisBackplane:
             )
         if not 0 < reconnect_initial <= reconnect_max:
             raise ValueError("need 0 < reconnect_initial <= reconnect_max")
+        if not inspect_max_connections > 0:
+            raise ValueError(f"inspect_max_connections must be positive, not {inspect_max_connections!r}")
         if not id_ttl >= 0.1:
             raise ValueError(f"id_ttl must be at least 0.1 s, not {id_ttl!r}")
         self.url = url
@@ -254,6 +276,9 @@ class RedisBackplane:
         #: When a connection first failed in the current outage (None: no outage since it was up).
         self._outage_since: float | None = None
         self.counters = collections.Counter[str]()
+        #: Answers inspections and closes of one connection, off the listener (redis/inspection.py).
+        self._answerer = Answerer(self._connect, self.counters, max_connections=inspect_max_connections)
+        self._answerer.uid = self.uid
 
     # -- the Backplane interface (called by the registry; never blocks, but for claim) -----
 
@@ -266,6 +291,7 @@ class RedisBackplane:
         self.uid = _new_uid()  # this process's own, even if the object was made before a fork
         self._own = self._proc_prefix + self.uid
         self._wake_channels = [self._own]
+        self._answerer.uid = self.uid
         if threaded:  # a threaded WSGI server: no hub lives as long as the process
             import threading
 
@@ -328,6 +354,73 @@ class RedisBackplane:
         if self._handed_over(self.disconnect, id, code, reason):
             return True
         return self._enqueue_message("publish", (self._all, encode_disconnect(self.uid, id, code, reason)))
+
+    # -- inspection (redis/inspection.py): blocking calls of the caller, answers off the listener --
+
+    def add_inspectable(self, inspected: Inspectable) -> None:
+        """Answer inspections with ``inspected``'s connections too (a ``Host`` calls it; held weakly).
+
+        Several hosts of one process that share this backplane are one answer; a host with a
+        backplane of its own answers on its own (another ``uid``, the same ``pid``).
+        """
+        self._answerer.add(inspected)
+
+    def inspect(self, timeout: float = 2.0) -> dict[str, Any]:
+        """Every live process's connections and rooms (this one's too), gathered for at most ``timeout`` s.
+
+        Blocks the calling greenlet (or thread), never the hub: one PUBLISH of an inspection
+        on ``PREFIX:all``, whose answer says how many processes heard it, then BLPOPs on a
+        connection of its own until they all answered or ``timeout`` passed
+        (:func:`~ignitia_sync.redis.inspection.gather`). Answers from processes older than
+        inspections never come: ``"partial": true``, ``answered`` < ``expected``.
+
+        Raises:
+            ValueError: ``timeout`` not in (0, 60].
+            redis.RedisError: Redis could not be reached or did not answer.
+        """
+        client = self._caller_client(timeout + self.publish_timeout)
+        try:
+            return gather(client, getattr(client, self._publish_command), self._names, self.uid, timeout)
+        finally:
+            client.close()
+
+    def close_connection(self, process: str, id: str, code: int = 1008, reason: str = "") -> int:
+        """Close the connection with own id ``id`` (``"#17"``) of the process ``process`` (its ``uid``).
+
+        Both as :meth:`inspect` lists them. Blocks the calling greenlet for one PUBLISH to
+        that process's channel; returns how many heard it (0: no such process listens now).
+        At most once, like every message.
+
+        Raises:
+            ValueError: not a process id, not a connection's own id, or a code or reason a
+                revocation may not send (:func:`~ignitia_sync.message.check_revocation_close`).
+            redis.RedisError: as :meth:`inspect`.
+        """
+        check_close_one(process, id, code, reason)
+        client = self._caller_client(self.publish_timeout)
+        try:
+            channel = self._proc_prefix + process.encode()
+            return int(getattr(client, self._publish_command)(channel, encode_close_one(self.uid, id, code, reason)))
+        finally:
+            client.close()
+
+    def _connect(self, socket_timeout: float | None = None) -> Any:
+        """A client of its own (gevent sockets), for the answerer or a caller in a greenlet."""
+        return (_cluster if self.sharded else _client)(
+            self.url, retries=0, socket_timeout=socket_timeout or self.publish_timeout
+        )
+
+    def _caller_client(self, socket_timeout: float) -> Any:
+        """The caller's client: on gevent sockets in a thread with a hub; else plain redis-py.
+
+        A request thread of a threaded server (Werkzeug's) has no hub: gevent sockets would
+        leave one behind in every such thread, and blocking that thread holds nobody else.
+        """
+        if get_hub_if_exists() is not None:
+            return self._connect(socket_timeout)
+        options: dict[str, Any] = {"protocol": 2, "socket_timeout": socket_timeout, "socket_connect_timeout": 5.0,
+                                   "retry": Retry(NoBackoff(), 0, supported_errors=(redis.ConnectionError,))}
+        return (RedisCluster if self.sharded else redis.Redis).from_url(self.url, **options)
 
     def joined(self, room: str) -> None:
         """Listen to ``room``'s channel (the listener applies it at once)."""
@@ -412,7 +505,9 @@ class RedisBackplane:
 
         Also ``given_up`` (messages of a batch cut after it may have reached Redis: not sent
         again, so in ``dropped`` too), ``ids_refused`` (claims refused: another process has the
-        id), ``ids_lost`` (local ids another process has in the directory), ``pending_bytes``.
+        id), ``ids_lost`` (local ids another process has in the directory), ``pending_bytes``,
+        ``inspections_answered``/``_refused`` (too many at once)/``_failed`` (Redis failed) and
+        ``inspection_closes``/``_missed`` (no open connection had the id) (:meth:`inspect`).
 
         Example:
             >>> sorted(RedisBackplane().stats())[:3]
@@ -423,7 +518,8 @@ class RedisBackplane:
             "pending_bytes": self._queued_bytes + self._writing_bytes, "rooms": len(self._rooms), "ids": len(self._ids),
             **{name: self.counters[name] for name in
                ("published", "received", "dropped", "unknown_ids", "rejected", "reconnects", "given_up",
-                "ids_refused", "ids_lost")},
+                "ids_refused", "ids_lost", "inspections_answered", "inspections_refused", "inspections_failed",
+                "inspection_closes", "inspection_closes_missed")},
         }
 
     def close(self, timeout: float = 2.0) -> None:
@@ -652,6 +748,9 @@ class RedisBackplane:
                     room = channel[len(self._room_prefix):].decode() if channel.startswith(self._room_prefix) else None
                     tracing.deliver(context, room, lambda: self._hear(channel, inner))
                 return
+        if data[:1] == _INSPECT or data[:1] == _CLOSE_ONE:  # our own too: this process answers as any other
+            self._ordered(channel, data)
+            return
         if data == _WAKE or data[2:_HEAD] == self.uid:
             return  # a wake-up, or our own broadcast (delivered locally already)
         try:
@@ -678,6 +777,29 @@ class RedisBackplane:
                 if latency <= _LATENCY_CEILING:  # a garbage stamp would poison the histogram's sum for good
                     for hook in on_remote_latency:
                         hook(latency)
+
+    def _ordered(self, channel: bytes, data: bytes) -> None:
+        """An inspection (on ``all``) or a close of one connection (on our own channel): to the answerer."""
+        try:
+            if data[:1] == _INSPECT:
+                if channel != self._all:
+                    raise ValueError("an inspection on another channel than all")
+                _, reply_key, ttl_ms = decode_inspect(data)
+                if not reply_key.startswith(self._names.reply_prefix):
+                    raise ValueError("an inspection's reply key outside the prefix")
+            else:
+                if channel != self._own:
+                    raise ValueError("a close of one connection on another channel than this process's")
+                _, id, code, reason = decode_close_one(data)
+        except ValueError as exc:
+            self.counters["rejected"] += 1
+            self._warn.log("backplane: rejected a message on %s: %s", escape_for_log(channel.decode("latin-1")), exc)
+            return
+        self.counters["received"] += 1
+        if data[:1] == _INSPECT:
+            self._answerer.inspect(reply_key, ttl_ms)
+        else:
+            self._answerer.close(id, code, reason)
 
     # -- the publisher: the one owner of the publishing connection ---------------------------
 

@@ -15,6 +15,7 @@ Example::
     emitter.broadcast("the report is ready", room="finance")
     emitter.send_to("alice", '{"type": "ping"}')
     emitter.disconnect("mallory", 1008, "banned")
+    print(emitter.inspect(timeout=2.0)["processes"])   # every server's connections and rooms
     emitter.close()
 """
 
@@ -29,7 +30,19 @@ from redis.retry import Retry
 
 from ..broadcast.registry import _check_application_id
 from ..message import Message, check_revocation_close
-from .envelope import _BROADCAST, _DIRECT, _SEND_TO, _as_message, _Names, _new_uid, encode, encode_disconnect
+from .envelope import (
+    _BROADCAST,
+    _DIRECT,
+    _SEND_TO,
+    _as_message,
+    _Names,
+    _new_uid,
+    check_close_one,
+    encode,
+    encode_close_one,
+    encode_disconnect,
+)
+from .inspection import gather
 
 __all__ = ["Emitter"]
 
@@ -92,6 +105,7 @@ class Emitter:
         self._publish = self._client.spublish if sharded else self._client.publish
         self._uid = _new_uid()
         self._send_to_script = _SEND_TO % ("SPUBLISH" if sharded else "PUBLISH")
+        self._socket_timeout = socket_timeout
 
     def broadcast(self, message: Message | str | bytes, room: str | None = None) -> int:
         """Send to every connection (or every member of ``room``); returns how many processes heard it.
@@ -130,6 +144,39 @@ class Emitter:
         _check_application_id(id)
         check_revocation_close(code, reason)
         return int(self._publish(self._names.all, encode_disconnect(self._uid, id, code, reason)))
+
+    def inspect(self, timeout: float = 2.0) -> dict[str, Any]:
+        """Every live server process's connections and rooms, gathered for at most ``timeout`` seconds.
+
+        Publishes an inspection on ``PREFIX:all`` (Redis says how many processes heard it),
+        then waits for their answers (``RedisBackplane.inspect`` does the same from a server).
+
+        Returns:
+            ``{"processes": [{"uid", "pid", "host", "connections", "rooms", ...}], "answered": n,
+            "expected": m, "partial": n < m}``: a process that did not answer in time (stopped,
+            overloaded, or older than inspections) makes it partial.
+
+        Raises:
+            ValueError: ``timeout`` not in (0, 60].
+            redis.RedisError: as :meth:`broadcast`.
+        """
+        # each BLPOP ends well within socket_timeout: a long inspection is several of them
+        slice = None if self._socket_timeout is None else self._socket_timeout / 2
+        return gather(self._client, self._publish, self._names, self._uid, timeout, slice=slice)
+
+    def close_connection(self, process: str, id: str, code: int = 1008, reason: str = "") -> int:
+        """Close the connection ``id`` (``"#17"``) of server process ``process`` (its ``uid``), as :meth:`inspect` lists them.
+
+        Returns how many heard it: 1, or 0 when no such process listens (gone, or reconnecting).
+
+        Raises:
+            ValueError: not a process id, not a connection's own id, or a code or reason a
+                revocation may not send.
+            redis.RedisError: as :meth:`broadcast`.
+        """
+        check_close_one(process, id, code, reason)
+        channel = self._names.proc_prefix + process.encode()
+        return int(self._publish(channel, encode_close_one(self._uid, id, code, reason)))
 
     def close(self) -> None:
         """Close the connection to Redis."""

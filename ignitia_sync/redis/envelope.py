@@ -23,6 +23,15 @@ latency of ``ignitia_sync.metrics``. A backplane sends them only when asked to
 (``RedisBackplane(publish_times=True)``), once every process reads them; :func:`decode`
 reads both forms as ``B``/``D``, and :func:`published_at` gives the stamp.
 
+``I`` and ``K`` (later again) are not messages but orders to a process: ``I`` (an inspection,
+on the ``all`` channel; ``Iq``, the sender, the reply key's length (two bytes) and the key, then
+how long the answers may wait in it, in ms, four bytes) asks every process to push the JSON of
+its connections and rooms to that key (:mod:`ignitia_sync.redis.inspection`); ``K`` (on one
+process's own channel; ``Kc``, the sender, the connection's own id's length and the id, e.g.
+``#17``, then the close code and reason as in ``X``) closes that one connection there. They
+have decoders of their own (:func:`decode_inspect`, :func:`decode_close_one`): :func:`decode`
+rejects them, so a process older than them rejects (counts) them, as it does ``X``, ``b``, ``d``.
+
 ``T`` (later again) wraps any of them with the publisher's W3C trace context: ``T``, one
 byte of length, the ``traceparent`` (ASCII), then the envelope itself; :func:`decode` reads
 the envelope inside, :func:`with_trace` makes one and :func:`traceparent` gives it. A
@@ -48,16 +57,31 @@ Example:
 from __future__ import annotations
 
 import os
+import re
 import struct
 
 from ..message import Binary, Message, Text, check_revocation_close
 
-__all__ = ["decode", "encode", "encode_disconnect", "published_at", "traceparent", "with_trace"]
+__all__ = [
+    "check_close_one", "decode", "decode_close_one", "decode_inspect", "encode", "encode_close_one", "encode_disconnect", "encode_inspect",
+    "published_at", "traceparent", "with_trace",
+]
 
 #: Kinds: a broadcast (room or all), a direct send (to one id), a wake-up (one listener's own).
 _BROADCAST, _DIRECT, _WAKE = b"B", b"D", b"W"
 #: Kind: a revocation (close the connections identified as an id, in every process).
 _DISCONNECT = b"X"
+#: Kinds: an inspection request (every process answers), a close of one connection (one process).
+_INSPECT, _CLOSE_ONE = b"I", b"K"
+#: The type byte of an inspection request.
+_REQUEST = b"q"
+#: The longest wait for answers an inspection may ask for (ms): how long its reply key may live.
+_MAX_REPLY_TTL = 120_000
+#: The longest connection id a close may name ("#" and digits).
+_MAX_OWN_ID = 24
+#: A process id (:func:`_new_uid`) and a connection's own id (``#17``), as a close names them.
+_UID_PATTERN = re.compile(rb"[0-9a-f]{16}")
+_OWN_ID_PATTERN = re.compile(r"#[0-9]{1,23}")
 #: Kinds stamped with their publish time (``B`` and ``D``, then :data:`_STAMP` bytes after the sender).
 _STAMPED = {b"b": b"B", b"d": b"D"}
 #: Kind: another envelope with the publisher's ``traceparent`` in front (length byte, ASCII).
@@ -81,6 +105,13 @@ _SEND_TO = """
 local uid = redis.call('GET', KEYS[1])
 if not uid then return -1 end
 return redis.call('%s', ARGV[1] .. uid, ARGV[2])
+"""
+#: An inspection's answer: push ARGV[1] to the reply list (KEYS[1]), which expires ARGV[2] ms
+#: later, so that nothing lingers once the asker stopped waiting (or never came).
+_ANSWER = """
+redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
 """
 #: The directory's one write: for each id's entry (KEYS[i]), ARGV[2 + i] says what to do for
 #: this process (ARGV[1]), with the entry's TTL in ms in ARGV[2]:
@@ -293,6 +324,106 @@ def _decode_disconnect(type_byte: bytes, rest: bytes) -> tuple[str, Message]:
     return id, Message.close_with_reason(code, reason)
 
 
+def encode_inspect(sender: bytes, reply_key: bytes, ttl_ms: int) -> bytes:
+    """The envelope of an inspection: answer to ``reply_key``, whose answers may wait ``ttl_ms`` there.
+
+    Example:
+        >>> envelope = encode_inspect(b"0" * 16, b"{chat}:inspect:ab", 3000)
+        >>> envelope
+        b'Iq0000000000000000\\x00\\x11{chat}:inspect:ab\\x00\\x00\\x0b\\xb8'
+        >>> decode_inspect(envelope)
+        (b'0000000000000000', b'{chat}:inspect:ab', 3000)
+    """
+    if not 0 < ttl_ms <= _MAX_REPLY_TTL:
+        raise ValueError(f"an inspection's answers wait 1-{_MAX_REPLY_TTL} ms, not {ttl_ms!r}")
+    return _INSPECT + _REQUEST + sender + struct.pack("!H", len(reply_key)) + reply_key + struct.pack("!I", ttl_ms)
+
+
+def decode_inspect(data: bytes) -> tuple[bytes, bytes, int]:
+    """(sender, reply key, ms its answers may wait) of an inspection; ValueError for anything else.
+
+    Example:
+        >>> decode_inspect(b"Iq0000000000000000\\x00\\x01k\\x00\\x00\\x00\\x00")
+        Traceback (most recent call last):
+        ...
+        ValueError: an inspection's answers wait 1-120000 ms, not 0
+    """
+    if data[:2] != _INSPECT + _REQUEST or len(data) < _HEAD + 2:
+        raise ValueError("not an inspection envelope")
+    sender, rest = data[2:_HEAD], data[_HEAD:]
+    (size,) = struct.unpack("!H", rest[:2])
+    if len(rest) != 2 + size + 4 or not size:
+        raise ValueError("malformed inspection envelope")
+    (ttl_ms,) = struct.unpack("!I", rest[2 + size:])
+    if not 0 < ttl_ms <= _MAX_REPLY_TTL:
+        raise ValueError(f"an inspection's answers wait 1-{_MAX_REPLY_TTL} ms, not {ttl_ms!r}")
+    return sender, rest[2:2 + size], ttl_ms
+
+
+def check_close_one(process: str, id: str, code: int, reason: str) -> None:
+    """Raise unless ``process`` is a process id, ``id`` a connection's own id, ``code``/``reason`` a revocation's.
+
+    Raises:
+        ValueError: not a process id (16 hex digits), not ``#`` and digits, or what
+            :func:`~ignitia_sync.message.check_revocation_close` refuses.
+        TypeError: ``process`` or ``id`` not a ``str``.
+
+    Example:
+        >>> check_close_one("0123456789abcdef", "#17", 4000, "bye")
+        >>> check_close_one("0123456789abcdef", "alice", 4000, "bye")
+        Traceback (most recent call last):
+        ...
+        ValueError: a connection's own id is '#' and digits (as '#17'), not 'alice'
+    """
+    if not isinstance(process, str) or not isinstance(id, str):
+        raise TypeError("a process id and a connection id are str")
+    if not _UID_PATTERN.fullmatch(process.encode("utf-8", "replace")):
+        raise ValueError(f"a process id is {_UID_SIZE} hex digits (as the inspection lists it), not {process[:40]!r}")
+    if not _OWN_ID_PATTERN.fullmatch(id):
+        raise ValueError(f"a connection's own id is '#' and digits (as '#17'), not {id[:40]!r}")
+    check_revocation_close(code, reason)
+
+
+def encode_close_one(sender: bytes, id: str, code: int, reason: str) -> bytes:
+    """The envelope that closes the connection whose own id is ``id`` (``#17``) in the process it is sent to.
+
+    The caller has checked ``id``, ``code`` and ``reason`` (:func:`check_close_one`).
+
+    Example:
+        >>> envelope = encode_close_one(b"0" * 16, "#17", 4000, "bye")
+        >>> envelope
+        b'Kc0000000000000000\\x00\\x03#17\\x0f\\xa0bye'
+        >>> decode_close_one(envelope)
+        (b'0000000000000000', '#17', 4000, 'bye')
+    """
+    name = id.encode()
+    return _CLOSE_ONE + _CLOSE + sender + struct.pack("!H", len(name)) + name + struct.pack("!H", code) + reason.encode()
+
+
+def decode_close_one(data: bytes) -> tuple[bytes, str, int, str]:
+    """(sender, own id, code, reason) of a close of one connection; ValueError for anything else.
+
+    Example:
+        >>> decode_close_one(b"Kc0000000000000000\\x00\\x05alice\\x03\\xe8")
+        Traceback (most recent call last):
+        ...
+        ValueError: a connection's own id is '#' and digits (as '#17'), not 'alice'
+    """
+    if data[:2] != _CLOSE_ONE + _CLOSE or len(data) < _HEAD + 2:
+        raise ValueError("not a close envelope")
+    sender, rest = data[2:_HEAD], data[_HEAD:]
+    (size,) = struct.unpack("!H", rest[:2])
+    if size > _MAX_OWN_ID or len(rest) < 2 + size + 2:
+        raise ValueError("malformed close envelope")
+    id = rest[2:2 + size].decode()
+    if not _OWN_ID_PATTERN.fullmatch(id):
+        raise ValueError(f"a connection's own id is '#' and digits (as '#17'), not {id[:40]!r}")
+    (code,) = struct.unpack("!H", rest[2 + size:4 + size])
+    reason = rest[4 + size:].decode()
+    check_revocation_close(code, reason)
+    return sender, id, code, reason
+
+
 def _as_message(message: Message | str | bytes) -> Message:
     """``str`` as Text, bytes-like as Binary, a Message as itself (the Emitter's convenience).
 
@@ -332,6 +463,8 @@ class _Names:
         #: The directory: one key per application id (this and the id), holding the uid of the
         #: process that has it.
         self.id_prefix = f"{{{prefix}}}:id:".encode()
+        #: An inspection's reply list is this and a random token (it expires by itself).
+        self.reply_prefix = f"{{{prefix}}}:inspect:".encode()
 
     def id_key(self, id: str) -> bytes:
         """The directory entry of application id ``id``."""

@@ -60,7 +60,7 @@ def test_lists_the_connections_as_json_with_the_token(server):
         assert {record["route"] for record in listed} == {"/rooms/:room"}
         assert {record["peer"] for record in listed} == {"127.0.0.1"}
         assert listed[0].keys() == {"id", "route", "peer", "age", "rooms", "user_id", "state", "outbox_bytes",
-                                    "messages_in", "messages_out"}
+                                    "messages_in", "messages_out", "application_id"}
 
 
 @pytest.mark.parametrize("token", [None, "", "a-token-for-tests-onlx", TOKEN + "x", "Basic " + TOKEN])
