@@ -370,11 +370,11 @@ def run_middleware(chain: Iterable[Middleware], request: Request) -> dict[Any, A
     return extensions
 
 
-def message_filter(limit: RateLimit, ws: Any) -> Callable[[Any], bool]:
-    """The filter a host installs on a connection: True lets a data message through.
+def message_filter(limit: RateLimit, ws: Any) -> Callable[[Any], Any]:
+    """The filter a host installs on a connection: it returns the data message to let it through.
 
     Over the limit it answers as ``limit.action`` says (a reply, or a 1008 close) and
-    returns False; the connection then drops the message.
+    returns None; the connection then drops the message.
     """
     own = limit.per_connection() if limit.per_connection else None
     shared = limit.per_key
@@ -394,9 +394,9 @@ def message_filter(limit: RateLimit, ws: Any) -> Callable[[Any], bool]:
             return False
         return shared is None or shared.allow(key, cost)
 
-    def check(message: Any) -> bool:
+    def check(message: Any) -> Any:
         if allowed(message):
-            return True
+            return message
         if limit.action == "close":
             log.info("closing %r: rate limit exceeded", ws)
             ws.close(1008, "rate limit exceeded")
@@ -405,6 +405,6 @@ def message_filter(limit: RateLimit, ws: Any) -> Callable[[Any], bool]:
                 ws.send_text(limit.reply)
             except ConnectionClosed:
                 pass
-        return False
+        return None
 
     return check

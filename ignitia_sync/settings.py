@@ -51,6 +51,8 @@ class ConnectionSettings:
         ping_timeout: seconds a ping may wait for its pong; then close 1011 and drop TCP.
         idle_timeout: close with 1001 after this many seconds without a data message
             from the peer (pings and pongs do not count).
+        hello_timeout: a client of the rooms wire format (subprotocol ``ignitia.rooms.v1``)
+            sends its hello first; without one within this many seconds it is closed (1008).
 
     Example:
         >>> ConnectionSettings(ping_interval=None).ping_timeout
@@ -71,6 +73,7 @@ class ConnectionSettings:
     ping_interval: float | None = 20.0
     ping_timeout: float | None = 20.0
     idle_timeout: float | None = None
+    hello_timeout: float = 10.0
 
     def __post_init__(self) -> None:
         if self.compression not in ("deflate", None):
@@ -80,6 +83,8 @@ class ConnectionSettings:
                 raise ValueError(f"{name} must be at least 1")
         if not self.close_timeout > 0:
             raise ValueError("close_timeout must be positive")
+        if not self.hello_timeout > 0:
+            raise ValueError("hello_timeout must be positive")
         for name in ("send_timeout", "ping_interval", "ping_timeout", "idle_timeout"):
             value = getattr(self, name)
             if value is not None and not value > 0:

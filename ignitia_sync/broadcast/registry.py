@@ -51,6 +51,8 @@ from ..message import Binary, Close, Message, Text, check_revocation_close, not_
 from ..middleware import AuthInfo
 from ..sansio.protocol import encode_frame
 from .backplane import Backplane, LocalBackplane
+from .positions import DEFAULT_HISTORY, NO_HISTORY, HistoryChoice, Position, Recovery, RoomPositions
+from .rooms_protocol import encode_direct, encode_joined, encode_left, encode_room_message
 
 _NO_ROOMS: frozenset[str] = frozenset()
 
@@ -161,7 +163,7 @@ class Registry:
         0
     """
 
-    def __init__(self, backplane: Backplane | None = None) -> None:
+    def __init__(self, backplane: Backplane | None = None, *, history: HistoryChoice = DEFAULT_HISTORY) -> None:
         # A connection's rooms: the shared empty frozenset until it joins one (a set per
         # connection would cost ~200 bytes each on servers that never use rooms).
         self._rooms_of: dict[WebSocketConnection, set[str] | frozenset[str]] = {}
@@ -177,6 +179,14 @@ class Registry:
         # for a few dict operations, never across a switch.
         self._lock = allocate_real_lock()
         self.backplane: Backplane = backplane if backplane is not None else LocalBackplane()
+        # Rooms' positions and history. A positioned broadcast (append + delivery) and a join
+        # (what was missed + membership) each hold this real lock, so that every member gets a
+        # room's messages in position order, and a join's seam has no gap and no duplicate.
+        self._positions = RoomPositions(history)
+        self._order = allocate_real_lock()
+        # Connections that speak the rooms wire format (ws._resume is not None): while there
+        # are none, a delivery frames each message once, as before.
+        self._wire_members = 0
         #: Broadcasts delivered here (made here or received from the backplane), and how many
         #: connections they were queued to in all (for monitoring: ``ignitia_sync.metrics``).
         self.broadcasts = 0
@@ -202,6 +212,8 @@ class Registry:
             holder = self._by_id.get(ws.id)
             if holder is not None and holder is not ws:
                 raise ValueError(f"id {ws.id!r} is taken by another connection")
+            if ws not in self._rooms_of and ws._resume is not None:
+                self._wire_members += 1
             self._rooms_of.setdefault(ws, _NO_ROOMS)
             self._by_id[ws.id] = ws
             if user_id is not None:
@@ -212,6 +224,8 @@ class Registry:
         """Forget a connection and take it out of every room (its host does this at close)."""
         emptied = []
         with self._lock:
+            if ws in self._rooms_of and ws._resume is not None:
+                self._wire_members -= 1
             for room in self._rooms_of.pop(ws, ()):
                 members = self._rooms.get(room)
                 if members is not None:
@@ -356,13 +370,62 @@ class Registry:
         with self._lock:
             return frozenset(self._users.get(user_id, ()))
 
-    def join(self, room: str, ws: WebSocketConnection) -> None:
-        """Put ``ws`` in ``room`` (created on first use).
+    def join(self, room: str, ws: WebSocketConnection, since: Position | None = None) -> Recovery:
+        """Put ``ws`` in ``room`` (created on first use), after what it missed since ``since``.
+
+        Once it returns, every later broadcast to the room reaches ``ws``, in order, once.
+        With ``since`` (the last position this client saw in the room), the messages the
+        room's history holds after it are queued to ``ws`` first, then live ones: no gap, no
+        duplicate at the seam. A client of the rooms wire format gives its ``since`` in its
+        hello (used by its first join of that room), and gets a ``joined`` frame first.
+        Joining a room ``ws`` is in already changes nothing.
+
+        Returns:
+            How complete the recovery was (complete when ``since`` is None).
 
         Raises:
             ValueError: ``ws`` is not registered, or ``room`` is not encodable as UTF-8.
+
+        Example:
+            >>> from ignitia_sync import Router
+            >>> from ignitia_sync.testing import TestClient
+            >>> def news(ws):
+            ...     ws.registry.broadcast(Message.text("old"), room="news")
+            ...     first = ws.registry.position("news")
+            ...     ws.registry.broadcast(Message.text("missed"), room="news")
+            ...     recovery = ws.join("news", since=first)
+            ...     ws.send_text(f"complete={recovery.complete} replayed={recovery.replayed}")
+            >>> with TestClient(Router().websocket("/news", news)) as client:
+            ...     ws = client.connect("/news")
+            ...     print(ws.recv(timeout=5).data, "/", ws.recv(timeout=5).data)
+            missed / complete=True replayed=1
         """
         _check_name("room name", room)
+        if ws not in self._rooms_of:
+            raise ValueError(f"{ws!r} is not registered")
+        resume = ws._resume
+        if since is None and resume:
+            since = resume.pop(room, None)  # the wire client's position: for its first join only
+        log = self._positions.log_for(room)
+        if log is None:  # no positions in this room
+            recovery = Recovery(since is None, None if since is None else NO_HISTORY, None)
+            if resume is not None and room not in self.rooms_of(ws):
+                self._push_one(ws, Message.text(encode_joined(room, recovery)), wrap=False)
+            self._add_member(room, ws)
+            return recovery
+        with self._order:
+            if room in self.rooms_of(ws):
+                return Recovery(True, None, log.position(room))
+            recovery, missed = log.since(room, since)
+            if resume is not None:
+                self._push_one(ws, Message.text(encode_joined(room, recovery)), wrap=False)
+            for position, message in missed:
+                self._push_one(ws, _wire_message(room, position, message) if resume is not None else message,
+                               wrap=False)
+            self._add_member(room, ws)
+        return recovery
+
+    def _add_member(self, room: str, ws: WebSocketConnection) -> None:
         with self._lock:
             rooms = self._rooms_of.get(ws)
             if rooms is None:
@@ -385,6 +448,8 @@ class Registry:
         emptied = False
         with self._lock:
             rooms = self._rooms_of.get(ws)
+            if ws._resume is not None and rooms is not None and room in rooms:
+                self._push_one(ws, Message.text(encode_left(room)), wrap=False)
             if isinstance(rooms, set):
                 rooms.discard(room)
             members = self._rooms.get(room)
@@ -395,6 +460,59 @@ class Registry:
                     emptied = True
             if emptied:
                 self.backplane.left(room)
+
+    def position(self, room: str) -> Position | None:
+        """The room's current position (its last message's); None when it keeps no positions.
+
+        Example:
+            >>> registry = Registry()
+            >>> _ = registry.broadcast(Message.text("hi"), room="lobby")
+            >>> registry.position("lobby").offset
+            1
+        """
+        _check_name("room name", room)
+        log = self._positions.log_for(room)
+        if log is None:
+            return None
+        with self._order:
+            return log.position(room)
+
+    def history(
+        self, room: str, since: Position | None = None, limit: int = 100
+    ) -> tuple[Recovery, list[tuple[Position, Message]]]:
+        """What the room's history holds: the last ``limit`` messages, or the first ``limit`` after ``since``.
+
+        Returns:
+            (the recovery: complete when nothing between ``since`` and the first message
+            returned is missing; the messages with their positions, oldest first). Page on with
+            ``since`` set to the last position returned.
+
+        Raises:
+            ValueError: ``limit`` below 1, or ``room`` not encodable as UTF-8.
+
+        Example:
+            >>> registry = Registry()
+            >>> for text in ("a", "b", "c"):
+            ...     _ = registry.broadcast(Message.text(text), room="lobby")
+            >>> recovery, messages = registry.history("lobby", limit=2)
+            >>> [(position.offset, message.data) for position, message in messages]
+            [(2, 'b'), (3, 'c')]
+        """
+        _check_name("room name", room)
+        if type(limit) is not int or limit < 1:
+            raise ValueError(f"limit must be an int of at least 1, not {limit!r}")
+        log = self._positions.log_for(room)
+        if log is None:
+            return Recovery(since is None, None if since is None else NO_HISTORY, None), []
+        with self._order:
+            if since is None:
+                found = log.recent(room, limit=limit)
+                return Recovery(True, None, log.position(room), len(found)), found
+            recovery, found = log.since(room, since)
+        if len(found) > limit:
+            found = found[:limit]
+            recovery = Recovery(True, None, recovery.position, limit)
+        return recovery, found
 
     def members(self, room: str) -> frozenset[WebSocketConnection]:
         """A snapshot of the connections in ``room``."""
@@ -460,10 +578,28 @@ class Registry:
         if hub is not None and not hub.owns():
             self.broadcast_threadsafe(message, room, exclude)
             return 0
-        count = self._deliver(message, room, exclude)
+        count = self._deliver_here(message, room, exclude)
+        self.backplane.publish(message, room)
+        return count
+
+    def _deliver_here(
+        self,
+        message: Message,
+        room: str | None,
+        exclude: WebSocketConnection | Iterable[WebSocketConnection] | None = None,
+    ) -> int:
+        """Deliver to this process's members: a room's message at its next position, in order."""
+        if type(message) is not Text and type(message) is not Binary:
+            raise not_broadcastable(message)
+        log = self._positions.log_for(room) if room is not None else None
+        if log is None:
+            count = self._deliver(message, room, exclude)
+        else:
+            assert room is not None
+            with self._order:
+                count = self._deliver(message, room, exclude, log.append(room, message, size=len(message.data)))
         self.broadcasts += 1
         self.deliveries += count
-        self.backplane.publish(message, room)
         return count
 
     def _deliver(
@@ -471,9 +607,8 @@ class Registry:
         message: Message,
         room: str | None,
         exclude: WebSocketConnection | Iterable[WebSocketConnection] | None = None,
+        position: Position | None = None,
     ) -> int:
-        if type(message) is not Text and type(message) is not Binary:
-            raise not_broadcastable(message)
         frame = encode_frame(message)
         size = len(frame)
         shared: dict[Any, bytes] = {None: frame}  # frames by framing key, made once each
@@ -486,6 +621,8 @@ class Registry:
         else:
             skip = set(exclude)
         count = 0
+        if self._wire_members:
+            return self._deliver_mixed(targets, skip, message, shared, size, _wire_message(room, position, message))
         if self._threaded:
             return self._deliver_across_threads(targets, skip, message, shared, size)
         for ws in targets:
@@ -493,6 +630,29 @@ class Registry:
                 continue
             if ws._transport.push_message(message, shared, size):
                 count += 1
+        return count
+
+    def _deliver_mixed(
+        self,
+        targets: list[WebSocketConnection],
+        skip: set[WebSocketConnection] | tuple[()],
+        message: Message,
+        shared: dict[Any, bytes],
+        size: int,
+        wire: Message,
+    ) -> int:
+        """Queue to plain connections and to those of the rooms wire format (its envelope, framed once)."""
+        wire_frame = encode_frame(wire)
+        wire_shared: dict[Any, bytes] = {None: wire_frame}
+        count = 0
+        for ws in targets:
+            if ws in skip:
+                continue
+            transport = ws._transport
+            if ws._resume is None:
+                count += transport.push_message_threadsafe(message, shared, size)
+            else:
+                count += transport.push_message_threadsafe(wire, wire_shared, len(wire_frame))
         return count
 
     def _deliver_across_threads(
@@ -632,13 +792,15 @@ class Registry:
                 closed += 1
         return closed
 
-    def _push_one(self, ws: WebSocketConnection, message: Message) -> bool:
+    def _push_one(self, ws: WebSocketConnection, message: Message, *, wrap: bool = True) -> bool:
+        """Queue ``message`` to ``ws`` alone (in an envelope for the rooms wire format, unless ``wrap`` is False)."""
+        if wrap and ws._resume is not None:
+            message = Message.text(encode_direct(message))
         frame = encode_frame(message)
         return ws._transport.push_message_threadsafe(message, {None: frame}, len(frame))
 
     def _receive_remote(self, message: Message, room: str | None) -> None:
-        self.broadcasts += 1
-        self.deliveries += self._deliver(message, room)
+        self._deliver_here(message, room)
 
     def _receive_direct(self, id: str, message: Message) -> None:
         if type(message) is Close:  # a revocation from another process (the backplane checked its code)
@@ -686,6 +848,9 @@ class Registry:
         self._rooms = {}
         self._by_id = {}
         self._users = {}
+        self._positions = RoomPositions(self._positions._choice)  # the parent's logs were the parent's
+        self._order = allocate_real_lock()
+        self._wire_members = 0
         self._hub = None
         self._threaded = False
         self._attached = False
@@ -755,3 +920,16 @@ class Registry:
             _check_name("room name", room)
         self.call_threadsafe(self.broadcast, message, room, exclude)
 
+
+def _wire_message(room: str | None, position: Position | None, message: Message) -> Message:
+    """``message`` as a client of the rooms wire format gets it: a room's at its position, or on its own.
+
+    Example:
+        >>> _wire_message("lobby", Position("e1", 4), Message.text("hi")).data
+        '{"type":"message","room":"lobby","position":{"epoch":"e1","offset":4},"text":"hi"}'
+        >>> _wire_message(None, None, Message.text("hi")).data
+        '{"type":"message","text":"hi"}'
+    """
+    if room is not None and position is not None:
+        return Message.text(encode_room_message(room, position, message))
+    return Message.text(encode_direct(message))

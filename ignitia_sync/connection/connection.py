@@ -25,7 +25,7 @@ import itertools
 import socket
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import gevent.event
 
@@ -39,7 +39,10 @@ from .keepalive import Keepalive
 from .threads import real_get_ident
 from .transport import Transport
 
-__all__ = ["RegistryAPI", "WebSocketConnection"]
+if TYPE_CHECKING:
+    from ..broadcast.positions import Position, Recovery
+
+__all__ = ["Framing", "RegistryAPI", "WebSocketConnection"]
 
 _ids = itertools.count(1)
 _DEFAULT_SETTINGS = ConnectionSettings()
@@ -47,11 +50,27 @@ _DEFAULT_SETTINGS = ConnectionSettings()
 _SENDABLE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
 
 
+class Framing(Protocol):
+    """What a connection frames its messages with: its :class:`WebSocketProtocol`, or a wrapper
+    that puts each data message in an envelope first (the rooms wire format,
+    ``broadcast/rooms_wire.py``)."""
+
+    @property
+    def state(self) -> ProtocolState: ...
+    @property
+    def close_code(self) -> int | None: ...
+    @property
+    def close_reason(self) -> str: ...
+    def send(self, message: Message) -> bytes: ...
+    def send_text(self, text: str) -> bytes: ...
+    def send_bytes(self, data: bytes) -> bytes: ...
+
+
 class RegistryAPI(Protocol):
     """What a connection's ``ws.registry`` offers (see :class:`~ignitia_sync.broadcast.registry.Registry`)."""
 
-    def join(self, room: str, ws: WebSocketConnection) -> None:
-        """Put ``ws`` in ``room``."""
+    def join(self, room: str, ws: WebSocketConnection, since: Position | None = None) -> Recovery:
+        """Put ``ws`` in ``room``, after what it missed since ``since``."""
 
     def leave(self, room: str, ws: WebSocketConnection) -> None:
         """Take ``ws`` out of ``room``."""
@@ -116,6 +135,7 @@ class WebSocketConnection:
         "_filter",
         "_inbox",
         "_proto",
+        "_resume",
         "_shutdown",
         "_transport",
         "_user_id",
@@ -153,7 +173,7 @@ class WebSocketConnection:
         #: What upgrade middleware attached (``AuthMiddleware`` puts ``AuthInfo`` here).
         self.extensions: dict[Any, Any] = {}
         self.opened_at = time.monotonic()
-        self._proto = protocol
+        self._proto: Framing = protocol
         self._inbox = inbox = Inbox(settings.max_queue, self._on_room)
         self._transport = transport = Transport(
             sock,
@@ -169,7 +189,12 @@ class WebSocketConnection:
                 transport, settings.ping_interval, settings.ping_timeout, settings.idle_timeout
             )
         self._shutdown = shutdown_event
-        self._filter: Callable[[Message], bool] | None = None
+        # What the host installs on data messages before recv() returns them (rate limits, the
+        # rooms wire format's envelopes): the message to return, or None to drop it.
+        self._filter: Callable[[Message], Message | None] | None = None
+        # The rooms wire format (ignitia.rooms.v1): the position the client last saw in each
+        # room it resumes (used once, by the first join); None: a plain connection.
+        self._resume: dict[str, Position] | None = None
         self._eof = False
         self._user_id: str | None = None  # set by the registry only (add, set_user)
 
@@ -256,11 +281,13 @@ class WebSocketConnection:
             item = inbox.get(None if deadline is None else deadline - time.monotonic(), shutdown)
             kind = type(item)
             if kind is Text or kind is Binary:
-                if self._filter is not None and not self._filter(item):
-                    if self.closed:
-                        self._eof = True
-                        return None
-                    continue
+                if self._filter is not None:
+                    item = self._filter(item)
+                    if item is None:  # dropped (over a rate limit, a bad envelope)
+                        if self.closed:
+                            self._eof = True
+                            return None
+                        continue
                 return item  # type: ignore[no-any-return]
             if item is EOF:
                 self._eof = True
@@ -505,9 +532,29 @@ class WebSocketConnection:
 
     # -- rooms ------------------------------------------------------------------------
 
-    def join(self, room: str) -> None:
-        """Join ``room`` in this connection's registry: ``ws.join("lobby")``."""
-        self._require_registry().join(room, self)
+    def join(self, room: str, since: Position | None = None) -> Recovery:
+        """Join ``room`` in this connection's registry: ``ws.join("lobby")``.
+
+        Once it returns, every later broadcast to the room reaches this connection, in order.
+        ``since``: the position of the last message of the room this client saw (its
+        reconnect); what the room's history holds after it is delivered first, then live
+        messages, none twice. The :class:`~ignitia_sync.broadcast.positions.Recovery` says
+        whether that was everything (``complete``), and if not why (``"too old"``, ``"epoch
+        changed"``...). A client of the rooms wire format gives its position itself.
+
+        Example:
+            >>> from ignitia_sync import Router
+            >>> from ignitia_sync.testing import TestClient
+            >>> def chat(ws):
+            ...     recovery = ws.join("lobby")
+            ...     ws.send_text(f"joined at offset {recovery.position.offset}")
+            ...     for message in ws:
+            ...         ws.registry.broadcast(message, room="lobby")
+            >>> with TestClient(Router().websocket("/chat", chat)) as client:
+            ...     print(client.connect("/chat").recv(timeout=5).data)
+            joined at offset 0
+        """
+        return self._require_registry().join(room, self, since)
 
     def leave(self, room: str) -> None:
         """Leave ``room`` (nothing happens if not a member)."""

@@ -40,7 +40,9 @@ import gevent.event
 
 from .._support import tracing
 from .._support.logs import LogThrottle, escape_for_log, show_logs_by_default
+from ..broadcast import rooms_wire
 from ..broadcast.backplane import Backplane, LocalBackplane
+from ..broadcast.positions import DEFAULT_HISTORY, HistoryChoice
 from ..broadcast.registry import Registry
 from ..connection.connection import WebSocketConnection
 from ..exceptions import HandshakeError
@@ -87,6 +89,10 @@ class HostSettings(ConnectionSettings):
         blocking_warning: seconds a handler may hold the event loop before one warning
             names its route and what to do (see :mod:`~ignitia_sync.hosting.blocking`);
             None: not watched.
+        history: what each room keeps for members that come back: positions and the last
+            messages (:class:`~ignitia_sync.broadcast.positions.History`, 200 messages and 5
+            minutes by default), None for no positions at all, or a function of the room name
+            choosing either (``lambda room: None if room.startswith("typing:") else History()``).
 
     Example:
         >>> HostSettings(max_connections_per_ip=10).max_request_head
@@ -98,6 +104,7 @@ class HostSettings(ConnectionSettings):
     max_connections_per_ip: int | None = None
     max_request_head: int = 16384
     blocking_warning: float | None = 1.0
+    history: HistoryChoice = DEFAULT_HISTORY
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -262,7 +269,7 @@ class Host:
         self.settings = settings
         self.trusted_proxies = trusted_proxies
         #: Every open connection of this host, with rooms and broadcast.
-        self.registry = Registry(backplane_from(settings.backplane))
+        self.registry = Registry(backplane_from(settings.backplane), history=settings.history)
         #: Set when the host begins to shut down; handlers see it as ``ws.shutting_down``.
         self.shutdown_event = gevent.event.Event()
         self._stats = ConnectionStats()
@@ -387,6 +394,8 @@ class Host:
             ws.extensions = extensions
             if target.rate_limit is not None:
                 ws._filter = message_filter(target.rate_limit, ws)
+            if accepted.subprotocol == rooms_wire.SUBPROTOCOL:
+                rooms_wire.install(ws)  # the client's hello is read before the handler runs
         except BaseException as exc:  # what open() held is given back, whatever failed
             sock.close()
             self._limits.release(request.client_ip)
@@ -407,7 +416,8 @@ class Host:
             closed = self._closed_logged_by_server if server_logs else self._closed
             on_closed = functools.partial(closed, route=target.pattern)
             with tracing.current(connection_span):  # the handler's own spans are its children
-                serve_connection(ws, target.handler, target.params, registry=self.registry, on_closed=on_closed)
+                serve_connection(ws, target.handler, target.params, registry=self.registry, on_closed=on_closed,
+                                 hello_timeout=target.settings.hello_timeout if ws._resume is not None else None)
         finally:
             tracing.end_connection(connection_span, ws.close_code, ws.messages_in, ws.messages_out)
             with self._opened_lock:

@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping
 import gevent
 
 from ..broadcast.registry import Registry
+from ..broadcast.rooms_wire import read_hello
 from ..connection.connection import WebSocketConnection
 from ..exceptions import ConnectionClosed
 from ..handlers import Handler
@@ -58,6 +59,7 @@ def serve_connection(
     *,
     registry: Registry | None = None,
     on_closed: Callable[[WebSocketConnection], None] | None = None,
+    hello_timeout: float | None = None,
 ) -> None:
     """Run ``handler`` on ``ws`` from start to closed socket; returns when all is released.
 
@@ -68,6 +70,8 @@ def serve_connection(
         registry: where the connection is listed (rooms, broadcast) while it is open.
         on_closed: called last, with the closed connection (accounting, access log); it
             runs even when the serving greenlet is killed.
+        hello_timeout: the connection speaks the rooms wire format: its client's hello is
+            read first (at most this many seconds); the handler runs only after a good one.
 
     A handler killed with ``GreenletExit`` (a host's shutdown) closes with 1001; the
     greenlet then ends normally.
@@ -79,7 +83,9 @@ def serve_connection(
             transport.start()
             if registry is not None:
                 registry.add(ws)
-            if params:
+            if hello_timeout is not None and not read_hello(ws, hello_timeout):
+                pass  # closed already (a broken hello, or the client left): no handler
+            elif params:
                 handler(ws, **params)
             elif type(handler) is Handler:
                 # Call the function itself: every call through __call__ or *args nests the C
