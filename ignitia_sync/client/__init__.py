@@ -3,7 +3,9 @@
 The modules, by job: :mod:`~ignitia_sync.client.url` (what a URL names, which redirects
 to follow; pure), :mod:`~ignitia_sync.client.sockets` (TCP, Unix, HTTP CONNECT proxy,
 TLS), :mod:`~ignitia_sync.client.connection` (the handshake exchange, redirects,
-:class:`ClientConnection`), :mod:`~ignitia_sync.client.reconnect` (the retry loop).
+:class:`ClientConnection`), :mod:`~ignitia_sync.client.reconnect` (the retry loop),
+:mod:`~ignitia_sync.client.rooms` (the rooms wire format's events, envelopes and positions:
+``reconnecting(url, rooms=True)``).
 
 Example::
 
@@ -16,8 +18,10 @@ Example::
 from .._support.backoff import Backoff
 from .connection import ClientConnection, connect
 from .reconnect import Reconnecting, reconnecting, retryable
+from .rooms import Gap, Joined, Left, Positions, RoomMessage, RoomsConnection, connect_rooms
 from .url import header_list, parse_url
 
 __all__ = [
-    "Backoff", "ClientConnection", "Reconnecting", "connect", "header_list", "parse_url", "reconnecting", "retryable",
+    "Backoff", "ClientConnection", "Gap", "Joined", "Left", "Positions", "Reconnecting", "RoomMessage",
+    "RoomsConnection", "connect", "connect_rooms", "header_list", "parse_url", "reconnecting", "retryable",
 ]

@@ -27,16 +27,18 @@ import logging
 import ssl as _ssl
 import threading
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Generic, Literal, TypeVar, cast, overload
 
 import gevent.event
 
 from .._support.backoff import Backoff
 from .._support.logs import escape_for_log, safe_url
+from ..broadcast.positions import Position
 from ..connection.threads import HubRef
 from ..exceptions import ConnectionClosed, HandshakeError, InvalidHandshake
 from .connection import ClientConnection, connect
+from .rooms import SUBPROTOCOL, Positions, RoomsConnection, open_rooms
 
 __all__ = ["Reconnecting", "reconnecting", "retry_after", "retryable"]
 
@@ -46,6 +48,9 @@ log = logging.getLogger("ignitia_sync.client")
 _RETRY_STATUSES = frozenset((429, 500, 502, 503, 504))
 #: Refusals whose ``Retry-After`` says how long to stay away (RFC 9110 section 10.2.3).
 _RETRY_AFTER_STATUSES = frozenset((429, 503))
+
+#: What the loop yields: a ClientConnection, or a RoomsConnection with ``rooms=True``.
+C = TypeVar("C")
 
 
 def retry_after(exc: BaseException, now: float | None = None) -> float | None:
@@ -101,7 +106,7 @@ def retryable(exc: BaseException) -> bool:
     return isinstance(exc, (OSError, TimeoutError, ConnectionClosed))
 
 
-class Reconnecting:
+class Reconnecting(Generic[C]):
     """The iterator :func:`reconnecting` returns: a fresh connection each time the last one drops.
 
     :meth:`stop` (from any greenlet or thread) ends the iteration: a wait in progress ends
@@ -112,6 +117,8 @@ class Reconnecting:
         connections: connections opened so far.
         last_error: the last error an attempt failed with (None before any).
         last_delay: the last wait, in seconds.
+        positions: (``rooms=True``) room → the last position the application received, a
+            snapshot; empty for a plain loop.
     """
 
     def __init__(
@@ -120,8 +127,10 @@ class Reconnecting:
         backoff: Backoff,
         retry_on: Callable[[BaseException], bool],
         options: dict[str, Any],
+        rooms: Positions | None = None,
     ) -> None:
         self.url = url
+        self._rooms = rooms  # the positions of a rooms loop, across its connections
         self._backoff = backoff
         self._retry_on = retry_on
         self._options = options
@@ -135,7 +144,7 @@ class Reconnecting:
         self.last_error: BaseException | None = None
         self.last_delay = 0.0
 
-    def __iter__(self) -> Iterator[ClientConnection]:
+    def __iter__(self) -> Iterator[C]:
         self._hub = HubRef()
         self._wake = gevent.event.Event()
         failures = 0  # attempts in a row that failed, or connections that did not last
@@ -153,6 +162,11 @@ class Reconnecting:
                 self.attempts += 1
                 try:
                     ws = connect(self.url, **self._options)
+                    try:
+                        item = self._speak(ws)
+                    except BaseException:
+                        ws.close_and_wait(1000)
+                        raise
                 except Exception as exc:
                     self.last_error = exc
                     if not self._retry_on(exc):
@@ -172,7 +186,7 @@ class Reconnecting:
                 asked = None
                 opened = time.monotonic()
                 try:
-                    yield ws
+                    yield item
                 finally:
                     self._current = None
                     ws.close_and_wait(1001 if self._stopped.is_set() else 1000)
@@ -180,6 +194,18 @@ class Reconnecting:
                 failures = 1 if stable else failures + 1
         finally:
             self._wake = None
+
+    def _speak(self, ws: ClientConnection) -> C:
+        """What the loop body gets: ``ws`` itself, or (rooms) ``ws`` after the hello, wrapped."""
+        if self._rooms is None:
+            return cast(C, ws)
+        return cast(C, open_rooms(ws, self._rooms, self.url))
+
+    @property
+    def positions(self) -> dict[str, Position]:
+        """(``rooms=True``) room → the last position the application received; save
+        ``{room: p.as_json() ...}`` and pass it as ``positions=`` to resume after a restart."""
+        return {} if self._rooms is None else self._rooms.snapshot()
 
     def stop(self) -> None:
         """End the iteration from any greenlet or thread; idempotent.
@@ -207,13 +233,38 @@ def _reason_of(exc: BaseException) -> str:
     return escape_for_log(f"{type(exc).__name__}: {exc}")[:200]
 
 
+@overload
 def reconnecting(
     url: str,
     *,
+    rooms: Literal[False] = False,
     backoff: Backoff | None = None,
     retry_on: Callable[[BaseException], bool] = retryable,
     **options: Any,
-) -> Reconnecting:
+) -> Reconnecting[ClientConnection]: ...
+
+
+@overload
+def reconnecting(
+    url: str,
+    *,
+    rooms: Literal[True],
+    positions: Positions | Mapping[str, Position | Mapping[str, Any]] | None = None,
+    backoff: Backoff | None = None,
+    retry_on: Callable[[BaseException], bool] = retryable,
+    **options: Any,
+) -> Reconnecting[RoomsConnection]: ...
+
+
+def reconnecting(
+    url: str,
+    *,
+    rooms: bool = False,
+    positions: Positions | Mapping[str, Position | Mapping[str, Any]] | None = None,
+    backoff: Backoff | None = None,
+    retry_on: Callable[[BaseException], bool] = retryable,
+    **options: Any,
+) -> Reconnecting[Any]:
     """Connect to ``url`` again and again: ``for ws in reconnecting(url): ...``.
 
     Each connection that drops (or each attempt that fails with a retryable error) is
@@ -223,8 +274,20 @@ def reconnecting(
     waits from the shortest again. An error ``retry_on`` rejects (by default a 4xx other
     than 429, or a bad certificate) is raised from the loop.
 
+    With ``rooms=True`` the loop speaks the rooms wire format (``ignitia.rooms.v1``) and
+    resumes each room from the last position the application received: every attempt
+    offers the subprotocol, each new connection sends the hello with the positions held
+    before it is handed out, and the body gets a
+    :class:`~ignitia_sync.client.rooms.RoomsConnection` whose ``recv()`` returns events
+    (``Joined``, ``RoomMessage``, ``Gap``, ``Left``, or a direct ``Text``/``Binary``) and
+    whose ``send*`` wrap in the envelope. A server that does not accept the subprotocol
+    raises :class:`~ignitia_sync.exceptions.InvalidHandshake` (not retried).
+
     Args:
         url: as :func:`connect`.
+        rooms: speak the rooms wire format and resume rooms (see above).
+        positions: (``rooms=True``) where to resume from at the first connection: room →
+            ``Position`` or its JSON form, as a previous loop's :attr:`Reconnecting.positions`.
         backoff: the waits (default :class:`Backoff`: 0-5 s, then x1.618 up to 60 s).
         retry_on: ``exc -> bool``: whether a failed attempt is retried (see :func:`retryable`).
         **options: every keyword argument of :func:`connect`.
@@ -240,4 +303,11 @@ def reconnecting(
                 except ConnectionClosed:
                     continue  # a send that raced the drop: reconnect
     """
-    return Reconnecting(url, backoff or Backoff(), retry_on, options)
+    if not rooms:
+        if positions is not None:
+            raise TypeError("positions= resumes rooms: pass rooms=True too")
+        return Reconnecting(url, backoff or Backoff(), retry_on, options)
+    if "subprotocols" in options:
+        raise TypeError(f"rooms=True offers its subprotocol ({SUBPROTOCOL}) itself: no subprotocols=")
+    store = positions if isinstance(positions, Positions) else Positions(positions)
+    return Reconnecting(url, backoff or Backoff(), retry_on, {**options, "subprotocols": [SUBPROTOCOL]}, store)
