@@ -8,17 +8,24 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from ..message import Message
+from .positions import History, Position
 
-__all__ = ["Backplane", "Deliver", "DeliverTo", "LocalBackplane", "on_remote_latency"]
+__all__ = ["Backplane", "Deliver", "DeliverTo", "DeliverPositioned", "LocalBackplane", "PositionedBackplane",
+           "on_remote_latency"]
 
 #: Called with a broadcast from another process and its room (None: everyone).
 Deliver = Callable[[Message, "str | None"], None]
 #: Called with an application id and a direct message from another process (a Close: a
 #: revocation, ``Registry.disconnect``; the connection with that id is closed with its code).
 DeliverTo = Callable[[str, Message], None]
+
+#: Called with a room, a message's position, the message (None: the room's log started a new
+#: epoch, its messages before are gone) and the ``token`` its publish was given here (None for
+#: another process's), in any order and possibly more than once: the registry orders them.
+DeliverPositioned = Callable[[str, "Position", "Message | None", Any], None]
 
 #: Called with the seconds from publish (in another process) to delivery here, for each message
 #: that carried its publish time (``RedisBackplane(publish_times=True)``): how
@@ -126,3 +133,39 @@ class LocalBackplane:
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+@runtime_checkable
+class PositionedBackplane(Protocol):
+    """A backplane that gives room messages their positions, the same in every process (Redis).
+
+    The registry then delivers a room's broadcast only when it hears it back, in position
+    order (``broadcast/ordered_rooms.py``); it asks the backplane to confirm it hears a room
+    before a join returns, and reads the room's log for what a member missed.
+    """
+
+    uid: bytes
+
+    def attach_positions(self, on_positioned: DeliverPositioned, on_relistened: Callable[[str], None]) -> None:
+        """Call ``on_positioned`` for every room message heard (this process's too), and
+        ``on_relistened(room)`` when a room's subscription is back after a reconnect."""
+
+    def publish_positioned(self, message: Message, room: str, history: History, token: Any = None) -> bool:
+        """Queue ``message`` for ``room``: Redis gives its position and keeps it in the log.
+
+        Never blocks. ``token`` comes back with the message to ``on_positioned``. False when it
+        could not be queued (then the room's members are told of the gap).
+        """
+
+    def listen_now(self, room: str, timeout: float) -> bool:
+        """Wait until this process surely hears ``room`` (its subscription confirmed); False after ``timeout``."""
+
+    def read_log(
+        self, room: str, after: Position | None, history: History, limit: int
+    ) -> tuple[Position | None, list[tuple[Position, Message]]]:
+        """Blocks the caller: the room's position now and the first ``limit`` messages after
+        ``after`` (``after`` None: the last ``limit``), younger than ``history.max_age``.
+
+        Raises:
+            Exception: the log could not be read (Redis unreachable).
+        """

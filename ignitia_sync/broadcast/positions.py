@@ -40,6 +40,7 @@ T = TypeVar("T")
 TOO_OLD = "too old"  # the log no longer holds everything after the position (trimmed by count or age)
 EPOCH_CHANGED = "epoch changed"  # the position is from a log that is gone (restart, forgotten, failover)
 NO_HISTORY = "no history"  # the room keeps no history (History(max_messages=0))
+UNAVAILABLE = "unavailable"  # the log could not be read (its Redis is unreachable)
 
 #: The longest epoch taken from a peer (ours are 8 hex characters).
 MAX_EPOCH_LENGTH = 32
@@ -105,7 +106,8 @@ class Recovery:
             (reload its state), then go on from ``position``.
         reason: None when complete; else ``"too old"`` (the log was trimmed past the
             position), ``"epoch changed"`` (the position is from a log that is gone) or
-            ``"no history"`` (the room keeps none).
+            ``"no history"`` (the room keeps none) or ``"unavailable"`` (its log, in Redis,
+            could not be read).
         position: the room's position when the member joined (its last message's; offset 0
             in a room with no message yet); live messages follow it. None for a room without
             positions (``Registry(history=None)``, or None for that room).

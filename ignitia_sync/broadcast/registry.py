@@ -50,9 +50,17 @@ from ..connection.threads import HubRef, allocate_real_lock
 from ..message import Binary, Close, Message, Text, check_revocation_close, not_broadcastable
 from ..middleware import AuthInfo
 from ..sansio.protocol import encode_frame
-from .backplane import Backplane, LocalBackplane
-from .positions import DEFAULT_HISTORY, NO_HISTORY, HistoryChoice, Position, Recovery, RoomPositions
-from .rooms_protocol import encode_direct, encode_joined, encode_left, encode_room_message
+from .backplane import Backplane, LocalBackplane, PositionedBackplane
+from .ordered_rooms import OrderedRooms, recovery_from_log
+from .positions import (
+    DEFAULT_HISTORY,
+    NO_HISTORY,
+    HistoryChoice,
+    Position,
+    Recovery,
+    RoomPositions,
+)
+from .rooms_protocol import encode_direct, encode_gap, encode_joined, encode_left, encode_room_message
 
 _NO_ROOMS: frozenset[str] = frozenset()
 
@@ -184,6 +192,8 @@ class Registry:
         # room's messages in position order, and a join's seam has no gap and no duplicate.
         self._positions = RoomPositions(history)
         self._order = allocate_real_lock()
+        # With a backplane that gives positions (Redis), rooms are ordered there, not here.
+        self._ordered = OrderedRooms(self, self.backplane) if isinstance(self.backplane, PositionedBackplane) else None
         # Connections that speak the rooms wire format (ws._resume is not None): while there
         # are none, a delivery frames each message once, as before.
         self._wire_members = 0
@@ -243,6 +253,8 @@ class Registry:
                 self.backplane.left(room)
             if forget and not ws.id.startswith("#"):
                 self.backplane.forgotten(ws.id)
+        for room in emptied:
+            self._forget_order(room)
 
     def identify(self, ws: WebSocketConnection, id: str, *, take_over: bool = False) -> None:
         """Give ``ws`` an application id, for :meth:`get` and :meth:`send_to`: ``registry.identify(ws, user_id)``.
@@ -406,24 +418,44 @@ class Registry:
         resume = ws._resume
         if since is None and resume:
             since = resume.pop(room, None)  # the wire client's position: for its first join only
-        log = self._positions.log_for(room)
-        if log is None:  # no positions in this room
+        history = self._positions.history_for(room)
+        if room in self.rooms_of(ws):
+            return Recovery(True, None, None if history is None else self.position(room))
+        if history is None:  # no positions in this room
             recovery = Recovery(since is None, None if since is None else NO_HISTORY, None)
-            if resume is not None and room not in self.rooms_of(ws):
-                self._push_one(ws, Message.text(encode_joined(room, recovery)), wrap=False)
+            if resume is not None:
+                self._push_joined(ws, room, recovery)
             self._add_member(room, ws)
             return recovery
+        if self._ordered is not None:  # positions from the backplane: the seam is theirs
+            return self._ordered.join(room, ws, since, history)
+        log = self._positions.log_for(room)
+        assert log is not None
         with self._order:
-            if room in self.rooms_of(ws):
-                return Recovery(True, None, log.position(room))
             recovery, missed = log.since(room, since)
             if resume is not None:
-                self._push_one(ws, Message.text(encode_joined(room, recovery)), wrap=False)
+                self._push_joined(ws, room, recovery)
             for position, message in missed:
-                self._push_one(ws, _wire_message(room, position, message) if resume is not None else message,
-                               wrap=False)
+                self._push_room_message(ws, room, position, message)
             self._add_member(room, ws)
         return recovery
+
+    def _push_joined(self, ws: WebSocketConnection, room: str, recovery: Recovery) -> None:
+        """The rooms wire format's ``joined`` frame to ``ws``."""
+        self._push_one(ws, Message.text(encode_joined(room, recovery)), wrap=False)
+
+    def _push_room_message(self, ws: WebSocketConnection, room: str, position: Position, message: Message) -> None:
+        """A room's message to ``ws`` alone (a replay): with its position in the rooms wire format."""
+        self._push_one(ws, _wire_message(room, position, message) if ws._resume is not None else message, wrap=False)
+
+    def _announce_gap(self, room: str, recovery: Recovery) -> None:
+        """Messages of ``room`` are lost: its members of the rooms wire format get a ``gap`` frame."""
+        if not self._wire_members:
+            return
+        gap = Message.text(encode_gap(room, recovery))
+        for ws in list(self._rooms.get(room, ())):
+            if ws._resume is not None:
+                self._push_one(ws, gap, wrap=False)
 
     def _add_member(self, room: str, ws: WebSocketConnection) -> None:
         with self._lock:
@@ -460,6 +492,15 @@ class Registry:
                     emptied = True
             if emptied:
                 self.backplane.left(room)
+        if emptied:
+            self._forget_order(room)
+
+    def _forget_order(self, room: str) -> None:
+        """A room emptied here: nothing to order for it any more (the order lock is taken after the membership lock is free)."""
+        if self._ordered is not None:
+            with self._order:
+                if room not in self._rooms:
+                    self._ordered.forget(room)
 
     def position(self, room: str) -> Position | None:
         """The room's current position (its last message's); None when it keeps no positions.
@@ -471,9 +512,13 @@ class Registry:
             1
         """
         _check_name("room name", room)
-        log = self._positions.log_for(room)
-        if log is None:
+        history = self._positions.history_for(room)
+        if history is None:
             return None
+        if self._ordered is not None:  # from the backplane (blocks for one round trip)
+            return self._ordered.read(room, None, history, 0)[0]
+        log = self._positions.log_for(room)
+        assert log is not None
         with self._order:
             return log.position(room)
 
@@ -501,9 +546,17 @@ class Registry:
         _check_name("room name", room)
         if type(limit) is not int or limit < 1:
             raise ValueError(f"limit must be an int of at least 1, not {limit!r}")
-        log = self._positions.log_for(room)
-        if log is None:
+        history = self._positions.history_for(room)
+        if history is None:
             return Recovery(since is None, None if since is None else NO_HISTORY, None), []
+        if self._ordered is not None:  # from the backplane's log (blocks for one round trip)
+            current, found = self._ordered.read(room, since, history, limit)
+            if since is None:
+                return Recovery(True, None, current, len(found)), found
+            recovery, found = recovery_from_log(since, current, found, history)
+            return recovery, found
+        log = self._positions.log_for(room)
+        assert log is not None
         with self._order:
             if since is None:
                 found = log.recent(room, limit=limit)
@@ -578,6 +631,12 @@ class Registry:
         if hub is not None and not hub.owns():
             self.broadcast_threadsafe(message, room, exclude)
             return 0
+        if room is not None and self._ordered is not None:
+            history = self._positions.history_for(room)
+            if history is not None:  # ordered by the backplane: delivered here when heard back
+                if type(message) is not Text and type(message) is not Binary:
+                    raise not_broadcastable(message)
+                return self._ordered.publish(message, room, history, exclude)
         count = self._deliver_here(message, room, exclude)
         self.backplane.publish(message, room)
         return count
@@ -620,6 +679,8 @@ class Registry:
             skip = {exclude}
         else:
             skip = set(exclude)
+        if position is not None and self._ordered is not None and self._ordered.seams:
+            targets = self._hold_for_seams(targets, room, position, message, exclude)
         count = 0
         if self._wire_members:
             return self._deliver_mixed(targets, skip, message, shared, size, _wire_message(room, position, message))
@@ -631,6 +692,21 @@ class Registry:
             if ws._transport.push_message(message, shared, size):
                 count += 1
         return count
+
+    def _hold_for_seams(
+        self, targets: list[WebSocketConnection], room: str | None, position: Position, message: Message, exclude: Any
+    ) -> list[WebSocketConnection]:
+        """Under the order lock: members in the middle of a join get this later, after what they missed."""
+        assert self._ordered is not None and room is not None
+        seams = self._ordered.seams
+        kept = []
+        for ws in targets:
+            held = seams.get((ws, room))
+            if held is None:
+                kept.append(ws)
+            else:
+                held.append((position, message, exclude))
+        return kept
 
     def _deliver_mixed(
         self,
@@ -800,7 +876,11 @@ class Registry:
         return ws._transport.push_message_threadsafe(message, {None: frame}, len(frame))
 
     def _receive_remote(self, message: Message, room: str | None) -> None:
-        self._deliver_here(message, room)
+        if self._ordered is not None:  # positions come from the backplane: a plain B has none
+            self.broadcasts += 1
+            self.deliveries += self._deliver(message, room)
+        else:
+            self._deliver_here(message, room)
 
     def _receive_direct(self, id: str, message: Message) -> None:
         if type(message) is Close:  # a revocation from another process (the backplane checked its code)
@@ -824,6 +904,8 @@ class Registry:
                 self._hub = HubRef(loop)
             attach, self._attached = not self._attached, True
         if attach:
+            if self._ordered is not None:
+                self._ordered.attach()
             self.backplane.attach(self._receive_remote, self._receive_direct, threaded=self._threaded)
 
     def _attach_on_first_use(self) -> None:
@@ -851,6 +933,7 @@ class Registry:
         self._positions = RoomPositions(self._positions._choice)  # the parent's logs were the parent's
         self._order = allocate_real_lock()
         self._wire_members = 0
+        self._ordered = OrderedRooms(self, backplane) if isinstance(backplane, PositionedBackplane) else None
         self._hub = None
         self._threaded = False
         self._attached = False
@@ -933,3 +1016,4 @@ def _wire_message(room: str | None, position: Position | None, message: Message)
     if room is not None and position is not None:
         return Message.text(encode_room_message(room, position, message))
     return Message.text(encode_direct(message))
+

@@ -72,7 +72,8 @@ from redis.retry import Retry
 from .._support import tracing
 from .._support.backoff import Backoff
 from .._support.logs import LogThrottle, safe_url
-from ..broadcast.backplane import Deliver, DeliverTo, on_remote_latency
+from ..broadcast.backplane import Deliver, DeliverPositioned, DeliverTo, on_remote_latency
+from ..broadcast.positions import DEFAULT_HISTORY, History, Position
 from ..connection.threads import HubRef, allocate_real_lock
 from ..message import Message
 from ..sansio.http import escape_for_log
@@ -106,6 +107,18 @@ from .envelope import (
 )
 from .inspection import Answerer, Inspectable, gather
 from .link import LinkEvent, LinkState, transition
+from .positions import (
+    EPOCH_NOTICE,
+    NEW_EPOCH,
+    POSITION,
+    POSITIONED,
+    READ_LOG,
+    decode_positioned,
+    new_epoch,
+    payload_of,
+    positioned_head,
+    room_keys,
+)
 from .shards import (
     _client,
     _cluster,
@@ -208,6 +221,7 @@ class RedisBackplane:
         publish_times: bool = False,
         trace_context: bool = False,
         inspect_max_connections: int = 1000,
+        max_pending_age: float = 60.0,
     ) -> None:
         if min(max_message_size, max_pending, max_pending_bytes, health_check_interval) <= 0:
             raise ValueError(
@@ -215,6 +229,8 @@ class RedisBackplane:
             )
         if not 0 < reconnect_initial <= reconnect_max:
             raise ValueError("need 0 < reconnect_initial <= reconnect_max")
+        if not max_pending_age > 0:
+            raise ValueError(f"max_pending_age must be positive seconds, not {max_pending_age!r}")
         if not inspect_max_connections > 0:
             raise ValueError(f"inspect_max_connections must be positive, not {inspect_max_connections!r}")
         if not id_ttl >= 0.1:
@@ -279,6 +295,18 @@ class RedisBackplane:
         #: Answers inspections and closes of one connection, off the listener (redis/inspection.py).
         self._answerer = Answerer(self._connect, self.counters, max_connections=inspect_max_connections)
         self._answerer.uid = self.uid
+        # Rooms with positions (broadcast/ordered_rooms.py). Everything below is the hub's.
+        self.max_pending_age = max_pending_age
+        self._position_script = POSITION % ("SPUBLISH" if sharded else "PUBLISH")
+        self._new_epoch_script = NEW_EPOCH % ("SPUBLISH" if sharded else "PUBLISH")
+        self._on_positioned: DeliverPositioned | None = None
+        self._on_relistened: Callable[[str], None] | None = None
+        self._seq = 0  # this process's publish sequence numbers (a resent one is applied once)
+        self._tokens: dict[int, Any] = {}  # seq -> what the registry gave, until the message is heard back
+        self._new_epochs: set[str] = set()  # rooms whose messages were dropped: a new epoch first
+        self._listening: set[bytes] = set()  # channels whose subscription Redis confirmed (this connection)
+        self._listened: set[bytes] = set()  # room channels confirmed before: a new confirmation is a return
+        self._listen_waiters: dict[bytes, list[Callable[[bool], None]]] = {}
 
     # -- the Backplane interface (called by the registry; never blocks, but for claim) -----
 
@@ -354,6 +382,107 @@ class RedisBackplane:
         if self._handed_over(self.disconnect, id, code, reason):
             return True
         return self._enqueue_message("publish", (self._all, encode_disconnect(self.uid, id, code, reason)))
+
+    # -- rooms with positions (PositionedBackplane) ------------------------------------------
+
+    def attach_positions(self, on_positioned: DeliverPositioned, on_relistened: Callable[[str], None]) -> None:
+        """Hand every room message heard (ours too) to ``on_positioned``; a room's return to ``on_relistened``."""
+        self._on_positioned, self._on_relistened = on_positioned, on_relistened
+
+    def publish_positioned(self, message: Message, room: str, history: History, token: Any = None) -> bool:
+        """Queue a room message: Redis gives its position, keeps it in the room's log, publishes it.
+
+        Unlike :meth:`publish`, it is kept while Redis is unreachable (within ``max_pending``,
+        ``max_pending_bytes`` and ``max_pending_age``) and sent once it is back, never applied
+        twice. One that cannot be kept is dropped, counted, and the room starts a new epoch
+        (every process tells the room's members of the gap). ``token`` comes back with it.
+        """
+        if self._handed_over(self.publish_positioned, message, room, history, token):
+            return True
+        payload = payload_of(message)
+        if len(payload) > self.max_message_size:
+            return self._lose(room, f"message of {len(payload)} bytes is over max_message_size")
+        if self._link is LinkState.CLOSED:
+            return self._lose(room, "the backplane is closed")
+        if self._queued_messages >= self.max_pending:
+            return self._lose(room, f"{self.max_pending} messages already wait to be published")
+        size = len(payload) + _HEAD
+        if self._queued_bytes + self._writing_bytes + size > self.max_pending_bytes:
+            return self._lose(room, f"{self._queued_bytes + self._writing_bytes} bytes already wait to be published "
+                                    f"(max_pending_bytes {self.max_pending_bytes})")
+        self._seq += 1
+        if token is not None:
+            self._tokens[self._seq] = token
+        self._queued_messages += 1
+        self._queued_bytes += size
+        self._enqueue("position", (room, payload, size, self._seq, history, message, time.monotonic()))
+        return True
+
+    def _lose(self, room: str, why: str) -> bool:
+        """A room message that will never have a position: counted, and the room starts a new epoch."""
+        self._new_epochs.add(room)
+        self._wake_publisher.set()
+        return self._drop(1, why)
+
+    def listen_now(self, room: str, timeout: float) -> bool:
+        """Wait until Redis confirmed this process's subscription to ``room``; False after ``timeout``.
+
+        The registry calls it in a join, after the room's first member made it :meth:`joined`.
+        """
+        hub = self._hub
+        if hub is None:
+            return False
+        channel = self._room_prefix + room.encode()
+        outcome: gevent.event.AsyncResult[bool] = gevent.event.AsyncResult()
+        caller = HubRef()  # the answer comes back in the caller's own hub, whatever thread it is
+
+        def answer(listening: bool) -> None:
+            if caller.owns():
+                outcome.set(listening)
+            else:
+                caller.call_soon(outcome.set, listening)
+
+        def ask() -> None:
+            if channel in self._listening:
+                answer(True)
+            else:
+                self._listen_waiters.setdefault(channel, []).append(answer)
+
+        if hub.owns():
+            ask()
+        elif not hub.call_soon(ask):
+            return False
+        try:
+            return bool(outcome.get(timeout=timeout))
+        except gevent.Timeout:
+            return False
+
+    def read_log(
+        self, room: str, after: Position | None, history: History, limit: int
+    ) -> tuple[Position | None, list[tuple[Position, Message]]]:
+        """The room's position and up to ``limit`` messages of its log after ``after`` (None: the last ones).
+
+        Blocks the caller for one round trip on a connection of its own.
+
+        Raises:
+            redis.RedisError, OSError: Redis could not be read.
+        """
+        meta, log_key = room_keys(self._room_prefix + room.encode())
+        client = self._caller_client(self.publish_timeout)
+        try:
+            answer = client.eval(READ_LOG, 2, meta, log_key, "-" if after is None else after.offset, limit,
+                                 max(1, int(history.max_age * 1000)))
+        finally:
+            client.close()
+        epoch = answer[0].decode() if isinstance(answer[0], bytes) else str(answer[0])
+        if not epoch:
+            return None, []
+        found = []
+        for envelope in answer[2:]:
+            _, position, _, message = decode_positioned(envelope)
+            if message is not None and position.epoch == epoch:
+                found.append((position, message))
+        return Position(epoch, int(answer[1])), found
 
     # -- inspection (redis/inspection.py): blocking calls of the caller, answers off the listener --
 
@@ -696,6 +825,7 @@ class RedisBackplane:
                 for ended in gevent.joinall(listeners, count=1):
                     raise ended.value if isinstance(ended.value, Exception) else redis.ConnectionError("listener ended")
             except Exception as exc:  # a Redis or network error; anything else is logged in full
+                self._not_listening()
                 self._link_changed(LinkEvent.LISTENER_LOST)
                 if isinstance(exc, redis.RedisError | OSError):
                     self._warn.log("backplane: subscription lost (%s); reconnecting", escape_for_log(str(exc)))
@@ -736,7 +866,12 @@ class RedisBackplane:
             pinged = False
             if message["type"] == shard.kind:
                 self._hear(message["channel"], message["data"])
-            elif message["type"] == "sunsubscribe" and not shard.confirm_unsubscribe(message["channel"]):
+            elif message["type"] in ("subscribe", "ssubscribe"):
+                self._now_listening(message["channel"])
+            elif message["type"] in ("unsubscribe", "sunsubscribe"):
+                self._listening.discard(message["channel"])
+                self._listened.discard(message["channel"])
+            if message["type"] == "sunsubscribe" and not shard.confirm_unsubscribe(message["channel"]):
                 raise redis.ConnectionError("the cluster moved a channel's slot")  # resubscribe everywhere
 
     def _hear(self, channel: bytes, data: bytes) -> None:
@@ -750,6 +885,9 @@ class RedisBackplane:
                 return
         if data[:1] == _INSPECT or data[:1] == _CLOSE_ONE:  # our own too: this process answers as any other
             self._ordered(channel, data)
+            return
+        if data[:1] == POSITIONED or data[:1] == EPOCH_NOTICE:  # our own too: delivered here when heard
+            self._hear_positioned(channel, data)
             return
         if data == _WAKE or data[2:_HEAD] == self.uid:
             return  # a wake-up, or our own broadcast (delivered locally already)
@@ -777,6 +915,42 @@ class RedisBackplane:
                 if latency <= _LATENCY_CEILING:  # a garbage stamp would poison the histogram's sum for good
                     for hook in on_remote_latency:
                         hook(latency)
+
+    def _hear_positioned(self, channel: bytes, data: bytes) -> None:
+        """A room message with its position (or a new epoch's notice): to the registry, which orders them."""
+        try:
+            if not channel.startswith(self._room_prefix):
+                raise ValueError("a positioned message on another channel than a room's")
+            if len(data) > self.max_message_size + _HEAD + 1 + 255 + 32:
+                raise ValueError("over max_message_size")
+            sender, position, seq, message = decode_positioned(data)
+            room = channel[len(self._room_prefix):].decode()
+        except ValueError as exc:
+            self.counters["rejected"] += 1
+            self._warn.log("backplane: rejected a message on %s: %s", escape_for_log(channel.decode("latin-1")), exc)
+            return
+        self.counters["received"] += 1
+        token = self._tokens.pop(seq, None) if sender == self.uid else None
+        if self._on_positioned is not None:
+            self._on_positioned(room, position, message, token)
+
+    def _now_listening(self, channel: bytes) -> None:
+        """Redis confirmed a subscription: joins waiting for it go on; a room's return is caught up."""
+        self._listening.add(channel)
+        for answer in self._listen_waiters.pop(channel, ()):
+            answer(True)
+        if channel.startswith(self._room_prefix):
+            if channel in self._listened and self._on_relistened is not None:
+                self._on_relistened(channel[len(self._room_prefix):].decode())
+            self._listened.add(channel)
+
+    def _not_listening(self) -> None:
+        """The subscription connection is lost: nothing is heard until it is back (joins wait no more)."""
+        self._listening.clear()
+        waiters, self._listen_waiters = self._listen_waiters, {}
+        for answers in waiters.values():
+            for answer in answers:
+                answer(False)
 
     def _ordered(self, channel: bytes, data: bytes) -> None:
         """An inspection (on ``all``) or a close of one connection (on our own channel): to the answerer."""
@@ -839,10 +1013,9 @@ class RedisBackplane:
                     if not isinstance(exc, redis.RedisError | OSError):
                         log.exception("backplane: publisher failed")
                     self._link_changed(LinkEvent.PUBLISHER_LOST)
-                    lost = self._queued_messages
-                    self._queue.clear()
-                    self._queued_messages = 0
-                    self._queued_bytes = 0
+                    kept = self._keep_positioned()  # room messages with positions wait for Redis
+                    lost = self._queued_messages - kept
+                    self._queued_messages = kept
                     if lost:
                         self._drop(lost, f"Redis failed while publishing ({escape_for_log(str(exc))})")
                     else:
@@ -858,10 +1031,17 @@ class RedisBackplane:
             if client is not None:
                 client.close()
 
+    def _keep_positioned(self) -> int:
+        """After a publishing failure: only room messages with positions stay queued (others are dropped)."""
+        kept = collections.deque(item for item in self._queue if item[0] in ("position", "stop"))
+        self._queue = kept
+        self._queued_bytes = sum(args[2] for op, args in kept if op == "position")
+        return sum(1 for op, _ in kept if op == "position")
+
     def _has_work(self) -> bool:
-        """Something to send: messages, a wake-up, directory entries (written only once we listen)."""
+        """Something to send: messages, a wake-up, new epochs, directory entries (written only once we listen)."""
         return bool(
-            self._queue or self._wake_wanted or self._to_forget
+            self._queue or self._wake_wanted or self._to_forget or self._new_epochs
             or (self._link.listening and (self._to_claim or self._claims))
         )
 
@@ -888,10 +1068,12 @@ class RedisBackplane:
         directory += [(id, "f", None) for id in to_forget]
         batch = [self._queue.popleft() for _ in range(min(_BATCH, len(self._queue)))]
         messages = [(op, args) for op, args in batch if op in ("publish", "send_to")]
+        positioned = [args for op, args in batch if op == "position"]
         stopped = any(op == "stop" for op, _ in batch)  # everything queued before it is in this batch
-        self._queued_messages -= len(messages)
-        self._writing_bytes = sum(len(args[1]) for _, args in messages)
+        self._queued_messages -= len(messages) + len(positioned)
+        self._writing_bytes = sum(len(args[1]) for _, args in messages) + sum(args[2] for args in positioned)
         self._queued_bytes -= self._writing_bytes
+        positioned, epochs = self._positioned_batch(positioned)
 
         pipe: Any = _Sequential(client) if isinstance(client, RedisCluster) else client.pipeline(transaction=False)
         publish = getattr(pipe, self._publish_command)
@@ -906,6 +1088,18 @@ class RedisBackplane:
             pipe.eval(_DIRECTORY, len(chunk), *(self._names.id_key(id) for id, _, _ in chunk), self.uid, ttl_ms,
                       *(mode for _, mode, _ in chunk))
             kinds.append("directory")
+        for room in epochs:  # rooms that lost messages and have none in this batch: a new epoch now
+            channel = self._room_prefix + room.encode()
+            pipe.eval(self._new_epoch_script, 2, *room_keys(channel), channel, EPOCH_NOTICE + b"e" + self.uid,
+                      new_epoch(), int(DEFAULT_HISTORY.meta_ttl * 1000))
+            kinds.append("epoch")
+        for args, bump in positioned:
+            room, payload, _, seq, history, message, _ = args
+            channel = self._room_prefix + room.encode()
+            pipe.eval(self._position_script, 2, *room_keys(channel), channel, positioned_head(message, self.uid),
+                      payload, new_epoch(), b"%016x" % seq, history.max_messages, history.max_bytes,
+                      max(1, int(history.max_age * 1000)), max(1, int(history.meta_ttl * 1000)), "1" if bump else "0")
+            kinds.append("position")
         for op, args in messages:
             if op == "publish":
                 publish(*args)
@@ -919,16 +1113,54 @@ class RedisBackplane:
             except _Unconfirmed as exc:
                 ran = len(exc.done)
                 woke = kinds[:ran].count("wake") == kinds.count("wake")  # they come first
-                self._confirmed(kinds[:ran], exc.done, chunks)  # a cluster's commands before the failure
+                self._confirmed(kinds[:ran], exc.done, chunks, positioned)  # a cluster's commands before the failure
                 self._unconfirmed(kinds, ran, exc.written, chunks, len(messages))
+                self._positioned_unconfirmed(kinds, ran, positioned, epochs)
                 raise exc.error from None
             woke = True
         finally:
             self._writing_bytes = 0
             if wake and not woke:
                 self._wake_wanted = True
-        self._confirmed(kinds, results, chunks)
+        self._confirmed(kinds, results, chunks, positioned)
         return stopped
+
+    def _positioned_batch(self, ops: list[tuple[Any, ...]]) -> tuple[list[tuple[tuple[Any, ...], bool]], list[str]]:
+        """The batch's room messages (each with "start a new epoch first"), and rooms that need only a new epoch.
+
+        A message queued longer than ``max_pending_age`` is dropped here (counted) and its room
+        starts a new epoch with its next message: the room's members hear of the gap.
+        """
+        now = time.monotonic()
+        kept: list[tuple[tuple[Any, ...], bool]] = []
+        for args in ops:
+            room, queued_at = args[0], args[6]
+            if now - queued_at > self.max_pending_age:
+                self._tokens.pop(args[3], None)
+                self._lose(room, f"it waited {now - queued_at:.0f} s for Redis (max_pending_age {self.max_pending_age:g})")
+                continue
+            bump = room in self._new_epochs
+            self._new_epochs.discard(room)
+            kept.append((args, bump))
+        epochs, self._new_epochs = sorted(self._new_epochs), set()
+        return kept, epochs
+
+    def _positioned_unconfirmed(
+        self, kinds: list[str], ran: int, positioned: list[tuple[tuple[Any, ...], bool]], epochs: list[str]
+    ) -> None:
+        """After a connection error: the room messages and new epochs not surely applied go first again.
+
+        Sending them again is safe: Redis applies each publish sequence number once.
+        """
+        first = kinds.index("position") if positioned else len(kinds)
+        again = [args for index, (args, _) in enumerate(positioned) if first + index >= ran]
+        for args, bump in positioned:
+            if bump:
+                self._new_epochs.add(args[0])  # started again if it was not (a second notice at worst)
+        self._new_epochs.update(epochs[max(ran - kinds.index("epoch"), 0):] if epochs else ())
+        self._queue.extendleft(("position", args) for args in reversed(again))
+        self._queued_messages += len(again)
+        self._queued_bytes += sum(args[2] for args in again)
 
     def _execute(self, client: redis.Redis | RedisCluster, pipe: Any, kinds: list[str]) -> list[Any]:
         """Run the batch; on a connection error raise :class:`_Unconfirmed`: what ran, what may have been written."""
@@ -976,14 +1208,21 @@ class RedisBackplane:
                 elif mode == "f":
                     self._to_forget.add(id)
 
-    def _confirmed(self, kinds: list[str], results: list[Any], chunks: list[_Chunk]) -> None:
-        """Count what Redis answered; settle the claims; note the local ids another process has."""
+    def _confirmed(
+        self, kinds: list[str], results: list[Any], chunks: list[_Chunk],
+        positioned: list[tuple[tuple[Any, ...], bool]] | None = None,
+    ) -> None:
+        """Count what Redis answered; settle the claims; note the local ids another process has; deliver
+        the room messages Redis gave a position (as heard: the registry orders them with the others)."""
         answered = iter(chunks)
+        ordered = iter(positioned or ())
         for kind, result in zip(kinds, results, strict=True):
             if kind == "directory":
                 self._directory_answered(next(answered), result)
-            elif kind == "wake":
+            elif kind in ("wake", "epoch"):
                 continue
+            elif kind == "position":
+                self._positioned_answered(next(ordered)[0], result)
             elif isinstance(result, Exception):  # Redis refused the command (out of memory, ...)
                 self._drop(1, f"Redis refused it ({escape_for_log(str(result))})")
             elif kind == "publish":
@@ -993,6 +1232,20 @@ class RedisBackplane:
                 self._warn.log("backplane: send_to an id no process has (%d so far)", self.counters["unknown_ids"])
             else:
                 self.counters["published"] += 1
+
+    def _positioned_answered(self, args: tuple[Any, ...], result: Any) -> None:
+        room, _, _, seq, _, message, _ = args
+        if isinstance(result, Exception):  # Redis refused the script (out of memory, ...)
+            self._tokens.pop(seq, None)
+            self._lose(room, f"Redis refused it ({escape_for_log(str(result))})")
+            return
+        self.counters["published"] += 1
+        epoch, offset = result[0].decode(), int(result[1])
+        if offset < 1:
+            return  # applied before this resend: heard then, or read from the log after a gap
+        token = self._tokens.pop(seq, None)
+        if self._on_positioned is not None:
+            self._on_positioned(room, Position(epoch, offset), message, token)
 
     def _directory_answered(self, chunk: _Chunk, result: Any) -> None:
         """One script call's answer: 1 (the entry is ours) or 0 per id; or the error Redis answered."""

@@ -28,6 +28,7 @@ from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.retry import Retry
 
+from ..broadcast.positions import DEFAULT_HISTORY, HistoryChoice, RoomPositions
 from ..broadcast.registry import _check_application_id
 from ..message import Message, check_revocation_close
 from .envelope import (
@@ -43,6 +44,7 @@ from .envelope import (
     encode_disconnect,
 )
 from .inspection import gather
+from .positions import POSITION, new_epoch, payload_of, positioned_head, room_keys
 
 __all__ = ["Emitter"]
 
@@ -61,6 +63,9 @@ class Emitter:
             None waits forever.
         socket_connect_timeout: seconds a connection attempt may take (``redis.TimeoutError``
             or ``redis.ConnectionError`` beyond). None waits forever.
+        history: the same as the servers' (``HostSettings.history``): a broadcast to a room
+            that keeps positions gets its position and a place in the room's log, as the
+            servers' own do.
 
     A command is never sent twice: one whose connection failed (a timeout, a cut) may have
     run in Redis, and sent again a broadcast would reach every member twice, so the call raises
@@ -85,6 +90,7 @@ class Emitter:
         sharded: bool = False,
         socket_timeout: float | None = 5.0,
         socket_connect_timeout: float | None = 5.0,
+        history: HistoryChoice = DEFAULT_HISTORY,
     ) -> None:
         for name, value in (("socket_timeout", socket_timeout), ("socket_connect_timeout", socket_connect_timeout)):
             if value is not None and not value > 0:
@@ -106,6 +112,9 @@ class Emitter:
         self._uid = _new_uid()
         self._send_to_script = _SEND_TO % ("SPUBLISH" if sharded else "PUBLISH")
         self._socket_timeout = socket_timeout
+        self._positions = RoomPositions(history)
+        self._position_script = POSITION % ("SPUBLISH" if sharded else "PUBLISH")
+        self._seq = 0  # publish sequence numbers (never resent: each is applied once anyway)
 
     def broadcast(self, message: Message | str | bytes, room: str | None = None) -> int:
         """Send to every connection (or every member of ``room``); returns how many processes heard it.
@@ -115,7 +124,16 @@ class Emitter:
                 or cannot be reached (``redis.ConnectionError``).
         """
         channel = self._names.all if room is None else self._names.room_prefix + room.encode()
-        return int(self._publish(channel, encode(_BROADCAST, _as_message(message), self._uid)))
+        message = _as_message(message)
+        history = self._positions.history_for(room) if room is not None else None
+        if history is None:
+            return int(self._publish(channel, encode(_BROADCAST, message, self._uid)))
+        self._seq += 1
+        _, _, heard = self._client.eval(
+            self._position_script, 2, *room_keys(channel), channel, positioned_head(message, self._uid),
+            payload_of(message), new_epoch(), b"%016x" % self._seq, history.max_messages, history.max_bytes,
+            max(1, int(history.max_age * 1000)), max(1, int(history.meta_ttl * 1000)), "0")
+        return int(heard)
 
     def send_to(self, id: str, message: Message | str | bytes) -> bool:
         """Send to the connection identified as ``id``; False when no process has it.

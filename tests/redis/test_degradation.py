@@ -166,9 +166,31 @@ def who(ws: Any, name: str) -> None:
 ROUTER = Router().websocket("/member", member).websocket("/shout/:size", shout).websocket("/who/:name", who)
 
 
-def test_an_oversize_broadcast_is_delivered_locally_but_not_published(serve, redis_server):
+def test_an_oversize_broadcast_to_a_room_with_positions_is_dropped_and_the_room_starts_a_new_epoch(
+        serve, redis_server):
     here = serve(ROUTER, backplane=RedisBackplane(redis_server.url, max_message_size=1000))
     there = serve(ROUTER, backplane=redis_server.url)
+    with connect(url(here, "/member")) as local, connect(url(there, "/member")) as remote:
+        assert local.recv(timeout=5) == "joined" and remote.recv(timeout=5) == "joined"
+        with connect(url(here, "/shout/10")) as shouter:
+            assert shouter.recv(timeout=5) == "sent"
+        assert local.recv(timeout=5) == remote.recv(timeout=5) == "y" * 10
+        before = here.registry.position("r")
+        for size in (1001, 1000):  # the first is over max_message_size, the second is not
+            with connect(url(here, f"/shout/{size}")) as shouter:
+                assert shouter.recv(timeout=5) == "sent"
+        assert local.recv(timeout=5) == "y" * 1000  # the oversize one reached no one, here neither
+        assert remote.recv(timeout=5) == "y" * 1000
+        after = here.registry.position("r")
+        assert after.epoch != before.epoch and after.offset == 1  # the gap is said: a new epoch
+    stats = here.stats()["backplane"]
+    assert stats["dropped"] == 1 and stats["published"] == 2
+
+
+def test_an_oversize_broadcast_to_a_room_without_positions_is_delivered_locally_but_not_published(
+        serve, redis_server):
+    here = serve(ROUTER, backplane=RedisBackplane(redis_server.url, max_message_size=1000), history=None)
+    there = serve(ROUTER, backplane=redis_server.url, history=None)
     with connect(url(here, "/member")) as local, connect(url(there, "/member")) as remote:
         assert local.recv(timeout=5) == "joined" and remote.recv(timeout=5) == "joined"
         wait_for(lambda: redis_server.subscribers("ignitia:room:r") == 2, "both processes subscribed")

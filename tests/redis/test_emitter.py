@@ -14,6 +14,7 @@ import redis
 
 from ignitia_sync import Message
 from ignitia_sync.redis import Emitter, decode
+from ignitia_sync.redis.positions import decode_positioned
 
 #: The regression bound: far above any timeout set here; reaching it means the call hung.
 OUTER_BOUND = 60.0
@@ -60,7 +61,8 @@ def test_what_it_sends_is_a_backplane_envelope(redis_server):
     subscriber = redis_server.client().pubsub()
     subscriber.subscribe("ignitia:room:ops", "{ignitia}:proc:" + "f" * 16)
     redis_server.client().set("{ignitia}:id:olga", "f" * 16)
-    emitter = Emitter(redis_server.url)
+    emitter = Emitter(redis_server.url, history=None)  # rooms without positions: plain broadcasts
+    positioned = Emitter(redis_server.url)  # rooms with positions (the default), as the servers'
     try:
         assert emitter.broadcast(b"\x00bin", room="ops") == 1
         kind, sender, id, message = decode(next_message(subscriber)["data"])
@@ -68,8 +70,13 @@ def test_what_it_sends_is_a_backplane_envelope(redis_server):
         assert emitter.send_to("olga", "psst") is True
         assert decode(next_message(subscriber)["data"]) == (b"D", sender, "olga", Message.text("psst"))
         assert emitter.send_to("nobody", "lost") is False
+        for n in (1, 2):
+            assert positioned.broadcast(f"n{n}", room="ops") == 1
+            _, position, seq, message = decode_positioned(next_message(subscriber)["data"])
+            assert (position.offset, seq, message) == (n, n, Message.text(f"n{n}"))
     finally:
         emitter.close()
+        positioned.close()
         subscriber.close()
 
 

@@ -1,0 +1,288 @@
+"""Rooms whose positions a backplane gives (Redis): publish, hear in order, join without a seam.
+
+With a :class:`~ignitia_sync.broadcast.backplane.PositionedBackplane`, a room's message is not
+delivered where it was broadcast: the backplane gives it its position (the same in every
+process), and every process, this one too, delivers it when it hears it back, in position
+order (:class:`~ignitia_sync.broadcast.sequencer.Sequencer`). What arrives early waits for
+what comes before it; a gap still open after :data:`FILL_GRACE` seconds is read from the
+room's log, and what the log no longer has is announced to the room's members (a ``gap``
+frame to clients of the rooms wire format). After the backplane's subscription comes back, each
+room catches up from its log the same way.
+
+A join is a *seam*: the member is added at once (its deliveries are held aside), the
+backplane confirms that this process hears the room, the log is read after the client's
+position, and then, under the registry's order lock, the member gets what it missed, then
+what was held, none twice, and from then on live messages.
+
+Example (the registry makes one when its backplane gives positions)::
+
+    registry = Registry(RedisBackplane("redis://127.0.0.1:6379/0"))
+    registry.broadcast(Message.text("hi"), room="lobby")  # delivered when Redis has ordered it
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import gevent
+
+from .._support.logs import LogThrottle
+from ..connection.connection import WebSocketConnection
+from ..message import Message
+from .positions import EPOCH_CHANGED, NO_HISTORY, TOO_OLD, UNAVAILABLE, History, Position, Recovery
+from .sequencer import Sequencer
+
+if TYPE_CHECKING:
+    from .backplane import PositionedBackplane
+    from .registry import Registry
+
+__all__ = ["FILL_GRACE", "OrderedRooms", "recovery_from_log"]
+
+log = logging.getLogger("ignitia_sync.broadcast")
+
+#: Seconds a gap may stay open before the log is read: an early message usually only overtook
+#: the one before it (the answer to a publish against the subscription).
+FILL_GRACE = 0.1
+#: The longest a join waits for the backplane to confirm it hears the room, and for the log.
+JOIN_TIMEOUT = 5.0
+
+
+class OrderedRooms:
+    """The registry's side of positions given by its backplane (one per registry).
+
+    Args:
+        registry: the registry whose members get the messages.
+        backplane: the backplane that gives positions.
+
+    Example:
+        >>> OrderedRooms.__name__
+        'OrderedRooms'
+    """
+
+    def __init__(self, registry: Registry, backplane: PositionedBackplane) -> None:
+        self._registry = registry
+        self._backplane = backplane
+        self.sequencer = Sequencer()
+        #: Members in the middle of a join: what was delivered to them meanwhile, held aside.
+        self.seams: dict[tuple[WebSocketConnection, str], list[tuple[Position, Message, Any]]] = {}
+        self._filling: set[str] = set()
+        self._gap_log = LogThrottle(log, burst=10, interval=10.0, level=logging.WARNING)
+        #: Gaps announced to members (the log lost messages, or could not be read).
+        self.gaps = 0
+
+    # -- publishing -------------------------------------------------------------------------
+
+    def publish(self, message: Message, room: str, history: History, exclude: Any) -> int:
+        """Hand a broadcast to the backplane; how many local members it will reach (it is delivered when heard)."""
+        self._backplane.publish_positioned(message, room, history, exclude)
+        members = self._registry._rooms.get(room, ())
+        if exclude is None:
+            return len(members)
+        skip = {exclude} if isinstance(exclude, WebSocketConnection) else set(exclude)
+        return sum(1 for ws in list(members) if ws not in skip)
+
+    def attach(self) -> None:
+        """Ask the backplane for every room message it hears, and for subscriptions that come back."""
+        self._backplane.attach_positions(self.heard, self.relistened)
+
+    def read(
+        self, room: str, after: Position | None, history: History, limit: int
+    ) -> tuple[Position | None, list[tuple[Position, Message]]]:
+        """The backplane's log of ``room`` (blocks the caller): its position and up to ``limit`` messages."""
+        return self._backplane.read_log(room, after, history, limit)
+
+    # -- hearing ----------------------------------------------------------------------------
+
+    def heard(self, room: str, position: Position, message: Message | None, exclude: Any) -> None:
+        """A room message (or, ``message`` None, a new epoch's notice) from the backplane, in any order.
+
+        ``exclude``: the connections its broadcast here excluded (None for another process's).
+        """
+        registry = self._registry
+        with registry._order:
+            if message is None:
+                self._new_epoch(room, position)
+                return
+            offered = self.sequencer.offer(room, position, (message, exclude))
+            if offered.new_epoch is not None:
+                self._announce(room, Recovery(False, EPOCH_CHANGED, offered.new_epoch))
+            self._deliver(room, offered.ready)
+            gap = self.sequencer.missing(room) is not None
+        if gap and room not in self._filling:
+            self._filling.add(room)
+            gevent.spawn_later(FILL_GRACE, self._fill, room)
+
+    def _new_epoch(self, room: str, position: Position) -> None:
+        """Under the order lock: the room's log started again (messages were dropped): say so, go on."""
+        last = self.sequencer.last(room)
+        if last is not None and last.epoch == position.epoch:
+            return  # heard already (it started the epoch we are in)
+        self.sequencer.start(room, position)
+        if last is not None:
+            self._announce(room, Recovery(False, EPOCH_CHANGED, position))
+
+    def _deliver(self, room: str, ready: list[tuple[Position, Any]]) -> None:
+        registry = self._registry
+        for position, (message, exclude) in ready:
+            registry.deliveries += registry._deliver(message, room, exclude, position)
+            registry.broadcasts += 1
+
+    def _announce(self, room: str, recovery: Recovery) -> None:
+        """Under the order lock: tell the room's members that messages are missing."""
+        self.gaps += 1
+        self._gap_log.log("room %r lost messages (%s); its members are told to reload from %s",
+                          room[:60], recovery.reason, recovery.position)
+        self._registry._announce_gap(room, recovery)
+
+    def _fill(self, room: str) -> None:
+        """Read what is still missing from the log; announce what the log no longer has."""
+        try:
+            with self._registry._order:
+                missing = self.sequencer.missing(room)
+                last = self.sequencer.last(room)
+            if missing is None or last is None:
+                return
+            first, end = missing
+            history = self._registry._positions.history_for(room) or History(max_messages=0)
+            try:
+                current, found = self._backplane.read_log(room, Position(last.epoch, first - 1), history,
+                                                          end - first + 1)
+            except Exception as exc:  # Redis unreachable: the subscription's return catches up
+                self._gap_log.log("room %r: could not read its log to fill a gap (%s)", room[:60], exc)
+                return
+            with self._registry._order:
+                for position, message in found:
+                    if position.offset <= end:
+                        self._deliver(room, self.sequencer.offer(room, position, (message, None)).ready)
+                still = self.sequencer.missing(room)
+                if still is not None and still[0] <= end:  # not in the log (trimmed, or no history)
+                    reason = TOO_OLD if history.enabled else NO_HISTORY
+                    if current is not None and current.epoch != last.epoch:
+                        reason = EPOCH_CHANGED
+                    self._announce(room, Recovery(False, reason, Position(last.epoch, still[1])))
+                    self._deliver(room, self.sequencer.skip_to(room, still[1]))
+                again = self.sequencer.missing(room) is not None
+        finally:
+            self._filling.discard(room)
+        if again and room not in self._filling:
+            self._filling.add(room)
+            gevent.spawn_later(FILL_GRACE, self._fill, room)
+
+    def relistened(self, room: str) -> None:
+        """The subscription is back (a reconnect): what was published meanwhile is read from the log."""
+        gevent.spawn(self._catch_up, room)
+
+    def _catch_up(self, room: str) -> None:
+        """Read the log after the last position delivered; in a new epoch, from its start (twice at most)."""
+        registry = self._registry
+        history = registry._positions.history_for(room) or History(max_messages=0)
+        for _ in range(2):
+            with registry._order:
+                last = self.sequencer.last(room)
+            if last is None:
+                return
+            try:
+                current, found = self._backplane.read_log(room, last, history, max(history.max_messages, 1))
+            except Exception as exc:  # gone again: the next return catches up
+                self._gap_log.log("room %r: could not catch up from its log (%s)", room[:60], exc)
+                return
+            with registry._order:
+                if self.sequencer.last(room) != last:
+                    continue  # delivered meanwhile: read again from there
+                if current is None:  # the room has no log any more (Redis restarted empty, expired)
+                    self._announce(room, Recovery(False, EPOCH_CHANGED, None))
+                    self.sequencer.forget(room)
+                    return
+                if current.epoch != last.epoch:  # read the new epoch from its start
+                    self._announce(room, Recovery(False, EPOCH_CHANGED, Position(current.epoch, 0)))
+                    self.sequencer.start(room, Position(current.epoch, 0))
+                    continue
+                if current.offset > last.offset and (not found or found[0][0].offset > last.offset + 1):
+                    resumed = found[0][0].offset - 1 if found else current.offset  # the log has from here on
+                    self._announce(room, Recovery(False, TOO_OLD if history.enabled else NO_HISTORY,
+                                                  Position(current.epoch, resumed)))
+                    self._deliver(room, self.sequencer.skip_to(room, resumed))
+                for position, message in found:
+                    self._deliver(room, self.sequencer.offer(room, position, (message, None)).ready)
+                return
+
+    # -- joining ----------------------------------------------------------------------------
+
+    def join(self, room: str, ws: WebSocketConnection, since: Position | None, history: History) -> Recovery:
+        """Add ``ws`` to ``room`` without a seam: what it missed after ``since``, then live messages."""
+        registry = self._registry
+        with registry._order:
+            self.seams[(ws, room)] = []
+            self.sequencer.hold(room)  # a first member: nothing is delivered before the log says where it starts
+            registry._add_member(room, ws)
+        current: Position | None = None
+        found: list[tuple[Position, Message]] = []
+        recovery: Recovery | None = None
+        read = False
+        try:
+            if not self._backplane.listen_now(room, JOIN_TIMEOUT):
+                raise TimeoutError(f"the backplane did not confirm hearing the room within {JOIN_TIMEOUT:g} s")
+            limit = 0 if since is None else max(history.max_messages, 1)  # without since: the position only
+            current, found = self._backplane.read_log(room, since, history, limit)
+            read = True
+        except Exception as exc:  # Redis unreachable: live messages come once it is back
+            recovery = Recovery(since is None, None if since is None else UNAVAILABLE, None)
+            log.info("join of %r to %r: the log could not be read (%s)", ws, room[:60], exc)
+        with registry._order:
+            held = self.seams.pop((ws, room), [])
+            if recovery is None:
+                recovery, found = recovery_from_log(since, current, found, history)
+            if self.sequencer.last(room) is None:  # the first member: the room starts where the log is
+                # (None: the log has no epoch yet); unread, it starts with the first message heard
+                self._deliver(room, self.sequencer.start(room, current) if read else self.sequencer.start_unknown(room))
+            wire = ws._resume is not None
+            if wire:
+                registry._push_joined(ws, room, recovery)
+            last = since.offset if since is not None and recovery.complete else -1
+            epoch = recovery.position.epoch if recovery.position is not None else None
+            for position, message in found:
+                registry._push_room_message(ws, room, position, message)
+                last = position.offset
+            if recovery.position is not None:
+                last = max(last, recovery.position.offset)
+            for position, message, exclude in held:
+                if position.epoch == epoch and position.offset <= last:
+                    continue  # replayed from the log already
+                if exclude is not None and _excludes(exclude, ws):
+                    continue
+                registry._push_room_message(ws, room, position, message)
+        return recovery
+
+    def forget(self, room: str) -> None:
+        """No local member any more (under the registry's lock): nothing to order for it."""
+        self.sequencer.forget(room)
+
+
+def _excludes(exclude: Any, ws: WebSocketConnection) -> bool:
+    return exclude is ws if isinstance(exclude, WebSocketConnection) else ws in exclude
+
+
+def recovery_from_log(
+    since: Position | None, current: Position | None, found: list[tuple[Position, Message]], history: History
+) -> tuple[Recovery, list[tuple[Position, Message]]]:
+    """How complete a join (or a page of history) from ``since`` is, given the log's position and
+    what was read after ``since``; the messages to replay (none unless complete).
+
+    Example:
+        >>> recovery_from_log(Position("e", 2), Position("e", 3), [(Position("e", 3), "m")], History())[0].complete
+        True
+        >>> recovery_from_log(Position("e", 1), Position("e", 3), [(Position("e", 3), "m")], History())[0].reason
+        'too old'
+    """
+    if since is None:
+        return Recovery(True, None, current), []
+    if current is None or current.epoch != since.epoch or since.offset > current.offset:
+        return Recovery(False, EPOCH_CHANGED, current), []
+    if since.offset == current.offset:
+        return Recovery(True, None, current), []
+    if not history.enabled:
+        return Recovery(False, NO_HISTORY, current), []
+    if not found or found[0][0].offset != since.offset + 1:
+        return Recovery(False, TOO_OLD, current), []
+    return Recovery(True, None, current, len(found)), found
