@@ -66,6 +66,8 @@ class OrderedRooms:
         self.sequencer = Sequencer()
         #: Members in the middle of a join: what was delivered to them meanwhile, held aside.
         self.seams: dict[tuple[WebSocketConnection, str], list[tuple[Position, Message, Any]]] = {}
+        # Frames without a position (presence) for members in the middle of a join: after it.
+        self._held_frames: dict[tuple[WebSocketConnection, str], list[Message]] = {}
         self._filling: set[str] = set()
         self._gap_log = LogThrottle(log, burst=10, interval=10.0, level=logging.WARNING)
         #: Gaps announced to members (the log lost messages, or could not be read).
@@ -252,7 +254,16 @@ class OrderedRooms:
                 if exclude is not None and _excludes(exclude, ws):
                     continue
                 registry._push_room_message(ws, room, position, message)
+            for frame in self._held_frames.pop((ws, room), ()):
+                registry._push_one(ws, frame, wrap=False)
         return recovery
+
+    def hold(self, ws: WebSocketConnection, room: str, frame: Message) -> bool:
+        """Under the order lock: keep ``frame`` for ``ws`` until its join of ``room`` is done; False: not joining."""
+        if (ws, room) not in self.seams:
+            return False
+        self._held_frames.setdefault((ws, room), []).append(frame)
+        return True
 
     def forget(self, room: str) -> None:
         """No local member any more (under the registry's lock): nothing to order for it."""

@@ -40,6 +40,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -60,9 +61,19 @@ from .positions import (
     Recovery,
     RoomPositions,
 )
-from .rooms_protocol import encode_direct, encode_gap, encode_joined, encode_left, encode_room_message
+from .presence import PresenceBook
+from .rooms_protocol import (
+    encode_direct,
+    encode_gap,
+    encode_joined,
+    encode_left,
+    encode_presence,
+    encode_room_message,
+)
 
 _NO_ROOMS: frozenset[str] = frozenset()
+
+log = logging.getLogger("ignitia_sync.broadcast")
 
 __all__ = ["Backplane", "LocalBackplane", "Registry"]
 
@@ -171,7 +182,9 @@ class Registry:
         0
     """
 
-    def __init__(self, backplane: Backplane | None = None, *, history: HistoryChoice = DEFAULT_HISTORY) -> None:
+    def __init__(
+        self, backplane: Backplane | None = None, *, history: HistoryChoice = DEFAULT_HISTORY, presence: bool = False
+    ) -> None:
         # A connection's rooms: the shared empty frozenset until it joins one (a set per
         # connection would cost ~200 bytes each on servers that never use rooms).
         self._rooms_of: dict[WebSocketConnection, set[str] | frozenset[str]] = {}
@@ -197,6 +210,11 @@ class Registry:
         # Connections that speak the rooms wire format (ws._resume is not None): while there
         # are none, a delivery frames each message once, as before.
         self._wire_members = 0
+        # Presence (presence=True): this process's users per room; shared through a backplane
+        # that offers it (Redis), whose events come back to every process with members.
+        self._presence: PresenceBook | None = PresenceBook() if presence else None
+        self._presence_callbacks: list[Callable[[str, str, bool], Any]] = []
+        self._presence_events: list[tuple[str, str, bool]] = []  # found under the lock, told after it
         #: Broadcasts delivered here (made here or received from the backplane), and how many
         #: connections they were queued to in all (for monitoring: ``ignitia_sync.metrics``).
         self.broadcasts = 0
@@ -239,6 +257,8 @@ class Registry:
             for room in self._rooms_of.pop(ws, ()):
                 members = self._rooms.get(room)
                 if members is not None:
+                    if ws in members and ws._user_id is not None:
+                        self._presence_left(room, ws._user_id)
                     members.discard(ws)
                     if not members:
                         del self._rooms[room]
@@ -253,6 +273,7 @@ class Registry:
                 self.backplane.left(room)
             if forget and not ws.id.startswith("#"):
                 self.backplane.forgotten(ws.id)
+        self._tell_presence()
         for room in emptied:
             self._forget_order(room)
 
@@ -352,16 +373,22 @@ class Registry:
             if ws not in self._rooms_of:
                 raise ValueError(f"{ws!r} is not registered")
             self._set_user(ws, user_id)
+        self._tell_presence()
 
     def _set_user(self, ws: WebSocketConnection, user_id: str | None) -> None:
         """Under the lock: move ``ws`` from its user's entry (if any) to ``user_id``'s."""
         if ws._user_id == user_id:
             return
+        rooms = self._rooms_of.get(ws, ())
         if ws._user_id is not None:
             self._unindex_user(ws)
+            for room in rooms:
+                self._presence_left(room, ws._user_id)
         ws._user_id = user_id
         if user_id is not None:
             self._users.setdefault(user_id, set()).add(ws)
+            for room in rooms:
+                self._presence_joined(room, user_id)
 
     def _unindex_user(self, ws: WebSocketConnection) -> None:
         """Under the lock: take ``ws`` out of its user's entry; the last one out removes the entry."""
@@ -426,18 +453,19 @@ class Registry:
             if resume is not None:
                 self._push_joined(ws, room, recovery)
             self._add_member(room, ws)
-            return recovery
-        if self._ordered is not None:  # positions from the backplane: the seam is theirs
-            return self._ordered.join(room, ws, since, history)
-        log = self._positions.log_for(room)
-        assert log is not None
-        with self._order:
-            recovery, missed = log.since(room, since)
-            if resume is not None:
-                self._push_joined(ws, room, recovery)
-            for position, message in missed:
-                self._push_room_message(ws, room, position, message)
-            self._add_member(room, ws)
+        elif self._ordered is not None:  # positions from the backplane: the seam is theirs
+            recovery = self._ordered.join(room, ws, since, history)
+        else:
+            log = self._positions.log_for(room)
+            assert log is not None
+            with self._order:
+                recovery, missed = log.since(room, since)
+                if resume is not None:
+                    self._push_joined(ws, room, recovery)
+                for position, message in missed:
+                    self._push_room_message(ws, room, position, message)
+                self._add_member(room, ws)
+        self._tell_presence()
         return recovery
 
     def _push_joined(self, ws: WebSocketConnection, room: str, recovery: Recovery) -> None:
@@ -466,9 +494,13 @@ class Registry:
                 rooms = self._rooms_of[ws] = set()
             rooms.add(room)
             first = room not in self._rooms
-            self._rooms.setdefault(room, set()).add(ws)
+            members = self._rooms.setdefault(room, set())
+            arrived = ws not in members
+            members.add(ws)
             if first:
                 self.backplane.joined(room)
+            if arrived and ws._user_id is not None:
+                self._presence_joined(room, ws._user_id)  # told by join(), outside every lock
 
     def leave(self, room: str, ws: WebSocketConnection) -> None:
         """Take ``ws`` out of ``room``; an empty room disappears.
@@ -486,12 +518,15 @@ class Registry:
                 rooms.discard(room)
             members = self._rooms.get(room)
             if members is not None:
+                if ws in members and ws._user_id is not None:
+                    self._presence_left(room, ws._user_id)
                 members.discard(ws)
                 if not members:
                     del self._rooms[room]
                     emptied = True
             if emptied:
                 self.backplane.left(room)
+        self._tell_presence()
         if emptied:
             self._forget_order(room)
 
@@ -566,6 +601,97 @@ class Registry:
             found = found[:limit]
             recovery = Recovery(True, None, recovery.position, limit)
         return recovery, found
+
+    # -- presence ------------------------------------------------------------------------
+
+    def _presence_joined(self, room: str, user: str) -> None:
+        """Under the lock: a connection of ``user`` is in ``room`` now."""
+        if self._presence is not None:
+            self._presence_changed(room, user, self._presence.add(room, user), True)
+
+    def _presence_left(self, room: str, user: str) -> None:
+        """Under the lock: a connection of ``user`` left ``room``."""
+        if self._presence is not None:
+            self._presence_changed(room, user, self._presence.remove(room, user), False)
+
+    def _presence_changed(self, room: str, user: str, count: int, joined: bool) -> None:
+        share = getattr(self.backplane, "presence_changed", None)
+        if share is not None:  # the backplane counts every process; its events come back here
+            share(room, user, count)
+        elif count == (1 if joined else 0):  # this process alone: its own arrivals and departures
+            self._presence_events.append((room, user, joined))
+
+    def _tell_presence(self) -> None:
+        """Outside the lock: the arrivals and departures found under it (callbacks may use the registry)."""
+        while self._presence_events:
+            self._presence_event(*self._presence_events.pop(0))
+
+    def _presence_event(self, room: str, user: str, joined: bool) -> None:
+        """``user`` arrived in (or left) ``room``, in every process together: the callbacks, the wire members."""
+        for callback in list(self._presence_callbacks):
+            try:
+                callback(room, user, joined)
+            except Exception:
+                log.exception("presence callback %r failed", callback)
+        if self._wire_members:
+            frame = Message.text(encode_presence(room, user, joined))
+            with self._order:  # a member in the middle of a join gets it after its joined frame
+                for ws in list(self._rooms.get(room, ())):
+                    if ws._resume is not None and not (self._ordered is not None and self._ordered.hold(ws, room, frame)):
+                        self._push_one(ws, frame, wrap=False)
+
+    def presence(self, room: str) -> dict[str, int]:
+        """Who is in ``room``: each user id (``set_user``, ``AuthInfo``) and how many connections it has there.
+
+        Across every process with a backplane that shares presence (``RedisBackplane``; this
+        blocks for one round trip), else this process's. Needs ``presence=True`` (the
+        host's setting); connections without a user are not listed.
+
+        Raises:
+            RuntimeError: the registry was made without ``presence=True``.
+
+        Example:
+            >>> from ignitia_sync import Router
+            >>> from ignitia_sync.testing import TestClient
+            >>> def chat(ws, user):
+            ...     ws.registry.set_user(ws, user)
+            ...     ws.join("lobby")
+            ...     ws.send_json(ws.registry.presence("lobby"))
+            ...     for message in ws:
+            ...         pass
+            >>> with TestClient(Router().websocket("/chat/:user", chat), presence=True) as client:
+            ...     print(client.connect("/chat/alice").recv_json(timeout=5))
+            ...     print(client.connect("/chat/alice").recv_json(timeout=5))
+            ...     print(client.connect("/chat/bob").recv_json(timeout=5))
+            {'alice': 1}
+            {'alice': 2}
+            {'alice': 2, 'bob': 1}
+        """
+        _check_name("room name", room)
+        if self._presence is None:
+            raise RuntimeError("presence is off: make the host with presence=True (HostSettings.presence)")
+        read = getattr(self.backplane, "read_presence", None)
+        if read is not None:
+            return dict(read(room))
+        with self._lock:
+            return self._presence.users(room)
+
+    def on_presence(self, callback: Callable[[str, str, bool], Any]) -> Callable[[str, str, bool], Any]:
+        """Call ``callback(room, user_id, joined)`` when a user arrives in a room or leaves it (all its connections).
+
+        With a backplane that shares presence, for every process's users, in each process
+        that has members in the room; it runs in the registry's hub (or the backplane's):
+        it must not block. Usable as a decorator. Clients of the rooms wire format get a
+        ``presence`` frame in any case.
+
+        Example:
+            >>> registry = Registry(presence=True)
+            >>> @registry.on_presence
+            ... def said(room, user, joined):
+            ...     print(room, user, "joined" if joined else "left")
+        """
+        self._presence_callbacks.append(callback)
+        return callback
 
     def members(self, room: str) -> frozenset[WebSocketConnection]:
         """A snapshot of the connections in ``room``."""
@@ -906,6 +1032,9 @@ class Registry:
         if attach:
             if self._ordered is not None:
                 self._ordered.attach()
+            attach_presence = getattr(self.backplane, "attach_presence", None)
+            if self._presence is not None and attach_presence is not None:
+                attach_presence(self._presence_event)
             self.backplane.attach(self._receive_remote, self._receive_direct, threaded=self._threaded)
 
     def _attach_on_first_use(self) -> None:
@@ -934,6 +1063,7 @@ class Registry:
         self._order = allocate_real_lock()
         self._wire_members = 0
         self._ordered = OrderedRooms(self, backplane) if isinstance(backplane, PositionedBackplane) else None
+        self._presence = PresenceBook() if self._presence is not None else None
         self._hub = None
         self._threaded = False
         self._attached = False

@@ -23,7 +23,9 @@ Server to client (text frames):
 * ``{"type": "gap", "room": "lobby", "recovery": {...}}``: messages of the room were lost
   (its log lost data: ``recovery.reason``); reload the room's state, then go on from
   ``recovery.position``;
-* ``{"type": "left", "room": "lobby"}``: the handler took the client out of the room.
+* ``{"type": "left", "room": "lobby"}``: the handler took the client out of the room;
+* ``{"type": "presence", "room": "lobby", "user": "alice", "joined": true}``: a user arrived in
+  the room or left it (with the host's ``presence=True``).
 
 Example:
     >>> from ignitia_sync.broadcast.positions import Position
@@ -48,7 +50,7 @@ from .positions import Position, Recovery
 
 __all__ = [
     "MAX_RESUMED_ROOMS", "SUBPROTOCOL", "decode_hello", "decode_message", "encode_direct", "encode_gap",
-    "encode_joined", "encode_left", "encode_room_message",
+    "encode_joined", "encode_left", "encode_presence", "encode_room_message",
 ]
 
 #: The subprotocol a client offers to speak this format.
@@ -120,6 +122,16 @@ def _frame(text: str, kind: str) -> dict[str, Any]:
     if not isinstance(frame, dict) or frame.get("type") != kind:
         raise ValueError(f'expected {{"type": "{kind}", ...}}')
     return frame
+
+
+def encode_presence(room: str, user: str, joined: bool) -> str:
+    """A user arrived in ``room`` (its first connection there, in any process) or left it (its last).
+
+    Example:
+        >>> encode_presence("lobby", "alice", True)
+        '{"type":"presence","room":"lobby","user":"alice","joined":true}'
+    """
+    return _dumps({"type": "presence", "room": room, "user": user, "joined": joined})
 
 
 def decode_hello(text: str) -> dict[str, Position]:

@@ -10,7 +10,8 @@ from another epoch starts that epoch from its offset 1: what the old one still h
 
 Example:
     >>> sequencer = Sequencer()
-    >>> sequencer.start("lobby", Position("e1", 4))
+    >>> sequencer.start("lobby", Position("e1", 4))  # a member read the log up to 4: nothing held
+    []
     >>> sequencer.offer("lobby", Position("e1", 6), "six").ready  # 5 is missing: it waits
     []
     >>> sequencer.missing("lobby")

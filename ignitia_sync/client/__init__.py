@@ -18,10 +18,10 @@ Example::
 from .._support.backoff import Backoff
 from .connection import ClientConnection, connect
 from .reconnect import Reconnecting, reconnecting, retryable
-from .rooms import Gap, Joined, Left, Positions, RoomMessage, RoomsConnection, connect_rooms
+from .rooms import Gap, Joined, Left, Positions, Presence, RoomMessage, RoomsConnection, connect_rooms
 from .url import header_list, parse_url
 
 __all__ = [
-    "Backoff", "ClientConnection", "Gap", "Joined", "Left", "Positions", "Reconnecting", "RoomMessage",
+    "Backoff", "ClientConnection", "Gap", "Joined", "Left", "Positions", "Presence", "Reconnecting", "RoomMessage",
     "RoomsConnection", "connect", "connect_rooms", "header_list", "parse_url", "reconnecting", "retryable",
 ]

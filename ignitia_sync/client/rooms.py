@@ -44,7 +44,8 @@ from ..message import Binary, Close, Message, Text
 from .connection import ClientConnection, connect
 
 __all__ = [
-    "SUBPROTOCOL", "Event", "Gap", "Joined", "Left", "Positions", "RoomMessage", "RoomsConnection", "connect_rooms",
+    "SUBPROTOCOL", "Event", "Gap", "Joined", "Left", "Positions", "Presence", "RoomMessage", "RoomsConnection",
+    "connect_rooms",
     "decode_event", "encode_hello", "open_rooms",
 ]
 
@@ -102,8 +103,24 @@ class Left:
     room: str
 
 
+@dataclass(frozen=True, slots=True)
+class Presence:
+    """``user`` arrived in ``room`` (its first connection there, in any process) or left it (``joined`` False).
+
+    Sent by servers with presence on (``presence=True``).
+
+    Example:
+        >>> Presence("lobby", "alice", True).joined
+        True
+    """
+
+    room: str
+    user: str
+    joined: bool
+
+
 #: What :meth:`RoomsConnection.recv` returns: a room's event, a direct message, or the peer's Close.
-Event: TypeAlias = RoomMessage | Joined | Gap | Left | Text | Binary | Close
+Event: TypeAlias = RoomMessage | Joined | Gap | Left | Presence | Text | Binary | Close
 
 
 # -- the codec: the server's frames in, the client's hello out -----------------------------------
@@ -139,7 +156,7 @@ def _recovery(value: Any) -> Recovery:
     raise ValueError('a recovery is {"complete": bool, "reason": str|null, "position": {...}|null, "replayed": int}')
 
 
-def decode_event(text: str) -> RoomMessage | Joined | Gap | Left | Text | Binary:
+def decode_event(text: str) -> RoomMessage | Joined | Gap | Left | Presence | Text | Binary:
     """One frame of the server, as the application receives it.
 
     Raises:
@@ -169,6 +186,11 @@ def decode_event(text: str) -> RoomMessage | Joined | Gap | Left | Text | Binary
         return Gap(_room(frame), _recovery(frame.get("recovery")))
     if kind == "left":
         return Left(_room(frame))
+    if kind == "presence":
+        user, joined = frame.get("user"), frame.get("joined")
+        if not isinstance(user, str) or type(joined) is not bool:
+            raise ValueError('a presence frame has a string "user" and a boolean "joined"')
+        return Presence(_room(frame), user, joined)
     raise ValueError(f"unknown frame type {str(kind)[:40]!r}")
 
 

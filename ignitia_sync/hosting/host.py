@@ -93,6 +93,10 @@ class HostSettings(ConnectionSettings):
             messages (:class:`~ignitia_sync.broadcast.positions.History`, 200 messages and 5
             minutes by default), None for no positions at all, or a function of the room name
             choosing either (``lambda room: None if room.startswith("typing:") else History()``).
+        presence: keep who is in each room (``registry.presence(room)``, ``registry.on_presence``,
+            ``presence`` frames for clients of the rooms wire format), across every process with
+            a Redis backplane; off by default (each join and leave of a connection with a user
+            then costs a write to Redis).
 
     Example:
         >>> HostSettings(max_connections_per_ip=10).max_request_head
@@ -105,6 +109,7 @@ class HostSettings(ConnectionSettings):
     max_request_head: int = 16384
     blocking_warning: float | None = 1.0
     history: HistoryChoice = DEFAULT_HISTORY
+    presence: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -269,7 +274,8 @@ class Host:
         self.settings = settings
         self.trusted_proxies = trusted_proxies
         #: Every open connection of this host, with rooms and broadcast.
-        self.registry = Registry(backplane_from(settings.backplane), history=settings.history)
+        self.registry = Registry(backplane_from(settings.backplane), history=settings.history,
+                                 presence=settings.presence)
         #: Set when the host begins to shut down; handlers see it as ``ws.shutting_down``.
         self.shutdown_event = gevent.event.Event()
         self._stats = ConnectionStats()

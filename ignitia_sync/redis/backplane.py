@@ -119,6 +119,7 @@ from .positions import (
     positioned_head,
     room_keys,
 )
+from .presence import PRESENCE, PRESENCE_EVENT, decode_presence, presence_keys
 from .shards import (
     _client,
     _cluster,
@@ -222,6 +223,7 @@ class RedisBackplane:
         trace_context: bool = False,
         inspect_max_connections: int = 1000,
         max_pending_age: float = 60.0,
+        presence_ttl: float = 20.0,
     ) -> None:
         if min(max_message_size, max_pending, max_pending_bytes, health_check_interval) <= 0:
             raise ValueError(
@@ -229,6 +231,8 @@ class RedisBackplane:
             )
         if not 0 < reconnect_initial <= reconnect_max:
             raise ValueError("need 0 < reconnect_initial <= reconnect_max")
+        if not presence_ttl >= 0.3:
+            raise ValueError(f"presence_ttl must be at least 0.3 s, not {presence_ttl!r}")
         if not max_pending_age > 0:
             raise ValueError(f"max_pending_age must be positive seconds, not {max_pending_age!r}")
         if not inspect_max_connections > 0:
@@ -307,6 +311,14 @@ class RedisBackplane:
         self._listening: set[bytes] = set()  # channels whose subscription Redis confirmed (this connection)
         self._listened: set[bytes] = set()  # room channels confirmed before: a new confirmation is a return
         self._listen_waiters: dict[bytes, list[Callable[[bool], None]]] = {}
+        # Presence (the registry's presence=True): this process's counts, written absolute, so
+        # that writing one again (a refresh, after a reconnect) changes nothing.
+        self.presence_ttl = presence_ttl
+        self._presence_script = PRESENCE % (("SPUBLISH",) * 2 if sharded else ("PUBLISH",) * 2)
+        self._presence_counts: dict[tuple[str, str], int] = {}
+        self._presence_dirty: set[tuple[str, str]] = set()
+        self._next_presence = 0.0  # when every entry is written again (monotonic)
+        self._on_presence: Callable[[str, str, bool], None] | None = None
 
     # -- the Backplane interface (called by the registry; never blocks, but for claim) -----
 
@@ -417,6 +429,36 @@ class RedisBackplane:
         self._queued_bytes += size
         self._enqueue("position", (room, payload, size, self._seq, history, message, time.monotonic()))
         return True
+
+    def attach_presence(self, on_presence: Callable[[str, str, bool], None]) -> None:
+        """Call ``on_presence(room, user, arrived)`` for every presence event heard (rooms with members here)."""
+        self._on_presence = on_presence
+
+    def presence_changed(self, room: str, user: str, count: int) -> None:
+        """This process now has ``count`` connections of ``user`` in ``room``; written to Redis soon (never blocks)."""
+        if self._handed_over(self.presence_changed, room, user, count):
+            return
+        if count:
+            self._presence_counts[(room, user)] = count
+        else:
+            self._presence_counts.pop((room, user), None)
+        self._presence_dirty.add((room, user))
+        self._wake_publisher.set()
+
+    def read_presence(self, room: str) -> dict[str, int]:
+        """Every process's users in ``room`` and their connection counts (blocks the caller for one round trip).
+
+        Raises:
+            redis.RedisError, OSError: Redis could not be read.
+        """
+        channel = self._room_prefix + room.encode()
+        client = self._caller_client(self.publish_timeout)
+        try:
+            flat = client.eval(self._presence_script, 3, *presence_keys(channel), channel, self.uid, "", 0,
+                               max(1, int(self.presence_ttl * 1000)))
+        finally:
+            client.close()
+        return {flat[i].decode(): int(flat[i + 1]) for i in range(0, len(flat), 2)}
 
     def _lose(self, room: str, why: str) -> bool:
         """A room message that will never have a position: counted, and the room starts a new epoch."""
@@ -889,6 +931,9 @@ class RedisBackplane:
         if data[:1] == POSITIONED or data[:1] == EPOCH_NOTICE:  # our own too: delivered here when heard
             self._hear_positioned(channel, data)
             return
+        if data[:1] == PRESENCE_EVENT:  # our own too: the event counts every process
+            self._hear_presence(channel, data)
+            return
         if data == _WAKE or data[2:_HEAD] == self.uid:
             return  # a wake-up, or our own broadcast (delivered locally already)
         try:
@@ -934,11 +979,26 @@ class RedisBackplane:
         if self._on_positioned is not None:
             self._on_positioned(room, position, message, token)
 
+    def _hear_presence(self, channel: bytes, data: bytes) -> None:
+        try:
+            if not channel.startswith(self._room_prefix) or len(data) > _HEAD + _MAX_ID:
+                raise ValueError("a presence event on another channel than a room's, or too long")
+            user, arrived = decode_presence(data)
+        except ValueError as exc:
+            self.counters["rejected"] += 1
+            self._warn.log("backplane: rejected a message on %s: %s", escape_for_log(channel.decode("latin-1")), exc)
+            return
+        self.counters["received"] += 1
+        if self._on_presence is not None:
+            self._on_presence(channel[len(self._room_prefix):].decode(), user, arrived)
+
     def _now_listening(self, channel: bytes) -> None:
         """Redis confirmed a subscription: joins waiting for it go on; a room's return is caught up."""
         self._listening.add(channel)
         for answer in self._listen_waiters.pop(channel, ()):
             answer(True)
+        if self._presence_dirty:
+            self._wake_publisher.set()  # arrivals in this room waited for it
         if channel.startswith(self._room_prefix):
             if channel in self._listened and self._on_relistened is not None:
                 self._on_relistened(channel[len(self._room_prefix):].decode())
@@ -996,6 +1056,7 @@ class RedisBackplane:
                         # Written again from what the registry told us (the listener does the same
                         # once subscribed): Redis may have restarted empty, or our entries expired.
                         self._to_claim |= self._ids
+                        self._presence_dirty.update(self._presence_counts)  # Redis may have restarted empty
                         if attempt:
                             self.counters["reconnects"] += 1
                         self._link_changed(LinkEvent.PUBLISHER_UP)
@@ -1005,8 +1066,12 @@ class RedisBackplane:
                     if now >= self._next_refresh:  # the directory's heartbeat: every entry, a fresh TTL
                         self._next_refresh = now + self.id_ttl / 3
                         self._to_claim |= self._ids
+                    if now >= self._next_presence:  # presence's heartbeat: every entry, a fresh expiry
+                        self._next_presence = now + self.presence_ttl / 3
+                        self._presence_dirty.update(self._presence_counts)
                     if not self._has_work():
-                        self._wake_publisher.wait(max(0.0, self._next_refresh - time.monotonic()))
+                        wake_at = min(self._next_refresh, self._next_presence if self._presence_counts else math.inf)
+                        self._wake_publisher.wait(max(0.0, wake_at - time.monotonic()))
                         continue
                     stopped = self._flush(client)
                 except Exception as exc:  # a Redis or network error; anything else is logged in full
@@ -1041,7 +1106,7 @@ class RedisBackplane:
     def _has_work(self) -> bool:
         """Something to send: messages, a wake-up, new epochs, directory entries (written only once we listen)."""
         return bool(
-            self._queue or self._wake_wanted or self._to_forget or self._new_epochs
+            self._queue or self._wake_wanted or self._to_forget or self._new_epochs or self._presence_ready()
             or (self._link.listening and (self._to_claim or self._claims))
         )
 
@@ -1088,6 +1153,13 @@ class RedisBackplane:
             pipe.eval(_DIRECTORY, len(chunk), *(self._names.id_key(id) for id, _, _ in chunk), self.uid, ttl_ms,
                       *(mode for _, mode, _ in chunk))
             kinds.append("directory")
+        presence = self._presence_ready()
+        self._presence_dirty.difference_update(presence)
+        for room, user in presence:  # absolute counts: written again after a failure, no harm
+            channel = self._room_prefix + room.encode()
+            pipe.eval(self._presence_script, 3, *presence_keys(channel), channel, self.uid, user,
+                      self._presence_counts.get((room, user), 0), max(1, int(self.presence_ttl * 1000)))
+            kinds.append("presence")
         for room in epochs:  # rooms that lost messages and have none in this batch: a new epoch now
             channel = self._room_prefix + room.encode()
             pipe.eval(self._new_epoch_script, 2, *room_keys(channel), channel, EPOCH_NOTICE + b"e" + self.uid,
@@ -1116,6 +1188,7 @@ class RedisBackplane:
                 self._confirmed(kinds[:ran], exc.done, chunks, positioned)  # a cluster's commands before the failure
                 self._unconfirmed(kinds, ran, exc.written, chunks, len(messages))
                 self._positioned_unconfirmed(kinds, ran, positioned, epochs)
+                self._presence_dirty.update(presence)  # not surely written: again after the reconnect
                 raise exc.error from None
             woke = True
         finally:
@@ -1124,6 +1197,14 @@ class RedisBackplane:
                 self._wake_wanted = True
         self._confirmed(kinds, results, chunks, positioned)
         return stopped
+
+    def _presence_ready(self) -> list[tuple[str, str]]:
+        """The presence entries to write now: an arrival only once this process hears the room
+        (else its own event, published by the write, would pass it by); a departure at once."""
+        return sorted(
+            (room, user) for room, user in self._presence_dirty
+            if (room, user) not in self._presence_counts or self._room_prefix + room.encode() in self._listening
+        )
 
     def _positioned_batch(self, ops: list[tuple[Any, ...]]) -> tuple[list[tuple[tuple[Any, ...], bool]], list[str]]:
         """The batch's room messages (each with "start a new epoch first"), and rooms that need only a new epoch.
@@ -1219,7 +1300,7 @@ class RedisBackplane:
         for kind, result in zip(kinds, results, strict=True):
             if kind == "directory":
                 self._directory_answered(next(answered), result)
-            elif kind in ("wake", "epoch"):
+            elif kind in ("wake", "epoch", "presence"):
                 continue
             elif kind == "position":
                 self._positioned_answered(next(ordered)[0], result)

@@ -197,7 +197,7 @@
      * Connect to `url` (ws:, wss:, or a path of this page's origin) at once.
      *
      * options: onMessage(room, data, position), onDirect(data), onJoined(room, recovery),
-     * onGap(room, recovery), onLeft(room), onStatus(status, detail); storage (e.g.
+     * onGap(room, recovery), onLeft(room), onPresence(room, user, joined), onStatus(status, detail); storage (e.g.
      * sessionStorage) and storageKey; backoff ({first, factor, cap, resetAfter}, seconds);
      * shouldReconnect(code, reason); random (for tests).
      */
@@ -209,6 +209,7 @@
       this.onJoined = o.onJoined || NOOP;
       this.onGap = o.onGap || NOOP;
       this.onLeft = o.onLeft || NOOP;
+      this.onPresence = o.onPresence || NOOP;
       this.onStatus = o.onStatus || NOOP;
       this.shouldReconnect = o.shouldReconnect || defaultShouldReconnect;
       this.retries = new Retries(o.backoff, o.random);
@@ -347,6 +348,11 @@
         case "left":
           this.positions.delete(room); // no longer followed: a later join starts afresh
           this._call(this.onLeft, room);
+          break;
+        case "presence": // a user arrived (its first connection in the room) or left (its last)
+          if (typeof frame.user === "string" && typeof frame.joined === "boolean") {
+            this._call(this.onPresence, room, frame.user, frame.joined);
+          }
           break;
         default: // a frame of a newer server: ignored
       }

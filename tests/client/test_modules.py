@@ -9,7 +9,7 @@ import ignitia_sync.client
 
 def test_the_package_exports_exactly_its_public_names_from_the_modules_that_define_them():
     assert sorted(ignitia_sync.client.__all__) == [
-        "Backoff", "ClientConnection", "Gap", "Joined", "Left", "Positions", "Reconnecting", "RoomMessage",
+        "Backoff", "ClientConnection", "Gap", "Joined", "Left", "Positions", "Presence", "Reconnecting", "RoomMessage",
         "RoomsConnection", "connect", "connect_rooms", "header_list", "parse_url", "reconnecting", "retryable",
     ]
     homes = {
@@ -21,7 +21,8 @@ def test_the_package_exports_exactly_its_public_names_from_the_modules_that_defi
         "retryable": "ignitia_sync.client.reconnect",
         "header_list": "ignitia_sync.client.url",
         "parse_url": "ignitia_sync.client.url",
-        **dict.fromkeys(("Gap", "Joined", "Left", "Positions", "RoomMessage", "RoomsConnection", "connect_rooms"),
+        **dict.fromkeys(("Gap", "Joined", "Left", "Positions", "Presence", "RoomMessage", "RoomsConnection",
+                         "connect_rooms"),
                         "ignitia_sync.client.rooms"),
     }
     for name, module in homes.items():
