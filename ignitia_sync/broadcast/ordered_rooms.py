@@ -23,6 +23,7 @@ Example (the registry makes one when its backplane gives positions)::
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import gevent
@@ -75,9 +76,15 @@ class OrderedRooms:
 
     # -- publishing -------------------------------------------------------------------------
 
-    def publish(self, message: Message, room: str, history: History, exclude: Any) -> int:
-        """Hand a broadcast to the backplane; how many local members it will reach (it is delivered when heard)."""
-        self._backplane.publish_positioned(message, room, history, exclude)
+    def publish(
+        self, message: Message, room: str, history: History, exclude: Any, ack: Callable[[Position], Any] | None = None
+    ) -> int:
+        """Hand a broadcast to the backplane; how many local members it will reach (it is delivered when heard).
+
+        ``ack(position)`` is called (in the backplane's hub) once the message has its position.
+        """
+        token = exclude if ack is None else _Acked(exclude, ack)
+        self._backplane.publish_positioned(message, room, history, token)
         members = self._registry._rooms.get(room, ())
         if exclude is None:
             return len(members)
@@ -101,6 +108,9 @@ class OrderedRooms:
 
         ``exclude``: the connections its broadcast here excluded (None for another process's).
         """
+        if isinstance(exclude, _Acked):  # a publish() waits for this message's position
+            exclude.ack(position)
+            exclude = exclude.exclude
         registry = self._registry
         with registry._order:
             if message is None:
@@ -268,6 +278,15 @@ class OrderedRooms:
     def forget(self, room: str) -> None:
         """No local member any more (under the registry's lock): nothing to order for it."""
         self.sequencer.forget(room)
+
+
+class _Acked:
+    """What a publish() gives its message: the connections it excludes, and who waits for its position."""
+
+    __slots__ = ("ack", "exclude")
+
+    def __init__(self, exclude: Any, ack: Callable[[Position], Any]) -> None:
+        self.exclude, self.ack = exclude, ack
 
 
 def _excludes(exclude: Any, ws: WebSocketConnection) -> bool:

@@ -44,10 +44,12 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+import gevent.event
 from gevent._hub_local import get_hub_if_exists  # no public name; stable since gevent 1.3
 
 from ..connection.connection import WebSocketConnection
 from ..connection.threads import HubRef, allocate_real_lock
+from ..exceptions import ConnectionClosed
 from ..message import Binary, Close, Message, Text, check_revocation_close, not_broadcastable
 from ..middleware import AuthInfo
 from ..sansio.protocol import encode_frame
@@ -774,18 +776,81 @@ class Registry:
         exclude: WebSocketConnection | Iterable[WebSocketConnection] | None = None,
     ) -> int:
         """Deliver to this process's members: a room's message at its next position, in order."""
+        return self._deliver_at(message, room, exclude)[0]
+
+    def _deliver_at(
+        self,
+        message: Message,
+        room: str | None,
+        exclude: WebSocketConnection | Iterable[WebSocketConnection] | None = None,
+    ) -> tuple[int, Position | None]:
+        """:meth:`_deliver_here`, and the position the message got here (None: a room without positions)."""
         if type(message) is not Text and type(message) is not Binary:
             raise not_broadcastable(message)
         log = self._positions.log_for(room) if room is not None else None
+        position = None
         if log is None:
             count = self._deliver(message, room, exclude)
         else:
             assert room is not None
             with self._order:
-                count = self._deliver(message, room, exclude, log.append(room, message, size=len(message.data)))
+                position = log.append(room, message, size=len(message.data))
+                count = self._deliver(message, room, exclude, position)
         self.broadcasts += 1
         self.deliveries += count
-        return count
+        return count, position
+
+    def _publish_here(self, message: Message, room: str, exclude: Any) -> Position:
+        """In the registry's hub: a room's message at its position here, then to the backplane."""
+        position = self._deliver_at(message, room, exclude)[1]
+        assert position is not None
+        self.backplane.publish(message, room)
+        return position
+
+    def publish(
+        self,
+        message: Message,
+        room: str,
+        *,
+        exclude: WebSocketConnection | Iterable[WebSocketConnection] | None = None,
+        timeout: float = 5.0,
+    ) -> Position:
+        """:meth:`broadcast` to ``room``, then wait until the message has its position: an acknowledgement.
+
+        With a Redis backplane, it returns once Redis accepted the message (it is in the room's
+        log and on its way to every process); in one process, at once. :meth:`broadcast` itself
+        never waits: use this where the caller must know (a form post that says "sent").
+
+        Raises:
+            TimeoutError: not accepted within ``timeout`` seconds (Redis unreachable): the
+                message is still queued and may be delivered later.
+            ValueError: ``room`` keeps no positions (``history`` None for it).
+
+        Example:
+            >>> registry = Registry()
+            >>> registry.publish(Message.text("saved"), room="orders").offset
+            1
+        """
+        _check_name("room name", room)
+        if type(message) is not Text and type(message) is not Binary:
+            raise not_broadcastable(message)
+        history = self._positions.history_for(room)
+        if history is None:
+            raise ValueError(f"room {room[:40]!r} keeps no positions (history is None for it): nothing to wait for")
+        if not self._attached:
+            self._attach_on_first_use()
+        if self._ordered is None:
+            hub = self._hub
+            if hub is not None and not hub.owns():
+                positioned: Position = _wait_in_caller(
+                    lambda ack: hub.call_soon(lambda: ack(self._publish_here(message, room, exclude))),
+                    timeout, "the registry's hub")
+                return positioned
+            return self._publish_here(message, room, exclude)
+        ordered = self._ordered
+        accepted: Position = _wait_in_caller(lambda ack: ordered.publish(message, room, history, exclude, ack),
+                                             timeout, "Redis")
+        return accepted
 
     def _deliver(
         self,
@@ -889,15 +954,22 @@ class Registry:
         for ws in self:
             ws._transport.run_in_own_thread(ws.close, code, reason)
 
-    def send_to(self, id: str, message: Message) -> bool:
+    def send_to(self, id: str, message: Message, *, timeout: float | None = None) -> bool:
         """Queue ``message`` to the connection with this id, here or in another process.
 
         Returns at once, like :meth:`broadcast`. True when it was queued to a local
         connection or handed to the backplane (which delivers at most once); False when
         no process has it (without a backplane: no local connection has that id).
 
+        With ``timeout``, it waits instead (an acknowledgement): for a connection here, until
+        its socket took the message (True), or the connection closed (False); in another
+        process, until Redis accepted it: True when that process heard it, False when no
+        process has the id.
+
         Raises:
             ValueError: ``id`` is not encodable as UTF-8.
+            TimeoutError: with ``timeout``: no answer within it (Redis unreachable, a peer
+                that does not read).
 
         Example:
             >>> Registry().send_to("alice", Message.text("hi"))
@@ -908,6 +980,8 @@ class Registry:
         _check_name("application id", id)
         if not self._attached:
             self._attach_on_first_use()
+        if timeout is not None:
+            return self._send_to_acked(id, message, timeout)
         hub = self._hub
         if hub is not None and not hub.owns():
             self.call_threadsafe(self.send_to, id, message)  # from another thread: in our hub
@@ -916,6 +990,29 @@ class Registry:
         if ws is None:
             return self.backplane.send_to(id, message)
         return self._push_one(ws, message)
+
+    def _send_to_acked(self, id: str, message: Message, timeout: float) -> bool:
+        """:meth:`send_to` that waits: written to the socket here, or accepted by Redis for another process."""
+        ws = self._by_id.get(id)
+        if ws is not None:
+            if ws._resume is not None:
+                message = Message.text(encode_direct(message))
+
+            def send(ack: Callable[[bool], None]) -> None:
+                def written() -> None:
+                    try:
+                        ws.send(message)
+                        ack(True)
+                    except ConnectionClosed:
+                        ack(False)
+
+                ws._transport.run_in_own_thread(gevent.spawn, written)  # a greenlet of its own thread: it may block
+
+            return bool(_wait_in_caller(send, timeout, "the peer's socket"))
+        acked = getattr(self.backplane, "send_to_acked", None)
+        if acked is None:
+            return False  # no other process: nobody has the id
+        return bool(_wait_in_caller(lambda ack: acked(id, message, ack), timeout, "Redis"))
 
     def disconnect(self, id: str, code: int = 1008, reason: str = "") -> int:
         """Close every connection of user ``id``, here and in every other process: a revocation.
@@ -1147,3 +1244,21 @@ def _wire_message(room: str | None, position: Position | None, message: Message)
         return Message.text(encode_room_message(room, position, message))
     return Message.text(encode_direct(message))
 
+
+
+def _wait_in_caller(start: Callable[[Callable[[Any], None]], Any], timeout: float, what: str) -> Any:
+    """Run ``start(ack)`` and wait in the calling greenlet (any thread) until ``ack(value)`` is called."""
+    outcome: gevent.event.AsyncResult[Any] = gevent.event.AsyncResult()
+    caller = HubRef()  # the answer comes back in the caller's own hub, whatever thread it is
+
+    def ack(value: Any) -> None:
+        if caller.owns():
+            outcome.set(value)
+        else:
+            caller.call_soon(outcome.set, value)
+
+    start(ack)
+    try:
+        return outcome.get(timeout=timeout)
+    except gevent.Timeout:
+        raise TimeoutError(f"not accepted by {what} within {timeout:g} s (still queued: it may arrive later)") from None

@@ -58,7 +58,7 @@ import collections
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import gevent
@@ -378,6 +378,14 @@ class RedisBackplane:
             return True
         published = time.time() if self.publish_times else None
         return self._enqueue_message("send_to", (id, encode(_DIRECT, message, self.uid, id, published=published)))
+
+    def send_to_acked(self, id: str, message: Message, ack: Callable[[bool], None]) -> None:
+        """:meth:`send_to`, then ``ack(True)`` once Redis handed it to the process that has ``id``
+        (``ack(False)``: no process has it). Not called when it could not be sent (the caller times out)."""
+        if self._handed_over(self.send_to_acked, id, message, ack):
+            return
+        published = time.time() if self.publish_times else None
+        self._enqueue_message("send_to", (id, encode(_DIRECT, message, self.uid, id, published=published), ack))
 
     def disconnect(self, id: str, code: int, reason: str) -> bool:
         """Queue a revocation of ``id`` for every other process (``Registry.disconnect`` calls it).
@@ -1178,6 +1186,7 @@ class RedisBackplane:
             else:
                 pipe.eval(self._send_to_script, 1, self._names.id_key(args[0]), self._proc_prefix, args[1])
             kinds.append(op)
+        acks = iter([args[2] if op == "send_to" and len(args) > 2 else None for op, args in messages])
         woke = False  # the wake-up surely reached Redis: else it is sent again (a join must not wait)
         try:
             try:
@@ -1185,7 +1194,7 @@ class RedisBackplane:
             except _Unconfirmed as exc:
                 ran = len(exc.done)
                 woke = kinds[:ran].count("wake") == kinds.count("wake")  # they come first
-                self._confirmed(kinds[:ran], exc.done, chunks, positioned)  # a cluster's commands before the failure
+                self._confirmed(kinds[:ran], exc.done, chunks, positioned, acks)  # a cluster's commands before the failure
                 self._unconfirmed(kinds, ran, exc.written, chunks, len(messages))
                 self._positioned_unconfirmed(kinds, ran, positioned, epochs)
                 self._presence_dirty.update(presence)  # not surely written: again after the reconnect
@@ -1195,7 +1204,7 @@ class RedisBackplane:
             self._writing_bytes = 0
             if wake and not woke:
                 self._wake_wanted = True
-        self._confirmed(kinds, results, chunks, positioned)
+        self._confirmed(kinds, results, chunks, positioned, acks)
         return stopped
 
     def _presence_ready(self) -> list[tuple[str, str]]:
@@ -1292,6 +1301,7 @@ class RedisBackplane:
     def _confirmed(
         self, kinds: list[str], results: list[Any], chunks: list[_Chunk],
         positioned: list[tuple[tuple[Any, ...], bool]] | None = None,
+        acks: Iterator[Callable[[bool], None] | None] | None = None,
     ) -> None:
         """Count what Redis answered; settle the claims; note the local ids another process has; deliver
         the room messages Redis gave a position (as heard: the registry orders them with the others)."""
@@ -1300,19 +1310,26 @@ class RedisBackplane:
         for kind, result in zip(kinds, results, strict=True):
             if kind == "directory":
                 self._directory_answered(next(answered), result)
-            elif kind in ("wake", "epoch", "presence"):
                 continue
-            elif kind == "position":
+            if kind in ("wake", "epoch", "presence"):
+                continue
+            if kind == "position":
                 self._positioned_answered(next(ordered)[0], result)
-            elif isinstance(result, Exception):  # Redis refused the command (out of memory, ...)
+                continue
+            ack = next(acks, None) if acks is not None else None  # the messages' (publish, send_to), in order
+            if isinstance(result, Exception):  # Redis refused the command (out of memory, ...)
                 self._drop(1, f"Redis refused it ({escape_for_log(str(result))})")
             elif kind == "publish":
                 self.counters["published"] += 1
             elif result == -1 or result == 0:  # no such id, or its process is not listening
                 self.counters["unknown_ids"] += 1
                 self._warn.log("backplane: send_to an id no process has (%d so far)", self.counters["unknown_ids"])
+                if ack is not None:
+                    ack(False)
             else:
                 self.counters["published"] += 1
+                if ack is not None:
+                    ack(True)
 
     def _positioned_answered(self, args: tuple[Any, ...], result: Any) -> None:
         room, _, _, seq, _, message, _ = args
