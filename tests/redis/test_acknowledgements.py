@@ -40,7 +40,7 @@ def test_publish_returns_the_position_redis_gave_and_times_out_while_redis_is_st
         assert server.registry.position("news") == second
         os.kill(redis_server.process.pid, signal.SIGSTOP)  # accepts nothing meanwhile
         try:
-            with pytest.raises(TimeoutError, match="not accepted by Redis within 0.5 s"):
+            with pytest.raises(TimeoutError, match=r"not accepted by Redis within 0\.5 s"):
                 server.registry.publish(Message.text("three"), room="news", timeout=0.5)
         finally:
             os.kill(redis_server.process.pid, signal.SIGCONT)
