@@ -136,6 +136,9 @@ log = logging.getLogger("ignitia_sync.redis")
 #: The longest publish-to-deliver latency believed (seconds); a stamp older than this is not measured.
 _LATENCY_CEILING = 3600.0
 
+#: Recent positions remembered per room, to notice Redis giving one to a second message.
+_SEEN_WINDOW = 1024
+
 #: Operations per pipeline, and directory entries per script call (bounded work per call in Redis).
 _BATCH = 256
 
@@ -319,6 +322,8 @@ class RedisBackplane:
         self._presence_dirty: set[tuple[str, str]] = set()
         self._next_presence = 0.0  # when every entry is written again (monotonic)
         self._on_presence: Callable[[str, str, bool], None] | None = None
+        # Per room: which message each recent position was given to (a regression check).
+        self._seen: dict[str, collections.OrderedDict[tuple[str, int], bytes]] = {}
 
     # -- the Backplane interface (called by the registry; never blocks, but for claim) -----
 
@@ -696,7 +701,7 @@ class RedisBackplane:
             "kind": "redis", "process": self.uid.decode(), "up": self._link.up, "pending": self._queued_messages,
             "pending_bytes": self._queued_bytes + self._writing_bytes, "rooms": len(self._rooms), "ids": len(self._ids),
             **{name: self.counters[name] for name in
-               ("published", "received", "dropped", "unknown_ids", "rejected", "reconnects", "given_up",
+               ("published", "received", "dropped", "unknown_ids", "rejected", "reconnects", "given_up", "regressions",
                 "ids_refused", "ids_lost", "inspections_answered", "inspections_refused", "inspections_failed",
                 "inspection_closes", "inspection_closes_missed")},
         }
@@ -921,6 +926,8 @@ class RedisBackplane:
             elif message["type"] in ("unsubscribe", "sunsubscribe"):
                 self._listening.discard(message["channel"])
                 self._listened.discard(message["channel"])
+                if message["channel"].startswith(self._room_prefix):
+                    self._seen.pop(message["channel"][len(self._room_prefix):].decode(errors="replace"), None)
             if message["type"] == "sunsubscribe" and not shard.confirm_unsubscribe(message["channel"]):
                 raise redis.ConnectionError("the cluster moved a channel's slot")  # resubscribe everywhere
 
@@ -983,9 +990,40 @@ class RedisBackplane:
             self._warn.log("backplane: rejected a message on %s: %s", escape_for_log(channel.decode("latin-1")), exc)
             return
         self.counters["received"] += 1
+        if message is not None and not self._same_as_before(room, position, sender, seq):
+            return
         token = self._tokens.pop(seq, None) if sender == self.uid else None
         if self._on_positioned is not None:
             self._on_positioned(room, position, message, token)
+
+    def _same_as_before(self, room: str, position: Position, sender: bytes, seq: int) -> bool:
+        """False when ``position`` was another message's: Redis lost its latest writes (a crash with
+        ``appendfsync everysec``) and counted again from an older offset in the same epoch.
+
+        The room then starts a new epoch (every process tells its members of the gap), and this
+        message is not delivered (its position is a lie). A window of the last positions per room
+        with members here is kept: a loss goes back at most about a second of writes.
+        """
+        seen = self._seen.get(room)
+        if seen is None:
+            seen = self._seen[room] = collections.OrderedDict()
+        key, ident = (position.epoch, position.offset), sender + b"%x" % seq
+        before = seen.get(key)
+        if before is None:
+            seen[key] = ident
+            if len(seen) > _SEEN_WINDOW:
+                seen.popitem(last=False)
+            return True
+        if before == ident:
+            return True  # the same message again (the answer to our publish, then its echo)
+        self.counters["regressions"] += 1
+        self._link_log.log("backplane: Redis gave room %s's position %d in epoch %s to two messages (it lost its "
+                           "latest writes); the room starts a new epoch", escape_for_log(repr(room[:60])),
+                           position.offset, position.epoch)
+        seen.clear()
+        self._new_epochs.add(room)
+        self._wake_publisher.set()
+        return False
 
     def _hear_presence(self, channel: bytes, data: bytes) -> None:
         try:
@@ -1341,6 +1379,8 @@ class RedisBackplane:
         epoch, offset = result[0].decode(), int(result[1])
         if offset < 1:
             return  # applied before this resend: heard then, or read from the log after a gap
+        if not self._same_as_before(room, Position(epoch, offset), self.uid, seq):
+            return
         token = self._tokens.pop(seq, None)
         if self._on_positioned is not None:
             self._on_positioned(room, Position(epoch, offset), message, token)

@@ -113,3 +113,27 @@ def test_history_and_position_read_the_log_in_redis(serve, redis_server):
     assert server.registry.history("log", since=Position("gone", 1))[0].reason == "epoch changed"
     assert server.registry.position("log") == Position(epoch, 5)
     assert server.registry.position("never used") is None  # no message yet: no epoch yet
+
+
+def test_redis_giving_a_used_position_again_starts_a_new_epoch_that_members_hear_of(serve, redis_server):
+    """What a crash with appendfsync everysec does: Redis comes back with an older offset in the same
+    epoch. Done here by hand (the meta's offset set back, the log's tail deleted)."""
+    server = serve(APP, backplane=backplane(redis_server))
+    with connect(url(server, "/rooms/r"), subprotocols=ROOMS) as ws:
+        ws.send(json.dumps({"type": "hello"}))
+        frames(ws, 1)
+        for n in range(1, 6):
+            server.registry.broadcast_threadsafe(Message.text(f"m{n}"), room="r")
+        epoch = frames(ws, 5)[-1]["position"]["epoch"]
+        client = redis_server.client()
+        client.hset("{ignitia:room:r}:m", "o", 3)  # as if the last two writes were lost
+        client.delete("{ignitia:room:r}:s")  # its log too (a stream's last id never goes back by XDEL)
+        server.registry.broadcast_threadsafe(Message.text("given position 4 again"), room="r")
+        gap = frames(ws, 1)[0]
+        assert gap["type"] == "gap" and gap["recovery"]["reason"] == "epoch changed"
+        assert gap["recovery"]["position"]["epoch"] != epoch
+        server.registry.broadcast_threadsafe(Message.text("after"), room="r")
+        after = frames(ws, 1)[0]
+        assert (after["text"], after["position"]) == ("after", {"epoch": gap["recovery"]["position"]["epoch"],
+                                                                "offset": 1})
+    assert server.stats()["backplane"]["regressions"] == 1
