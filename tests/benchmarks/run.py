@@ -68,7 +68,10 @@ PURE = "ignitia_sync-pure-python"
 #: the measurement (15 times as often as Prometheus' default): what metrics cost a server.
 METRICS = "ignitia_sync-metrics"
 SCRAPE_INTERVAL = 1.0
-ENVIRONMENTS = {PURE: {"IGNITIA_SYNC_PURE_PYTHON": "1"}, METRICS: {"IGNITIA_BENCH_METRICS": "1"}}
+#: ignitia_sync with presence on, each idle connection a user in one room (I1: memory with presence).
+PRESENCE = "ignitia_sync-presence"
+ENVIRONMENTS = {PURE: {"IGNITIA_SYNC_PURE_PYTHON": "1"}, METRICS: {"IGNITIA_BENCH_METRICS": "1"},
+                PRESENCE: {"IGNITIA_BENCH_PRESENCE": "1"}}
 #: ignitia_sync's flask-sock-compatible Sock in a Flask app under gunicorn's gevent worker.
 GUNICORN = "ignitia_sync-gunicorn"
 #: The least CPU per message a blocking-style server on gevent can cost (a bare frame echo:
@@ -113,7 +116,7 @@ SCENARIOS = [
     Scenario("B1p", "B1 paced: one broadcast every 20 ms (fan-out latency)", "bcast", ["500", "200", "64", "20"],
              "/broadcast"),
     Scenario("B2", "1 sender, 1,000 receivers, 100 x 64 B broadcasts", "bcast", ["1000", "100", "64", "0"], "/broadcast"),
-    Scenario("I1", "5,000 idle connections", "idle", ["5000", "100"], "/echo"),
+    Scenario("I1", "5,000 idle connections", "idle", ["5000", "100"], "/echo", also=(PRESENCE,)),
 ]
 
 
@@ -490,6 +493,7 @@ class Setup:
     label: str
     processes: int
     backplane: bool
+    history: bool = True  # rooms keep positions and a log (the default); False: history=None
 
 
 class RedisProcess:
@@ -564,6 +568,7 @@ def fanout_setups(fanout: FanOut) -> list[Setup]:
         Setup(f"1 process x {fanout.receivers}, no backplane", 1, False),
         Setup(f"1 process x {fanout.receivers}, Redis backplane", 1, True),
         Setup(f"{fanout.processes} processes x {per}, Redis backplane", fanout.processes, True),
+        Setup(f"{fanout.processes} processes x {per}, Redis backplane, history=None", fanout.processes, True, False),
     ]
 
 
@@ -623,6 +628,8 @@ def fanout_setup(fanout: FanOut, setup: Setup, redis: RedisProcess) -> tuple[Res
     servers: list[tuple[subprocess.Popen[str], int, int]] = []
     try:
         env = {"IGNITIA_BENCH_REDIS": redis.url} if setup.backplane else {}
+        if not setup.history:
+            env["IGNITIA_BENCH_HISTORY"] = "0"
         for _ in range(setup.processes):
             servers.append(start_server(OURS, env))
         urls = [f"ws://127.0.0.1:{port}/broadcast" for _, port, _ in servers]
@@ -762,13 +769,20 @@ def fanout_report(fanout: FanOut, setups: list[Setup], unpaced: dict[str, Result
         lines += ["", f"Paced, per broadcast, from the scheduler ({os.cpu_count()} cores; runnable but waiting for a "
                       "CPU: the processes compete for the cores; servers summed over their processes):",
                   *contention]
-    spread, spread_paced = unpaced[setups[-1].label], paced[setups[-1].label]
+    spread, spread_paced = unpaced[setups[2].label], paced[setups[2].label]
+    plain = unpaced[setups[3].label]
+    if not spread.error and not plain.error and plain.cpu_per_msg_us:
+        lines += ["", f"The cost of positions and the room's log (Redis gives each message its position, keeps it, "
+                      f"and every process orders what it hears): {setups[2].label} ÷ {setups[3].label}, server CPU "
+                      f"per delivery {spread.cpu_per_msg_us / plain.cpu_per_msg_us:.2f}x, redis-server CPU per delivery "
+                      f"{spread.extra['redis_cpu'] / max(plain.extra['redis_cpu'], 1e-9):.2f}x, deliveries/s "
+                      f"{spread.rate / plain.rate:.2f}x."]
     groups = spread_paced.extra.get("groups") if not spread_paced.error else None
     if groups:
         def first_last(group: dict[str, float]) -> str:
             return f"{group['first_p50_us'] / 1e3:.2f} / {group['p50_us'] / 1e3:.2f}"
 
-        lines += ["", f"{setups[-1].label}, paced, p50 from the send to the first / last receiver: on the "
+        lines += ["", f"{setups[2].label}, paced, p50 from the send to the first / last receiver: on the "
                       f"sender's process {first_last(groups[0])} ms; on the others (through Redis) "
                       + ", ".join(first_last(g) for g in groups[1:]) + " ms. From the last receiver on the "
                       "sender's process to the first on another, per message: p50 "
@@ -789,18 +803,18 @@ def fanout_report(fanout: FanOut, setups: list[Setup], unpaced: dict[str, Result
         lines.append(f"- {what}: {min(c['rates']):,.0f}-{max(c['rates']):,.0f} msgs/s per subscriber, "
                      f"{c['total']:,.0f} msgs/s in all (publisher {c['publish_rate']:,.0f}/s; redis-server "
                      f"{fmt(c['redis_cpu_us'], '.2f')} µs CPU per message delivered{lost})")
-    if not spread.error and spread.elapsed and setups[-1].processes > 1:
+    if not spread.error and spread.elapsed and setups[2].processes > 1:
         lines.append(f"- through the backplane in {fanout.name} (unpaced): each process got {fanout.messages} "
                      f"broadcasts in {spread.elapsed * 1e3:.0f} ms, {fanout.messages / spread.elapsed:,.0f} msgs/s "
                      f"per process, each fanned out to {fanout.receivers // fanout.processes} WebSockets")
     targets = []
     if not spread.error and not base.error and base.rate:
         ratio = spread.rate / base.rate
-        targets.append(f"- {setups[-1].label} ÷ {setups[0].label}, deliveries/s: {ratio:.2f}x "
+        targets.append(f"- {setups[2].label} ÷ {setups[0].label}, deliveries/s: {ratio:.2f}x "
                        f"(target ≥ {fanout.rate_target:.2f}x: {'met' if ratio >= fanout.rate_target else 'MISSED'})")
     if not spread_paced.error and not base_paced.error and spread_paced.p50_us and base_paced.p50_us:
         hop = (spread_paced.p50_us - base_paced.p50_us) / 1e3
-        targets.append(f"- what the Redis hop adds, p50 to the last receiver (paced), {setups[-1].label} - "
+        targets.append(f"- what the Redis hop adds, p50 to the last receiver (paced), {setups[2].label} - "
                        f"{setups[0].label}: {spread_paced.p50_us / 1e3:.2f} - {base_paced.p50_us / 1e3:.2f} ms "
                        f"= {hop:+.2f} ms "
                        f"(target ≤ {fanout.hop_target_ms:g} ms: {'met' if hop <= fanout.hop_target_ms else 'MISSED'})")
