@@ -225,9 +225,16 @@ class OrderedRooms:
         """Add ``ws`` to ``room`` without a seam: what it missed after ``since``, then live messages."""
         registry = self._registry
         with registry._order:
+            first = self.sequencer.last(room) is None
             self.seams[(ws, room)] = []
             self.sequencer.hold(room)  # a first member: nothing is delivered before the log says where it starts
-            registry._add_member(room, ws)
+            try:
+                registry._add_member(room, ws)
+            except BaseException:  # not registered (closed meanwhile): nothing to hold for it
+                self.seams.pop((ws, room), None)
+                if first and not any(joining == room for _, joining in self.seams):  # nobody else waits
+                    self._deliver(room, self.sequencer.start_unknown(room))
+                raise
         current: Position | None = None
         found: list[tuple[Position, Message]] = []
         recovery: Recovery | None = None

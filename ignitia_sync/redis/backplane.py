@@ -1141,6 +1141,11 @@ class RedisBackplane:
         finally:
             if client is not None:
                 client.close()
+            left = sum(1 for op, _ in self._queue if op == "position")
+            if left:  # closed while Redis could not take them: lost, and said so
+                self._queue.clear()
+                self._queued_messages = self._queued_bytes = 0
+                self._drop(left, "the backplane closed before Redis took them")
 
     def _keep_positioned(self) -> int:
         """After a publishing failure: only room messages with positions stay queued (others are dropped)."""
