@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import tempfile
 import time
 
 import redis
@@ -25,11 +26,14 @@ class RedisServer:
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.options = options
         self.process: subprocess.Popen[bytes] | None = None
+        # Its own working directory: a replica writes the RDB it received there, and a server
+        # started later in a shared directory would load it (``--save ""`` stops saving, not loading).
+        self.directory = tempfile.mkdtemp(prefix="redis-test-")
 
     def start(self) -> None:
         self.process = subprocess.Popen(
             [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             *self.options],
+             "--dir", self.directory, *self.options],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10

@@ -121,6 +121,7 @@ from .positions import (
 )
 from .presence import PRESENCE, PRESENCE_EVENT, decode_presence, presence_keys
 from .shards import (
+    SENTINEL_SCHEME,
     _client,
     _cluster,
     _connect_before_writing,
@@ -128,6 +129,7 @@ from .shards import (
     _open_shards,
     _Sequential,
     _Shard,
+    sentinel_primary,
 )
 
 __all__ = ["RedisBackplane"]
@@ -604,6 +606,8 @@ class RedisBackplane:
             return self._connect(socket_timeout)
         options: dict[str, Any] = {"protocol": 2, "socket_timeout": socket_timeout, "socket_connect_timeout": 5.0,
                                    "retry": Retry(NoBackoff(), 0, supported_errors=(redis.ConnectionError,))}
+        if self.url.startswith(SENTINEL_SCHEME):
+            return sentinel_primary(self.url, None, **options)
         return (RedisCluster if self.sharded else redis.Redis).from_url(self.url, **options)
 
     def joined(self, room: str) -> None:

@@ -45,6 +45,7 @@ from .envelope import (
 )
 from .inspection import gather
 from .positions import POSITION, new_epoch, payload_of, positioned_head, room_keys
+from .shards import SENTINEL_SCHEME, sentinel_primary
 
 __all__ = ["Emitter"]
 
@@ -105,6 +106,8 @@ class Emitter:
         self._client: Any
         if sharded:
             self._client = RedisCluster.from_url(url, **options)
+        elif url.startswith(SENTINEL_SCHEME):
+            self._client = sentinel_primary(url, None, **options)
         else:
             self._client = redis.Redis.from_url(url, **options)
         self._names = _Names(prefix)

@@ -26,6 +26,7 @@ Example::
 from __future__ import annotations
 
 import socket
+import urllib.parse
 from collections.abc import Callable, Iterable
 from typing import Any, cast
 
@@ -37,6 +38,7 @@ from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
 from redis.retry import Retry
+from redis.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
 
 __all__: list[str] = []
 
@@ -54,6 +56,70 @@ class _GeventConnection(redis.connection.Connection):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         sock.settimeout(self.socket_timeout)
         return sock
+
+
+class _GeventSentinelConnection(SentinelManagedConnection):
+    """A connection to the primary that Sentinel names, on a gevent socket (found again after a failover)."""
+
+    def _connect(self) -> socket.socket:
+        return _GeventConnection._connect(self)  # type: ignore[arg-type]
+
+
+#: The scheme of a Redis reached through Sentinel: ``redis+sentinel://[:PASSWORD@]HOST:PORT[,HOST:PORT...]/SERVICE[/DB]``.
+SENTINEL_SCHEME = "redis+sentinel://"
+
+
+def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, int, str | None]:
+    """The sentinels, the service (its primary's name), the database and the password of a Sentinel URL.
+
+    Raises:
+        ValueError: not ``redis+sentinel://HOST:PORT[,HOST:PORT...]/SERVICE[/DB]``.
+
+    Example:
+        >>> parse_sentinel_url("redis+sentinel://:s3cret@10.0.0.1:26379,10.0.0.2:26379/mymaster/2")
+        ([('10.0.0.1', 26379), ('10.0.0.2', 26379)], 'mymaster', 2, 's3cret')
+    """
+    rest = url[len(SENTINEL_SCHEME):] if url.startswith(SENTINEL_SCHEME) else ""
+    credentials, _, rest = rest.rpartition("@")
+    hosts, _, path = rest.partition("/")
+    parts = [part for part in path.split("/") if part]
+    try:
+        sentinels = [(host, int(port)) for host, _, port in (item.rpartition(":") for item in hosts.split(","))]
+        service, db = parts[0], int(parts[1]) if len(parts) > 1 else 0
+    except (ValueError, IndexError):
+        raise ValueError("a Sentinel URL is redis+sentinel://[:PASSWORD@]HOST:PORT[,HOST:PORT...]/SERVICE[/DB]") from None
+    if not all(host for host, _ in sentinels) or len(parts) > 2:
+        raise ValueError("a Sentinel URL is redis+sentinel://[:PASSWORD@]HOST:PORT[,HOST:PORT...]/SERVICE[/DB]")
+    password = urllib.parse.unquote(credentials.partition(":")[2]) or None if credentials else None
+    return sentinels, service, db, password
+
+
+def sentinel_primary(url: str, connection_class: type[redis.connection.Connection] | None, **options: Any) -> redis.Redis:
+    """A client of the primary that the URL's sentinels name (found again after a failover).
+
+    ``connection_class``: gevent connections (the backplane's), or None: plain sockets (a caller's).
+    """
+    sentinels, service, db, password = parse_sentinel_url(url)
+    options.pop("connection_class", None)
+    max_connections = options.pop("max_connections", None)
+    sentinel_options: dict[str, Any] = {
+        key: options[key] for key in ("socket_timeout", "socket_connect_timeout") if key in options
+    }
+    sentinel = Sentinel(sentinels, sentinel_kwargs=sentinel_options, password=password, db=db, **options)
+    if connection_class is not None:  # the sentinels are asked on gevent sockets too
+        sentinel.sentinels = [
+            redis.Redis(connection_pool=redis.ConnectionPool(host=host, port=port, connection_class=connection_class,
+                                                             **sentinel_options))
+            for host, port in sentinels
+        ]
+    if connection_class is not None:
+        options = {"connection_class": _GeventSentinelConnection}
+    else:
+        options = {}
+    if max_connections is not None:
+        options["max_connections"] = max_connections
+    primary: redis.Redis = sentinel.master_for(service, connection_pool_class=SentinelConnectionPool, **options)
+    return primary
 
 
 def _options(url: str, *, retries: int, socket_timeout: float | None) -> dict[str, Any]:
@@ -75,7 +141,7 @@ def _options(url: str, *, retries: int, socket_timeout: float | None) -> dict[st
         # while idle (its ``timeout``) is not an error: the pool reconnects it before writing.
         "retry": Retry(NoBackoff(), retries, supported_errors=(redis.ConnectionError,)), "protocol": 2,
     }
-    if url.startswith("redis://"):
+    if url.startswith(("redis://", SENTINEL_SCHEME)):
         options["connection_class"] = _GeventConnection
     elif not gevent.monkey.is_module_patched("socket"):
         raise ValueError(f"{url.split(':')[0]}:// needs a monkey-patched process (gevent.monkey.patch_all())")
@@ -85,6 +151,8 @@ def _options(url: str, *, retries: int, socket_timeout: float | None) -> dict[st
 def _client(url: str, *, retries: int, socket_timeout: float | None) -> redis.Redis:
     """A redis-py client with one gevent connection."""
     options = _options(url, retries=retries, socket_timeout=socket_timeout)
+    if url.startswith(SENTINEL_SCHEME):
+        return sentinel_primary(url, options.pop("connection_class"), max_connections=1, **options)
     return redis.Redis(connection_pool=redis.ConnectionPool.from_url(url, max_connections=1, **options))
 
 
