@@ -71,6 +71,7 @@ def member(ws: WebSocketConnection) -> None:
         pass
 
 
+@pytest.mark.faults
 def test_a_room_keeps_flowing_across_a_failover_and_loses_nothing_silently(serve, sentinels):
     server = serve(Router().websocket("/feed", member, subprotocols=ROOMS),
                    backplane=RedisBackplane(sentinels.url, reconnect_initial=0.05, reconnect_max=0.3,
