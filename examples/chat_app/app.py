@@ -1,5 +1,12 @@
 """The guide's chat room as a Flask app: a page, login by name, rooms, history, presence, stats.
 
+History, replay after a reconnect, presence and the browser's reconnecting client are the
+library's: each room keeps its recent messages with positions (``HostSettings.history``), a
+page that reconnects resumes where it was (``ws.join`` replays what it missed), presence is
+``presence=True`` with ``registry.set_user``, and the page uses the shipped ``ignitia-rooms.js``.
+With ``CHAT_REDIS_URL`` the Redis backplane does all of that across workers. What is left here:
+the pages, the session, the guards, the rate limit and the dashboard's statistics (``store.py``).
+
 Run (one process, pages and WebSockets on one port):
 
     ignitia-sync examples.chat_app:app --port 8000
@@ -17,7 +24,7 @@ Open http://127.0.0.1:8000/, pick a name and a room. ``/stats`` is a live dashbo
 Environment:
     CHAT_SECRET_KEY: signs the session cookie (the name); the same on every worker and host.
         Unset (development): a key drawn once and kept in ``instance/chat_secret_key``.
-    CHAT_REDIS_URL: Redis for the backplane, the shared history, presence and statistics.
+    CHAT_REDIS_URL: Redis for the backplane (rooms, history, presence) and the statistics.
     CHAT_ALLOWED_ORIGINS: comma-separated origins allowed besides the app's own host
         (``https://chat.example.com``), for pages served from another name.
     CHAT_RATE: chat messages a second per connection once the burst of 8 is spent (2 by default).
@@ -33,20 +40,20 @@ import secrets
 import sys
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
-from flask import Flask, abort, jsonify, redirect, render_template, request, session, url_for
+from flask import Flask, abort, jsonify, redirect, render_template, request, send_file, session, url_for
 from werkzeug.wrappers import Response
 
 from ignitia_sync import Message, TokenBucket
-from ignitia_sync.flask import ConnectionClosed, FlaskWebSocket, Sock
-from ignitia_sync.message import Text
+from ignitia_sync.broadcast.rooms_protocol import SUBPROTOCOL
+from ignitia_sync.flask import FlaskWebSocket, Sock
+from ignitia_sync.javascript import javascript_path
 
-from .store import PRESENCE_REFRESH, LocalStore, PresenceChange, RedisStore, Store
+from .store import LocalStats, RedisStats, Stats
 
 log = logging.getLogger("chat_app")
 
@@ -57,6 +64,7 @@ RATE = float(os.environ.get("CHAT_RATE", "2"))  # chat messages per second per c
 BURST = 8  # how many may come at once
 MAX_STRIKES = 40  # rejected messages in a row before the connection is closed with 1008
 NAME_MAX = 24
+HISTORY_LIMIT = 50  # messages a page shows when it (re)loads a room; the room keeps the library's default
 ROOM_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")
 WORKER = f"{os.uname().nodename}:{os.getpid()}"  # refreshed per process in _ensure_background
 
@@ -95,13 +103,15 @@ app.secret_key = os.environ.get("CHAT_SECRET_KEY") or development_key(app.instan
 app.config.update(
     SESSION_COOKIE_SAMESITE="Lax",
     SESSION_COOKIE_HTTPONLY=True,
-    # Every WebSocket of the app: small messages, pings within a proxy's idle limit.
-    IGNITIA_SYNC={"max_message_size": MAX_MESSAGE_BYTES, "ping_interval": PING_INTERVAL, "ping_timeout": 20.0},
+    # Every WebSocket of the app: small messages, pings within a proxy's idle limit, and who
+    # is in each room (presence). Each room keeps its history by default (History()).
+    IGNITIA_SYNC={"max_message_size": MAX_MESSAGE_BYTES, "ping_interval": PING_INTERVAL, "ping_timeout": 20.0,
+                  "presence": True},
 )
 REDIS_URL = os.environ.get("CHAT_REDIS_URL") or None
 if REDIS_URL:
-    app.config["IGNITIA_SYNC_BACKPLANE"] = REDIS_URL  # broadcasts reach every worker's members
-store: Store = RedisStore(REDIS_URL) if REDIS_URL else LocalStore()
+    app.config["IGNITIA_SYNC_BACKPLANE"] = REDIS_URL  # rooms, positions, history and presence span workers
+stats_store: Stats = RedisStats(REDIS_URL) if REDIS_URL else LocalStats()
 if not REDIS_URL and "gunicorn" in sys.modules:
     log.warning("no CHAT_REDIS_URL: each gunicorn worker keeps its own rooms, history and presence")
 if not os.environ.get("CHAT_SECRET_KEY"):
@@ -161,6 +171,12 @@ def room_page(room: str) -> str | Response:
         "room.html", room=room, name=session["name"], ws_path=ws_path, max_bytes=MAX_MESSAGE_BYTES,
         max_chars=MAX_TEXT_CHARS,
     )
+
+
+@app.route("/ignitia-rooms.js")
+def ignitia_rooms_js() -> Response:
+    """The library's browser client, served from the installed package (304 while unchanged)."""
+    return send_file(javascript_path(), mimetype="text/javascript")
 
 
 @app.route("/session")
@@ -233,56 +249,25 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def channel(room: str) -> str:
-    return f"chat:{room}"  # the registry's room (local, and through Redis with a backplane)
-
-
-def broadcast(room: str, event: dict[str, Any]) -> None:
-    if event["type"] == "presence":
-        _shown[room] = event["users"]
-    sock.registry.broadcast(Message.json(event), room=channel(room))
-
-
-def push_local(room: str, event: dict[str, Any]) -> None:
-    """Queue ``event`` to this worker's members of ``room`` only (not through the backplane)."""
-    if event["type"] == "presence":
-        _shown[room] = event["users"]
-    message = Message.json(event)
-    for ws in sock.registry.members(channel(room)):
-        with contextlib.suppress(ConnectionClosed, RuntimeError):  # closing, or another thread's (flask run)
-            ws.send_nowait(message)
-
-
-def presence_event(change: PresenceChange) -> dict[str, Any]:
-    return {"type": "presence", "users": change.users, "version": change.version, "ts": now_ms()}
-
-
-@sock.route("/ws/room/<room>", decorators=[same_origin, signed_in])
+@sock.route("/ws/room/<room>", decorators=[same_origin, signed_in], subprotocols=[SUBPROTOCOL])
 def room_socket(ws: FlaskWebSocket, room: str) -> None:
-    """One member of a room: history first, then messages both ways until the socket closes."""
+    """One member of a room: messages both ways until the socket closes.
+
+    The page speaks the rooms wire format (``ignitia-rooms.js``): ``ws.join`` replays what it
+    missed since the position its hello gave, and presence frames follow who comes and goes.
+    """
     if not ROOM_RE.fullmatch(room):
         ws.close(1008, "no such room")
         return
     user: str = session["name"]  # from the signed cookie of the upgrade request
     _ensure_background()
-    conn = f"{WORKER}|{ws.id}"
+    sock.registry.set_user(ws, user)  # presence counts this connection as the user's (two tabs: one user)
     ws.send_json({"type": "hello", "user": user, "room": room, "worker": os.getpid(), "ts": now_ms(),
                   "limits": {"max_bytes": MAX_MESSAGE_BYTES, "max_chars": MAX_TEXT_CHARS, "rate": RATE, "burst": BURST}})
-    ws.join(channel(room))  # before reading the history: what is said meanwhile is not missed
-    change = store.enter(room, conn, user)  # Redis down: this raises, the peer gets 1011 and retries
-    _live[ws] = (room, conn, user)
-    try:
-        ws.send_json({"type": "history", "messages": store.history(room), "ts": now_ms()})
-        if change.changed:  # the user's first tab in this room
-            broadcast(room, {"type": "join", "id": uuid.uuid4().hex, "user": user, "ts": now_ms()})
-        broadcast(room, presence_event(change))
-        _serve(ws, room, user)
-    finally:
-        del _live[ws]
-        change = store.exit(room, conn, user)
-        if change.changed:  # the user's last tab left
-            broadcast(room, {"type": "leave", "id": uuid.uuid4().hex, "user": user, "ts": now_ms()})
-        broadcast(room, presence_event(change))
+    ws.join(room)  # what this client missed since its last position comes first (Redis: on any worker)
+    # Who is here now; the page follows arrivals and departures from its presence frames.
+    ws.send_json({"type": "present", "users": sorted(sock.registry.presence(room)), "ts": now_ms()})
+    _serve(ws, room, user)  # when it returns, the library takes the connection out of the room and its presence
 
 
 def _serve(ws: FlaskWebSocket, room: str, user: str) -> None:
@@ -294,11 +279,10 @@ def _serve(ws: FlaskWebSocket, room: str, user: str) -> None:
             if isinstance(message, Message.Binary):
                 ws.send_json({"type": "error", "code": "text_only", "text": "Only text messages.", "ts": now_ms()})
             continue
-        text = _chat_text(message)
-        if text is None:
+        text = message.data.strip()  # the chat text itself; the user is the session's
+        if not 0 < len(text) <= MAX_TEXT_CHARS:
             ws.send_json({"type": "error", "code": "bad_message",
-                          "text": f'Send {{"type": "message", "text": "..."}}, 1 to {MAX_TEXT_CHARS} characters.',
-                          "ts": now_ms()})
+                          "text": f"A message is 1 to {MAX_TEXT_CHARS} characters.", "ts": now_ms()})
             continue
         if not limiter.allow():
             strikes += 1
@@ -312,26 +296,44 @@ def _serve(ws: FlaskWebSocket, room: str, user: str) -> None:
                                       "That message was not sent."})
             continue
         strikes = 0
-        event = {"type": "message", "id": uuid.uuid4().hex, "user": user, "text": text, "ts": now_ms()}
-        store.add_history(room, event)
-        broadcast(room, event)  # the sender too: its page shows what the room got
+        # The room's history keeps it (positions, replay after a reconnect); the sender gets it too.
+        sock.registry.broadcast(Message.json({"type": "message", "user": user, "text": text, "ts": now_ms()}),
+                                room=room)
 
 
-def _chat_text(message: Text) -> str | None:
-    try:
-        data = message.decode_json()
-    except ValueError:
-        return None
-    if not isinstance(data, dict) or data.get("type") != "message" or not isinstance(data.get("text"), str):
-        return None
-    text = data["text"].strip()  # any "user" field the client sends is ignored
-    return text if 0 < len(text) <= MAX_TEXT_CHARS else None
+@app.route("/room/<room>/history")
+def room_history(room: str) -> Response:
+    """The room's last messages with their positions: the page reloads with it when it cannot resume."""
+    if not ROOM_RE.fullmatch(room):
+        abort(404)
+    if "name" not in session:
+        return Response("sign in first\n", status=401, mimetype="text/plain")
+    recovery, found = sock.registry.history(room, limit=HISTORY_LIMIT)
+    position = recovery.position
+    answer = jsonify(
+        room=room,
+        position=None if position is None else {"epoch": position.epoch, "offset": position.offset},
+        messages=[{"position": {"epoch": at.epoch, "offset": at.offset}, **message.decode_json()}
+                  for at, message in found],
+    )
+    answer.headers["Cache-Control"] = "no-store"
+    return answer
+
+
+@app.route("/room/<room>/presence")
+def room_presence(room: str) -> Response:
+    """Who is in the room (every worker's, with Redis) and how many connections each has."""
+    if not ROOM_RE.fullmatch(room):
+        abort(404)
+    if "name" not in session:
+        return Response("sign in first\n", status=401, mimetype="text/plain")
+    answer = jsonify(room=room, users=sock.registry.presence(room))
+    answer.headers["Cache-Control"] = "no-store"
+    return answer
 
 
 # -- statistics ------------------------------------------------------------------------------
 
-_live: dict[FlaskWebSocket, tuple[str, str, str]] = {}  # open chat connections: room, conn, user
-_shown: dict[str, list[str]] = {}  # the presence this worker last sent to each room
 _background_pid: int | None = None
 _background_lock = threading.Lock()
 
@@ -357,7 +359,7 @@ def local_snapshot(previous: dict[str, Any] | None) -> dict[str, Any]:
 
 def cluster_snapshot() -> dict[str, Any]:
     """Every worker's snapshot summed (one worker's without Redis)."""
-    snapshots = store.cluster_stats()
+    snapshots = stats_store.cluster_stats()
     close_codes: Counter[str] = Counter()
     for each in snapshots:
         close_codes.update(each["close_codes"])
@@ -370,35 +372,27 @@ def cluster_snapshot() -> dict[str, Any]:
 
 
 def _ensure_background() -> None:
-    """Start this process's housekeeping once (in the worker, after gunicorn forked)."""
+    """Start this process's statistics publisher once (in the worker, after gunicorn forked)."""
     global _background_pid, WORKER
     with _background_lock:
         if _background_pid == os.getpid():
             return
         _background_pid = os.getpid()
         WORKER = f"{os.uname().nodename}:{os.getpid()}"
-        threading.Thread(target=_housekeeping, daemon=True, name="chat-housekeeping").start()
+        threading.Thread(target=_publish_stats, daemon=True, name="chat-stats").start()
 
 
-def _housekeeping() -> None:
-    """Each second: publish this worker's statistics; every few seconds: vouch for its connections.
-
-    Vouching also brings this worker's pages up to date when the room's presence changed
-    without a broadcast reaching them: a worker that died (its entries expire).
-    """
+def _publish_stats() -> None:
+    """Each second: publish this worker's statistics for the dashboard (history and presence are the library's)."""
     previous: dict[str, Any] | None = None
     tick = 0
     while True:
         try:
             previous = local_snapshot(previous)
-            store.publish_stats(WORKER, previous)
-            if tick % PRESENCE_REFRESH == 0:
-                for room, change in store.refresh(list(_live.values())).items():
-                    if _shown.get(room) != change.users:
-                        push_local(room, presence_event(change))
+            stats_store.publish(WORKER, previous)
         except Exception as exc:  # Redis down: try again next second; the chat itself goes on
             if tick % 30 == 0:  # one line in 30 s, not one a second
-                log.warning("housekeeping failed: %s", exc)
+                log.warning("publishing statistics failed: %s", exc)
         tick += 1
         time.sleep(1.0)
 
