@@ -69,6 +69,9 @@ class OrderedRooms:
         self.seams: dict[tuple[WebSocketConnection, str], list[tuple[Position, Message, Any]]] = {}
         # Frames without a position (presence) for members in the middle of a join: after it.
         self._held_frames: dict[tuple[WebSocketConnection, str], list[Message]] = {}
+        #: Members that got the log further than this process has delivered live: live messages
+        #: up to that position are theirs already (skipped for them until one passes it).
+        self.floors: dict[tuple[WebSocketConnection, str], Position] = {}
         self._filling: set[str] = set()
         self._gap_log = LogThrottle(log, burst=10, interval=10.0, level=logging.WARNING)
         #: Gaps announced to members (the log lost messages, or could not be read).
@@ -273,6 +276,9 @@ class OrderedRooms:
                 registry._push_room_message(ws, room, position, message)
             for frame in self._held_frames.pop((ws, room), ()):
                 registry._push_one(ws, frame, wrap=False)
+            here = self.sequencer.last(room)
+            if epoch is not None and last > 0 and (here is None or here.epoch != epoch or here.offset < last):
+                self.floors[(ws, room)] = Position(epoch, last)  # the log was ahead of this process's live order
         return recovery
 
     def hold(self, ws: WebSocketConnection, room: str, frame: Message) -> bool:
@@ -285,6 +291,8 @@ class OrderedRooms:
     def forget(self, room: str) -> None:
         """No local member any more (under the registry's lock): nothing to order for it."""
         self.sequencer.forget(room)
+        for key in [key for key in self.floors if key[1] == room]:
+            del self.floors[key]
 
 
 class _Acked:

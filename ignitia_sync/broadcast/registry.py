@@ -870,7 +870,7 @@ class Registry:
             skip = {exclude}
         else:
             skip = set(exclude)
-        if position is not None and self._ordered is not None and self._ordered.seams:
+        if position is not None and self._ordered is not None and (self._ordered.seams or self._ordered.floors):
             targets = self._hold_for_seams(targets, room, position, message, exclude)
         count = 0
         if self._wire_members:
@@ -887,16 +887,24 @@ class Registry:
     def _hold_for_seams(
         self, targets: list[WebSocketConnection], room: str | None, position: Position, message: Message, exclude: Any
     ) -> list[WebSocketConnection]:
-        """Under the order lock: members in the middle of a join get this later, after what they missed."""
+        """Under the order lock: members in the middle of a join get this later, after what they missed;
+        members whose join replayed the log beyond this position have it already."""
         assert self._ordered is not None and room is not None
-        seams = self._ordered.seams
+        seams, floors = self._ordered.seams, self._ordered.floors
         kept = []
         for ws in targets:
             held = seams.get((ws, room))
-            if held is None:
-                kept.append(ws)
-            else:
+            if held is not None:
                 held.append((position, message, exclude))
+                continue
+            floor = floors.get((ws, room))
+            if floor is not None:
+                if floor.epoch == position.epoch and position.offset <= floor.offset:
+                    if position.offset == floor.offset:
+                        del floors[(ws, room)]  # live order caught up with what it replayed
+                    continue
+                del floors[(ws, room)]
+            kept.append(ws)
         return kept
 
     def _deliver_mixed(

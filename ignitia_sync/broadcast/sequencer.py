@@ -54,14 +54,24 @@ class Offered:
 _HELD, _NEW = None, ""
 
 
-class _Room:
-    __slots__ = ("epoch", "held", "last", "waiting")
+#: Epochs a room left that are remembered: a late message of one of them is dropped.
+_LEFT_EPOCHS = 8
 
-    def __init__(self, epoch: str | None, last: int) -> None:
+
+class _Room:
+    __slots__ = ("epoch", "held", "last", "left", "waiting")
+
+    def __init__(self, epoch: str | None, last: int, left: tuple[str, ...] = ()) -> None:
         self.epoch = epoch
         self.last = last  # the offset delivered last
         self.waiting: dict[int, Any] = {}  # offset -> item, all > last + 1
         self.held: list[tuple[Position, Any]] = []  # while the start is not known
+        self.left = left  # the epochs it left, the last one last: never gone back to
+
+    def leave_for(self, epoch: str, last: int) -> _Room:
+        """This room in ``epoch`` from ``last`` on, remembering the epoch it leaves."""
+        left = self.left if not self.epoch else (*self.left, self.epoch)[-_LEFT_EPOCHS:]
+        return _Room(epoch, last, left)
 
 
 class Sequencer:
@@ -96,7 +106,12 @@ class Sequencer:
         state = self._rooms.get(room)
         held = state.held if state is not None and state.epoch is _HELD else []
         if state is None or state.epoch is _HELD or (position is not None and state.epoch != position.epoch):
-            state = self._rooms[room] = _Room(_NEW, 0) if position is None else _Room(position.epoch, position.offset)
+            if position is None:
+                state = self._rooms[room] = _Room(_NEW, 0)
+            elif state is None:
+                state = self._rooms[room] = _Room(position.epoch, position.offset)
+            else:
+                state = self._rooms[room] = state.leave_for(position.epoch, position.offset)
         elif position is not None and position.offset > state.last:
             state.last = position.offset
             for offset in [offset for offset in state.waiting if offset <= position.offset]:
@@ -132,10 +147,12 @@ class Sequencer:
             return Offered()
         if state.epoch == _NEW:  # a new room: its first epoch, from offset 1
             state.epoch = position.epoch
+        if position.epoch in state.left:
+            return Offered()  # a late message of an epoch the room left: never back to it
         offered = Offered()
         if position.epoch != state.epoch:  # the log lost what it had: the new epoch from its start
             offered.new_epoch = Position(position.epoch, 0)
-            state = self._rooms[room] = _Room(position.epoch, 0)
+            state = self._rooms[room] = state.leave_for(position.epoch, 0)
         offset = position.offset
         if offset <= state.last or offset in state.waiting:
             return offered  # a duplicate

@@ -312,7 +312,10 @@ class RedisBackplane:
         self._on_relistened: Callable[[str], None] | None = None
         self._seq = 0  # this process's publish sequence numbers (a resent one is applied once)
         self._tokens: dict[int, Any] = {}  # seq -> what the registry gave, until the message is heard back
-        self._new_epochs: set[str] = set()  # rooms whose messages were dropped: a new epoch first
+        # Rooms to start in a new epoch: None, this process dropped messages of it (the next one
+        # starts the epoch, or a notice alone); an epoch, Redis gave a position twice in it (a
+        # notice, only if the room is still in that epoch: every process that saw it asks).
+        self._new_epochs: dict[str, str | None] = {}
         self._listening: set[bytes] = set()  # channels whose subscription Redis confirmed (this connection)
         self._listened: set[bytes] = set()  # room channels confirmed before: a new confirmation is a return
         self._listen_waiters: dict[bytes, list[Callable[[bool], None]]] = {}
@@ -477,7 +480,7 @@ class RedisBackplane:
 
     def _lose(self, room: str, why: str) -> bool:
         """A room message that will never have a position: counted, and the room starts a new epoch."""
-        self._new_epochs.add(room)
+        self._new_epochs[room] = None
         self._wake_publisher.set()
         return self._drop(1, why)
 
@@ -528,7 +531,7 @@ class RedisBackplane:
         client = self._caller_client(self.publish_timeout)
         try:
             answer = client.eval(READ_LOG, 2, meta, log_key, "-" if after is None else after.offset, limit,
-                                 max(1, int(history.max_age * 1000)))
+                                 max(1, int(history.max_age * 1000)), new_epoch(), max(1, int(history.meta_ttl * 1000)))
         finally:
             client.close()
         epoch = answer[0].decode() if isinstance(answer[0], bytes) else str(answer[0])
@@ -1000,6 +1003,23 @@ class RedisBackplane:
         if self._on_positioned is not None:
             self._on_positioned(room, position, message, token)
 
+    def _check_positions(self, client: redis.Redis | RedisCluster) -> None:
+        """After a reconnect: a room whose log is behind the last position heard here (Redis came
+        back from a copy a moment old: ``appendfsync everysec`` after a crash) starts a new epoch
+        before any new message is given a position it already gave."""
+        heard = [(room, next(reversed(seen))) for room, seen in self._seen.items() if seen]
+        for room, (epoch, offset) in heard:
+            meta = room_keys(self._room_prefix + room.encode())[0]
+            answer: list[Any] = client.hmget(meta, "e", "o")
+            now_epoch, now_offset = answer
+            if now_epoch is not None and now_epoch.decode() == epoch and int(now_offset or 0) < offset:
+                self.counters["regressions"] += 1
+                self._link_log.log("backplane: room %s's log in Redis is back at %s:%d, behind %d heard here (Redis "
+                                   "lost its latest writes); the room starts a new epoch",
+                                   escape_for_log(repr(room[:60])), epoch, int(now_offset or 0), offset)
+                self._seen[room].clear()
+                self._new_epochs.setdefault(room, epoch)
+
     def _same_as_before(self, room: str, position: Position, sender: bytes, seq: int) -> bool:
         """False when ``position`` was another message's: Redis lost its latest writes (a crash with
         ``appendfsync everysec``) and counted again from an older offset in the same epoch.
@@ -1025,7 +1045,7 @@ class RedisBackplane:
                            "latest writes); the room starts a new epoch", escape_for_log(repr(room[:60])),
                            position.offset, position.epoch)
         seen.clear()
-        self._new_epochs.add(room)
+        self._new_epochs.setdefault(room, position.epoch)
         self._wake_publisher.set()
         return False
 
@@ -1109,6 +1129,7 @@ class RedisBackplane:
                         self._presence_dirty.update(self._presence_counts)  # Redis may have restarted empty
                         if attempt:
                             self.counters["reconnects"] += 1
+                            self._check_positions(client)  # before anything new is published
                         self._link_changed(LinkEvent.PUBLISHER_UP)
                         attempt = 0
                     self._wake_publisher.clear()  # before the check: a wake-up after it is not lost
@@ -1215,10 +1236,10 @@ class RedisBackplane:
             pipe.eval(self._presence_script, 3, *presence_keys(channel), channel, self.uid, user,
                       self._presence_counts.get((room, user), 0), max(1, int(self.presence_ttl * 1000)))
             kinds.append("presence")
-        for room in epochs:  # rooms that lost messages and have none in this batch: a new epoch now
+        for room, only_in in epochs:  # rooms that need a new epoch and have no message in this batch
             channel = self._room_prefix + room.encode()
             pipe.eval(self._new_epoch_script, 2, *room_keys(channel), channel, EPOCH_NOTICE + b"e" + self.uid,
-                      new_epoch(), int(DEFAULT_HISTORY.meta_ttl * 1000))
+                      new_epoch(), int(DEFAULT_HISTORY.meta_ttl * 1000), only_in or "")
             kinds.append("epoch")
         for args, bump in positioned:
             room, payload, _, seq, history, message, _ = args
@@ -1262,7 +1283,9 @@ class RedisBackplane:
             if (room, user) not in self._presence_counts or self._room_prefix + room.encode() in self._listening
         )
 
-    def _positioned_batch(self, ops: list[tuple[Any, ...]]) -> tuple[list[tuple[tuple[Any, ...], bool]], list[str]]:
+    def _positioned_batch(
+        self, ops: list[tuple[Any, ...]]
+    ) -> tuple[list[tuple[tuple[Any, ...], bool]], list[tuple[str, str | None]]]:
         """The batch's room messages (each with "start a new epoch first"), and rooms that need only a new epoch.
 
         A message queued longer than ``max_pending_age`` is dropped here (counted) and its room
@@ -1276,14 +1299,16 @@ class RedisBackplane:
                 self._tokens.pop(args[3], None)
                 self._lose(room, f"it waited {now - queued_at:.0f} s for Redis (max_pending_age {self.max_pending_age:g})")
                 continue
-            bump = room in self._new_epochs
-            self._new_epochs.discard(room)
+            bump = room in self._new_epochs and self._new_epochs[room] is None
+            if bump:
+                del self._new_epochs[room]
             kept.append((args, bump))
-        epochs, self._new_epochs = sorted(self._new_epochs), set()
+        epochs, self._new_epochs = sorted(self._new_epochs.items()), {}
         return kept, epochs
 
     def _positioned_unconfirmed(
-        self, kinds: list[str], ran: int, positioned: list[tuple[tuple[Any, ...], bool]], epochs: list[str]
+        self, kinds: list[str], ran: int, positioned: list[tuple[tuple[Any, ...], bool]],
+        epochs: list[tuple[str, str | None]],
     ) -> None:
         """After a connection error: the room messages and new epochs not surely applied go first again.
 
@@ -1293,7 +1318,7 @@ class RedisBackplane:
         again = [args for index, (args, _) in enumerate(positioned) if first + index >= ran]
         for args, bump in positioned:
             if bump:
-                self._new_epochs.add(args[0])  # started again if it was not (a second notice at worst)
+                self._new_epochs[args[0]] = None  # started again if it was not (a second notice at worst)
         self._new_epochs.update(epochs[max(ran - kinds.index("epoch"), 0):] if epochs else ())
         self._queue.extendleft(("position", args) for args in reversed(again))
         self._queued_messages += len(again)

@@ -173,10 +173,13 @@ local heard = redis.call('%s', ARGV[1], envelope)
 return {epoch, offset, heard}
 """
 
-#: A new epoch for a room whose messages this process dropped (Redis was unreachable too long):
-#: KEYS as for POSITION; ARGV: 1 the channel, 2 the E envelope's head, 3 the new epoch, 4 meta_ttl ms.
+#: A new epoch for a room whose messages this process dropped (Redis was unreachable too long),
+#: or in which Redis gave a position twice: KEYS as for POSITION; ARGV: 1 the channel, 2 the E
+#: envelope's head, 3 the new epoch, 4 meta_ttl ms, 5 "" or the epoch the room must still be in
+#: (each process that saw the position given twice asks: the first one's epoch is kept).
 #: Every process hears the ``E`` notice and tells the room's members of the gap.
 NEW_EPOCH = """
+if ARGV[5] ~= '' and redis.call('HGET', KEYS[1], 'e') ~= ARGV[5] then return 0 end
 redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('HSET', KEYS[1], 'e', ARGV[3], 'o', 0, 'b', 0)
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
@@ -185,12 +188,17 @@ return 1
 """
 
 #: A room's position and part of its log, read in one step. KEYS as for POSITION. ARGV: 1 the
-#: offset to read after ("-": the last ones), 2 how many at most, 3 max_age in ms. Returns
-#: {epoch ("" when the room has none), offset, envelope, envelope...}, oldest first; entries
-#: older than max_age are left out.
+#: offset to read after ("-": the last ones), 2 how many at most, 3 max_age in ms, 4 a new epoch
+#: and 5 meta_ttl in ms (a room with no epoch yet starts one, at offset 0: a client that joins
+#: it has a position to resume from). Returns {epoch, offset, envelope, envelope...}, oldest
+#: first; entries older than max_age are left out.
 READ_LOG = """
 local epoch = redis.call('HGET', KEYS[1], 'e')
-if not epoch then return {'', 0} end
+if not epoch then  -- a room with no message yet: its epoch starts now, so that a position exists
+  epoch = ARGV[4]
+  redis.call('HSET', KEYS[1], 'e', epoch, 'o', 0, 'b', 0)
+  redis.call('PEXPIRE', KEYS[1], ARGV[5])
+end
 local out = {epoch, tonumber(redis.call('HGET', KEYS[1], 'o'))}
 local limit = tonumber(ARGV[2])
 if limit < 1 then return out end

@@ -112,7 +112,8 @@ def test_history_and_position_read_the_log_in_redis(serve, redis_server):
     assert recovery.complete and [(p.offset, m.data) for p, m in found] == [(2, "m2"), (3, "m3")]
     assert server.registry.history("log", since=Position("gone", 1))[0].reason == "epoch changed"
     assert server.registry.position("log") == Position(epoch, 5)
-    assert server.registry.position("never used") is None  # no message yet: no epoch yet
+    fresh = server.registry.position("never used")  # no message yet: its epoch starts, at offset 0
+    assert fresh.offset == 0 and server.registry.position("never used") == fresh
 
 
 def test_redis_giving_a_used_position_again_starts_a_new_epoch_that_members_hear_of(serve, redis_server):
