@@ -44,11 +44,11 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-import gevent.event
+import gevent
 from gevent._hub_local import get_hub_if_exists  # no public name; stable since gevent 1.3
 
 from ..connection.connection import WebSocketConnection
-from ..connection.threads import HubRef, allocate_real_lock
+from ..connection.threads import Answer, HubRef, allocate_real_lock
 from ..exceptions import ConnectionClosed
 from ..message import Binary, Close, Message, Text, check_revocation_close, not_broadcastable
 from ..middleware import AuthInfo
@@ -1255,18 +1255,10 @@ def _wire_message(room: str | None, position: Position | None, message: Message)
 
 
 def _wait_in_caller(start: Callable[[Callable[[Any], None]], Any], timeout: float, what: str) -> Any:
-    """Run ``start(ack)`` and wait in the calling greenlet (any thread) until ``ack(value)`` is called."""
-    outcome: gevent.event.AsyncResult[Any] = gevent.event.AsyncResult()
-    caller = HubRef()  # the answer comes back in the caller's own hub, whatever thread it is
-
-    def ack(value: Any) -> None:
-        if caller.owns():
-            outcome.set(value)
-        else:
-            caller.call_soon(outcome.set, value)
-
-    start(ack)
+    """Run ``start(answer)`` and wait in the calling greenlet (any thread) until ``answer(value)`` is called."""
+    answer = Answer[Any]()
+    start(answer)
     try:
-        return outcome.get(timeout=timeout)
+        return answer.wait(timeout)
     except gevent.Timeout:
         raise TimeoutError(f"not accepted by {what} within {timeout:g} s (still queued: it may arrive later)") from None

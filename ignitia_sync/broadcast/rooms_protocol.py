@@ -50,7 +50,7 @@ from .positions import Position, Recovery
 
 __all__ = [
     "MAX_RESUMED_ROOMS", "SUBPROTOCOL", "decode_hello", "decode_message", "encode_direct", "encode_gap",
-    "encode_joined", "encode_left", "encode_presence", "encode_room_message",
+    "encode_joined", "encode_left", "encode_presence", "encode_room_message", "payload_of_frame",
 ]
 
 #: The subprotocol a client offers to speak this format.
@@ -163,7 +163,19 @@ def decode_message(text: str) -> Text | Binary:
         >>> decode_message('{"type": "message", "binary": "AAE="}')
         Binary(data=b'\\x00\\x01')
     """
-    frame = _frame(text, "message")
+    return payload_of_frame(_frame(text, "message"))
+
+
+def payload_of_frame(frame: dict[str, Any]) -> Text | Binary:
+    """The message a ``message`` frame carries (either side's): its ``text``, or its base64 ``binary``.
+
+    Raises:
+        ValueError: neither a string ``text`` nor a base64 ``binary``.
+
+    Example:
+        >>> payload_of_frame({"type": "message", "room": "lobby", "text": "hi"})
+        Text(data='hi')
+    """
     data = frame.get("text")
     if isinstance(data, str):
         return Message.text(data)

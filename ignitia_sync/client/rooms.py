@@ -25,8 +25,6 @@ Example:
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -37,7 +35,7 @@ import simplejson
 from .._support.deadline import Deadline
 from .._support.logs import safe_url
 from ..broadcast.positions import Position, Recovery
-from ..broadcast.rooms_protocol import MAX_RESUMED_ROOMS, SUBPROTOCOL, encode_direct
+from ..broadcast.rooms_protocol import MAX_RESUMED_ROOMS, SUBPROTOCOL, encode_direct, payload_of_frame
 from ..connection.threads import allocate_real_lock
 from ..exceptions import InvalidHandshake
 from ..message import Binary, Close, Message, Text
@@ -126,19 +124,6 @@ Event: TypeAlias = RoomMessage | Joined | Gap | Left | Presence | Text | Binary 
 # -- the codec: the server's frames in, the client's hello out -----------------------------------
 
 
-def _payload(frame: dict[str, Any]) -> Text | Binary:
-    text = frame.get("text")
-    if isinstance(text, str):
-        return Message.text(text)
-    encoded = frame.get("binary")
-    if isinstance(encoded, str):
-        try:
-            return Message.binary(base64.b64decode(encoded, validate=True))
-        except (binascii.Error, ValueError):
-            raise ValueError('"binary" must be base64') from None
-    raise ValueError('a message frame has a string "text" or a base64 "binary"')
-
-
 def _room(frame: dict[str, Any]) -> str:
     room = frame.get("room")
     if not isinstance(room, str):
@@ -178,8 +163,8 @@ def decode_event(text: str) -> RoomMessage | Joined | Gap | Left | Presence | Te
     kind = frame.get("type")
     if kind == "message":
         if "room" not in frame:
-            return _payload(frame)
-        return RoomMessage(_room(frame), Position.from_json(frame.get("position")), _payload(frame))
+            return payload_of_frame(frame)
+        return RoomMessage(_room(frame), Position.from_json(frame.get("position")), payload_of_frame(frame))
     if kind == "joined":
         return Joined(_room(frame), _recovery(frame.get("recovery")))
     if kind == "gap":

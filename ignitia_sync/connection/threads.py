@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import gevent
+import gevent.event
 from gevent.monkey import get_original
 
-__all__ = ["HubRef", "allocate_real_lock", "call_soon", "real_get_ident"]
+__all__ = ["Answer", "HubRef", "allocate_real_lock", "call_soon", "real_get_ident"]
+
+T = TypeVar("T")
 
 log = logging.getLogger("ignitia_sync.connection")
 
@@ -69,6 +72,45 @@ class HubRef:
     def spawn_soon(self, func: Callable[..., Any], *args: Any) -> bool:
         """Run ``func(*args)`` soon in a new greenlet of this hub (it may block), from any thread."""
         return self.call_soon(gevent.spawn, _run_logged, func, args)
+
+
+class Answer(Generic[T]):
+    """A value that another hub (or OS thread) hands back to the greenlet that waits for it.
+
+    Made by the waiting greenlet; called with the value from anywhere; :meth:`wait` returns it.
+
+    Example:
+        >>> answer = Answer[int]()
+        >>> HubRef().spawn_soon(answer, 42)
+        True
+        >>> answer.wait(timeout=5)
+        42
+    """
+
+    __slots__ = ("_caller", "_result")
+
+    def __init__(self) -> None:
+        self._result: gevent.event.AsyncResult[T] = gevent.event.AsyncResult()
+        self._caller = HubRef()  # the value comes back in the waiter's own hub, whatever thread calls
+
+    def __call__(self, value: T) -> None:
+        if self._caller.owns():
+            self._result.set(value)
+        else:
+            self._caller.call_soon(self._result.set, value)
+
+    def ready(self) -> bool:
+        """True once the value has come."""
+        return self._result.ready()
+
+    def wait(self, timeout: float | None = None) -> T:
+        """The value, once it comes.
+
+        Raises:
+            gevent.Timeout: not within ``timeout`` seconds.
+        """
+        value = self._result.get(timeout=timeout)
+        return value  # type: ignore[return-value]  # set with a T, never with None
 
 
 def call_soon(loop: Any, func: Callable[..., Any], *args: Any) -> bool:

@@ -74,7 +74,7 @@ from .._support.backoff import Backoff
 from .._support.logs import LogThrottle, safe_url
 from ..broadcast.backplane import Deliver, DeliverPositioned, DeliverTo, on_remote_latency
 from ..broadcast.positions import DEFAULT_HISTORY, History, Position
-from ..connection.threads import HubRef, allocate_real_lock
+from ..connection.threads import Answer, HubRef, allocate_real_lock
 from ..message import Message
 from ..sansio.http import escape_for_log
 from ..settings import ConnectionSettings
@@ -493,14 +493,7 @@ class RedisBackplane:
         if hub is None:
             return False
         channel = self._room_prefix + room.encode()
-        outcome: gevent.event.AsyncResult[bool] = gevent.event.AsyncResult()
-        caller = HubRef()  # the answer comes back in the caller's own hub, whatever thread it is
-
-        def answer(listening: bool) -> None:
-            if caller.owns():
-                outcome.set(listening)
-            else:
-                caller.call_soon(outcome.set, listening)
+        answer = Answer[bool]()
 
         def ask() -> None:
             if channel in self._listening:
@@ -513,7 +506,7 @@ class RedisBackplane:
         elif not hub.call_soon(ask):
             return False
         try:
-            return bool(outcome.get(timeout=timeout))
+            return answer.wait(timeout)
         except gevent.Timeout:
             return False
 
@@ -649,22 +642,14 @@ class RedisBackplane:
         hub = self._hub
         if hub is None:
             return True
-        outcome: gevent.event.AsyncResult[bool] = gevent.event.AsyncResult()
-        caller = HubRef()  # the answer comes back in the caller's own hub, whatever thread it is
-
-        def answer(won: bool) -> None:
-            if caller.owns():
-                outcome.set(won)
-            else:
-                caller.call_soon(outcome.set, won)
-
+        answer = Answer[bool]()
         if hub.owns():
             self._claim(id, take_over, answer)
         elif not hub.call_soon(self._claim, id, take_over, answer):
             return True  # the backplane's thread has ended (closed)
-        if outcome.ready() or gevent.getcurrent() is not gevent.get_hub():
+        if answer.ready() or gevent.getcurrent() is not gevent.get_hub():
             try:
-                return bool(outcome.get(timeout=self.publish_timeout))
+                return answer.wait(self.publish_timeout)
             except gevent.Timeout:
                 pass
         return True
