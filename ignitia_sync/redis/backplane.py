@@ -999,7 +999,7 @@ class RedisBackplane:
             now_epoch, now_offset = answer
             if now_epoch is not None and now_epoch.decode() == epoch and int(now_offset or 0) < offset:
                 self.counters["regressions"] += 1
-                self._link_log.log("backplane: room %s's log in Redis is back at %s:%d, behind %d heard here (Redis "
+                self._link_log.log("backplane: room %s's log went back to %s:%d in Redis, behind %d heard here (Redis "
                                    "lost its latest writes); the room starts a new epoch",
                                    escape_for_log(repr(room[:60])), epoch, int(now_offset or 0), offset)
                 self._seen[room].clear()
