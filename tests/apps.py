@@ -60,6 +60,26 @@ class Certificate:
         self.authority.configure_trust(context)
         return context
 
+    def echo_over_tls(self, address: tuple[str, int], text: str, path: str = "/echo") -> str:
+        """Send ``text`` to a ``wss://`` echo route and return the answer.
+
+        websocket-client, not websockets' sync client: that one reads the TLS object from a
+        thread while another writes it, which Python's ``ssl`` does not support; its handshake
+        hung for 10 s once in CI (python-websockets/websockets#1648 shows the same hang).
+        """
+        import websocket  # websocket-client: one thread does everything
+
+        host, port = address
+        ws = websocket.create_connection(f"wss://{host}:{port}{path}", timeout=10,
+                                         sslopt={"context": self.client_context()})
+        try:
+            ws.send(text)
+            answer = ws.recv()
+        finally:
+            ws.close()
+        assert isinstance(answer, str)
+        return answer
+
 
 def issue_certificate(folder: pathlib.Path, *names: str) -> Certificate:
     """A certificate for ``names`` from a new authority, written to ``folder``/cert.pem and key.pem."""

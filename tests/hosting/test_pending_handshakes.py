@@ -152,15 +152,12 @@ def test_an_idle_keep_alive_connection_is_counted_and_closed_without_an_answer_t
 
 
 def test_a_silent_tls_handshake_is_dropped_to_make_room_with_no_plaintext_written(serve, certificate):
-    context, cert_file, key_file = certificate.client_context(), certificate.cert_file, certificate.key_file
+    cert_file, key_file = certificate.cert_file, certificate.key_file
     server = serve(ECHO, certfile=cert_file, keyfile=key_file, max_pending_handshakes=2, handshake_grace=0.2,
                    handshake_timeout=30)
     silent = [silent_socket(server.address) for _ in range(2)]  # no ClientHello
     time.sleep(0.3)  # past handshake_grace: a timer the server measures
-    host, port = server.address
-    with connect(f"wss://{host}:{port}/echo", ssl=context, open_timeout=10) as client:
-        client.send("tls")
-        assert client.recv(timeout=5) == "tls"
+    assert certificate.echo_over_tls(server.address, "tls") == "tls"
     assert answer(silent[0], 5) == b""  # a 503 in the middle of TLS would be garbage
     for sock in silent:
         sock.close()

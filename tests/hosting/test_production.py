@@ -90,18 +90,11 @@ def test_drain_delivers_everything_queued_to_100_clients_before_1001():
 
 def test_tls_echo_with_a_certificate_made_in_the_test(serve, certificate):
     server = serve(ECHO, certfile=certificate.cert_file, keyfile=certificate.key_file)
-    client_context = certificate.client_context()
-    host, port = server.address
-    with connect(f"wss://{host}:{port}/echo", ssl=client_context) as ws:
-        ws.send("secret")
-        assert ws.recv() == "secret"
+    assert certificate.echo_over_tls(server.address, "secret") == "secret"
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     certificate.cert.configure_cert(server_context)
     server = serve(ECHO, ssl_context=server_context)
-    host, port = server.address
-    with connect(f"wss://{host}:{port}/echo", ssl=client_context) as ws:
-        ws.send("again")
-        assert ws.recv() == "again"
+    assert certificate.echo_over_tls(server.address, "again") == "again"
 
 
 def test_tls_reading_pauses_and_resumes_without_losing_order(serve, certificate):
@@ -190,11 +183,7 @@ def test_tls_slowloris_is_bounded_by_handshake_timeout_and_seen_by_stop(serve, c
         sock.settimeout(30)  # generous: the server closes it after handshake_timeout, not never
         assert sock.recv(1024) == b""  # closed by the server: no ClientHello in time
         sock.close()
-    client_context = certificate.client_context()
-    host, port = server.address
-    with connect(f"wss://{host}:{port}/echo", ssl=client_context) as ws:  # their places are free again
-        ws.send("after")
-        assert ws.recv() == "after"
+    assert certificate.echo_over_tls(server.address, "after") == "after"  # their places are free again
     assert server._tls is not None and server._tls.options & ssl.OP_NO_RENEGOTIATION
 
 
