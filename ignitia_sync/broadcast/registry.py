@@ -217,6 +217,7 @@ class Registry:
         self._presence: PresenceBook | None = PresenceBook() if presence else None
         self._presence_callbacks: list[Callable[[str, str, bool], Any]] = []
         self._presence_events: list[tuple[str, str, bool]] = []  # found under the lock, told after it
+        self._presence_telling = False  # a caller is telling them (_tell_presence)
         #: Broadcasts delivered here (made here or received from the backplane), and how many
         #: connections they were queued to in all (for monitoring: ``ignitia_sync.metrics``).
         self.broadcasts = 0
@@ -624,9 +625,31 @@ class Registry:
             self._presence_events.append((room, user, joined))
 
     def _tell_presence(self) -> None:
-        """Outside the lock: the arrivals and departures found under it (callbacks may use the registry)."""
-        while self._presence_events:
-            self._presence_event(*self._presence_events.pop(0))
+        """Outside the lock: the arrivals and departures found under it (callbacks may use the registry).
+
+        One caller at a time tells them, in the order they were found, until none are left;
+        a caller that finds another telling leaves its events to it. No lock is held while
+        they are told: a callback may switch greenlets or use the registry.
+        """
+        if not self._presence_events:
+            return
+        with self._lock:
+            if self._presence_telling:
+                return
+            self._presence_telling = True
+        try:
+            while True:
+                with self._lock:
+                    events, self._presence_events = self._presence_events, []
+                    if not events:
+                        self._presence_telling = False
+                        return
+                for event in events:
+                    self._presence_event(*event)
+        except BaseException:
+            with self._lock:
+                self._presence_telling = False
+            raise
 
     def _presence_event(self, room: str, user: str, joined: bool) -> None:
         """``user`` arrived in (or left) ``room``, in every process together: the callbacks, the wire members."""
@@ -1169,6 +1192,8 @@ class Registry:
         self._wire_members = 0
         self._ordered = OrderedRooms(self, backplane) if isinstance(backplane, PositionedBackplane) else None
         self._presence = PresenceBook() if self._presence is not None else None
+        self._presence_events = []
+        self._presence_telling = False  # a parent's thread may have been telling at the fork
         self._hub = None
         self._threaded = False
         self._attached = False

@@ -76,3 +76,36 @@ def test_a_user_set_after_joining_moves_its_presence_and_a_callback_may_use_the_
         assert seen == [("guest", True, {"guest": 1}), ("guest", False, {"alice": 1}), ("alice", True, {"alice": 1})]
     with pytest.raises(RuntimeError, match="presence=True"):
         Registry().presence("lobby")
+
+
+def test_events_found_by_several_threads_are_told_one_at_a_time_in_order():
+    """A threaded registry: while one thread tells an arrival, another's events wait for it."""
+    import threading
+
+    registry = Registry(presence=True)
+    registry.serve_from_threads()
+    told: list[tuple[str, bool]] = []
+    first_told, go_on = threading.Event(), threading.Event()
+
+    def slow_callback(room: str, user: str, joined: bool) -> None:
+        told.append((user, joined))
+        if len(told) == 1:
+            first_told.set()
+            assert go_on.wait(10)
+
+    registry.on_presence(slow_callback)
+
+    def arrive_and_tell(user: str) -> None:
+        with registry._lock:
+            registry._presence_joined("lobby", user)
+        registry._tell_presence()
+
+    alice = threading.Thread(target=arrive_and_tell, args=("alice",))
+    alice.start()
+    assert first_told.wait(10)
+    arrive_and_tell("bob")  # alice's thread is telling: bob's arrival waits for it, not told beside it
+    assert told == [("alice", True)]
+    go_on.set()
+    alice.join(10)
+    assert told == [("alice", True), ("bob", True)]
+    assert registry._presence_events == [] and not registry._presence_telling
