@@ -895,11 +895,10 @@ class Registry:
             skip = set(exclude)
         if position is not None and self._ordered is not None and (self._ordered.seams or self._ordered.floors):
             targets = self._hold_for_seams(targets, room, position, message, exclude)
+        if self._wire_members or self._threaded:
+            wire = _wire_message(room, position, message) if self._wire_members else None
+            return self._deliver_each(targets, skip, message, shared, size, wire)
         count = 0
-        if self._wire_members:
-            return self._deliver_mixed(targets, skip, message, shared, size, _wire_message(room, position, message))
-        if self._threaded:
-            return self._deliver_across_threads(targets, skip, message, shared, size)
         for ws in targets:
             if ws in skip:
                 continue
@@ -930,42 +929,33 @@ class Registry:
             kept.append(ws)
         return kept
 
-    def _deliver_mixed(
+    def _deliver_each(
         self,
         targets: list[WebSocketConnection],
         skip: set[WebSocketConnection] | tuple[()],
         message: Message,
         shared: dict[Any, bytes],
         size: int,
-        wire: Message,
+        wire: Message | None,
     ) -> int:
-        """Queue to plain connections and to those of the rooms wire format (its envelope, framed once)."""
-        wire_frame = encode_frame(wire)
-        wire_shared: dict[Any, bytes] = {None: wire_frame}
+        """Queue to each target in its own thread: here directly, elsewhere through its hub.
+
+        With ``wire``, members of the rooms wire format get that envelope instead (framed
+        once); plain connections get ``message``.
+        """
+        wire_shared: dict[Any, bytes] = {}
+        wire_size = 0
+        if wire is not None:
+            wire_frame = encode_frame(wire)
+            wire_shared[None], wire_size = wire_frame, len(wire_frame)
         count = 0
         for ws in targets:
             if ws in skip:
                 continue
-            transport = ws._transport
-            if ws._resume is None:
-                count += transport.push_message_threadsafe(message, shared, size)
-            else:
-                count += transport.push_message_threadsafe(wire, wire_shared, len(wire_frame))
-        return count
-
-    def _deliver_across_threads(
-        self,
-        targets: list[WebSocketConnection],
-        skip: set[WebSocketConnection] | tuple[()],
-        message: Message,
-        shared: dict[Any, bytes],
-        size: int,
-    ) -> int:
-        """Queue to each target in its own thread: here directly, elsewhere through its hub."""
-        count = 0
-        for ws in targets:
-            if ws not in skip:
+            if wire is None or ws._resume is None:
                 count += ws._transport.push_message_threadsafe(message, shared, size)
+            else:
+                count += ws._transport.push_message_threadsafe(wire, wire_shared, wire_size)
         return count
 
     def close_all(self, code: int = 1001, reason: str = "Server shutdown") -> None:
