@@ -453,14 +453,20 @@ def test_a_hosts_shutdown_keeps_the_backplane_until_its_last_handler_returns(red
 
     leaving = WebSocketMiddleware(http, Router().websocket("/leaving", member), backplane=redis_server.url)
     staying = WebSocketMiddleware(http, Router().websocket("/staying", member), backplane=redis_server.url)
-    with TestClient(leaving) as a, TestClient(staying) as b:
-        gone = a.connect("/leaving")
-        here = b.connect("/staying")
-        assert gone.recv(timeout=5).data == here.recv(timeout=5).data == "joined"
-        wait_for(lambda: redis_server.subscribers("ignitia:room:ops") == 2, "both backplanes subscribed")
+    try:
+        with TestClient(leaving) as a, TestClient(staying) as b:
+            gone = a.connect("/leaving")
+            here = b.connect("/staying")
+            assert gone.recv(timeout=5).data == here.recv(timeout=5).data == "joined"
+            wait_for(lambda: redis_server.subscribers("ignitia:room:ops") == 2, "both backplanes subscribed")
+            leaving.shutdown()
+            assert gone.recv(timeout=5) == Message.close_with_reason(1001, "Server shutdown")
+            assert here.recv(timeout=5) == Message.text("/leaving left")
+    finally:
+        # The app owns its backplane, not the TestClient: left running, it would go on
+        # reconnecting to this test's Redis, gone after it, and log into later tests.
+        staying.shutdown()
         leaving.shutdown()
-        assert gone.recv(timeout=5) == Message.close_with_reason(1001, "Server shutdown")
-        assert here.recv(timeout=5) == Message.text("/leaving left")
 
 
 def test_an_id_enters_the_directory_only_once_its_process_hears_its_own_channel(redis_server):
