@@ -6,6 +6,7 @@ keep a ``make`` of their own that also records deliveries.)
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -29,3 +30,10 @@ def make(redis_server) -> Iterator[Callable[..., RedisBackplane]]:
     yield create
     for backplane in made:
         backplane.close(timeout=1)  # Redis may be frozen or gone by now: the test is over
+
+
+@pytest.fixture
+def clients() -> Iterator[contextlib.ExitStack]:
+    """Client connections a test opens (``revocation_clients.opened``), closed after it."""
+    with contextlib.ExitStack() as stack:
+        yield stack

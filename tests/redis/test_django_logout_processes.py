@@ -10,37 +10,23 @@ cookie. alice has three connections (two in the first process, one in the second
 from __future__ import annotations
 
 import contextlib
-import http.client
 import os
 import subprocess
 import sys
 import time
-import urllib.parse
 from collections.abc import Iterator
 
 import pytest
-from websockets.exceptions import ConnectionClosed, InvalidStatus
-from websockets.sync.client import ClientConnection, connect
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
 
+from tests.redis.revocation_clients import closed_before, opened, post, still_open
 from tests.redis_server import RedisServer
 from tests.subprocess_server import ROOT, free_port, host_command, running
 from tests.waiting import wait_for
 
 TARGET = "examples.django_logout:application"
 WITHIN = 1.0  # seconds for all of alice's connections, together
-
-
-def post(port: int, path: str, cookie: str = "", **form: str) -> tuple[int, str, str]:
-    """(status, body, session cookie) of a form POST."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        headers = {"Content-Type": "application/x-www-form-urlencoded", **({"Cookie": cookie} if cookie else {})}
-        connection.request("POST", path, urllib.parse.urlencode(form), headers)
-        response = connection.getresponse()
-        set_cookie = response.getheader("Set-Cookie") or ""
-        return response.status, response.read().decode(), set_cookie.split(";", 1)[0]
-    finally:
-        connection.close()
 
 
 def sign_in(port: int, name: str) -> str:
@@ -65,43 +51,17 @@ def ports(redis_server: RedisServer, tmp_path) -> Iterator[list[int]]:
         yield ports
 
 
-@pytest.fixture
-def notes() -> Iterator[contextlib.ExitStack]:
-    with contextlib.ExitStack() as stack:
-        yield stack
-
-
-def open_notes(stack: contextlib.ExitStack, port: int, cookie: str, name: str) -> ClientConnection:
-    client = stack.enter_context(
-        connect(f"ws://127.0.0.1:{port}/ws/notes/", additional_headers={"Cookie": cookie}, open_timeout=10)
-    )
-    assert client.recv(timeout=10) == f"hello {name}"  # its user is set by now
-    return client
-
-
-def closed_before(client: ClientConnection, deadline: float) -> tuple[int, str]:
-    with pytest.raises(ConnectionClosed) as closed:
-        client.recv(timeout=max(0.0, deadline - time.monotonic()))
-    assert closed.value.rcvd is not None
-    return closed.value.rcvd.code, closed.value.rcvd.reason
-
-
-def still_open(client: ClientConnection) -> None:
-    client.send("still here?")
-    assert client.recv(timeout=10) == "noted: still here?"
-
-
-def test_logout_closes_the_users_connections_in_both_processes_and_nobody_elses(ports, redis_server, notes):
+def test_logout_closes_the_users_connections_in_both_processes_and_nobody_elses(ports, redis_server, clients):
     alice, bob = sign_in(ports[0], "alice"), sign_in(ports[1], "bob")
-    alices = [open_notes(notes, port, alice, "alice") for port in (ports[0], ports[0], ports[1])]
-    bobs = [open_notes(notes, port, bob, "bob") for port in ports]
+    alices = [opened(clients, f"ws://127.0.0.1:{port}/ws/notes/", "hello alice", alice) for port in (ports[0], ports[0], ports[1])]
+    bobs = [opened(clients, f"ws://127.0.0.1:{port}/ws/notes/", "hello bob", bob) for port in ports]
     wait_for(lambda: redis_server.subscribers("ignitia:all") == 2, "both processes to listen on ignitia:all")
 
     assert post(ports[1], "/logout/", alice)[:2] == (200, "signed out")
     deadline = time.monotonic() + WITHIN
     assert [closed_before(client, deadline) for client in alices] == [(1008, "logged out")] * 3
     for client in bobs:
-        still_open(client)
+        still_open(client, "noted: still here?")
     # The session is gone: login_required redirects (the client follows, to a page this example has not).
     with pytest.raises(InvalidStatus):
         connect(f"ws://127.0.0.1:{ports[0]}/ws/notes/", additional_headers={"Cookie": alice}, open_timeout=10)

@@ -16,10 +16,10 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import ClientConnection, connect
+from websockets.sync.client import ClientConnection
 
 from ignitia_sync.redis import Emitter
+from tests.redis.revocation_clients import closed_before, opened, still_open
 from tests.redis_server import RedisServer
 from tests.subprocess_server import free_port, running
 from tests.waiting import wait_for
@@ -39,31 +39,10 @@ def ports(redis_server: RedisServer) -> Iterator[list[int]]:
         yield ports
 
 
-@pytest.fixture
-def clients() -> Iterator[contextlib.ExitStack]:
-    with contextlib.ExitStack() as stack:
-        yield stack
-
-
-def open_as(stack: contextlib.ExitStack, port: int, user: str, *, how: str) -> ClientConnection:
+def open_as(clients: contextlib.ExitStack, port: int, user: str, *, how: str) -> ClientConnection:
     """A connection of ``user``: ``how="auth"`` through AuthMiddleware, ``"tab"`` through set_user."""
     query = f"token={user}" if how == "auth" else f"user={user}"
-    client = stack.enter_context(connect(f"ws://127.0.0.1:{port}/{how}?{query}", open_timeout=10))
-    assert client.recv(timeout=10) == f"hello {user}"  # the user is set by now
-    return client
-
-
-def closed_before(client: ClientConnection, deadline: float) -> tuple[int, str]:
-    """The (code, reason) of the Close the server sent, which must arrive before ``deadline``."""
-    with pytest.raises(ConnectionClosed) as closed:
-        client.recv(timeout=max(0.0, deadline - time.monotonic()))
-    assert closed.value.rcvd is not None
-    return closed.value.rcvd.code, closed.value.rcvd.reason
-
-
-def still_open(client: ClientConnection) -> None:
-    client.send("still here?")
-    assert client.recv(timeout=10) == "still here?"
+    return opened(clients, f"ws://127.0.0.1:{port}/{how}?{query}", f"hello {user}")
 
 
 def alice_bob_and_carol(clients: contextlib.ExitStack, ports: list[int]) -> tuple[list[ClientConnection], ...]:
