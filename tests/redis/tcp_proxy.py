@@ -94,6 +94,9 @@ class CuttingProxy:
             threading.Thread(target=self._up, args=(pair,), daemon=True).start()
             threading.Thread(target=self._down, args=(pair,), daemon=True).start()
 
+    def _before_upstream(self, data: bytes) -> None:
+        """Called with each chunk a client sends, before it goes to Redis (a subclass may slow it)."""
+
     def _up(self, pair: _Pair) -> None:
         """Client to Redis: forwarded; a connection that sends the marker is marked."""
         try:
@@ -103,6 +106,7 @@ class CuttingProxy:
                     if marked:
                         pair.marking, self._marker = True, None
                     pair.tail = (pair.tail + data)[-256:]
+                self._before_upstream(data)
                 pair.upstream.sendall(data)
                 if marked:
                     pair.sent.set()
