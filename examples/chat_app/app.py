@@ -301,35 +301,37 @@ def _serve(ws: FlaskWebSocket, room: str, user: str) -> None:
                                 room=room)
 
 
-@app.route("/room/<room>/history")
-def room_history(room: str) -> Response:
-    """The room's last messages with their positions: the page reloads with it when it cannot resume."""
+def room_document(room: str, read: Callable[[], dict[str, Any]]) -> Response:
+    """A room's JSON for a signed-in user (404 for a name that is not a room), never cached."""
     if not ROOM_RE.fullmatch(room):
         abort(404)
     if "name" not in session:
         return Response("sign in first\n", status=401, mimetype="text/plain")
-    recovery, found = sock.registry.history(room, limit=HISTORY_LIMIT)
-    position = recovery.position
-    answer = jsonify(
-        room=room,
-        position=None if position is None else {"epoch": position.epoch, "offset": position.offset},
-        messages=[{"position": {"epoch": at.epoch, "offset": at.offset}, **message.decode_json()}
-                  for at, message in found],
-    )
+    answer = jsonify(room=room, **read())
     answer.headers["Cache-Control"] = "no-store"
     return answer
+
+
+@app.route("/room/<room>/history")
+def room_history(room: str) -> Response:
+    """The room's last messages with their positions: the page reloads with it when it cannot resume."""
+
+    def read() -> dict[str, Any]:
+        recovery, found = sock.registry.history(room, limit=HISTORY_LIMIT)
+        position = recovery.position
+        return {
+            "position": None if position is None else {"epoch": position.epoch, "offset": position.offset},
+            "messages": [{"position": {"epoch": at.epoch, "offset": at.offset}, **message.decode_json()}
+                         for at, message in found],
+        }
+
+    return room_document(room, read)
 
 
 @app.route("/room/<room>/presence")
 def room_presence(room: str) -> Response:
     """Who is in the room (every worker's, with Redis) and how many connections each has."""
-    if not ROOM_RE.fullmatch(room):
-        abort(404)
-    if "name" not in session:
-        return Response("sign in first\n", status=401, mimetype="text/plain")
-    answer = jsonify(room=room, users=sock.registry.presence(room))
-    answer.headers["Cache-Control"] = "no-store"
-    return answer
+    return room_document(room, lambda: {"users": sock.registry.presence(room)})
 
 
 # -- statistics ------------------------------------------------------------------------------
