@@ -21,6 +21,7 @@ Example::
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import redis
@@ -117,25 +118,39 @@ class Emitter:
         self._socket_timeout = socket_timeout
         self._positions = RoomPositions(history)
         self._position_script = POSITION % ("SPUBLISH" if sharded else "PUBLISH")
+        self._sharded = sharded
         self._seq = 0  # publish sequence numbers (never resent: each is applied once anyway)
+        # A room's script compares a process's numbers (a smaller one than the last applied is
+        # "sent again", not published): taking the next one and running its script are one step
+        # for every thread. The lock is held across the round trip: threading's own, so that it
+        # is gevent's in a monkey-patched process (greenlets sharing the Emitter wait for each
+        # other cooperatively; a real lock would block the hub that the holder waits in).
+        self._seq_lock = threading.Lock()
 
     def broadcast(self, message: Message | str | bytes, room: str | None = None) -> int:
         """Send to every connection (or every member of ``room``); returns how many processes heard it.
 
+        Safe from several threads (or greenlets): a room's broadcasts from one Emitter reach
+        Redis one at a time.
+
         Raises:
             redis.RedisError: Redis did not answer within ``socket_timeout`` (``redis.TimeoutError``)
                 or cannot be reached (``redis.ConnectionError``).
+            ValueError: sharded, a room that keeps positions whose channel (prefix and name) has a
+                ``}`` but no ``{...}`` hash tag: its keys cannot share the channel's slot.
         """
         channel = self._names.all if room is None else self._names.room_prefix + room.encode()
         message = _as_message(message)
         history = self._positions.history_for(room) if room is not None else None
         if history is None:
             return int(self._publish(channel, encode(_BROADCAST, message, self._uid)))
-        self._seq += 1
-        _, _, heard = self._client.eval(
-            self._position_script, 2, *room_keys(channel), channel, positioned_head(message, self._uid),
-            payload_of(message), new_epoch(), b"%016x" % self._seq, history.max_messages, history.max_bytes,
-            max(1, int(history.max_age * 1000)), max(1, int(history.meta_ttl * 1000)), "0")
+        keys = room_keys(channel, self._sharded)
+        with self._seq_lock:
+            self._seq += 1
+            _, _, heard = self._client.eval(
+                self._position_script, 2, *keys, channel, positioned_head(message, self._uid),
+                payload_of(message), new_epoch(), b"%016x" % self._seq, history.max_messages, history.max_bytes,
+                max(1, int(history.max_age * 1000)), max(1, int(history.meta_ttl * 1000)), "0")
         return int(heard)
 
     def send_to(self, id: str, message: Message | str | bytes) -> bool:

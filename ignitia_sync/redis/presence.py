@@ -1,6 +1,7 @@
 """Presence over Redis, the wire contract (pure: keys, the ``U`` envelope, the script; no I/O).
 
-Each room's presence is three keys under the room channel's hash tag (one cluster slot):
+Each room's presence is three keys in the room channel's cluster slot (its positions' key base,
+``redis.positions.room_key_base``; ``{PREFIX:room:NAME}`` for most names):
 
 * ``{PREFIX:room:NAME}:pu``: for each process and user (``UID|USER``), how many of that
   process's connections the user has in the room;
@@ -25,6 +26,7 @@ Example:
 from __future__ import annotations
 
 from .envelope import _HEAD
+from .positions import room_key_base
 
 __all__ = ["PRESENCE", "PRESENCE_EVENT", "decode_presence", "presence_keys"]
 
@@ -32,9 +34,16 @@ __all__ = ["PRESENCE", "PRESENCE_EVENT", "decode_presence", "presence_keys"]
 PRESENCE_EVENT = b"U"
 
 
-def presence_keys(channel: bytes) -> tuple[bytes, bytes, bytes]:
-    """The per-process counts, the totals and the expiries of the room whose channel is ``channel``."""
-    return b"{" + channel + b"}:pu", b"{" + channel + b"}:pt", b"{" + channel + b"}:px"
+def presence_keys(channel: bytes, sharded: bool = False) -> tuple[bytes, bytes, bytes]:
+    """The per-process counts, the totals and the expiries of the room whose channel is ``channel``.
+
+    In the channel's slot, as its positions' keys (``redis.positions.room_key_base``).
+
+    Raises:
+        ValueError: sharded, a channel with a ``}`` but no hash tag.
+    """
+    base = room_key_base(channel, sharded)
+    return base + b":pu", base + b":pt", base + b":px"
 
 
 def decode_presence(data: bytes) -> tuple[str, bool]:
