@@ -36,6 +36,7 @@ from .exceptions import (
     IgnitiaError,
     InvalidHandshake,
     MessageDecodeError,
+    MessageDropped,
     ProtocolError,
 )
 from .handlers import (
@@ -80,6 +81,7 @@ __all__ = [
     "LocalBackplane",
     "Message",
     "MessageDecodeError",
+    "MessageDropped",
     "MessageHandler",
     "OriginCheck",
     "ProtocolError",

@@ -14,6 +14,7 @@ __all__ = [
     "IgnitiaError",
     "InvalidHandshake",
     "MessageDecodeError",
+    "MessageDropped",
     "ProtocolError",
 ]
 
@@ -123,3 +124,20 @@ class MessageDecodeError(IgnitiaError, ValueError):
         ...     print("bad JSON")
         bad JSON
     """
+
+
+class MessageDropped(IgnitiaError):
+    """A message waited for (``Registry.publish(..., timeout=)``, ``send_to(..., timeout=)``) was
+    dropped by the backplane and will never be delivered: raised at once, not after the timeout.
+
+    Attributes:
+        reason: why it was dropped (a queue full, Redis refused it, it waited too long, ...).
+
+    Example:
+        >>> str(MessageDropped("the backplane is closed"))
+        'message dropped: the backplane is closed'
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"message dropped: {reason}")
+        self.reason = reason

@@ -10,7 +10,8 @@ EXPECTED = {
     "AuthInfo", "AuthMiddleware", "KeyedLimiter", "OriginCheck", "RateLimit", "Response",
     "SlidingWindow", "TokenBucket", "Backplane", "BatchHandler", "CloseFrame", "LocalBackplane", "Registry", "ConnectionClosed",
     "ConnectionSettings", "HandshakeError", "Handler", "Headers",
-    "IgnitiaError", "InvalidHandshake", "Message", "MessageDecodeError", "MessageHandler", "ProtocolError", "Request",
+    "IgnitiaError", "InvalidHandshake", "Message", "MessageDecodeError", "MessageDropped", "MessageHandler", "ProtocolError",
+    "Request",
     "Route", "Router", "Server", "ServerSettings", "WebSocketConnection", "__version__", "run",
     "websocket_batch_handler", "websocket_handler", "websocket_message_handler",
 }
@@ -38,7 +39,8 @@ def test_every_public_name_and_method_has_a_docstring():
 
 
 def test_exceptions_share_one_root():
-    for name in ("ConnectionClosed", "HandshakeError", "InvalidHandshake", "MessageDecodeError", "ProtocolError"):
+    for name in ("ConnectionClosed", "HandshakeError", "InvalidHandshake", "MessageDecodeError", "MessageDropped",
+                 "ProtocolError"):
         assert issubclass(getattr(ignitia_sync, name), ignitia_sync.IgnitiaError)
     assert issubclass(ignitia_sync.ConnectionClosed, ConnectionError)
 

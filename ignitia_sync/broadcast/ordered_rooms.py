@@ -7,12 +7,15 @@ order (:class:`~ignitia_sync.broadcast.sequencer.Sequencer`). What arrives early
 what comes before it; a gap still open after :data:`FILL_GRACE` seconds is read from the
 room's log, and what the log no longer has is announced to the room's members (a ``gap``
 frame to clients of the rooms wire format). After the backplane's subscription comes back, each
-room catches up from its log the same way.
+room catches up from its log the same way. Only rooms with a member here (or one joining) are
+ordered: a process that broadcasts to rooms it has no member in (HTTP views, workers) keeps
+nothing for them, and a room's state is forgotten when its last member here leaves.
 
 A join is a *seam*: the member is added at once (its deliveries are held aside), the
 backplane confirms that this process hears the room, the log is read after the client's
-position, and then, under the registry's order lock, the member gets what it missed, then
-what was held, none twice, and from then on live messages.
+position, and then, under the registry's order lock, the member gets its ``joined`` frame,
+what it missed, then what was held (a gap announced meanwhile in its place), none twice, and
+from then on live messages. A join that raises, killed too, leaves nothing held behind.
 
 Example (the registry makes one when its backplane gives positions)::
 
@@ -23,22 +26,31 @@ Example (the registry makes one when its backplane gives positions)::
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Protocol
 
 import gevent
 
 from .._support.logs import LogThrottle
 from ..connection.connection import WebSocketConnection
 from ..message import Message
-from .positions import EPOCH_CHANGED, NO_HISTORY, TOO_OLD, UNAVAILABLE, History, Position, Recovery
-from .sequencer import Sequencer
+from .positions import (
+    EPOCH_CHANGED,
+    NO_HISTORY,
+    TOO_OLD,
+    UNAVAILABLE,
+    History,
+    Position,
+    Recovery,
+    RoomPositions,
+)
+from .rooms_protocol import encode_gap
+from .sequencer import NEW_EPOCH, Sequencer
 
 if TYPE_CHECKING:
     from .backplane import PositionedBackplane
-    from .registry import Registry
 
-__all__ = ["FILL_GRACE", "OrderedRooms", "recovery_from_log"]
+__all__ = ["FILL_GRACE", "Members", "OrderedRooms", "recovery_from_log"]
 
 log = logging.getLogger("ignitia_sync.broadcast")
 
@@ -47,6 +59,39 @@ log = logging.getLogger("ignitia_sync.broadcast")
 FILL_GRACE = 0.1
 #: The longest a join waits for the backplane to confirm it hears the room, and for the log.
 JOIN_TIMEOUT = 5.0
+
+
+class Members(Protocol):
+    """What :class:`OrderedRooms` uses of its registry, which owns the rooms and the deliveries.
+
+    The registry is the one owner of membership (``_rooms``, ``_add_member``, ``leave``), of
+    each room's history settings (``_positions``), of the order lock and of delivery to the
+    connections; ordered rooms decide *when* and *what*, through these names only.
+    """
+
+    _order: Any  # the registry's order lock: deliveries of positioned messages and join seams
+    _rooms: dict[str, set[WebSocketConnection]]
+    _positions: RoomPositions
+    broadcasts: int
+    deliveries: int
+
+    def _deliver(
+        self,
+        message: Message,
+        room: str | None,
+        exclude: WebSocketConnection | Iterable[WebSocketConnection] | None = None,
+        position: Position | None = None,
+    ) -> int: ...
+
+    def _add_member(self, room: str, ws: WebSocketConnection) -> None: ...
+
+    def leave(self, room: str, ws: WebSocketConnection) -> None: ...
+
+    def _push_one(self, ws: WebSocketConnection, message: Message, *, wrap: bool = True) -> bool: ...
+
+    def _push_joined(self, ws: WebSocketConnection, room: str, recovery: Recovery) -> None: ...
+
+    def _push_room_message(self, ws: WebSocketConnection, room: str, position: Position, message: Message) -> None: ...
 
 
 class OrderedRooms:
@@ -61,12 +106,13 @@ class OrderedRooms:
         'OrderedRooms'
     """
 
-    def __init__(self, registry: Registry, backplane: PositionedBackplane) -> None:
+    def __init__(self, registry: Members, backplane: PositionedBackplane) -> None:
         self._registry = registry
         self._backplane = backplane
         self.sequencer = Sequencer()
         #: Members in the middle of a join: what was delivered to them meanwhile, held aside.
-        self.seams: dict[tuple[WebSocketConnection, str], list[tuple[Position, Message, Any]]] = {}
+        #: (A gap announced meanwhile is held as (its position or None, its frame, _GAP).)
+        self.seams: dict[tuple[WebSocketConnection, str], list[tuple[Position | None, Message, Any]]] = {}
         # Frames without a position (presence) for members in the middle of a join: after it.
         self._held_frames: dict[tuple[WebSocketConnection, str], list[Message]] = {}
         #: Members that got the log further than this process has delivered live: live messages
@@ -116,6 +162,10 @@ class OrderedRooms:
             exclude = exclude.exclude
         registry = self._registry
         with registry._order:
+            if not self._ordering(room):  # no member here (an HTTP view's broadcast): nothing to order
+                if message is not None:
+                    registry.broadcasts += 1
+                return
             if message is None:
                 self._new_epoch(room, position)
                 return
@@ -128,27 +178,48 @@ class OrderedRooms:
             self._filling.add(room)
             gevent.spawn_later(FILL_GRACE, self._fill, room)
 
+    def _ordering(self, room: str) -> bool:
+        """Under the order lock: the room has members here, or one is joining (else nothing is ordered)."""
+        return room in self._registry._rooms or any(joining == room for _, joining in self.seams)
+
     def _new_epoch(self, room: str, position: Position) -> None:
-        """Under the order lock: the room's log started again (messages were dropped): say so, go on."""
-        last = self.sequencer.last(room)
-        if last is not None and last.epoch == position.epoch:
-            return  # heard already (it started the epoch we are in)
-        self.sequencer.start(room, position)
-        if last is not None:
-            self._announce(room, Recovery(False, EPOCH_CHANGED, position))
+        """Under the order lock: the room's log started again (messages were dropped): say so, go on.
+
+        While a first member joins, the notice waits with what is held (told after its ``joined``).
+        """
+        offered = self.sequencer.notice(room, position)
+        if offered.new_epoch is not None:
+            self._announce(room, Recovery(False, EPOCH_CHANGED, offered.new_epoch))
 
     def _deliver(self, room: str, ready: list[tuple[Position, Any]]) -> None:
         registry = self._registry
-        for position, (message, exclude) in ready:
+        for position, item in ready:
+            if item is NEW_EPOCH:  # an epoch change among what a join held: announced in its place
+                self._announce(room, Recovery(False, EPOCH_CHANGED, position))
+                continue
+            message, exclude = item
             registry.deliveries += registry._deliver(message, room, exclude, position)
             registry.broadcasts += 1
 
     def _announce(self, room: str, recovery: Recovery) -> None:
-        """Under the order lock: tell the room's members that messages are missing."""
+        """Under the order lock: tell the room's members that messages are missing.
+
+        A member in the middle of a join gets it in its place among what is held for it (after
+        its ``joined`` frame, and not when what it replayed from the log already covers it).
+        """
         self.gaps += 1
         self._gap_log.log("room %r lost messages (%s); its members are told to reload from %s",
                           room[:60], recovery.reason, recovery.position)
-        self._registry._announce_gap(room, recovery)
+        gap: Message | None = None
+        for ws in list(self._registry._rooms.get(room, ())):
+            if ws._resume is None:
+                continue
+            gap = gap or Message.text(encode_gap(room, recovery))
+            held = self.seams.get((ws, room))
+            if held is not None:
+                held.append((recovery.position, gap, _GAP))
+            else:
+                self._registry._push_one(ws, gap, wrap=False)
 
     def _fill(self, room: str) -> None:
         """Read what is still missing from the log; announce what the log no longer has."""
@@ -167,16 +238,27 @@ class OrderedRooms:
                 self._gap_log.log("room %r: could not read its log to fill a gap (%s)", room[:60], exc)
                 return
             with self._registry._order:
-                for position, message in found:
-                    if position.offset <= end:
-                        self._deliver(room, self.sequencer.offer(room, position, (message, None)).ready)
-                still = self.sequencer.missing(room)
-                if still is not None and still[0] <= end:  # not in the log (trimmed, or no history)
-                    reason = TOO_OLD if history.enabled else NO_HISTORY
-                    if current is not None and current.epoch != last.epoch:
-                        reason = EPOCH_CHANGED
-                    self._announce(room, Recovery(False, reason, Position(last.epoch, still[1])))
-                    self._deliver(room, self.sequencer.skip_to(room, still[1]))
+                now = self.sequencer.last(room)
+                if not self._ordering(room) or now is None or now.epoch != last.epoch:
+                    return  # the room was forgotten, or went on in another epoch (announced then)
+                if current is None or current.epoch != last.epoch:  # the log started again meanwhile
+                    # what is missing of this epoch is gone with it: the room goes on in the log's
+                    # epoch from its start (None: the log is gone; the next message heard starts it)
+                    self._announce(room, Recovery(False, EPOCH_CHANGED,
+                                                  None if current is None else Position(current.epoch, 0)))
+                    if current is None:
+                        self.sequencer.forget(room)
+                    else:
+                        self._deliver(room, self.sequencer.start(room, Position(current.epoch, 0)))
+                else:
+                    for position, message in found:
+                        if position.offset <= end:
+                            self._deliver(room, self.sequencer.offer(room, position, (message, None)).ready)
+                    still = self.sequencer.missing(room)
+                    if still is not None and still[0] <= end:  # not in the log (trimmed, or no history)
+                        self._announce(room, Recovery(False, TOO_OLD if history.enabled else NO_HISTORY,
+                                                      Position(last.epoch, still[1])))
+                        self._deliver(room, self.sequencer.skip_to(room, still[1]))
                 again = self.sequencer.missing(room) is not None
         finally:
             self._filling.discard(room)
@@ -225,19 +307,31 @@ class OrderedRooms:
     # -- joining ----------------------------------------------------------------------------
 
     def join(self, room: str, ws: WebSocketConnection, since: Position | None, history: History) -> Recovery:
-        """Add ``ws`` to ``room`` without a seam: what it missed after ``since``, then live messages."""
+        """Add ``ws`` to ``room`` without a seam: what it missed after ``since``, then live messages.
+
+        On the wire: ``joined``, then what was replayed, held, announced (``gap``) and live, in
+        position order. A join that raises (killed meanwhile: any BaseException) leaves nothing
+        behind: its seam goes, ``ws`` leaves the room again, and the room goes on.
+        """
         registry = self._registry
         with registry._order:
-            first = self.sequencer.last(room) is None
             self.seams[(ws, room)] = []
             self.sequencer.hold(room)  # a first member: nothing is delivered before the log says where it starts
             try:
                 registry._add_member(room, ws)
             except BaseException:  # not registered (closed meanwhile): nothing to hold for it
                 self.seams.pop((ws, room), None)
-                if first and not any(joining == room for _, joining in self.seams):  # nobody else waits
-                    self._deliver(room, self.sequencer.start_unknown(room))
+                self._release(room)
                 raise
+        try:
+            return self._seam(room, ws, since, history)
+        except BaseException:
+            self._abandon(room, ws)
+            raise
+
+    def _seam(self, room: str, ws: WebSocketConnection, since: Position | None, history: History) -> Recovery:
+        """The rest of a join, once ``ws`` is a member with its deliveries held."""
+        registry = self._registry
         current: Position | None = None
         found: list[tuple[Position, Message]] = []
         recovery: Recovery | None = None
@@ -252,14 +346,14 @@ class OrderedRooms:
             recovery = Recovery(since is None, None if since is None else UNAVAILABLE, None)
             log.info("join of %r to %r: the log could not be read (%s)", ws, room[:60], exc)
         with registry._order:
-            held = self.seams.pop((ws, room), [])
             if recovery is None:
                 recovery, found = recovery_from_log(since, current, found, history)
             if self.sequencer.last(room) is None:  # the first member: the room starts where the log is
-                # (None: the log has no epoch yet); unread, it starts with the first message heard
+                # (None: the log has no epoch yet); unread, it starts with the first message heard.
+                # What was held then goes to this member's seam too, announcements in their place.
                 self._deliver(room, self.sequencer.start(room, current) if read else self.sequencer.start_unknown(room))
-            wire = ws._resume is not None
-            if wire:
+            held = self.seams.pop((ws, room), [])
+            if ws._resume is not None:
                 registry._push_joined(ws, room, recovery)
             last = since.offset if since is not None and recovery.complete else -1
             epoch = recovery.position.epoch if recovery.position is not None else None
@@ -268,18 +362,44 @@ class OrderedRooms:
                 last = position.offset
             if recovery.position is not None:
                 last = max(last, recovery.position.offset)
-            for position, message, exclude in held:
-                if position.epoch == epoch and position.offset <= last:
-                    continue  # replayed from the log already
-                if exclude is not None and _excludes(exclude, ws):
+            for at, message, exclude in held:
+                covered = at is not None and at.epoch == epoch and at.offset <= last  # replayed from the log already
+                if exclude is _GAP:  # a gap announced meanwhile: news unless the replay covers it
+                    if not covered:
+                        registry._push_one(ws, message, wrap=False)
                     continue
-                registry._push_room_message(ws, room, position, message)
+                if covered or (exclude is not None and _excludes(exclude, ws)):
+                    continue
+                assert at is not None
+                registry._push_room_message(ws, room, at, message)
             for frame in self._held_frames.pop((ws, room), ()):
                 registry._push_one(ws, frame, wrap=False)
             here = self.sequencer.last(room)
             if epoch is not None and last > 0 and (here is None or here.epoch != epoch or here.offset < last):
                 self.floors[(ws, room)] = Position(epoch, last)  # the log was ahead of this process's live order
+            if not self._ordering(room):  # ws left (closed) during its join: forgotten now
+                self.forget(room)
         return recovery
+
+    def _release(self, room: str) -> None:
+        """Under the order lock: a join gave up; if no other join waits, what the room held goes on."""
+        if self.sequencer.holds(room) and not any(joining == room for _, joining in self.seams):
+            self._deliver(room, self.sequencer.start_unknown(room))
+
+    def _abandon(self, room: str, ws: WebSocketConnection) -> None:
+        """A join that raised after adding ``ws``: its seam goes, ``ws`` leaves the room, the room goes on."""
+        registry = self._registry
+        with registry._order:
+            self.seams.pop((ws, room), None)
+            self._held_frames.pop((ws, room), None)
+            self.floors.pop((ws, room), None)
+        try:
+            registry.leave(room, ws)
+        finally:
+            with registry._order:
+                self._release(room)
+                if not self._ordering(room):
+                    self.forget(room)
 
     def hold(self, ws: WebSocketConnection, room: str, frame: Message) -> bool:
         """Under the order lock: keep ``frame`` for ``ws`` until its join of ``room`` is done; False: not joining."""
@@ -289,10 +409,19 @@ class OrderedRooms:
         return True
 
     def forget(self, room: str) -> None:
-        """No local member any more (under the registry's lock): nothing to order for it."""
+        """No local member any more (under the registry's order lock): nothing to order for it.
+
+        While a join of the room is in progress its state stays (the join forgets it at its end).
+        """
+        if any(joining == room for _, joining in self.seams):
+            return
         self.sequencer.forget(room)
         for key in [key for key in self.floors if key[1] == room]:
             del self.floors[key]
+
+
+#: What a seam holds in place of a message's exclusions for a ``gap`` frame announced meanwhile.
+_GAP: Any = object()
 
 
 class _Acked:

@@ -49,7 +49,7 @@ from gevent._hub_local import get_hub_if_exists  # no public name; stable since 
 
 from ..connection.connection import WebSocketConnection
 from ..connection.threads import Answer, HubRef, allocate_real_lock
-from ..exceptions import ConnectionClosed
+from ..exceptions import ConnectionClosed, MessageDropped
 from ..message import Binary, Close, Message, Text, check_revocation_close, not_broadcastable
 from ..middleware import AuthInfo
 from ..sansio.protocol import encode_frame
@@ -66,7 +66,6 @@ from .positions import (
 from .presence import PresenceBook
 from .rooms_protocol import (
     encode_direct,
-    encode_gap,
     encode_joined,
     encode_left,
     encode_presence,
@@ -479,15 +478,6 @@ class Registry:
         """A room's message to ``ws`` alone (a replay): with its position in the rooms wire format."""
         self._push_one(ws, _wire_message(room, position, message) if ws._resume is not None else message, wrap=False)
 
-    def _announce_gap(self, room: str, recovery: Recovery) -> None:
-        """Messages of ``room`` are lost: its members of the rooms wire format get a ``gap`` frame."""
-        if not self._wire_members:
-            return
-        gap = Message.text(encode_gap(room, recovery))
-        for ws in list(self._rooms.get(room, ())):
-            if ws._resume is not None:
-                self._push_one(ws, gap, wrap=False)
-
     def _add_member(self, room: str, ws: WebSocketConnection) -> None:
         with self._lock:
             rooms = self._rooms_of.get(ws)
@@ -772,7 +762,9 @@ class Registry:
             (as :meth:`broadcast_threadsafe` does) and 0 is returned.
 
         Raises:
-            ValueError: ``room`` is not encodable as UTF-8.
+            ValueError: ``room`` is not encodable as UTF-8; or, in a room with positions, the
+                message is over the Redis backplane's ``max_message_size`` (refused: nothing
+                delivered anywhere).
         """
         if room is not None:
             _check_name("room name", room)
@@ -847,7 +839,11 @@ class Registry:
         Raises:
             TimeoutError: not accepted within ``timeout`` seconds (Redis unreachable): the
                 message is still queued and may be delivered later.
-            ValueError: ``room`` keeps no positions (``history`` None for it).
+            ~ignitia_sync.exceptions.MessageDropped: the backplane dropped the message (its
+                queue full, Redis refused it, the backplane closed, ...): raised as soon as it
+                is dropped; it will never be delivered (``reason`` says why).
+            ValueError: ``room`` keeps no positions (``history`` None for it), or the message
+                is over the Redis backplane's ``max_message_size`` (nothing is delivered).
 
         Example:
             >>> registry = Registry()
@@ -1274,6 +1270,9 @@ def _wait_in_caller(start: Callable[[Callable[[Any], None]], Any], timeout: floa
     answer = Answer[Any]()
     start(answer)
     try:
-        return answer.wait(timeout)
+        value = answer.wait(timeout)
     except gevent.Timeout:
         raise TimeoutError(f"not accepted by {what} within {timeout:g} s (still queued: it may arrive later)") from None
+    if isinstance(value, MessageDropped):  # the backplane dropped it: it never will be accepted
+        raise value
+    return value

@@ -29,7 +29,7 @@ from typing import Any
 
 from .positions import Position
 
-__all__ = ["Offered", "Sequencer"]
+__all__ = ["NEW_EPOCH", "Offered", "Sequencer"]
 
 #: Messages of one room that may wait for the ones before them.
 MAX_WAITING = 4096
@@ -56,6 +56,24 @@ _HELD, _NEW = None, ""
 
 #: Epochs a room left that are remembered: a late message of one of them is dropped.
 _LEFT_EPOCHS = 8
+
+
+class _Marker:
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+#: In what :meth:`Sequencer.start` and :meth:`Sequencer.start_unknown` give back, ``(position,
+#: NEW_EPOCH)``: the room's log changed epoch there (``position`` is the new epoch's start, offset
+#: 0): its members must hear of the gap before what follows.
+NEW_EPOCH: Any = _Marker("NEW_EPOCH")
+#: A new epoch's notice heard while a room's start is not known (kept with what is held).
+_NOTICE: Any = _Marker("_NOTICE")
 
 
 class _Room:
@@ -102,9 +120,17 @@ class Sequencer:
         """Deliver from after ``position`` on (a joining member read the log up to it); what was held comes back.
 
         ``position`` None: the room's log had no epoch (a new room): its first epoch from offset 1.
+        An epoch change among what was held comes back as ``(start of the new epoch, NEW_EPOCH)``
+        before that epoch's messages; what was held of another epoch before a message (or
+        notice) of ``position``'s epoch is older than the log's read, and dropped.
         """
         state = self._rooms.get(room)
         held = state.held if state is not None and state.epoch is _HELD else []
+        if position is not None:
+            read = [index for index, (early, _) in enumerate(held) if early.epoch == position.epoch]
+            if read:
+                held = [(early, item) for index, (early, item) in enumerate(held)
+                        if index > read[-1] or early.epoch == position.epoch]
         if state is None or state.epoch is _HELD or (position is not None and state.epoch != position.epoch):
             if position is None:
                 state = self._rooms[room] = _Room(_NEW, 0)
@@ -116,14 +142,47 @@ class Sequencer:
             state.last = position.offset
             for offset in [offset for offset in state.waiting if offset <= position.offset]:
                 del state.waiting[offset]
+        return self._replay(room, held)
+
+    def _replay(self, room: str, held: list[tuple[Position, Any]]) -> list[tuple[Position, Any]]:
+        """What was held, offered again in the order heard; epoch changes marked with NEW_EPOCH."""
         ready: list[tuple[Position, Any]] = []
         for early, item in held:
-            ready += self.offer(room, early, item).ready
+            offered = self.notice(room, early) if item is _NOTICE else self.offer(room, early, item)
+            if offered.new_epoch is not None:
+                ready.append((offered.new_epoch, NEW_EPOCH))
+            ready += offered.ready
         return ready
+
+    def notice(self, room: str, position: Position) -> Offered:
+        """A new epoch's notice (the room's log started again at ``position``, offset 0).
+
+        While the room's start is not known it is held with the messages (:meth:`start` gives
+        it back); the epoch the room is in, or one it left, changes nothing; else the room goes
+        on in that epoch from offset 1, and ``new_epoch`` says so (not for a room that had no
+        epoch yet).
+        """
+        state = self._rooms.get(room)
+        if state is None:
+            self._rooms[room] = _Room(position.epoch, 0)
+            return Offered()
+        if state.epoch is _HELD:
+            state.held.append((position, _NOTICE))
+            return Offered()
+        if state.epoch == position.epoch or position.epoch in state.left:
+            return Offered()
+        had_epoch = bool(state.epoch)
+        self._rooms[room] = state.leave_for(position.epoch, 0)
+        return Offered(new_epoch=Position(position.epoch, 0) if had_epoch else None)
 
     def forget(self, room: str) -> None:
         """No member here any more: nothing to order."""
         self._rooms.pop(room, None)
+
+    def holds(self, room: str) -> bool:
+        """True while the room waits for :meth:`start` (or :meth:`start_unknown`)."""
+        state = self._rooms.get(room)
+        return state is not None and state.epoch is _HELD
 
     def start_unknown(self, room: str) -> list[tuple[Position, Any]]:
         """The start could not be learnt (the log was unreachable): the first message heard starts the room."""
@@ -131,10 +190,7 @@ class Sequencer:
         if state is None or state.epoch is not _HELD:
             return []
         del self._rooms[room]
-        ready: list[tuple[Position, Any]] = []
-        for early, item in state.held:
-            ready += self.offer(room, early, item).ready
-        return ready
+        return self._replay(room, state.held)
 
     def offer(self, room: str, position: Position, item: Any) -> Offered:
         """Take one message; what can be delivered now comes back, in order."""

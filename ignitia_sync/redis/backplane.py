@@ -75,6 +75,7 @@ from .._support.logs import LogThrottle, safe_url
 from ..broadcast.backplane import Deliver, DeliverPositioned, DeliverTo, on_remote_latency
 from ..broadcast.positions import DEFAULT_HISTORY, History, Position
 from ..connection.threads import Answer, HubRef, allocate_real_lock
+from ..exceptions import MessageDropped
 from ..message import Message
 from ..sansio.http import escape_for_log
 from ..settings import ConnectionSettings
@@ -167,7 +168,9 @@ class RedisBackplane:
             process); a password goes in the URL.
         prefix: the start of every channel and key (several apps can share one Redis).
         max_message_size: larger messages are delivered locally but not published (counted
-            as dropped); it is also the largest envelope accepted from Redis. Default:
+            as dropped); to a room with positions, one is refused to its caller instead
+            (``ValueError``: nothing delivered anywhere, the room's epoch unchanged). It is
+            also the largest envelope accepted from Redis. Default:
             ConnectionSettings' ``max_message_size``.
         max_pending: messages waiting to be published; beyond, new ones are dropped (counted).
         max_pending_bytes: bytes of the messages waiting to be published or being written to
@@ -316,7 +319,11 @@ class RedisBackplane:
         # starts the epoch, or a notice alone); an epoch, Redis gave a position twice in it (a
         # notice, only if the room is still in that epoch: every process that saw it asks).
         self._new_epochs: dict[str, str | None] = {}
+        self._marked: set[str] = set()  # rooms whose new-epoch marker is the last of their ops in _queue
         self._listening: set[bytes] = set()  # channels whose subscription Redis confirmed (this connection)
+        # Subscribe/unsubscribe commands sent per channel whose confirmation has not come yet:
+        # a channel with one pending does not count as listening (listen_now waits).
+        self._unanswered: dict[bytes, int] = {}
         self._listened: set[bytes] = set()  # room channels confirmed before: a new confirmation is a return
         self._listen_waiters: dict[bytes, list[Callable[[bool], None]]] = {}
         # Presence (the registry's presence=True): this process's counts, written absolute, so
@@ -425,21 +432,35 @@ class RedisBackplane:
         Unlike :meth:`publish`, it is kept while Redis is unreachable (within ``max_pending``,
         ``max_pending_bytes`` and ``max_pending_age``) and sent once it is back, never applied
         twice. One that cannot be kept is dropped, counted, and the room starts a new epoch
-        (every process tells the room's members of the gap). ``token`` comes back with it.
+        (every process tells the room's members of the gap), after the room's messages queued
+        before it. ``token`` comes back with it; a token with an ``ack`` (a ``publish(...,
+        timeout)`` waiting) gets :class:`~ignitia_sync.exceptions.MessageDropped` as soon as
+        its message is dropped.
+
+        Raises:
+            ValueError: the message's payload is over ``max_message_size``: refused here, in
+                the caller, before anything happens (nothing delivered anywhere, no drop
+                counted, the room's epoch unchanged).
         """
-        if self._handed_over(self.publish_positioned, message, room, history, token):
-            return True
         payload = payload_of(message)
         if len(payload) > self.max_message_size:
-            return self._lose(room, f"message of {len(payload)} bytes is over max_message_size")
+            raise ValueError(f"a message of {len(payload)} bytes is over the backplane's max_message_size "
+                             f"({self.max_message_size} bytes)")
+        if self.sharded:  # ValueError too: a room whose keys cannot share its channel's slot (positions.room_keys)
+            room_keys(self._room_prefix + room.encode(), True)
+        if self._handed_over(self.publish_positioned, message, room, history, token):
+            return True
         if self._link is LinkState.CLOSED:
+            _told_dropped(token, "the backplane is closed")
             return self._lose(room, "the backplane is closed")
         if self._queued_messages >= self.max_pending:
-            return self._lose(room, f"{self.max_pending} messages already wait to be published")
+            return self._dropped_in_line(room, token, f"{self.max_pending} messages already wait to be published")
         size = len(payload) + _HEAD
         if self._queued_bytes + self._writing_bytes + size > self.max_pending_bytes:
-            return self._lose(room, f"{self._queued_bytes + self._writing_bytes} bytes already wait to be published "
-                                    f"(max_pending_bytes {self.max_pending_bytes})")
+            return self._dropped_in_line(
+                room, token, f"{self._queued_bytes + self._writing_bytes} bytes already wait to be published "
+                             f"(max_pending_bytes {self.max_pending_bytes})")
+        self._marked.discard(room)  # a drop after this message needs a marker of its own
         self._seq += 1
         if token is not None:
             self._tokens[self._seq] = token
@@ -455,6 +476,11 @@ class RedisBackplane:
     def presence_changed(self, room: str, user: str, count: int) -> None:
         """This process now has ``count`` connections of ``user`` in ``room``; written to Redis soon (never blocks)."""
         if self._handed_over(self.presence_changed, room, user, count):
+            return
+        try:
+            presence_keys(self._room_prefix + room.encode(), self.sharded)
+        except ValueError as exc:  # sharded, a name whose keys cannot share its channel's slot
+            self._warn.log("presence of room %s is not shared: %s", escape_for_log(room), exc)
             return
         if count:
             self._presence_counts[(room, user)] = count
@@ -472,7 +498,7 @@ class RedisBackplane:
         channel = self._room_prefix + room.encode()
         client = self._caller_client(self.publish_timeout)
         try:
-            flat = client.eval(self._presence_script, 3, *presence_keys(channel), channel, self.uid, "", 0,
+            flat = client.eval(self._presence_script, 3, *presence_keys(channel, self.sharded), channel, self.uid, "", 0,
                                max(1, int(self.presence_ttl * 1000)))
         finally:
             client.close()
@@ -482,6 +508,19 @@ class RedisBackplane:
         """A room message that will never have a position: counted, and the room starts a new epoch."""
         self._new_epochs[room] = None
         self._wake_publisher.set()
+        return self._drop(1, why)
+
+    def _dropped_in_line(self, room: str, token: Any, why: str) -> bool:
+        """A room message the full queue cannot take: dropped, counted, its waiting publish() told.
+
+        The room's new epoch is queued here, as a marker after the room's messages already
+        queued: they keep their positions in the old epoch and the gap is announced where it
+        is. One marker for a run of drops (the queue takes no message of the room meanwhile).
+        """
+        _told_dropped(token, why)
+        if room not in self._marked:
+            self._marked.add(room)
+            self._enqueue("epoch", (room,))
         return self._drop(1, why)
 
     def listen_now(self, room: str, timeout: float) -> bool:
@@ -496,7 +535,7 @@ class RedisBackplane:
         answer = Answer[bool]()
 
         def ask() -> None:
-            if channel in self._listening:
+            if self._surely_listening(channel):
                 answer(True)
             else:
                 self._listen_waiters.setdefault(channel, []).append(answer)
@@ -510,6 +549,13 @@ class RedisBackplane:
         except gevent.Timeout:
             return False
 
+    def _surely_listening(self, channel: bytes) -> bool:
+        """Redis confirmed the subscription, and no unsubscribe (nor subscribe) of it is on its way
+        or waiting to be sent: a room left and joined again waits for its fresh confirmation."""
+        if channel not in self._listening or self._unanswered.get(channel):
+            return False
+        return not any(shard.pending.get(channel) is False for shard in self._live_shards)
+
     def read_log(
         self, room: str, after: Position | None, history: History, limit: int
     ) -> tuple[Position | None, list[tuple[Position, Message]]]:
@@ -520,7 +566,7 @@ class RedisBackplane:
         Raises:
             redis.RedisError, OSError: Redis could not be read.
         """
-        meta, log_key = room_keys(self._room_prefix + room.encode())
+        meta, log_key = room_keys(self._room_prefix + room.encode(), self.sharded)
         client = self._caller_client(self.publish_timeout)
         try:
             answer = client.eval(READ_LOG, 2, meta, log_key, "-" if after is None else after.offset, limit,
@@ -613,10 +659,15 @@ class RedisBackplane:
             self._subscriptions_changed(self._room_prefix + room.encode(), True)
 
     def left(self, room: str) -> None:
-        """Stop listening to ``room``'s channel."""
+        """Stop listening to ``room``'s channel; forget what was kept for it (also while Redis is down)."""
         if not self._handed_over(self.left, room):
             self._rooms.discard(room)
-            self._subscriptions_changed(self._room_prefix + room.encode(), False)
+            self._seen.pop(room, None)  # no member here: no window of positions kept for it
+            channel = self._room_prefix + room.encode()
+            self._listened.discard(channel)  # a later join is a first subscription, not a return
+            for answer in self._listen_waiters.pop(channel, ()):  # joins of members gone: no wait for Redis
+                answer(False)
+            self._subscriptions_changed(channel, False)
 
     def claim(self, id: str, *, take_over: bool = False) -> bool:
         """Make ``id`` this process's in the cluster-wide directory; False if another live process has it.
@@ -860,6 +911,8 @@ class RedisBackplane:
                 for shard in shards:  # subscribed here, then each handed to its greenlet
                     self._live_shards.append(shard)  # before the snapshot: no change falls in between
                     shard.start(self._channels())
+                    for channel in shard.subscribed:  # one confirmation each to come
+                        self._unanswered[channel] = self._unanswered.get(channel, 0) + 1
                 self._wake_channels = [shard.wake for shard in shards]
                 if failed:
                     self.counters["reconnects"] += 1
@@ -902,7 +955,7 @@ class RedisBackplane:
         pinged = False
         while self._link is not LinkState.CLOSED:
             if shard.pending:
-                shard.update()
+                self._update(shard)
             message = shard.pubsub.get_message(timeout=self.health_check_interval)
             if message is None:
                 if pinged:
@@ -914,14 +967,30 @@ class RedisBackplane:
             if message["type"] == shard.kind:
                 self._hear(message["channel"], message["data"])
             elif message["type"] in ("subscribe", "ssubscribe"):
-                self._now_listening(message["channel"])
+                if self._answered(message["channel"]):  # else an unsubscribe follows: not listening yet
+                    self._now_listening(message["channel"])
             elif message["type"] in ("unsubscribe", "sunsubscribe"):
+                self._answered(message["channel"])
                 self._listening.discard(message["channel"])
                 self._listened.discard(message["channel"])
-                if message["channel"].startswith(self._room_prefix):
-                    self._seen.pop(message["channel"][len(self._room_prefix):].decode(errors="replace"), None)
             if message["type"] == "sunsubscribe" and not shard.confirm_unsubscribe(message["channel"]):
                 raise redis.ConnectionError("the cluster moved a channel's slot")  # resubscribe everywhere
+
+    def _update(self, shard: _Shard) -> None:
+        """Apply the shard's subscription changes; count the commands sent, one confirmation each to come."""
+        changed = list(shard.pending)
+        before = {channel for channel in changed if channel in shard.subscribed}
+        shard.update()
+        for channel in changed:
+            if (channel in before) != (channel in shard.subscribed):  # a SUBSCRIBE or an UNSUBSCRIBE was sent
+                self._unanswered[channel] = self._unanswered.get(channel, 0) + 1
+
+    def _answered(self, channel: bytes) -> bool:
+        """Redis confirmed a (un)subscription of ``channel``: True when no other command of it waits for its own."""
+        left = self._unanswered.pop(channel, 0) - 1
+        if left > 0:
+            self._unanswered[channel] = left
+        return left <= 0
 
     def _hear(self, channel: bytes, data: bytes) -> None:
         if data[:1] == _TRACED:  # a broadcast with its publisher's trace context (trace_context=True)
@@ -994,7 +1063,7 @@ class RedisBackplane:
         before any new message is given a position it already gave."""
         heard = [(room, next(reversed(seen))) for room, seen in self._seen.items() if seen]
         for room, (epoch, offset) in heard:
-            meta = room_keys(self._room_prefix + room.encode())[0]
+            meta = room_keys(self._room_prefix + room.encode(), self.sharded)[0]
             answer: list[Any] = client.hmget(meta, "e", "o")
             now_epoch, now_offset = answer
             if now_epoch is not None and now_epoch.decode() == epoch and int(now_offset or 0) < offset:
@@ -1002,7 +1071,9 @@ class RedisBackplane:
                 self._link_log.log("backplane: room %s's log went back to %s:%d in Redis, behind %d heard here (Redis "
                                    "lost its latest writes); the room starts a new epoch",
                                    escape_for_log(repr(room[:60])), epoch, int(now_offset or 0), offset)
-                self._seen[room].clear()
+                seen = self._seen.get(room)  # the room may have been left meanwhile (hmget switched)
+                if seen is not None:
+                    seen.clear()
                 self._new_epochs.setdefault(room, epoch)
 
     def _same_as_before(self, room: str, position: Position, sender: bytes, seq: int) -> bool:
@@ -1011,8 +1082,11 @@ class RedisBackplane:
 
         The room then starts a new epoch (every process tells its members of the gap), and this
         message is not delivered (its position is a lie). A window of the last positions per room
-        with members here is kept: a loss goes back at most about a second of writes.
+        with members here is kept: a loss goes back at most about a second of writes. A room with
+        no member here (an HTTP view's broadcast) keeps none: the processes with members check it.
         """
+        if room not in self._rooms:
+            return True
         seen = self._seen.get(room)
         if seen is None:
             seen = self._seen[room] = collections.OrderedDict()
@@ -1062,6 +1136,7 @@ class RedisBackplane:
     def _not_listening(self) -> None:
         """The subscription connection is lost: nothing is heard until it is back (joins wait no more)."""
         self._listening.clear()
+        self._unanswered.clear()  # that connection's commands: their confirmations never come
         waiters, self._listen_waiters = self._listen_waiters, {}
         for answers in waiters.values():
             for answer in answers:
@@ -1153,13 +1228,17 @@ class RedisBackplane:
                 client.close()
             left = sum(1 for op, _ in self._queue if op == "position")
             if left:  # closed while Redis could not take them: lost, and said so
+                for op, args in self._queue:
+                    if op == "position":
+                        _told_dropped(self._tokens.pop(args[3], None), "the backplane closed before Redis took it")
                 self._queue.clear()
                 self._queued_messages = self._queued_bytes = 0
                 self._drop(left, "the backplane closed before Redis took them")
 
     def _keep_positioned(self) -> int:
-        """After a publishing failure: only room messages with positions stay queued (others are dropped)."""
-        kept = collections.deque(item for item in self._queue if item[0] in ("position", "stop"))
+        """After a publishing failure: only room messages with positions (and their rooms' new-epoch
+        markers) stay queued; others are dropped."""
+        kept = collections.deque(item for item in self._queue if item[0] in ("position", "epoch", "stop"))
         self._queue = kept
         self._queued_bytes = sum(args[2] for op, args in kept if op == "position")
         return sum(1 for op, _ in kept if op == "position")
@@ -1194,64 +1273,73 @@ class RedisBackplane:
         directory += [(id, "f", None) for id in to_forget]
         batch = [self._queue.popleft() for _ in range(min(_BATCH, len(self._queue)))]
         messages = [(op, args) for op, args in batch if op in ("publish", "send_to")]
-        positioned = [args for op, args in batch if op == "position"]
+        ordered = [(op, args) for op, args in batch if op in ("position", "epoch")]  # room messages, markers
         stopped = any(op == "stop" for op, _ in batch)  # everything queued before it is in this batch
-        self._queued_messages -= len(messages) + len(positioned)
-        self._writing_bytes = sum(len(args[1]) for _, args in messages) + sum(args[2] for args in positioned)
+        self._queued_messages -= len(messages) + sum(1 for op, _ in ordered if op == "position")
+        self._writing_bytes = (sum(len(args[1]) for _, args in messages)
+                               + sum(args[2] for op, args in ordered if op == "position"))
         self._queued_bytes -= self._writing_bytes
-        positioned, epochs = self._positioned_batch(positioned)
-
-        pipe: Any = _Sequential(client) if isinstance(client, RedisCluster) else client.pipeline(transaction=False)
-        publish = getattr(pipe, self._publish_command)
-        kinds: list[str] = []  # what each command is: "wake", "directory" or a message's op
-        if wake:
-            for channel in self._wake_channels:
-                publish(channel, _WAKE)
-                kinds.append("wake")
-        chunks = [directory[start:start + _BATCH] for start in range(0, len(directory), _BATCH)]
-        ttl_ms = max(1, int(self.id_ttl * 1000))
-        for chunk in chunks:
-            pipe.eval(_DIRECTORY, len(chunk), *(self._names.id_key(id) for id, _, _ in chunk), self.uid, ttl_ms,
-                      *(mode for _, mode, _ in chunk))
-            kinds.append("directory")
+        self._marked.difference_update(args[0] for op, args in ordered if op == "epoch")
+        positioned, epochs, marked = self._positioned_batch(ordered)
         presence = self._presence_ready()
         self._presence_dirty.difference_update(presence)
-        for room, user in presence:  # absolute counts: written again after a failure, no harm
-            channel = self._room_prefix + room.encode()
-            pipe.eval(self._presence_script, 3, *presence_keys(channel), channel, self.uid, user,
-                      self._presence_counts.get((room, user), 0), max(1, int(self.presence_ttl * 1000)))
-            kinds.append("presence")
-        for room, only_in in epochs:  # rooms that need a new epoch and have no message in this batch
-            channel = self._room_prefix + room.encode()
-            pipe.eval(self._new_epoch_script, 2, *room_keys(channel), channel, EPOCH_NOTICE + b"e" + self.uid,
-                      new_epoch(), int(DEFAULT_HISTORY.meta_ttl * 1000), only_in or "")
-            kinds.append("epoch")
-        for args, bump in positioned:
-            room, payload, _, seq, history, message, _ = args
-            channel = self._room_prefix + room.encode()
-            pipe.eval(self._position_script, 2, *room_keys(channel), channel, positioned_head(message, self.uid),
-                      payload, new_epoch(), b"%016x" % seq, history.max_messages, history.max_bytes,
-                      max(1, int(history.max_age * 1000)), max(1, int(history.meta_ttl * 1000)), "1" if bump else "0")
-            kinds.append("position")
-        for op, args in messages:
-            if op == "publish":
-                publish(*args)
-            else:
-                pipe.eval(self._send_to_script, 1, self._names.id_key(args[0]), self._proc_prefix, args[1])
-            kinds.append(op)
+        chunks = [directory[start:start + _BATCH] for start in range(0, len(directory), _BATCH)]
         acks = iter([args[2] if op == "send_to" and len(args) > 2 else None for op, args in messages])
+        kinds: list[str] = []  # what each command is: "wake", "directory" or a message's op
         woke = False  # the wake-up surely reached Redis: else it is sent again (a join must not wait)
         try:
             try:
+                pipe: Any = _Sequential(client) if isinstance(client, RedisCluster) else client.pipeline(transaction=False)
+                publish = getattr(pipe, self._publish_command)
+                if wake:
+                    for channel in self._wake_channels:
+                        publish(channel, _WAKE)
+                        kinds.append("wake")
+                ttl_ms = max(1, int(self.id_ttl * 1000))
+                for chunk in chunks:
+                    pipe.eval(_DIRECTORY, len(chunk), *(self._names.id_key(id) for id, _, _ in chunk), self.uid, ttl_ms,
+                              *(mode for _, mode, _ in chunk))
+                    kinds.append("directory")
+                for room, user in presence:  # absolute counts: written again after a failure, no harm
+                    channel = self._room_prefix + room.encode()
+                    pipe.eval(self._presence_script, 3, *presence_keys(channel, self.sharded), channel, self.uid, user,
+                              self._presence_counts.get((room, user), 0), max(1, int(self.presence_ttl * 1000)))
+                    kinds.append("presence")
+                for room, only_in in epochs:  # rooms that need a new epoch and have no message in this batch
+                    self._new_epoch_call(pipe, room, only_in)
+                    kinds.append("epoch")
+                for args, bump in positioned:
+                    room, payload, _, seq, history, message, _ = args
+                    channel = self._room_prefix + room.encode()
+                    pipe.eval(self._position_script, 2, *room_keys(channel, self.sharded), channel,
+                              positioned_head(message, self.uid),
+                              payload, new_epoch(), b"%016x" % seq, history.max_messages, history.max_bytes,
+                              max(1, int(history.max_age * 1000)), max(1, int(history.meta_ttl * 1000)),
+                              "1" if bump else "0")
+                    kinds.append("position")
+                for room in marked:  # a drop after the room's messages of this batch: its new epoch after them
+                    self._new_epoch_call(pipe, room, None)
+                    kinds.append("marker")
+                for op, args in messages:
+                    if op == "publish":
+                        publish(*args)
+                    else:
+                        pipe.eval(self._send_to_script, 1, self._names.id_key(args[0]), self._proc_prefix, args[1])
+                    kinds.append(op)
                 results = self._execute(client, pipe, kinds)
             except _Unconfirmed as exc:
                 ran = len(exc.done)
                 woke = kinds[:ran].count("wake") == kinds.count("wake")  # they come first
                 self._confirmed(kinds[:ran], exc.done, chunks, positioned, acks)  # a cluster's commands before the failure
                 self._unconfirmed(kinds, ran, exc.written, chunks, len(messages))
-                self._positioned_unconfirmed(kinds, ran, positioned, epochs)
+                self._positioned_unconfirmed(kinds, ran, positioned, epochs, marked)
                 self._presence_dirty.update(presence)  # not surely written: again after the reconnect
                 raise exc.error from None
+            except (redis.RedisError, OSError):
+                raise
+            except Exception as exc:  # not Redis's nor the network's (a bug): the batch is lost, and said so
+                self._batch_failed(exc, client, messages, acks, positioned, epochs, marked, chunks, presence)
+                return stopped
             woke = True
         finally:
             self._writing_bytes = 0
@@ -1259,6 +1347,48 @@ class RedisBackplane:
                 self._wake_wanted = True
         self._confirmed(kinds, results, chunks, positioned, acks)
         return stopped
+
+    def _new_epoch_call(self, pipe: Any, room: str, only_in: str | None) -> None:
+        """Queue in ``pipe`` the start of ``room``'s new epoch (only if it is still in ``only_in``, unless None)."""
+        channel = self._room_prefix + room.encode()
+        pipe.eval(self._new_epoch_script, 2, *room_keys(channel, self.sharded), channel, EPOCH_NOTICE + b"e" + self.uid,
+                  new_epoch(), int(DEFAULT_HISTORY.meta_ttl * 1000), only_in or "")
+
+    def _batch_failed(
+        self, exc: Exception, client: redis.Redis | RedisCluster, messages: list[tuple[str, tuple[Any, ...]]],
+        acks: Iterator[Callable[[bool], None] | None], positioned: list[tuple[tuple[Any, ...], bool]],
+        epochs: list[tuple[str, str | None]], marked: list[str], chunks: list[_Chunk], presence: list[tuple[str, str]],
+    ) -> None:
+        """A batch that failed on something other than Redis or the network (a bug): its messages
+        are dropped, counted, logged in one line (no payload), their waiting callers told at once;
+        its rooms start a new epoch (their members hear of the gap); the directory's and
+        presence's writes are done again. The connection is closed: the next batch starts clean."""
+        why = f"the publisher failed on them ({type(exc).__name__})"
+        count = len(messages) + len(positioned)
+        self.counters["dropped"] += count
+        if count:
+            log.error("backplane: dropped a batch of %d message(s): %s (%d dropped so far)", count, why,
+                      self.counters["dropped"])
+        else:
+            log.error("backplane: the publisher failed on a batch without messages (%s); its new epochs "
+                      "are not asked again", type(exc).__name__)
+        for ack in acks:
+            if ack is not None:
+                _answer(ack, MessageDropped(why))
+        rooms = {args[0] for args, _ in positioned}
+        for args, _ in positioned:
+            _told_dropped(self._tokens.pop(args[3], None), why)
+        if messages or positioned:  # a batch of epochs alone is not asked again: its failure never loops
+            for room, only_in in epochs:
+                self._new_epochs.setdefault(room, only_in)
+            rooms.update(marked)
+        for room in rooms:
+            self._new_epochs[room] = None
+        self._wake_publisher.set()
+        self._unconfirmed(["directory"] * len(chunks), 0, 0, chunks, 0)  # the directory's work: done again
+        self._presence_dirty.update(presence)
+        if not isinstance(client, RedisCluster):
+            client.connection_pool.disconnect()  # what it had half read or written is not the next batch's
 
     def _presence_ready(self) -> list[tuple[str, str]]:
         """The presence entries to write now: an arrival only once this process hears the room
@@ -1269,45 +1399,62 @@ class RedisBackplane:
         )
 
     def _positioned_batch(
-        self, ops: list[tuple[Any, ...]]
-    ) -> tuple[list[tuple[tuple[Any, ...], bool]], list[tuple[str, str | None]]]:
-        """The batch's room messages (each with "start a new epoch first"), and rooms that need only a new epoch.
+        self, ops: list[tuple[str, tuple[Any, ...]]]
+    ) -> tuple[list[tuple[tuple[Any, ...], bool]], list[tuple[str, str | None]], list[str]]:
+        """The batch's room messages (each with "start a new epoch first"), the rooms that need a new
+        epoch before them, and the rooms whose new epoch comes after them (a drop after their last
+        message in the batch: ``ops`` holds the queue's markers, in order).
 
-        A message queued longer than ``max_pending_age`` is dropped here (counted) and its room
-        starts a new epoch with its next message: the room's members hear of the gap.
+        A message queued longer than ``max_pending_age`` is dropped here (counted, its waiting
+        publish() told) and its room starts a new epoch after the messages before it: with its
+        next message, or after the batch's messages. The room's members hear of the gap where it is.
         """
         now = time.monotonic()
         kept: list[tuple[tuple[Any, ...], bool]] = []
-        for args in ops:
-            room, queued_at = args[0], args[6]
-            if now - queued_at > self.max_pending_age:
-                self._tokens.pop(args[3], None)
-                self._lose(room, f"it waited {now - queued_at:.0f} s for Redis (max_pending_age {self.max_pending_age:g})")
+        marked: list[str] = []  # in order: rooms with a drop after their last message so far
+        for op, args in ops:
+            room = args[0]
+            if op == "position" and now - args[6] > self.max_pending_age:
+                why = f"it waited {now - args[6]:.0f} s for Redis (max_pending_age {self.max_pending_age:g})"
+                _told_dropped(self._tokens.pop(args[3], None), why)
+                self._drop(1, why)
+                op = "epoch"
+            if op == "epoch":
+                if room not in marked:
+                    marked.append(room)
                 continue
-            bump = room in self._new_epochs and self._new_epochs[room] is None
+            bump = room in marked
             if bump:
+                marked.remove(room)
+            if room in self._new_epochs and self._new_epochs[room] is None:
                 del self._new_epochs[room]
+                bump = True
             kept.append((args, bump))
         epochs, self._new_epochs = sorted(self._new_epochs.items()), {}
-        return kept, epochs
+        return kept, epochs, marked
 
     def _positioned_unconfirmed(
         self, kinds: list[str], ran: int, positioned: list[tuple[tuple[Any, ...], bool]],
-        epochs: list[tuple[str, str | None]],
+        epochs: list[tuple[str, str | None]], marked: list[str],
     ) -> None:
-        """After a connection error: the room messages and new epochs not surely applied go first again.
+        """After a connection error: the room messages and new epochs not surely applied go first again,
+        in their order (a message that was to start a new epoch, after a marker that says so).
 
         Sending them again is safe: Redis applies each publish sequence number once.
         """
         first = kinds.index("position") if positioned else len(kinds)
-        again = [args for index, (args, _) in enumerate(positioned) if first + index >= ran]
-        for args, bump in positioned:
-            if bump:
-                self._new_epochs[args[0]] = None  # started again if it was not (a second notice at worst)
+        again: list[tuple[str, tuple[Any, ...]]] = []
+        for index, (args, bump) in enumerate(positioned):
+            if first + index >= ran:
+                if bump:
+                    again.append(("epoch", (args[0],)))
+                again.append(("position", args))
+        first = kinds.index("marker") if marked else len(kinds)
+        again += [("epoch", (room,)) for index, room in enumerate(marked) if first + index >= ran]
         self._new_epochs.update(epochs[max(ran - kinds.index("epoch"), 0):] if epochs else ())
-        self._queue.extendleft(("position", args) for args in reversed(again))
-        self._queued_messages += len(again)
-        self._queued_bytes += sum(args[2] for args in again)
+        self._queue.extendleft(reversed(again))
+        self._queued_messages += sum(1 for op, _ in again if op == "position")
+        self._queued_bytes += sum(args[2] for op, args in again if op == "position")
 
     def _execute(self, client: redis.Redis | RedisCluster, pipe: Any, kinds: list[str]) -> list[Any]:
         """Run the batch; on a connection error raise :class:`_Unconfirmed`: what ran, what may have been written."""
@@ -1361,43 +1508,57 @@ class RedisBackplane:
         acks: Iterator[Callable[[bool], None] | None] | None = None,
     ) -> None:
         """Count what Redis answered; settle the claims; note the local ids another process has; deliver
-        the room messages Redis gave a position (as heard: the registry orders them with the others)."""
+        the room messages Redis gave a position (as heard: the registry orders them with the others).
+
+        A callback that raises is logged; the batch's other answers are still handled (and the
+        publisher goes on)."""
         answered = iter(chunks)
         ordered = iter(positioned or ())
         for kind, result in zip(kinds, results, strict=True):
-            if kind == "directory":
-                self._directory_answered(next(answered), result)
-                continue
-            if kind in ("wake", "epoch", "presence"):
-                continue
-            if kind == "position":
-                self._positioned_answered(next(ordered)[0], result)
-                continue
-            ack = next(acks, None) if acks is not None else None  # the messages' (publish, send_to), in order
-            if isinstance(result, Exception):  # Redis refused the command (out of memory, ...)
-                self._drop(1, f"Redis refused it ({escape_for_log(str(result))})")
-            elif kind == "publish":
-                self.counters["published"] += 1
-            elif result == -1 or result == 0:  # no such id, or its process is not listening
-                self.counters["unknown_ids"] += 1
-                self._warn.log("backplane: send_to an id no process has (%d so far)", self.counters["unknown_ids"])
-                if ack is not None:
-                    ack(False)
-            else:
-                self.counters["published"] += 1
-                if ack is not None:
-                    ack(True)
+            try:
+                self._answered_one(kind, result, answered, ordered, acks)
+            except Exception:
+                log.exception("backplane: handling Redis's answer to a %s failed", kind)
+
+    def _answered_one(
+        self, kind: str, result: Any, answered: Iterator[_Chunk],
+        ordered: Iterator[tuple[tuple[Any, ...], bool]], acks: Iterator[Callable[[bool], None] | None] | None,
+    ) -> None:
+        """One command's answer (see :meth:`_confirmed`); the iterators advance before any callback runs."""
+        if kind == "directory":
+            self._directory_answered(next(answered), result)
+            return
+        if kind in ("wake", "epoch", "marker", "presence"):
+            return
+        if kind == "position":
+            self._positioned_answered(next(ordered)[0], result)
+            return
+        ack = next(acks, None) if acks is not None else None  # the messages' (publish, send_to), in order
+        if isinstance(result, Exception):  # Redis refused the command (out of memory, ...)
+            why = f"Redis refused it ({escape_for_log(str(result))})"
+            self._drop(1, why)
+            _answer(ack, MessageDropped(why))
+        elif kind == "publish":
+            self.counters["published"] += 1
+        elif result == -1 or result == 0:  # no such id, or its process is not listening
+            self.counters["unknown_ids"] += 1
+            self._warn.log("backplane: send_to an id no process has (%d so far)", self.counters["unknown_ids"])
+            _answer(ack, False)
+        else:
+            self.counters["published"] += 1
+            _answer(ack, True)
 
     def _positioned_answered(self, args: tuple[Any, ...], result: Any) -> None:
         room, _, _, seq, _, message, _ = args
         if isinstance(result, Exception):  # Redis refused the script (out of memory, ...)
-            self._tokens.pop(seq, None)
-            self._lose(room, f"Redis refused it ({escape_for_log(str(result))})")
+            why = f"Redis refused it ({escape_for_log(str(result))})"
+            _told_dropped(self._tokens.pop(seq, None), why)
+            self._lose(room, why)
             return
         self.counters["published"] += 1
         epoch, offset = result[0].decode(), int(result[1])
-        if offset < 1:
-            return  # applied before this resend: heard then, or read from the log after a gap
+        if offset < 1:  # applied before this resend: heard then (or still to be heard: its token waits for it)
+            return
         if not self._same_as_before(room, Position(epoch, offset), self.uid, seq):
             return
         token = self._tokens.pop(seq, None)
@@ -1441,3 +1602,22 @@ class _Unconfirmed(Exception):
     def __init__(self, done: list[Any], written: int, error: Exception) -> None:
         super().__init__(str(error))
         self.done, self.written, self.error = done, written, error
+
+
+def _answer(ack: Callable[[Any], Any] | None, value: Any) -> None:
+    """Call a waiting caller's ``ack`` (a callback of the registry): what it raises is logged, never
+    the publisher's problem."""
+    if ack is None:
+        return
+    try:
+        ack(value)
+    except Exception:
+        log.exception("backplane: an acknowledgement callback failed")
+
+
+def _told_dropped(token: Any, why: str) -> None:
+    """A room message that will never have a position: the ``publish(..., timeout)`` waiting for it
+    (a token with an ``ack``, ``broadcast/ordered_rooms.py``) raises :class:`MessageDropped` at once."""
+    ack = getattr(token, "ack", None)
+    if callable(ack):
+        _answer(ack, MessageDropped(why))
