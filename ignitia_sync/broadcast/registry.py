@@ -627,6 +627,7 @@ class Registry:
             if self._presence_telling:
                 return
             self._presence_telling = True
+        events: list[tuple[str, str, bool]] = []
         try:
             while True:
                 with self._lock:
@@ -634,10 +635,12 @@ class Registry:
                     if not events:
                         self._presence_telling = False
                         return
-                for event in events:
-                    self._presence_event(*event)
-        except BaseException:
+                while events:
+                    self._presence_event(*events[0])
+                    del events[0]
+        except BaseException:  # killed while telling (a callback that switched): the rest is told later
             with self._lock:
+                self._presence_events[:0] = events[1:]
                 self._presence_telling = False
             raise
 

@@ -109,3 +109,25 @@ def test_events_found_by_several_threads_are_told_one_at_a_time_in_order():
     alice.join(10)
     assert told == [("alice", True), ("bob", True)]
     assert registry._presence_events == [] and not registry._presence_telling
+
+
+def test_events_left_when_the_teller_is_killed_are_told_by_the_next_caller():
+    import gevent
+
+    registry = Registry(presence=True)
+    told: list[str] = []
+
+    def callback(room: str, user: str, joined: bool) -> None:
+        told.append(user)
+        if user == "alice":
+            raise gevent.GreenletExit  # the telling greenlet killed in the middle (a callback that switched)
+
+    registry.on_presence(callback)
+    with registry._lock:
+        registry._presence_joined("lobby", "alice")
+        registry._presence_joined("lobby", "bob")
+    with pytest.raises(gevent.GreenletExit):
+        registry._tell_presence()
+    assert told == ["alice"] and not registry._presence_telling
+    registry._tell_presence()
+    assert told == ["alice", "bob"]  # bob's arrival was not lost with the greenlet
