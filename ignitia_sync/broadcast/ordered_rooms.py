@@ -315,6 +315,9 @@ class OrderedRooms:
         """
         registry = self._registry
         with registry._order:
+            # A member already (two threads joining at once; registry.join returns early otherwise):
+            # a failure of this join leaves it one.
+            member_before = ws in registry._rooms.get(room, ())
             self.seams[(ws, room)] = []
             self.sequencer.hold(room)  # a first member: nothing is delivered before the log says where it starts
             try:
@@ -326,7 +329,7 @@ class OrderedRooms:
         try:
             return self._seam(room, ws, since, history)
         except BaseException:
-            self._abandon(room, ws)
+            self._abandon(room, ws, leave=not member_before)
             raise
 
     def _seam(self, room: str, ws: WebSocketConnection, since: Position | None, history: History) -> Recovery:
@@ -386,15 +389,17 @@ class OrderedRooms:
         if self.sequencer.holds(room) and not any(joining == room for _, joining in self.seams):
             self._deliver(room, self.sequencer.start_unknown(room))
 
-    def _abandon(self, room: str, ws: WebSocketConnection) -> None:
-        """A join that raised after adding ``ws``: its seam goes, ``ws`` leaves the room, the room goes on."""
+    def _abandon(self, room: str, ws: WebSocketConnection, leave: bool) -> None:
+        """A join that raised after adding ``ws``: its seam goes, ``ws`` leaves the room (unless it was a
+        member before this join: ``leave`` False), the room goes on."""
         registry = self._registry
         with registry._order:
             self.seams.pop((ws, room), None)
             self._held_frames.pop((ws, room), None)
             self.floors.pop((ws, room), None)
         try:
-            registry.leave(room, ws)
+            if leave:
+                registry.leave(room, ws)
         finally:
             with registry._order:
                 self._release(room)

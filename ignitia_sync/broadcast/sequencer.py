@@ -86,10 +86,13 @@ class _Room:
         self.held: list[tuple[Position, Any]] = []  # while the start is not known
         self.left = left  # the epochs it left, the last one last: never gone back to
 
-    def leave_for(self, epoch: str, last: int) -> _Room:
-        """This room in ``epoch`` from ``last`` on, remembering the epoch it leaves."""
-        left = self.left if not self.epoch else (*self.left, self.epoch)[-_LEFT_EPOCHS:]
-        return _Room(epoch, last, left)
+    def leave_for(self, epoch: str, last: int, older: tuple[str, ...] = ()) -> _Room:
+        """This room in ``epoch`` from ``last`` on, remembering the epoch it leaves (and ``older`` ones).
+
+        ``epoch`` itself is never among those left: a room is never in an epoch it ignores.
+        """
+        left = (*self.left, *((self.epoch,) if self.epoch else ()), *older)
+        return _Room(epoch, last, tuple(e for e in left if e != epoch)[-_LEFT_EPOCHS:])
 
 
 class Sequencer:
@@ -121,23 +124,26 @@ class Sequencer:
 
         ``position`` None: the room's log had no epoch (a new room): its first epoch from offset 1.
         An epoch change among what was held comes back as ``(start of the new epoch, NEW_EPOCH)``
-        before that epoch's messages; what was held of another epoch before a message (or
-        notice) of ``position``'s epoch is older than the log's read, and dropped.
+        before that epoch's messages; what was held of another epoch before the first message
+        (or notice) of ``position``'s epoch is older than the log's read: dropped, and its epochs
+        count as left (a late one of them is ignored). The log's epoch is the room's from here on,
+        even one it had left.
         """
         state = self._rooms.get(room)
         held = state.held if state is not None and state.epoch is _HELD else []
+        older: tuple[str, ...] = ()  # epochs of what was held before the log's: late ones are ignored
         if position is not None:
-            read = [index for index, (early, _) in enumerate(held) if early.epoch == position.epoch]
-            if read:
-                held = [(early, item) for index, (early, item) in enumerate(held)
-                        if index > read[-1] or early.epoch == position.epoch]
+            first = next((index for index, (early, _) in enumerate(held) if early.epoch == position.epoch), None)
+            if first is not None:  # cut at the first of the log's epoch: a late duplicate cuts nothing newer
+                older = tuple(dict.fromkeys(early.epoch for early, _ in held[:first]))
+                held = held[first:]
         if state is None or state.epoch is _HELD or (position is not None and state.epoch != position.epoch):
             if position is None:
                 state = self._rooms[room] = _Room(_NEW, 0)
             elif state is None:
                 state = self._rooms[room] = _Room(position.epoch, position.offset)
             else:
-                state = self._rooms[room] = state.leave_for(position.epoch, position.offset)
+                state = self._rooms[room] = state.leave_for(position.epoch, position.offset, older)
         elif position is not None and position.offset > state.last:
             state.last = position.offset
             for offset in [offset for offset in state.waiting if offset <= position.offset]:
@@ -203,7 +209,7 @@ class Sequencer:
             return Offered()
         if state.epoch == _NEW:  # a new room: its first epoch, from offset 1
             state.epoch = position.epoch
-        if position.epoch in state.left:
+        if position.epoch != state.epoch and position.epoch in state.left:
             return Offered()  # a late message of an epoch the room left: never back to it
         offered = Offered()
         if position.epoch != state.epoch:  # the log lost what it had: the new epoch from its start

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ignitia_sync.broadcast.positions import Position
-from ignitia_sync.broadcast.sequencer import Sequencer
+from ignitia_sync.broadcast.sequencer import NEW_EPOCH, Sequencer
 
 
 def offsets(offered):
@@ -61,3 +61,51 @@ def test_what_may_wait_is_bounded():
     for offset in (3, 4, 5):
         sequencer.offer("r", Position("e", offset), offset)
     assert [item for _, item in sequencer.skip_to("r", 2)] == [3, 4]  # 5 did not fit: it is read again
+
+
+def test_a_late_message_of_an_old_epoch_does_not_leave_the_room_deaf_to_the_logs_epoch():
+    sequencer = Sequencer()
+    sequencer.hold("r")
+    sequencer.offer("r", Position("A", 7), "late, of the old epoch")  # held
+    sequencer.start("r", Position("B", 0))  # the log is in B: A:7 is replayed (A is taken as new)
+    sequencer.notice("r", Position("B", 0))
+    assert offsets(sequencer.offer("r", Position("B", 1), "b1")) == []  # B was left for A: ignored
+    sequencer.start("r", Position("B", 0))  # the fill: the log is in B, and B is the room's again
+    assert offsets(sequencer.offer("r", Position("B", 2), "b2")) == []  # waits for 1
+    assert sequencer.missing("r") == (1, 1)
+    assert offsets(sequencer.offer("r", Position("B", 1), "b1, read from the log")) == [1, 2]
+    assert sequencer.last("r") == Position("B", 2)
+
+
+def test_start_goes_back_to_a_left_epoch_when_the_log_is_in_it():
+    sequencer = Sequencer()
+    sequencer.start("r", Position("A", 3))
+    assert sequencer.offer("r", Position("B", 1), "b1").new_epoch == Position("B", 0)  # A is left
+    assert offsets(sequencer.offer("r", Position("A", 4), "late a4")) == []  # ignored
+    sequencer.start("r", Position("A", 3))  # the log says A: authoritative
+    assert offsets(sequencer.offer("r", Position("A", 4), "a4")) == [4]
+    assert offsets(sequencer.offer("r", Position("B", 2), "late b2")) == []  # B is left now
+    assert sequencer.last("r") == Position("A", 4)
+
+
+def test_a_late_duplicate_of_the_logs_epoch_does_not_drop_what_was_held_after_its_first():
+    sequencer = Sequencer()
+    sequencer.hold("r")
+    sequencer.offer("r", Position("B", 1), "b1")
+    sequencer.notice("r", Position("C", 0))
+    sequencer.offer("r", Position("C", 1), "c1")
+    sequencer.offer("r", Position("B", 1), "b1 again (a late publish answer)")
+    assert sequencer.start("r", Position("B", 1)) == [(Position("C", 0), NEW_EPOCH), (Position("C", 1), "c1")]
+    assert sequencer.last("r") == Position("C", 1)
+
+
+def test_an_epoch_held_before_the_logs_is_older_and_a_late_message_of_it_is_ignored():
+    sequencer = Sequencer()
+    sequencer.hold("r")
+    sequencer.offer("r", Position("A", 5), "a5")
+    sequencer.offer("r", Position("B", 1), "b1")
+    assert [item for _, item in sequencer.start("r", Position("B", 0))] == ["b1"]  # A:5 is older: dropped
+    late = sequencer.offer("r", Position("A", 6), "a6, late")
+    assert late.new_epoch is None and offsets(late) == []  # not a switch back to A
+    assert sequencer.notice("r", Position("A", 0)).new_epoch is None
+    assert offsets(sequencer.offer("r", Position("B", 2), "b2")) == [2]
