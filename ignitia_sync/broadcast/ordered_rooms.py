@@ -25,6 +25,7 @@ Example (the registry makes one when its backplane gives positions)::
 
 from __future__ import annotations
 
+import collections
 import logging
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
@@ -113,6 +114,7 @@ class OrderedRooms:
         #: Members in the middle of a join: what was delivered to them meanwhile, held aside.
         #: (A gap announced meanwhile is held as (its position or None, its frame, _GAP).)
         self.seams: dict[tuple[WebSocketConnection, str], list[tuple[Position | None, Message, Any]]] = {}
+        self._joining: collections.Counter[str] = collections.Counter()  # seams per room (_open_seam)
         # Frames without a position (presence) for members in the middle of a join: after it.
         self._held_frames: dict[tuple[WebSocketConnection, str], list[Message]] = {}
         #: Members that got the log further than this process has delivered live: live messages
@@ -178,9 +180,25 @@ class OrderedRooms:
             self._filling.add(room)
             gevent.spawn_later(FILL_GRACE, self._fill, room)
 
+    def _open_seam(self, ws: WebSocketConnection, room: str) -> None:
+        """Under the order lock: ``ws`` is joining ``room``; what it is delivered meanwhile is held."""
+        if (ws, room) not in self.seams:
+            self._joining[room] += 1
+        self.seams[(ws, room)] = []
+
+    def _close_seam(self, ws: WebSocketConnection, room: str) -> list[tuple[Position | None, Message, Any]]:
+        """Under the order lock: the join of ``ws`` is over (or gave up); what was held for it."""
+        held = self.seams.pop((ws, room), None)
+        if held is None:
+            return []
+        self._joining[room] -= 1
+        if not self._joining[room]:
+            del self._joining[room]
+        return held
+
     def _ordering(self, room: str) -> bool:
         """Under the order lock: the room has members here, or one is joining (else nothing is ordered)."""
-        return room in self._registry._rooms or any(joining == room for _, joining in self.seams)
+        return room in self._registry._rooms or self._joining[room] > 0
 
     def _new_epoch(self, room: str, position: Position) -> None:
         """Under the order lock: the room's log started again (messages were dropped): say so, go on.
@@ -318,12 +336,12 @@ class OrderedRooms:
             # A member already (two threads joining at once; registry.join returns early otherwise):
             # a failure of this join leaves it one.
             member_before = ws in registry._rooms.get(room, ())
-            self.seams[(ws, room)] = []
+            self._open_seam(ws, room)
             self.sequencer.hold(room)  # a first member: nothing is delivered before the log says where it starts
             try:
                 registry._add_member(room, ws)
             except BaseException:  # not registered (closed meanwhile): nothing to hold for it
-                self.seams.pop((ws, room), None)
+                self._close_seam(ws, room)
                 self._release(room)
                 raise
         try:
@@ -355,7 +373,7 @@ class OrderedRooms:
                 # (None: the log has no epoch yet); unread, it starts with the first message heard.
                 # What was held then goes to this member's seam too, announcements in their place.
                 self._deliver(room, self.sequencer.start(room, current) if read else self.sequencer.start_unknown(room))
-            held = self.seams.pop((ws, room), [])
+            held = self._close_seam(ws, room)
             if ws._resume is not None:
                 registry._push_joined(ws, room, recovery)
             last = since.offset if since is not None and recovery.complete else -1
@@ -386,7 +404,7 @@ class OrderedRooms:
 
     def _release(self, room: str) -> None:
         """Under the order lock: a join gave up; if no other join waits, what the room held goes on."""
-        if self.sequencer.holds(room) and not any(joining == room for _, joining in self.seams):
+        if self.sequencer.holds(room) and not self._joining[room] > 0:
             self._deliver(room, self.sequencer.start_unknown(room))
 
     def _abandon(self, room: str, ws: WebSocketConnection, leave: bool) -> None:
@@ -394,7 +412,7 @@ class OrderedRooms:
         member before this join: ``leave`` False), the room goes on."""
         registry = self._registry
         with registry._order:
-            self.seams.pop((ws, room), None)
+            self._close_seam(ws, room)
             self._held_frames.pop((ws, room), None)
             self.floors.pop((ws, room), None)
         try:
@@ -418,7 +436,7 @@ class OrderedRooms:
 
         While a join of the room is in progress its state stays (the join forgets it at its end).
         """
-        if any(joining == room for _, joining in self.seams):
+        if self._joining[room] > 0:
             return
         self.sequencer.forget(room)
         for key in [key for key in self.floors if key[1] == room]:
