@@ -127,8 +127,12 @@ class MessageDecodeError(IgnitiaError, ValueError):
 
 
 class MessageDropped(IgnitiaError):
-    """A message waited for (``Registry.publish(..., timeout=)``, ``send_to(..., timeout=)``) was
-    dropped by the backplane and will never be delivered: raised at once, not after the timeout.
+    """A message waited for was dropped by the backplane and will never be delivered: raised at
+    once, not after the timeout.
+
+    ``Registry.publish(..., timeout=)``: the queue was full, the message waited too long for
+    Redis, Redis refused it, or the backplane closed. ``send_to(..., timeout=)`` to another
+    process: Redis refused it (otherwise a lost one ends in ``TimeoutError``).
 
     Attributes:
         reason: why it was dropped (a queue full, Redis refused it, it waited too long, ...).
