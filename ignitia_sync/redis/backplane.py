@@ -110,6 +110,7 @@ from .inspection import Answerer, Inspectable, gather
 from .link import LinkEvent, LinkState, transition
 from .positions import (
     EPOCH_NOTICE,
+    KEEP_SEQUENCE_MS,
     NEW_EPOCH,
     POSITION,
     POSITIONED,
@@ -243,6 +244,9 @@ class RedisBackplane:
             raise ValueError(f"presence_ttl must be at least 0.3 s, not {presence_ttl!r}")
         if not max_pending_age > 0:
             raise ValueError(f"max_pending_age must be positive seconds, not {max_pending_age!r}")
+        if not max_pending_age < KEEP_SEQUENCE_MS / 1000:  # a message sent again must still be known as applied
+            raise ValueError(f"max_pending_age must be under {KEEP_SEQUENCE_MS // 1000} s (how long Redis keeps "
+                             f"what each process applied), not {max_pending_age!r}")
         if not inspect_max_connections > 0:
             raise ValueError(f"inspect_max_connections must be positive, not {inspect_max_connections!r}")
         if not id_ttl >= 0.1:
@@ -477,10 +481,11 @@ class RedisBackplane:
         """This process now has ``count`` connections of ``user`` in ``room``; written to Redis soon (never blocks)."""
         if self._handed_over(self.presence_changed, room, user, count):
             return
-        try:
+        try:  # sharded, a name whose keys cannot share its channel's slot; text that is not UTF-8
             presence_keys(self._room_prefix + room.encode(), self.sharded)
-        except ValueError as exc:  # sharded, a name whose keys cannot share its channel's slot
-            self._warn.log("presence of room %s is not shared: %s", escape_for_log(room), exc)
+            user.encode()
+        except ValueError as exc:  # (UnicodeEncodeError is one): refused here, never a batch that fails
+            self._warn.log("presence of room %s is not shared: %s", escape_for_log(room), type(exc).__name__)
             return
         if count:
             self._presence_counts[(room, user)] = count
@@ -664,7 +669,9 @@ class RedisBackplane:
             self._rooms.discard(room)
             self._seen.pop(room, None)  # no member here: no window of positions kept for it
             channel = self._room_prefix + room.encode()
-            self._listened.discard(channel)  # a later join is a first subscription, not a return
+            if channel not in self._listening:  # Redis is away: a later join is a first subscription, not a return
+                self._listened.discard(channel)  # (else the unsubscribe's confirmation does it, if one is sent:
+                # a join back before the listener runs sends none, and the room stays one that returns)
             for answer in self._listen_waiters.pop(channel, ()):  # joins of members gone: no wait for Redis
                 answer(False)
             self._subscriptions_changed(channel, False)
@@ -1305,21 +1312,61 @@ class RedisBackplane:
                     pipe.eval(self._presence_script, 3, *presence_keys(channel, self.sharded), channel, self.uid, user,
                               self._presence_counts.get((room, user), 0), max(1, int(self.presence_ttl * 1000)))
                     kinds.append("presence")
+                # Each room command is built in a try of its own: one that raises (a bug, a room name
+                # that is not UTF-8) is dropped alone, never asked again; the rest of the batch goes.
+                failed: list[tuple[str, Exception]] = []  # (room, what it raised), logged in one line
+                kept_epochs: list[tuple[str, str | None]] = []
                 for room, only_in in epochs:  # rooms that need a new epoch and have no message in this batch
-                    self._new_epoch_call(pipe, room, only_in)
+                    try:
+                        self._new_epoch_call(pipe, room, only_in)
+                    except Exception as exc:
+                        failed.append((room, exc))
+                        continue
+                    kept_epochs.append((room, only_in))
                     kinds.append("epoch")
-                for args, bump in positioned:
+                epochs = kept_epochs
+                kept: list[tuple[tuple[Any, ...], bool]] = []
+                gaps: list[str] = []  # rooms with a message dropped here: a new epoch with the next one, or after
+                positioned_before = positioned
+                for args, bump in positioned_before:
                     room, payload, _, seq, history, message, _ = args
-                    channel = self._room_prefix + room.encode()
-                    pipe.eval(self._position_script, 2, *room_keys(channel, self.sharded), channel,
-                              positioned_head(message, self.uid),
-                              payload, new_epoch(), b"%016x" % seq, history.max_messages, history.max_bytes,
-                              max(1, int(history.max_age * 1000)), max(1, int(history.meta_ttl * 1000)),
-                              "1" if bump else "0")
+                    bump = bump or room in gaps
+                    try:
+                        channel = self._room_prefix + room.encode()
+                        pipe.eval(self._position_script, 2, *room_keys(channel, self.sharded), channel,
+                                  positioned_head(message, self.uid),
+                                  payload, new_epoch(), b"%016x" % seq, history.max_messages, history.max_bytes,
+                                  max(1, int(history.max_age * 1000)), max(1, int(history.meta_ttl * 1000)),
+                                  "1" if bump else "0")
+                    except Exception as exc:
+                        failed.append((room, exc))
+                        self.counters["dropped"] += 1
+                        _told_dropped(self._tokens.pop(seq, None), f"the publisher failed on it ({type(exc).__name__})")
+                        if room not in gaps:
+                            gaps.append(room)
+                        continue
+                    if room in gaps:
+                        gaps.remove(room)
+                    kept.append((args, bump))
                     kinds.append("position")
-                for room in marked:  # a drop after the room's messages of this batch: its new epoch after them
-                    self._new_epoch_call(pipe, room, None)
+                positioned = kept
+                kept_marked: list[str] = []
+                for room in [*marked, *(room for room in gaps if room not in marked)]:
+                    try:  # a drop after the room's messages of this batch: its new epoch after them
+                        self._new_epoch_call(pipe, room, None)
+                    except Exception as exc:
+                        failed.append((room, exc))
+                        continue
+                    kept_marked.append(room)
                     kinds.append("marker")
+                marked = kept_marked
+                if failed:
+                    lost = len(positioned_before) - len(positioned)
+                    log.error("backplane: dropped %d message(s) and %d new epoch(s) the publisher failed on (%s, "
+                              "room(s) %s); the rest of the batch goes on (%d dropped so far)", lost, len(failed) - lost,
+                              ", ".join(sorted({type(exc).__name__ for _, exc in failed})),
+                              ", ".join(sorted({escape_for_log(repr(room)) for room, _ in failed})[:3]),
+                              self.counters["dropped"])
                 for op, args in messages:
                     if op == "publish":
                         publish(*args)
@@ -1362,7 +1409,12 @@ class RedisBackplane:
         """A batch that failed on something other than Redis or the network (a bug): its messages
         are dropped, counted, logged in one line (no payload), their waiting callers told at once;
         its rooms start a new epoch (their members hear of the gap); the directory's and
-        presence's writes are done again. The connection is closed: the next batch starts clean."""
+        presence's writes are done again. The connection is closed: the next batch starts clean.
+
+        The new epochs (of the batch's rooms, and those it was to ask) are asked at once, each in
+        a command of its own: one that fails again on something not Redis's is dropped (logged),
+        never asked again (no loop), and the others' gaps are still announced. A connection
+        failure leaves them to the next batch."""
         why = f"the publisher failed on them ({type(exc).__name__})"
         count = len(messages) + len(positioned)
         self.counters["dropped"] += count
@@ -1371,24 +1423,39 @@ class RedisBackplane:
                       self.counters["dropped"])
         else:
             log.error("backplane: the publisher failed on a batch without messages (%s); its new epochs "
-                      "are not asked again", type(exc).__name__)
+                      "are asked again one by one", type(exc).__name__)
         for ack in acks:
             if ack is not None:
                 _answer(ack, MessageDropped(why))
-        rooms = {args[0] for args, _ in positioned}
+        rooms: dict[str, str | None] = {args[0]: None for args, _ in positioned}
         for args, _ in positioned:
             _told_dropped(self._tokens.pop(args[3], None), why)
-        if messages or positioned:  # a batch of epochs alone is not asked again: its failure never loops
-            for room, only_in in epochs:
-                self._new_epochs.setdefault(room, only_in)
-            rooms.update(marked)
-        for room in rooms:
-            self._new_epochs[room] = None
+        rooms.update((room, None) for room in marked)
+        for room, only_in in epochs:
+            rooms.setdefault(room, only_in)
         self._wake_publisher.set()
         self._unconfirmed(["directory"] * len(chunks), 0, 0, chunks, 0)  # the directory's work: done again
         self._presence_dirty.update(presence)
         if not isinstance(client, RedisCluster):
             client.connection_pool.disconnect()  # what it had half read or written is not the next batch's
+        todo = sorted(rooms.items())
+        for index, (room, only_in) in enumerate(todo):  # each alone: a failure tells which room it was
+            try:
+                pipe: Any = _Sequential(client) if isinstance(client, RedisCluster) else client.pipeline(transaction=False)
+                self._new_epoch_call(pipe, room, only_in)
+                pipe.execute(raise_on_error=False)  # an error Redis answers is let go, as in a batch
+            except (redis.RedisError, OSError, _Interrupted):  # the link failed: with the next batch
+                for later, later_only_in in todo[index:]:
+                    if later_only_in is None:
+                        self._new_epochs[later] = None
+                    else:
+                        self._new_epochs.setdefault(later, later_only_in)
+                break
+            except Exception as again:  # this room's command itself fails: its gap cannot be announced
+                log.error("backplane: the new epoch of room %s failed (%s): not asked again",
+                          escape_for_log(repr(room)), type(again).__name__)
+                if not isinstance(client, RedisCluster):
+                    client.connection_pool.disconnect()
 
     def _presence_ready(self) -> list[tuple[str, str]]:
         """The presence entries to write now: an arrival only once this process hears the room

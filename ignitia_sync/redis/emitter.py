@@ -21,6 +21,7 @@ Example::
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
@@ -31,6 +32,7 @@ from redis.retry import Retry
 
 from ..broadcast.positions import DEFAULT_HISTORY, HistoryChoice, RoomPositions
 from ..broadcast.registry import _check_application_id
+from ..connection.threads import allocate_real_lock
 from ..message import Message, check_revocation_close
 from .envelope import (
     _BROADCAST,
@@ -122,10 +124,14 @@ class Emitter:
         self._seq = 0  # publish sequence numbers (never resent: each is applied once anyway)
         # A room's script compares a process's numbers (a smaller one than the last applied is
         # "sent again", not published): taking the next one and running its script are one step
-        # for every thread. The lock is held across the round trip: threading's own, so that it
-        # is gevent's in a monkey-patched process (greenlets sharing the Emitter wait for each
-        # other cooperatively; a real lock would block the hub that the holder waits in).
-        self._seq_lock = threading.Lock()
+        # for every thread. The lock is held across the round trip: threading's own, made at
+        # first use in each process (_sequence_lock), so that it is gevent's once the process is
+        # monkey-patched (greenlets sharing the Emitter wait for each other cooperatively; a real
+        # lock would block the hub the holder waits in). An Emitter made at import in gunicorn's
+        # master, before its workers patch, must not keep a real one.
+        self._seq_lock: Any = None
+        self._seq_lock_pid = 0
+        self._making_lock = allocate_real_lock()  # held for an assignment only, never across I/O
 
     def broadcast(self, message: Message | str | bytes, room: str | None = None) -> int:
         """Send to every connection (or every member of ``room``); returns how many processes heard it.
@@ -145,13 +151,22 @@ class Emitter:
         if history is None:
             return int(self._publish(channel, encode(_BROADCAST, message, self._uid)))
         keys = room_keys(channel, self._sharded)
-        with self._seq_lock:
+        with self._sequence_lock():
             self._seq += 1
             _, _, heard = self._client.eval(
                 self._position_script, 2, *keys, channel, positioned_head(message, self._uid),
                 payload_of(message), new_epoch(), b"%016x" % self._seq, history.max_messages, history.max_bytes,
                 max(1, int(history.max_age * 1000)), max(1, int(history.meta_ttl * 1000)), "0")
         return int(heard)
+
+    def _sequence_lock(self) -> Any:
+        """The lock of the publish sequence: ``threading.Lock`` as it is now in this process (gevent's once patched)."""
+        pid = os.getpid()
+        if self._seq_lock is None or self._seq_lock_pid != pid:
+            with self._making_lock:
+                if self._seq_lock is None or self._seq_lock_pid != pid:
+                    self._seq_lock, self._seq_lock_pid = threading.Lock(), pid
+        return self._seq_lock
 
     def send_to(self, id: str, message: Message | str | bytes) -> bool:
         """Send to the connection identified as ``id``; False when no process has it.

@@ -187,7 +187,8 @@ def decode_positioned(data: bytes) -> tuple[bytes, Position, int, Message | None
 #: KEYS: the room's meta and log. ARGV: 1 the channel, 2 the envelope's head (kind, type,
 #: sender uid), 3 the payload, 4 a new epoch (used when the room has none, or with ARGV[10]),
 #: 5 the sender's publish sequence number, 6 max_messages, 7 max_bytes, 8 max_age in ms, 9
-#: meta_ttl in ms, 10 "1" to start a new epoch first (the sender dropped messages of the room).
+#: meta_ttl in ms, 10 "1" to start a new epoch first (the sender dropped messages of the room:
+#: its log starts again, every process's ``p:UID`` and ``l:UID`` stay, as with :data:`NEW_EPOCH`).
 #: Returns {epoch, offset}; offset -1: this sequence number was applied before (sent again).
 #:
 #: The meta also keeps ``m``, the room's meta_ttl (for :data:`NEW_EPOCH`), ``l:UID`` the time
@@ -208,9 +209,9 @@ if epoch then
   local applied = redis.call('HGET', meta, 'p:' .. uid)
   if applied and tonumber(applied, 16) >= tonumber(ARGV[5], 16) then return {epoch, -1} end
 end
-if not epoch or ARGV[10] == '1' then
+if not epoch or ARGV[10] == '1' then  -- the log starts again; p:UID and l:UID stay (applied once, across epochs)
   epoch = ARGV[4]
-  redis.call('DEL', meta, log)
+  redis.call('DEL', log)
   redis.call('HSET', meta, 'e', epoch, 'o', 0, 'b', 0)
 end
 local offset = redis.call('HINCRBY', meta, 'o', 1)
@@ -252,12 +253,14 @@ return {epoch, offset, heard}
 #: envelope's head, 3 the new epoch, 4 meta_ttl ms when the room's own is not known, 5 "" or the
 #: epoch the room must still be in (each process that saw the position given twice asks: the
 #: first one's epoch is kept). The new epoch keeps the room's meta_ttl (``m``, written by
-#: POSITION and READ_LOG), which the caller may not know. Every process hears the ``E`` notice
-#: and tells the room's members of the gap.
+#: POSITION and READ_LOG), which the caller may not know, and every process's ``p:UID`` and
+#: ``l:UID`` (a message applied before the new epoch and sent again is still applied once);
+#: only the log and the epoch's fields (``e``, ``o``, ``b``) start again. Every process hears
+#: the ``E`` notice and tells the room's members of the gap.
 NEW_EPOCH = """
 if ARGV[5] ~= '' and redis.call('HGET', KEYS[1], 'e') ~= ARGV[5] then return 0 end
 local ttl = redis.call('HGET', KEYS[1], 'm') or ARGV[4]
-redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('DEL', KEYS[2])  -- the log only: every process's p:UID and l:UID stay (a resend is not applied twice)
 redis.call('HSET', KEYS[1], 'e', ARGV[3], 'o', 0, 'b', 0, 'm', ttl)
 redis.call('PEXPIRE', KEYS[1], ttl)
 redis.call('%s', ARGV[1], ARGV[2] .. string.char(#ARGV[3]) .. ARGV[3] .. string.rep('0', 32))

@@ -76,29 +76,32 @@ def test_a_join_while_the_rooms_unsubscribe_is_on_its_way_waits_for_the_fresh_su
     it: listen_now must wait for the new SUBSCRIBE's confirmation, or the broadcasts Redis
     publishes between the two commands are lost for a join that already returned."""
     proxy = DelayingProxy(redis_server.port, delay=0.3)  # each (UN)SUBSCRIBE reaches Redis 0.3 s late
-    joiner, heard, _ = made(proxy.url)
-    publisher, answered, _ = made()
-    joiner.joined("r")
-    assert joiner.listen_now("r", 10)
-    before = proxy.delayed
-    joiner.left("r")
-    wait_for(lambda: proxy.delayed == before + 1, "the UNSUBSCRIBE held back on its way to Redis")
-    joiner.joined("r")
-    assert joiner.listen_now("r", 10)
-    # From now on every message of the room must be heard. Publish one at a time until one
-    # published after the fresh SUBSCRIBE went out (so after the UNSUBSCRIBE) has been heard.
-    published: list[str] = []
-    late: list[str] = []  # published once both commands were on their way
-    while not any(text in late for text in texts(heard)):
-        assert len(published) < 5000, "the room was never heard again"
-        text = f"m{len(published)}"
-        if proxy.delayed >= before + 2:
-            late.append(text)
-        publisher.publish_positioned(Message.text(text), "r", History())
-        published.append(text)
-        wait_for(lambda: published[-1] in texts(answered), "Redis to take it")  # one at a time
-    wait_for(lambda: published[-1] in texts(heard), "the last one heard")
-    assert [text for text in published if text not in texts(heard)] == []  # none lost after the join
+    try:
+        joiner, heard, _ = made(proxy.url)
+        publisher, answered, _ = made()
+        joiner.joined("r")
+        assert joiner.listen_now("r", 10)
+        before = proxy.delayed
+        joiner.left("r")
+        wait_for(lambda: proxy.delayed == before + 1, "the UNSUBSCRIBE held back on its way to Redis")
+        joiner.joined("r")
+        assert joiner.listen_now("r", 10)
+        # From now on every message of the room must be heard. Publish one at a time until one
+        # published after the fresh SUBSCRIBE went out (so after the UNSUBSCRIBE) has been heard.
+        published: list[str] = []
+        late: list[str] = []  # published once both commands were on their way
+        while not any(text in late for text in texts(heard)):
+            assert len(published) < 5000, "the room was never heard again"
+            text = f"m{len(published)}"
+            if proxy.delayed >= before + 2:
+                late.append(text)
+            publisher.publish_positioned(Message.text(text), "r", History())
+            published.append(text)
+            wait_for(lambda: published[-1] in texts(answered), "Redis to take it")  # one at a time
+        wait_for(lambda: published[-1] in texts(heard), "the last one heard")
+        assert [text for text in published if text not in texts(heard)] == []  # none lost after the join
+    finally:
+        proxy.close()  # its threads and sockets end with the test
 
 
 # -- 4: a drop keeps its place in the room's order -----------------------------------------------------
@@ -201,6 +204,20 @@ def test_a_room_left_while_redis_is_away_and_joined_again_later_is_not_a_return(
     assert relistened == []
 
 
+def test_a_room_left_and_joined_again_at_once_still_catches_up_after_an_outage(redis_server, made):
+    """No unsubscribe was sent (the listener never ran between): the room stays one that returns."""
+    backplane, _, relistened = made()
+    backplane.joined("r")
+    assert backplane.listen_now("r", 10)
+    backplane.left("r")  # the last member leaves and a new one joins, in one go
+    backplane.joined("r")
+    assert backplane.listen_now("r", 10)
+    redis_server.kill()
+    wait_for(lambda: not backplane.stats()["up"], "the link down")
+    redis_server.start()
+    wait_for(lambda: relistened == ["r"], "the room's return told: its members catch up from the log")
+
+
 # -- 11: what is not Redis's fault does not stop the publisher --------------------------------------------
 
 @pytest.mark.expect_errors  # the callback's traceback is logged
@@ -235,14 +252,69 @@ def test_a_batch_that_fails_on_something_not_redis_is_counted_logged_and_its_wai
     backplane.publish_positioned(Message.text("secret payload"), "\ud800", History(), waiting)
     backplane.send_to_acked("nobody", Message.text("x"), acks.append)
     wait_for(lambda: acks and waiting.answers, "both waiting callers told")
-    assert isinstance(acks[0], MessageDropped) and isinstance(waiting.answers[0], MessageDropped)
-    assert waiting.answers[0].reason == "the publisher failed on them (UnicodeEncodeError)"
-    assert backplane.stats()["dropped"] == 2
-    said = [line for line in lines(caplog) if "dropped a batch" in line]
-    assert said == ["backplane: dropped a batch of 2 message(s): the publisher failed on them (UnicodeEncodeError) "
-                    "(2 dropped so far)"]
+    # only the message that broke is dropped: the rest of its batch goes (the send_to is answered)
+    assert acks == [False] and isinstance(waiting.answers[0], MessageDropped)
+    assert waiting.answers[0].reason == "the publisher failed on it (UnicodeEncodeError)"
+    assert backplane.stats()["dropped"] == 1
+    said = [line for line in lines(caplog) if "dropped" in line]
+    assert said == ["backplane: dropped 1 message(s) and 1 new epoch(s) the publisher failed on (UnicodeEncodeError, "
+                    "room(s) '\\ud800'); the rest of the batch goes on (1 dropped so far)"]
     assert not any("secret payload" in line for line in lines(caplog))
     backplane.publish_positioned(Message.text("after"), "r", History())  # the publisher goes on, link up
     wait_for(lambda: "after" in texts(heard), "the next message published")
     assert backplane.stats()["reconnects"] == 0 and downs == []
     assert backplane._tokens == {}  # nothing kept for messages never heard back
+
+
+def test_a_room_whose_commands_cannot_be_built_loses_only_its_own_message_not_the_other_rooms(made, caplog):
+    """One message to a room whose name is not UTF-8, then 599 to "r", in one go (three batches):
+    only the bad one is dropped; every message to "r" is heard once, in order, in one epoch (else
+    a new epoch would announce the gap); the bad room's new epoch is never asked again."""
+    observer, heard, _ = made()
+    observer.joined("r")
+    assert observer.listen_now("r", 10)
+    sender, _, _ = made()
+    told: list[Any] = []
+
+    class Waiting:  # what a publish(timeout) gives its message (broadcast/ordered_rooms.py's _Acked)
+        ack = told.append
+
+    sender.publish_positioned(Message.text("secret payload"), "\ud800", History(), Waiting())
+    published = [f"m{k}" for k in range(599)]
+    for text in published:
+        sender.publish_positioned(Message.text(text), "r", History())
+    wait_for(lambda: sender.stats()["pending"] == 0 and sender.stats()["published"] + sender.stats()["dropped"] >= 600,
+             "every message published or dropped")
+    sender.publish_positioned(Message.text("after"), "r", History())
+    published.append("after")
+    wait_for(lambda: "after" in texts(heard), "the last one heard")
+    assert len(told) == 1 and isinstance(told[0], MessageDropped)
+    assert sender.stats()["dropped"] == 1
+    in_r = [(position, text) for room, position, text in heard if room == "r"]
+    assert [text for _, text in in_r] == published  # each once, in order, no notice: nothing lost
+    assert [position.offset for position, _ in in_r] == list(range(1, 601))
+    assert len({position.epoch for position, _ in in_r}) == 1
+    assert not any("secret payload" in line for line in lines(caplog))
+    assert sender._new_epochs == {}  # the bad room's new epoch is not asked again and again
+
+
+def test_max_pending_age_must_stay_under_the_hour_redis_keeps_what_was_applied():
+    with pytest.raises(ValueError, match=r"^max_pending_age must be under 3600 s \(how long Redis keeps what each "
+                                         r"process applied\), not 3600$"):
+        RedisBackplane(max_pending_age=3600)
+    assert RedisBackplane(max_pending_age=3599).max_pending_age == 3599
+
+
+def test_presence_of_a_user_id_that_is_not_utf8_is_refused_and_the_publisher_goes_on(made, caplog):
+    """Not through the registry (it checks ids): straight to the backplane, which must not loop on it."""
+    observer, heard, _ = made()
+    observer.joined("r")
+    assert observer.listen_now("r", 10)
+    backplane, _, _ = made()
+    backplane.joined("r")
+    assert backplane.listen_now("r", 10)
+    backplane.presence_changed("r", "\ud800", 1)
+    backplane.publish_positioned(Message.text("after"), "r", History())
+    wait_for(lambda: texts(heard) == ["after"], "the message after it")
+    assert backplane.stats()["dropped"] == 0
+    assert any("presence of room 'r'" in line or "presence of room r" in line for line in lines(caplog))

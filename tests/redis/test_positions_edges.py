@@ -118,14 +118,17 @@ def test_an_emitter_broadcasts_to_braced_rooms_of_a_cluster_and_refuses_what_can
         for room in rooms:
             pubsub.ssubscribe(f"ignitia:room:{room}")
         heard: list[tuple[bytes, Any]] = []
+        confirmed: set[bytes] = set()  # what Redis confirmed (shard_channels holds what was asked)
 
         def subscribed() -> bool:
             message = pubsub.get_sharded_message(timeout=0.1)
             if message is not None and message["type"] == "smessage":
                 heard.append((message["channel"], decode_positioned(message["data"])))
-            return sum(1 for channel in pubsub.shard_channels if channel) == len(rooms)
+            elif message is not None and message["type"] == "ssubscribe":
+                confirmed.add(message["channel"])
+            return len(confirmed) == len(rooms)
 
-        wait_for(subscribed, "the shard subscriptions")
+        wait_for(subscribed, "the shard subscriptions, confirmed")
         for room in rooms:
             assert emitter.broadcast(f"to {room}", room=room) == 1
         wait_for(lambda: subscribed() and len(heard) >= len(rooms), "every room's message")
@@ -262,3 +265,61 @@ def test_a_sharded_backplane_positions_braced_rooms_and_refuses_what_cannot_work
         assert backplane.stats()["dropped"] == 0
     finally:
         backplane.close(timeout=1)
+
+
+EMITTER_MADE_BEFORE_THE_PATCH = """
+import sys
+from ignitia_sync.redis import Emitter
+emitter = Emitter(sys.argv[1])  # at import, as in gunicorn's master with preload_app
+from gevent import monkey
+monkey.patch_all()  # then the worker patches
+import gevent
+greenlets = [gevent.spawn(lambda n=n: [emitter.broadcast(f"{n}-{k}", room="shared") for k in range(20)])
+             for n in range(4)]
+gevent.joinall(greenlets, raise_error=True)
+print("published", sum(len(g.value) for g in greenlets))
+"""
+
+
+def test_an_emitter_made_before_gevent_patches_lets_greenlets_take_turns(redis_server):
+    """A real lock made at import would block the hub its holder waits in: the worker would hang."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", EMITTER_MADE_BEFORE_THE_PATCH, redis_server.url],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "published 80", done.stdout + done.stderr
+
+
+# -- a new epoch keeps what each process had applied -----------------------------------------
+
+
+def position_bumped(client: redis.Redis, uid: bytes, seq: int, epoch: bytes) -> list[Any]:
+    """POSITION with "start a new epoch first" (the sender dropped messages of the room)."""
+    answer: list[Any] = client.eval(POSITION % "PUBLISH", 2, META, LOG, CHANNEL, b"Pt" + uid, b"hi", epoch,
+                                    b"%016x" % seq, 10, 1000, 60_000, 7_200_000, "1")
+    return answer
+
+
+def test_a_new_epoch_notice_keeps_the_sequence_numbers_applied_so_a_resend_is_not_applied_twice(redis_server):
+    """A's seq 7 applied, its answer lost (A keeps it to send again); B's new epoch runs first:
+    A's resend must be answered as applied, not given a position in the new epoch."""
+    client = redis_server.client()
+    assert position(client, UID_A, 7, meta_ttl_ms=7_200_000)[1] == 1
+    assert client.eval(NEW_EPOCH % "PUBLISH", 2, META, LOG, CHANNEL, b"Ee" + UID_B, b"e2", 3_600_000, "") == 1
+    assert client.hget(META, "e") == b"e2" and client.hget(META, "o") == b"0"  # the epoch did start again
+    assert client.exists(LOG) == 0 and client.hget(META, "m") == b"7200000"  # its log gone, its meta_ttl kept
+    assert position(client, UID_A, 7)[1] < 1  # sent again: already applied
+    assert client.hget(META, "o") == b"0"
+    assert position(client, UID_A, 8)[1] == 1  # the next one starts the new epoch's offsets
+
+
+def test_a_publish_that_starts_a_new_epoch_keeps_the_other_processes_sequence_numbers(redis_server):
+    client = redis_server.client()
+    assert position(client, UID_A, 7)[1] == 1
+    assert position(client, UID_A, 8)[1] == 2
+    assert position_bumped(client, UID_B, 1, b"e2") == [b"e2", 1, 0]  # B dropped messages: a new epoch
+    assert client.xlen(LOG) == 1 and int(client.hget(META, "b")) == 2  # the old epoch's log is gone
+    assert position(client, UID_A, 7)[1] < 1 and position(client, UID_A, 8)[1] < 1  # sent again: applied
+    assert position(client, UID_A, 9)[1:] == [2, 0]
+    assert position_bumped(client, UID_B, 1, b"e3")[1] == -1  # B's own resend is not applied twice either
