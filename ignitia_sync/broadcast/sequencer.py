@@ -124,18 +124,23 @@ class Sequencer:
 
         ``position`` None: the room's log had no epoch (a new room): its first epoch from offset 1.
         An epoch change among what was held comes back as ``(start of the new epoch, NEW_EPOCH)``
-        before that epoch's messages; what was held of another epoch before the first message
-        (or notice) of ``position``'s epoch is older than the log's read: dropped, and its epochs
-        count as left (a late one of them is ignored). The log's epoch is the room's from here on,
-        even one it had left.
+        before that epoch's messages; what was held of another epoch before the first message of
+        ``position``'s epoch after ``position`` is older than the log's read: dropped, and its
+        epochs count as left (a late one of them is ignored). The log's epoch is the room's from
+        here on, even one it had left.
         """
         state = self._rooms.get(room)
         held = state.held if state is not None and state.epoch is _HELD else []
         older: tuple[str, ...] = ()  # epochs of what was held before the log's: late ones are ignored
         if position is not None:
-            first = next((index for index, (early, _) in enumerate(held) if early.epoch == position.epoch), None)
-            if first is not None:  # cut at the first of the log's epoch: a late duplicate cuts nothing newer
-                older = tuple(dict.fromkeys(early.epoch for early, _ in held[:first]))
+            # Cut at the first held item of the log's epoch *after* the read: it was published after
+            # what the log holds, so what was held before it is older (other epochs: dropped, and
+            # counted as left). Nothing of the log's epoch after the read: no cut (what was held
+            # may be newer than the read: an epoch started since, heard before a late answer).
+            first = next((index for index, (early, _) in enumerate(held)
+                          if early.epoch == position.epoch and early.offset > position.offset), None)
+            if first is not None:
+                older = tuple(dict.fromkeys(early.epoch for early, _ in held[:first] if early.epoch != position.epoch))
                 held = held[first:]
         if state is None or state.epoch is _HELD or (position is not None and state.epoch != position.epoch):
             if position is None:

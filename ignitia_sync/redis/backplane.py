@@ -206,6 +206,12 @@ class RedisBackplane:
             ``"truncated": true`` and gives the totals. A process older than inspections
             rejects (counts) the request, like ``publish_times``' stamps, and is missing from
             the answer (``partial``).
+        max_pending_age: seconds a room message with a position may wait for Redis (60 by
+            default, under an hour); older, it is dropped and its room starts a new epoch. Keep
+            it under the rooms' ``meta_ttl`` too: a room idle for longer loses what Redis knows
+            of what was applied, and a message sent again after that would be delivered twice.
+        presence_ttl: seconds a process's presence entries live unless written again (every
+            ``presence_ttl / 3``): those of a process that died are gone within it.
 
     Example::
 
@@ -485,7 +491,8 @@ class RedisBackplane:
             presence_keys(self._room_prefix + room.encode(), self.sharded)
             user.encode()
         except ValueError as exc:  # (UnicodeEncodeError is one): refused here, never a batch that fails
-            self._warn.log("presence of room %s is not shared: %s", escape_for_log(room), type(exc).__name__)
+            why = type(exc).__name__ if isinstance(exc, UnicodeError) else str(exc)  # never the text itself
+            self._warn.log("presence of room %s is not shared: %s", escape_for_log(room), why)
             return
         if count:
             self._presence_counts[(room, user)] = count
@@ -693,10 +700,14 @@ class RedisBackplane:
         call :meth:`identified`, or :meth:`forgotten` if no local connection takes the id after
         all: the entry is this process's until then.
 
+        Raises:
+            UnicodeEncodeError: ``id`` is not text Redis can take.
+
         Example:
             >>> RedisBackplane().claim("alice")  # not attached: nothing to check against
             True
         """
+        id.encode()
         hub = self._hub
         if hub is None:
             return True
@@ -713,7 +724,12 @@ class RedisBackplane:
         return True
 
     def identified(self, id: str) -> None:
-        """``id`` lives here: its directory entry is written (without taking it from another process)."""
+        """``id`` lives here: its directory entry is written (without taking it from another process).
+
+        Raises:
+            UnicodeEncodeError: ``id`` is not text Redis can take (refused here, never a batch that fails).
+        """
+        id.encode()
         if not self._handed_over(self.identified, id):
             self._ids.add(id)
             self._to_forget.discard(id)
@@ -1144,6 +1160,8 @@ class RedisBackplane:
         """The subscription connection is lost: nothing is heard until it is back (joins wait no more)."""
         self._listening.clear()
         self._unanswered.clear()  # that connection's commands: their confirmations never come
+        # rooms left before their unsubscribe was confirmed: a later join is a first subscription
+        self._listened &= {self._room_prefix + room.encode() for room in self._rooms}
         waiters, self._listen_waiters = self._listen_waiters, {}
         for answers in waiters.values():
             for answer in answers:

@@ -130,7 +130,7 @@ class Emitter:
         # lock would block the hub the holder waits in). An Emitter made at import in gunicorn's
         # master, before its workers patch, must not keep a real one.
         self._seq_lock: Any = None
-        self._seq_lock_pid = 0
+        self._seq_lock_pid = os.getpid()  # the process the uid and the sequence are this one's in
         self._making_lock = allocate_real_lock()  # held for an assignment only, never across I/O
 
     def broadcast(self, message: Message | str | bytes, room: str | None = None) -> int:
@@ -148,10 +148,11 @@ class Emitter:
         channel = self._names.all if room is None else self._names.room_prefix + room.encode()
         message = _as_message(message)
         history = self._positions.history_for(room) if room is not None else None
+        lock = self._sequence_lock()  # first: a forked process takes its own uid
         if history is None:
             return int(self._publish(channel, encode(_BROADCAST, message, self._uid)))
         keys = room_keys(channel, self._sharded)
-        with self._sequence_lock():
+        with lock:
             self._seq += 1
             _, _, heard = self._client.eval(
                 self._position_script, 2, *keys, channel, positioned_head(message, self._uid),
@@ -160,12 +161,19 @@ class Emitter:
         return int(heard)
 
     def _sequence_lock(self) -> Any:
-        """The lock of the publish sequence: ``threading.Lock`` as it is now in this process (gevent's once patched)."""
+        """The lock of the publish sequence: ``threading.Lock`` as it is now in this process (gevent's once patched).
+
+        In a new process (a worker forked from the master that made the Emitter) the uid and
+        the sequence start afresh too: two workers numbering under one uid would each see the
+        other's numbers as "applied before" and publish nothing.
+        """
         pid = os.getpid()
         if self._seq_lock is None or self._seq_lock_pid != pid:
             with self._making_lock:
-                if self._seq_lock is None or self._seq_lock_pid != pid:
-                    self._seq_lock, self._seq_lock_pid = threading.Lock(), pid
+                if self._seq_lock_pid != pid:  # made in another process: this one's own identity
+                    self._uid, self._seq, self._seq_lock, self._seq_lock_pid = _new_uid(), 0, None, pid
+                if self._seq_lock is None:
+                    self._seq_lock = threading.Lock()
         return self._seq_lock
 
     def send_to(self, id: str, message: Message | str | bytes) -> bool:
@@ -174,6 +182,7 @@ class Emitter:
         Raises:
             redis.RedisError: as :meth:`broadcast`.
         """
+        self._sequence_lock()  # this process's own uid
         envelope = encode(_DIRECT, _as_message(message), self._uid, id)
         result = self._client.eval(self._send_to_script, 1, self._names.id_key(id), self._names.proc_prefix, envelope)
         return int(result) > 0
@@ -194,6 +203,7 @@ class Emitter:
         """
         _check_application_id(id)
         check_revocation_close(code, reason)
+        self._sequence_lock()  # this process's own uid
         return int(self._publish(self._names.all, encode_disconnect(self._uid, id, code, reason)))
 
     def inspect(self, timeout: float = 2.0) -> dict[str, Any]:
@@ -213,6 +223,7 @@ class Emitter:
         """
         # each BLPOP ends well within socket_timeout: a long inspection is several of them
         slice = None if self._socket_timeout is None else self._socket_timeout / 2
+        self._sequence_lock()  # this process's own uid
         return gather(self._client, self._publish, self._names, self._uid, timeout, slice=slice)
 
     def close_connection(self, process: str, id: str, code: int = 1008, reason: str = "") -> int:
@@ -227,6 +238,7 @@ class Emitter:
         """
         check_close_one(process, id, code, reason)
         channel = self._names.proc_prefix + process.encode()
+        self._sequence_lock()  # this process's own uid
         return int(self._publish(channel, encode_close_one(self._uid, id, code, reason)))
 
     def close(self) -> None:

@@ -109,3 +109,15 @@ def test_an_epoch_held_before_the_logs_is_older_and_a_late_message_of_it_is_igno
     assert late.new_epoch is None and offsets(late) == []  # not a switch back to A
     assert sequencer.notice("r", Position("A", 0)).new_epoch is None
     assert offsets(sequencer.offer("r", Position("B", 2), "b2")) == [2]
+
+
+def test_an_epoch_started_after_the_logs_read_and_heard_before_a_late_answer_is_kept():
+    """The log read says B:3; a new epoch C began since (its notice and C:1 held), then the late
+    answer of this process's own B:3: C is newer than the read, not older, and the room goes on in it."""
+    sequencer = Sequencer()
+    sequencer.hold("r")
+    sequencer.notice("r", Position("C", 0))
+    sequencer.offer("r", Position("C", 1), "c1")
+    sequencer.offer("r", Position("B", 3), "b3, a late publish answer")
+    assert sequencer.start("r", Position("B", 3)) == [(Position("C", 0), NEW_EPOCH), (Position("C", 1), "c1")]
+    assert offsets(sequencer.offer("r", Position("C", 2), "c2")) == [2]  # not deaf to C

@@ -318,3 +318,18 @@ def test_presence_of_a_user_id_that_is_not_utf8_is_refused_and_the_publisher_goe
     wait_for(lambda: texts(heard) == ["after"], "the message after it")
     assert backplane.stats()["dropped"] == 0
     assert any("presence of room 'r'" in line or "presence of room r" in line for line in lines(caplog))
+
+
+def test_an_id_that_is_not_utf8_is_refused_to_the_caller_and_the_publisher_goes_on(made):
+    """Not through the registry (it checks ids): straight to the backplane, which must not loop on it."""
+    observer, heard, _ = made()
+    observer.joined("r")
+    assert observer.listen_now("r", 10)
+    backplane, _, _ = made()
+    with pytest.raises(UnicodeEncodeError):
+        backplane.identified("\ud800")
+    with pytest.raises(UnicodeEncodeError):
+        backplane.claim("\ud800")
+    backplane.publish_positioned(Message.text("after"), "r", History())
+    wait_for(lambda: texts(heard) == ["after"], "the message after it")
+    assert backplane.stats()["dropped"] == 0

@@ -323,3 +323,33 @@ def test_a_publish_that_starts_a_new_epoch_keeps_the_other_processes_sequence_nu
     assert position(client, UID_A, 7)[1] < 1 and position(client, UID_A, 8)[1] < 1  # sent again: applied
     assert position(client, UID_A, 9)[1:] == [2, 0]
     assert position_bumped(client, UID_B, 1, b"e3")[1] == -1  # B's own resend is not applied twice either
+
+
+EMITTER_SHARED_BY_FORKED_WORKERS = """
+import os, sys
+from ignitia_sync.redis import Emitter
+emitter = Emitter(sys.argv[1])  # made in the master, used in the workers it forks
+children = []
+for worker in range(2):
+    pid = os.fork()
+    if pid == 0:
+        try:
+            sent = sum(emitter.broadcast(f"{worker}-{k}", room="shared") >= 0 for k in range(5))
+            os._exit(0 if sent == 5 else 3)
+        except BaseException:
+            os._exit(4)
+    children.append(pid)
+print(sorted(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children))
+"""
+
+
+def test_workers_forked_from_the_process_that_made_an_emitter_each_number_their_own_messages(redis_server):
+    """Under one copied uid, the second worker's numbers were "applied before": nothing published."""
+    import subprocess
+    import sys
+
+    log = redis_server.client()
+    done = subprocess.run([sys.executable, "-c", EMITTER_SHARED_BY_FORKED_WORKERS, redis_server.url],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "[0, 0]", done.stdout + done.stderr
+    assert log.xlen("{ignitia:room:shared}:s") == 10  # every message of both workers is in the room's log
