@@ -563,7 +563,11 @@ def chat_in_the_browser(browser: Any, server: ChatServer, tmp_path: Any, *, othe
         # One process kept the room's log in memory: after its restart the pages could not resume
         # (a new epoch) and reloaded, saying so. With Redis the log outlived the workers: resumed.
         for each in (alice, bob):
-            expect(each.page.locator("#log .reloaded")).to_have_count(0 if other_worker else 1)
+            try:  # the reload fetches the history from a process that has just started: up to 15 s
+                expect(each.page.locator("#log .reloaded")).to_have_count(0 if other_worker else 1, timeout=15_000)
+            except AssertionError as failed:  # say what the page showed (it failed 1 run in 5 under load)
+                shown = each.page.evaluate("JSON.stringify(document.getElementById('status').dataset)")
+                raise AssertionError(f"{failed}\nstatus: {shown}\npage: {each.page.locator('body').inner_text()}") from None
 
         shot = tmp_path / "chat.png"
         bob.page.screenshot(path=str(shot))
