@@ -159,8 +159,10 @@ def test_a_blocked_hub_is_counted_with_its_duration(serve):
     wait_for(lambda: (scraped(server.address) - before).get("ignitia_sync_hub_blocked_seconds_total") > 0,
              "the episode's end counted")
     change = scraped(server.address) - before
-    assert change.get("ignitia_sync_hub_blocked_total") == 1
-    assert 0.2 < change.get("ignitia_sync_hub_blocked_seconds_total") <= 0.6 + 1.0
+    # At least this episode: a loaded CI machine can starve the hub past 0.2 s besides (one run
+    # counted 2), so neither the count nor the seconds have an upper bound here.
+    assert change.get("ignitia_sync_hub_blocked_total") >= 1
+    assert change.get("ignitia_sync_hub_blocked_seconds_total") > 0.2
 
 
 def test_a_bad_metrics_setting_is_refused_at_once():
