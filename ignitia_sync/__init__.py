@@ -59,6 +59,7 @@ from .middleware import (
     TokenBucket,
 )
 from .router import Route, Router
+from .sansio.framing import native_speedups
 from .sansio.http import Headers, Request, Response
 from .settings import ConnectionSettings
 
@@ -96,6 +97,7 @@ __all__ = [
     "SlidingWindow",
     "TokenBucket",
     "WebSocketConnection",
+    "native_speedups",
     "run",
     "websocket_batch_handler",
     "websocket_handler",

@@ -12,7 +12,7 @@ EXPECTED = {
     "ConnectionSettings", "HandshakeError", "Handler", "Headers",
     "IgnitiaError", "InvalidHandshake", "Message", "MessageDecodeError", "MessageDropped", "MessageHandler", "ProtocolError",
     "Request",
-    "Route", "Router", "Server", "ServerSettings", "WebSocketConnection", "__version__", "run",
+    "Route", "Router", "Server", "ServerSettings", "WebSocketConnection", "__version__", "native_speedups", "run",
     "websocket_batch_handler", "websocket_handler", "websocket_message_handler",
 }
 

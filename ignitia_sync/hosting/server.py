@@ -43,6 +43,7 @@ import gevent.ssl
 from ..connection.threads import HubRef
 from ..exceptions import HandshakeError
 from ..router import Router
+from ..sansio import framing
 from ..sansio.http import Request, RequestHeadReader, client_ip, error_response
 from .host import Host, HostSettings, Opening, RouteTargets, hosts
 from .listener import Listener
@@ -767,7 +768,8 @@ def routes_line(app: Any, *, wsgi: bool = False) -> str:
 def run(app: Router, argv: Sequence[str] | None = None, **settings: Any) -> None:
     """Serve ``app`` from a script: parses ``--host``/``--port``, stops on SIGINT/SIGTERM.
 
-    At start-up it logs the routes (:func:`routes_line`, INFO on ``ignitia_sync.server``).
+    At start-up it logs the routes (:func:`routes_line`, INFO on ``ignitia_sync.server``) and
+    which path does the frame work (the C accelerator or Python: ``framing.describe()``).
 
     Example (the last line of every example)::
 
@@ -783,4 +785,5 @@ def run(app: Router, argv: Sequence[str] | None = None, **settings: Any) -> None
     host, port = server.address
     print(f"WebSocket server running on ws://{host}:{port}", flush=True)
     log.info("%s", routes_line(app, wsgi=settings.get("wsgi_app") is not None))
+    log.info("%s", framing.describe())
     server.serve_forever()

@@ -43,8 +43,11 @@ from ..message import Binary, Close, CloseFrame, Message, Ping, Pong, Text, not_
 from .deflate import FRAGMENT_COST as FRAGMENT_COST
 from .deflate import FREE_FRAGMENTS as FREE_FRAGMENTS
 from .deflate import _BoundedDeflate, _SizeGuard, deflate_from_response, negotiate_deflate
-from .frames import _frame, _masked_frame, _unmask, encode_frame, encode_shared_frame, unmask
-from .frames import _unmask_python as _unmask_python
+from .frames import encode_frame, encode_shared_frame, unmask
+from .framing import frame as _frame
+from .framing import masked_frame as _masked_frame
+from .framing import parse as _parse
+from .framing import text_frame as _text_frame
 from .wsproto_private import decoder_idle
 
 # Frame encoding and masking live in .frames, permessage-deflate and the size guard in
@@ -89,9 +92,8 @@ class WebSocketProtocol:
 
     __slots__ = (
         "_buffer",
-        "_extensions",
+        "_deflate",
         "_keys",
-        "_mask_bit",
         "_masked",
         "_masking",
         "_max_message_size",
@@ -113,13 +115,13 @@ class WebSocketProtocol:
         max_message_size: int = 1 << 20,
         deflate: PerMessageDeflate | None = None,
     ) -> None:
-        extensions: list[Extension] = [deflate] if deflate is not None else []
-        extensions.append(_SizeGuard(max_message_size))
         self._role = ConnectionType.CLIENT if client else ConnectionType.SERVER
-        self._extensions = extensions
-        # wsproto's connection is made when first needed: most server connections only
-        # ever see frames the fast path handles, and every idle connection saves its memory.
-        self._wsproto: Connection | None = None if not client and deflate is None else Connection(self._role, extensions)
+        self._deflate = deflate
+        self._max_message_size = max_message_size
+        # wsproto's connection (and its extensions) is made when first needed: most server
+        # connections only ever see frames the fast path handles, and every idle
+        # connection saves its memory.
+        self._wsproto: Connection | None = None if not client and deflate is None else self._new_wsproto()
         self._plain_frames = not client and deflate is None
         # A client without an extension frames its own messages too, each masked with a key
         # from the operating system's CSPRNG (drawn 64 keys at a time).
@@ -127,8 +129,6 @@ class WebSocketProtocol:
         self._keys = b""
         # A server reads masked frames (a 4-byte key after the length), a client unmasked ones.
         self._masked = not client
-        self._mask_bit = 0x80 if self._masked else 0
-        self._max_message_size = max_message_size
         # The fast path parses the common frames itself (complete, unfragmented data frames,
         # pings and pongs, no RSV bits, masked from a client, unmasked from a server);
         # anything else goes to wsproto until it is idle again.
@@ -136,8 +136,9 @@ class WebSocketProtocol:
         #: protocol sets it.
         self.parsing_fast = True
         self._buffer = bytearray()
-        self._outgoing = bytearray()
-        self._parts: list[str | bytes] = []
+        # Made when wsproto first needs them (an idle connection holds neither).
+        self._outgoing: bytearray | None = None
+        self._parts: list[str | bytes] | None = None
         self.state = ProtocolState.OPEN
         self.close_code: int | None = None
         self.close_reason = ""
@@ -145,8 +146,13 @@ class WebSocketProtocol:
     @property
     def _conn(self) -> Connection:
         if self._wsproto is None:
-            self._wsproto = Connection(self._role, self._extensions)
+            self._wsproto = self._new_wsproto()
         return self._wsproto
+
+    def _new_wsproto(self) -> Connection:
+        extensions: list[Extension] = [self._deflate] if self._deflate is not None else []
+        extensions.append(_SizeGuard(self._max_message_size))
+        return Connection(self._role, extensions)
 
     @property
     def plain_framing(self) -> bool:
@@ -158,9 +164,8 @@ class WebSocketProtocol:
         """For a server whose deflate has no context takeover: the (window bits, memLevel)
         its frames depend on, shared with every such peer (see :func:`encode_shared_frame`);
         None when its frames need its own compressor (or no compressor: see plain_framing)."""
-        for extension in self._extensions:
-            if isinstance(extension, _BoundedDeflate) and self._role is ConnectionType.SERVER:
-                return extension.shared_key()
+        if isinstance(self._deflate, _BoundedDeflate) and self._role is ConnectionType.SERVER:
+            return self._deflate.shared_key()
         return None
 
     def receive_data(self, data: bytes) -> None:
@@ -219,60 +224,8 @@ class WebSocketProtocol:
     def _fast_messages(self) -> list[Message]:
         """Parse the common frames straight from the buffer; hand over at the first other one."""
         buf = self._buffer
-        end = len(buf)
-        pos = 0
-        limit = self._max_message_size
-        masked = self._masked
-        key_size = 4 if masked else 0
         messages: list[Message] = []
-        incomplete = False  # a break that waits for more bytes (the others hand over)
-        while end - pos >= 2:
-            first = buf[pos]
-            second = buf[pos + 1]
-            length = second & 0x7F
-            if second & 0x80 != self._mask_bit or first not in (0x81, 0x82, 0x89, 0x8A):
-                break  # wrong masking, fragmented, RSV bits, close, bad opcode: wsproto decides
-            if length < 126:
-                start = pos + 2 + key_size
-            elif first & 0x08:
-                break  # a control frame over 125 bytes: wsproto fails it
-            elif length == 126:
-                if end - pos < 4:
-                    incomplete = True
-                    break
-                length = (buf[pos + 2] << 8) | buf[pos + 3]
-                start = pos + 4 + key_size
-                if length < 126:
-                    break
-            else:
-                if end - pos < 10:
-                    incomplete = True
-                    break
-                length = int.from_bytes(buf[pos + 2 : pos + 10], "big")
-                start = pos + 10 + key_size
-                if length < 65536 or length >> 63:
-                    break
-            if length > limit:
-                break
-            stop = start + length
-            if stop > end:
-                incomplete = True
-                break
-            payload = _unmask(buf[start:stop], buf[start - 4 : start]) if masked else bytes(buf[start:stop])
-            if first == 0x81:
-                try:
-                    messages.append(Text(payload.decode()))
-                except UnicodeDecodeError:
-                    break  # wsproto fails it with 1007
-            elif first == 0x82:
-                messages.append(Binary(payload))
-            elif first == 0x89:
-                messages.append(Ping(payload))
-            else:
-                messages.append(Pong(payload))
-            pos = stop
-        else:
-            incomplete = True
+        pos, incomplete = _parse(buf, self._masked, self._max_message_size, messages)
         if pos:
             del buf[:pos]
         if not incomplete:
@@ -288,9 +241,11 @@ class WebSocketProtocol:
                 if event.message_finished and not self._parts:  # type: ignore[attr-defined]
                     yield Text(data) if kind is TextMessage else Binary(bytes(data))
                     continue
+                if self._parts is None:
+                    self._parts = []
                 self._parts.append(data)
                 if event.message_finished:  # type: ignore[attr-defined]
-                    parts, self._parts = self._parts, []
+                    parts, self._parts = self._parts, None
                     if kind is TextMessage:
                         yield Text("".join(parts))  # type: ignore[arg-type]
                     else:
@@ -318,7 +273,7 @@ class WebSocketProtocol:
             raise ProtocolError(code, detail or _REASONS.get(code, "protocol error"))
         frame = None if event.code == CloseReason.NO_STATUS_RCVD else CloseFrame(int(event.code), event.reason or "")
         if self._conn.state is ConnectionState.REMOTE_CLOSING:
-            self._outgoing += self._conn.send(event.response())
+            self._outgoing = (self._outgoing or bytearray()) + self._conn.send(event.response())
             self._finish(int(event.code), event.reason or "")
         else:
             self.state = ProtocolState.CLOSED
@@ -376,7 +331,7 @@ class WebSocketProtocol:
         if self.state is not ProtocolState.OPEN:
             raise ConnectionClosed(self.close_code or 1006, self.close_reason)
         if self._plain_frames:
-            return _frame(1, text.encode())
+            return _text_frame(text)
         if self._masking:
             return _masked_frame(1, text.encode(), self._key())
         return self._conn.send(TextMessage(data=text))
@@ -458,8 +413,7 @@ class WebSocketProtocol:
         """Bytes the protocol produced by itself (the answer to a Close); empties the buffer."""
         if not self._outgoing:
             return b""
-        data = bytes(self._outgoing)
-        self._outgoing.clear()
+        data, self._outgoing = bytes(self._outgoing), None
         return data
 
     def lose(self) -> None:

@@ -128,11 +128,26 @@ def test_support_modules_import_nothing_else_of_the_package(name):
 def _mapped_paths() -> set[str]:
     text = ARCHITECTURE.read_text()
     table = text.split("## Module map", 1)[1].split("\n## ", 1)[0]
-    return set(re.findall(r"^\| `([\w/.]+\.py)`", table, re.MULTILINE))
+    return set(re.findall(r"^\| `([\w/.]+\.(?:py|c))`", table, re.MULTILINE))
 
 
 def test_architecture_md_maps_every_module_and_nothing_else():
-    actual = {str(path.relative_to(PACKAGE)) for path in PACKAGE.rglob("*.py")}
+    actual = {str(path.relative_to(PACKAGE)) for pattern in ("*.py", "*.c") for path in PACKAGE.rglob(pattern)}
     mapped = _mapped_paths()
     assert not actual - mapped, f"modules missing from ARCHITECTURE.md's map: {sorted(actual - mapped)}"
     assert not mapped - actual, f"ARCHITECTURE.md maps modules that do not exist: {sorted(mapped - actual)}"
+
+
+C_SOURCES = sorted(PACKAGE.rglob("*.c"))
+
+
+@pytest.mark.parametrize("path", C_SOURCES, ids=lambda path: path.name)
+def test_a_c_source_imports_only_pure_modules_of_the_package(path):
+    """An extension's imports (PyImport_ImportModule) exist, and reach no I/O in sansio/."""
+    imported = re.findall(r'PyImport_ImportModule\("([\w.]+)"\)', path.read_text())
+    assert imported, "the accelerator builds the package's messages: it imports ignitia_sync.message"
+    for name in imported:
+        assert name in MODULES, name
+        if "sansio" in path.parts:
+            for module in _closure(name):  # the module itself included
+                assert not imports_of(module)[1] & IO_MODULES, f"{path.name} reaches I/O through {module}"

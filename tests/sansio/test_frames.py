@@ -8,17 +8,10 @@ import os
 import pytest
 
 from ignitia_sync import Message
-from ignitia_sync.sansio import frames
+from ignitia_sync.sansio import framing, framing_python
 from ignitia_sync.sansio.deflate import negotiate_deflate
-from ignitia_sync.sansio.frames import (
-    _mask_payload,
-    _masked_frame,
-    _unmask,
-    _unmask_python,
-    encode_frame,
-    encode_shared_frame,
-    unmask,
-)
+from ignitia_sync.sansio.frames import encode_frame, encode_shared_frame, unmask
+from ignitia_sync.sansio.framing import masked_frame as _masked_frame
 from ignitia_sync.sansio.protocol import WebSocketProtocol
 
 
@@ -67,37 +60,40 @@ def test_a_shared_frame_is_the_frame_each_such_peer_would_send(offer):
         assert encode_shared_frame(message, key) == server.send(message)
 
 
-@pytest.mark.parametrize("size", [0, 1, 3, 4, 5, 125, 126, 4097, 70001])
-def test_pure_python_unmask_matches_the_accelerated_one(size):
+@pytest.mark.parametrize("size", [0, 1, 3, 4, 5, 7, 8, 9, 125, 126, 4097, 70001])
+def test_every_unmask_routine_gives_the_same_bytes(size):
     data, mask = os.urandom(size), os.urandom(4)
     expected = bytes(b ^ mask[i % 4] for i, b in enumerate(data))
-    assert _unmask_python(data, mask) == expected
+    assert framing_python.unmask_python(data, mask) == expected
+    assert framing_python.unmask(bytearray(data), bytearray(mask)) == expected  # websockets' when installed
+    assert framing.unmask(memoryview(data), mask) == expected  # the C accelerator's when built
     assert unmask(bytearray(data), bytearray(mask)) == expected
-    # what the per-message code calls: the same routine, without unmask's wrapper
-    assert _unmask(bytearray(data), bytearray(mask)) == _mask_payload(data, mask) == expected
     assert unmask(unmask(data, mask), mask) == data  # masking and unmasking are one operation
 
 
-def fresh_frames(monkeypatch: pytest.MonkeyPatch, pure: bool):
-    """frames.py executed again, as a separate module, with or without IGNITIA_SYNC_PURE_PYTHON."""
+def fresh(module, monkeypatch: pytest.MonkeyPatch, pure: bool):
+    """``module`` executed again, as a separate module, with or without IGNITIA_SYNC_PURE_PYTHON."""
     if pure:
         monkeypatch.setenv("IGNITIA_SYNC_PURE_PYTHON", "1")
     else:
         monkeypatch.delenv("IGNITIA_SYNC_PURE_PYTHON", raising=False)
-    spec = importlib.util.spec_from_file_location("ignitia_sync.sansio._frames_again", frames.__file__)
+    spec = importlib.util.spec_from_file_location(module.__name__ + "_again", module.__file__)
     assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    again = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(again)
+    return again
 
 
-def test_ignitia_sync_pure_python_forces_the_python_routine(monkeypatch):
-    module = fresh_frames(monkeypatch, pure=True)
-    assert module.unmask is module._unmask is module._mask_payload is module._unmask_python
+def test_ignitia_sync_pure_python_forces_every_python_routine(monkeypatch):
+    chooser = fresh(framing, monkeypatch, pure=True)
+    assert chooser.ACTIVE is False
+    assert chooser.parse is framing_python.parse and chooser.text_frame is framing_python.text_frame
+    python = fresh(framing_python, monkeypatch, pure=True)
+    assert python.unmask is python.unmask_python  # not websockets' routine either
 
 
-def test_the_accelerated_routine_is_called_directly_by_the_hot_paths(monkeypatch):
+def test_websockets_routine_unmasks_the_python_path_when_installed(monkeypatch):
     speedups = pytest.importorskip("websockets.speedups")
-    module = fresh_frames(monkeypatch, pure=False)
-    assert module._unmask is module._mask_payload is speedups.apply_mask
-    assert module.unmask(b"Hello", bytes.fromhex("37fa213d")) == bytes.fromhex("7f9f4d5158")
+    python = fresh(framing_python, monkeypatch, pure=False)
+    assert python.unmask is speedups.apply_mask
+    assert python.unmask(b"Hello", bytes.fromhex("37fa213d")) == bytes.fromhex("7f9f4d5158")

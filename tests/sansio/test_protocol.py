@@ -174,9 +174,7 @@ def test_the_names_split_out_to_frames_and_deflate_are_still_importable_from_pro
 
     old_path = importlib.import_module("ignitia_sync.protocol")
     moved = {
-        frames: ("encode_frame", "encode_shared_frame", "unmask", "_unmask_python",
-                 # what the per-message code calls: bound straight to the routine, no layer between
-                 "_unmask", "_frame", "_masked_frame"),
+        frames: ("encode_frame", "encode_shared_frame", "unmask", "_frame"),
         deflate: ("negotiate_deflate", "deflate_from_response", "_BoundedDeflate", "_SizeGuard",
                   "FREE_FRAGMENTS", "FRAGMENT_COST"),
     }
