@@ -69,6 +69,10 @@ _SLOW_READ_SIZE = 8192
 _STALLED = 0.25
 #: How long the handler gets to answer what came before a bad frame.
 _CATCH_UP = 1.0
+#: Write coalescing (see Transport.send): frames under this many bytes wait for the
+#: replies to the messages already received, at most COALESCE_FRAMES of them (256 KiB).
+COALESCE_FRAME = 8192
+COALESCE_FRAMES = 32
 
 
 class Phase(Enum):
@@ -115,6 +119,9 @@ class Transport:
         send_timeout: how long a blocking send waits for its turn (None: no limit).
         close_timeout: bound of the closing handshake and of what is sent before it.
         initial_data: bytes that arrived right after the request head.
+        coalesce_writes: while received messages wait in the inbox, a small frame
+            :meth:`send` is given waits for the replies to them and leaves with those, in
+            one system call when the handler next waits (see :meth:`send`).
     """
 
     __slots__ = (
@@ -123,6 +130,7 @@ class Transport:
         "_close_timeout",
         "_close_timer",
         "_closed_event",
+        "_coalesce",
         "_eof_seen",
         "_failure",
         "_flush_scheduled",
@@ -163,6 +171,7 @@ class Transport:
         send_timeout: float | None = 30.0,
         close_timeout: float = 10.0,
         initial_data: bytes = b"",
+        coalesce_writes: bool = True,
     ) -> None:
         self._sock = sock = gevent_socket(sock)
         # The non-blocking OS socket under a plain gevent socket: written and read directly.
@@ -173,6 +182,7 @@ class Transport:
         self.keepalive: Any = None  # set by the connection when keepalive or idle timers are on
         self._send_timeout = send_timeout
         self._close_timeout = close_timeout
+        self._coalesce = coalesce_writes
         self._initial_data = initial_data
         self._loop: Any = gevent.get_hub().loop
         self._thread = 0
@@ -301,6 +311,12 @@ class Transport:
     def send(self, frame: bytes, count: int = 1) -> None:
         """Write ``frame`` after everything queued; blocks until the kernel has it.
 
+        While received messages still wait in the inbox (the handler will answer them
+        before it waits again), a frame under :data:`COALESCE_FRAME` bytes is queued
+        instead, up to :data:`COALESCE_FRAMES` of them: they leave together, in order, in
+        one system call, as soon as the handler waits or anything else is sent. A lost
+        connection then surfaces at the next call.
+
         Raises:
             ConnectionClosed: the connection ended, or the peer read nothing for
                 ``send_timeout`` seconds (then it is closed with 1008 "slow consumer").
@@ -310,26 +326,40 @@ class Transport:
         self.messages_out += count
         raw = self._raw
         outbox = self._outbox
-        if self._writer is None and not outbox.queue and not outbox.pong and not outbox.ping and raw is not None:
-            # The common case: nothing queued, one send() takes it all.
-            try:
-                sent = raw.send(frame)
-            except BlockingIOError:
-                sent = 0
-            except OSError:
-                self._lost()
-                raise ConnectionClosed(1006, "") from None
-            self.bytes_out += sent
-            if sent == len(frame):
+        if self._writer is None and raw is not None:
+            queue = outbox.queue
+            if (
+                self._coalesce
+                and self.inbox.pending()
+                and len(frame) < COALESCE_FRAME
+                and (not queue or len(queue) < COALESCE_FRAMES)
+            ):
+                outbox.append(frame, 0)
+                if not self._flush_scheduled:
+                    self._flush_scheduled = True
+                    self._loop.run_callback(self._scheduled_flush)
                 return
-            outbox.append(frame, 0)
-            outbox.head_sent = sent
-            self._start_writer()
-            target = outbox.pushed
-        else:
-            outbox.append(frame, 0)
-            target = outbox.pushed
-            self._flush()
+            if not queue and not outbox.pong and not outbox.ping:
+                # The common case: nothing queued, one send() takes it all.
+                try:
+                    sent = raw.send(frame)
+                except BlockingIOError:
+                    sent = 0
+                except OSError:
+                    self._lost()
+                    raise ConnectionClosed(1006, "") from None
+                self.bytes_out += sent
+                if sent == len(frame):
+                    return
+                outbox.append(frame, 0)
+                outbox.head_sent = sent
+                self._start_writer()
+                if outbox.popped < outbox.pushed:
+                    self._wait_written(outbox.pushed)
+                return
+        outbox.append(frame, 0)
+        target = outbox.pushed
+        self._flush()
         if outbox.popped < target:
             self._wait_written(target)
 

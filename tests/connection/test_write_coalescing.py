@@ -1,0 +1,174 @@
+"""Write coalescing: replies sent while more input waits leave together, in order, once.
+
+``Transport.send`` queues a small frame while the inbox still holds messages, and the
+queue leaves in one system call when the handler next waits (the hub's turn) or anything
+else is sent. These tests drive a real Transport over a socket pair in a thread with its
+own hub, and one real server end to end.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import gevent
+import gevent.socket
+import pytest
+
+from ignitia_sync import ConnectionClosed, ConnectionSettings, Message, Router, WebSocketConnection
+from ignitia_sync.connection.inbox import Inbox
+from ignitia_sync.connection.transport import COALESCE_FRAME, COALESCE_FRAMES, Transport
+from ignitia_sync.sansio.protocol import WebSocketProtocol, encode_frame
+from tests.wire import Peer, frame
+
+
+def frame_of(text: str) -> bytes:
+    return encode_frame(Message.text(text))
+
+
+def readable_now(sock: socket.socket) -> bytes:
+    """What the peer can read without waiting (b"" when nothing has arrived)."""
+    sock.setblocking(False)
+    try:
+        return sock.recv(1 << 20)
+    except BlockingIOError:
+        return b""
+    finally:
+        sock.setblocking(True)
+
+
+def in_own_hub(scenario: Callable[[Transport, Inbox, socket.socket], Any], **options: Any) -> Any:
+    """Run ``scenario(transport, inbox, peer)`` in a thread with a hub of its own."""
+    result: list[Any] = []
+
+    def run() -> None:
+        ours, theirs = gevent.socket.socketpair()
+        inbox = Inbox(16, lambda: None)
+        transport = Transport(ours, WebSocketProtocol(), inbox, **options)
+        transport.start()
+        try:
+            result.append(scenario(transport, inbox, theirs))
+        except BaseException as exc:  # handed to the test's thread, which raises it
+            result.append(exc)
+        finally:
+            theirs.close()
+            transport.teardown()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(20)
+    assert result, "the scenario did not finish"
+    if isinstance(result[0], BaseException):
+        raise result[0]
+    return result[0]
+
+
+def test_replies_to_waiting_input_leave_together_when_the_handler_waits():
+    def scenario(transport: Transport, inbox: Inbox, peer: socket.socket) -> tuple[bytes, bytes]:
+        inbox.put(Message.text("more input"))
+        transport.send(frame_of("a"))
+        transport.send(frame_of("b"))
+        before = readable_now(peer)
+        gevent.sleep(0)  # the handler waits: the hub's turn writes the queue
+        return before, readable_now(peer)
+
+    before, after = in_own_hub(scenario)
+    assert before == b""
+    assert after == frame_of("a") + frame_of("b")
+
+
+def test_with_no_input_waiting_a_send_is_written_before_it_returns():
+    def scenario(transport: Transport, inbox: Inbox, peer: socket.socket) -> bytes:
+        transport.send(frame_of("a"))
+        return readable_now(peer)
+
+    assert in_own_hub(scenario) == frame_of("a")
+
+
+def test_coalesce_writes_false_writes_every_send_before_it_returns():
+    def scenario(transport: Transport, inbox: Inbox, peer: socket.socket) -> bytes:
+        inbox.put(Message.text("more input"))
+        transport.send(frame_of("a"))
+        return readable_now(peer)
+
+    assert in_own_hub(scenario, coalesce_writes=False) == frame_of("a")
+    assert ConnectionSettings(coalesce_writes=False).coalesce_writes is False
+    with pytest.raises(TypeError, match="coalesce_writes must be True or False"):
+        ConnectionSettings(coalesce_writes="no")  # type: ignore[arg-type]
+
+
+def test_a_send_once_the_input_is_read_writes_the_queue_first_in_order():
+    def scenario(transport: Transport, inbox: Inbox, peer: socket.socket) -> bytes:
+        inbox.put(Message.text("more input"))
+        transport.send(frame_of("a"))
+        inbox.get(0)  # the handler reads it: nothing waits any more
+        transport.send(frame_of("b"))
+        return readable_now(peer)
+
+    assert in_own_hub(scenario) == frame_of("a") + frame_of("b")
+
+
+def test_a_large_frame_is_not_held_and_goes_after_the_queued_ones():
+    big = encode_frame(Message.binary(b"x" * COALESCE_FRAME))
+
+    def scenario(transport: Transport, inbox: Inbox, peer: socket.socket) -> bytes:
+        inbox.put(Message.text("more input"))
+        transport.send(frame_of("a"))
+        transport.send(big)
+        got = b""
+        while len(got) < len(frame_of("a")) + len(big):
+            got += peer.recv(1 << 20)
+        return got
+
+    assert in_own_hub(scenario) == frame_of("a") + big
+
+
+def test_at_most_coalesce_frames_are_held():
+    def scenario(transport: Transport, inbox: Inbox, peer: socket.socket) -> tuple[bytes, bytes]:
+        inbox.put(Message.text("more input"))
+        for number in range(COALESCE_FRAMES):
+            transport.send(frame_of(str(number % 10)))
+        held = readable_now(peer)
+        transport.send(frame_of("last"))  # one over: everything is written now
+        return held, readable_now(peer)
+
+    held, written = in_own_hub(scenario)
+    assert held == b""
+    assert written == b"".join(frame_of(str(number % 10)) for number in range(COALESCE_FRAMES)) + frame_of("last")
+
+
+def test_a_lost_peer_shows_at_the_next_send():
+    """The queued frame could not be written: the handler learns it at its next send."""
+    def scenario(transport: Transport, inbox: Inbox, peer: socket.socket) -> str:
+        inbox.put(Message.text("more input"))
+        transport.send(frame_of("a"))  # queued: the peer is not written to yet
+        peer.close()
+        gevent.sleep(0.05)  # the queue is written into a closed socket: the connection is lost
+        inbox.get(0)
+        try:
+            transport.send(transport.proto.send_text("b"))  # what WebSocketConnection.send does
+        except ConnectionClosed:
+            return "closed"
+        return "sent"
+
+    assert in_own_hub(scenario) == "closed"
+
+
+def test_a_burst_of_messages_gets_every_reply_in_order_from_a_real_server(serve):
+    """Eight messages in one TCP write: eight echoes, in order, none lost when the handler ends."""
+
+    def echo_then_end(ws: WebSocketConnection) -> None:
+        for _ in range(8):
+            message = ws.recv()
+            assert message is not None
+            ws.send(message)  # the last ones are still queued when the handler returns
+        ws.close(1000, "done")
+
+    server = serve(Router().websocket("/", echo_then_end))
+    peer = Peer(server.address)
+    peer.upgrade("/")
+    peer.send(b"".join(frame(1, str(number).encode()) for number in range(8)))
+    got = [peer.read_frame()[:2] for _ in range(9)]
+    assert got == [(1, str(number).encode()) for number in range(8)] + [(8, b"\x03\xe8done")]
