@@ -4,8 +4,9 @@
 
 BENCH.md is what ``python tests/benchmarks/run.py --output BENCH.md`` writes: one ``### NAME: what``
 heading per scenario, then a table whose first column is the server. The chart has one panel
-per scenario with a ``CPU µs/...`` column (lower is better), ignitia_sync's bars in orange;
-rows that report an error are left out. Needs matplotlib (``pip install -e '.[docs]'``).
+per scenario with a ``CPU µs/...`` column (lower is better), ignitia_sync's bars in orange,
+the anchors' (picows, node-ws: see tests/benchmarks/run.py) in blue, the gevent floor's in
+light grey; rows that report an error are left out. Needs matplotlib (``pip install -e '.[docs]'``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import re
 from pathlib import Path
 
 OURS = "ignitia_sync"
+#: run.py's anchors: not alternatives to ours, the cost of a fast Python server and of a Node one.
+ANCHORS = {"picows", "node-ws"}
 
 
 def parse(markdown: str) -> list[tuple[str, str, list[tuple[str, float]]]]:
@@ -77,7 +80,8 @@ def chart(panels: list[tuple[str, str, list[tuple[str, float]]]], output: Path, 
         names = [name for name, _ in rows][::-1]
         values = [value for _, value in rows][::-1]
         limit = min(max(values), 4 * statistics.median(values)) * 1.18
-        colours = ["#d9480f" if name.startswith(OURS) else "#adb5bd" if "floor" in name else "#495057" for name in names]
+        colours = ["#d9480f" if name.startswith(OURS) else "#1c7ed6" if name in ANCHORS
+                   else "#adb5bd" if "floor" in name else "#495057" for name in names]
         bars = ax.barh(names, [min(value, limit) for value in values], color=colours)
         for bar, value in zip(bars, values, strict=True):
             if value > limit:
@@ -92,7 +96,7 @@ def chart(panels: list[tuple[str, str, list[tuple[str, float]]]], output: Path, 
         ax.spines[["top", "right"]].set_visible(False)
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
-    heading = "Server CPU time per message (per handshake for I1); ignitia_sync in orange"
+    heading = "Server CPU time per message (per handshake for I1); ignitia_sync in orange, anchors in blue"
     figure.suptitle(heading + (f"\n{subtitle}" if subtitle else ""), fontsize=11)
     figure.tight_layout()
     output.parent.mkdir(parents=True, exist_ok=True)

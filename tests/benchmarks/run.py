@@ -5,10 +5,19 @@ own CPU time is printed so you can see it is not the bottleneck. The main figure
 server's CPU time per message (utime + stime over the measured window ÷ messages), which
 stays meaningful on a shared machine; ratios compare ignitia_sync with each peer.
 
+Two of the peers are anchors, not alternatives a gevent user would pick: ``picows`` (Cython,
+on uvloop; servers/picows_echo.py, needs ``pip install 'picows>=2.3' 'uvloop>=0.19'``, which
+tox -e bench installs) and ``node-ws`` (Node's ws with bufferutil's C masking;
+servers/node_ws.mjs, installed by ``npm ci``). They show how little a Python process, and a
+Node one, can spend per message; ``ignitia_sync-pure-python`` (IGNITIA_SYNC_PURE_PYTHON=1:
+none of our C code) runs next to ours in E1, E1p, E2, E3, B1 and I1, and the lines under each
+table compare both with picows (and ours with node-ws, p50 included).
+
     tox -e bench                                  # everything
     python tests/benchmarks/run.py --only E2 E3   # some scenarios
     python tests/benchmarks/run.py --servers ignitia_sync websockets-asyncio --rounds 3
     python tests/benchmarks/run.py --only E1 E2 E3 --servers ignitia_sync ignitia_sync-gunicorn flask-sock-gunicorn
+    python tests/benchmarks/run.py --only E1 E1p E2 B1 I1 --servers ignitia_sync picows node-ws   # the anchors
     python tests/benchmarks/run.py --only R1                   # fan-out across processes (Redis)
     python tests/benchmarks/run.py --only R1 --fanout-size 2 40 20 5000   # a quick try of R1
     python tests/benchmarks/run.py --only C1 C1p --rounds 3    # our client against the peers' clients
@@ -24,7 +33,8 @@ same 1,000 on one process, next to Redis's own pub/sub rate (redis_pubsub.py).
 C1 turns it around: the measured process is the *client* (a program in ``clients/``, each
 reporting its own CPU time over the window), against one echo server that is none of the
 contestants (``echo_server.mjs``, Node + ws), whose CPU time is shown too. C1p is C1 with
-the client pinned to one core and the server to another (see ClientScenario.pin).
+the client pinned to one core and the server to another (see ClientScenario.pin); E1p is
+E1 with the server on CPU 0 and the load generator on CPU 1 (see Scenario.pin).
 """
 
 from __future__ import annotations
@@ -59,10 +69,16 @@ SERVERS = {
     "ignitia_sync-gunicorn": "ignitia_gunicorn.py",
     "flask-sock-gunicorn": "flask_sock_gunicorn.py",
     "gevent-floor": "gevent_floor.py",
+    # Anchors (peers in the tables): see ANCHORS.
+    "picows": "picows_echo.py",
+    "node-ws": "node_ws.mjs",
 }
+#: Peers of another kind: picows (Cython on uvloop) and Node's ws with bufferutil, the cost
+#: per message of a fast Python process and of a Node one. Run as peers ("ours ÷ peer").
+ANCHORS = {"picows", "node-ws"}
 OURS = "ignitia_sync"
-#: ignitia_sync without websockets' C unmasking (the pure-Python fallback), run where
-#: masking is a real share of the work: bulk messages.
+#: ignitia_sync with IGNITIA_SYNC_PURE_PYTHON=1: without our C accelerator (nor websockets'
+#: C unmasking), pure Python: run in E1, E1p, E2, E3, B1 and I1, next to ours and the anchors.
 PURE = "ignitia_sync-pure-python"
 #: ignitia_sync serving Prometheus metrics at /metrics, scraped every SCRAPE_INTERVAL during
 #: the measurement (15 times as often as Prometheus' default): what metrics cost a server.
@@ -70,8 +86,10 @@ METRICS = "ignitia_sync-metrics"
 SCRAPE_INTERVAL = 1.0
 #: ignitia_sync with presence on, each idle connection a user in one room (I1: memory with presence).
 PRESENCE = "ignitia_sync-presence"
+#: ignitia_sync with coalesce_writes=False: every send() written before it returns (E2: what coalescing saves).
+NO_COALESCE = "ignitia_sync-no-coalesce"
 ENVIRONMENTS = {PURE: {"IGNITIA_SYNC_PURE_PYTHON": "1"}, METRICS: {"IGNITIA_BENCH_METRICS": "1"},
-                PRESENCE: {"IGNITIA_BENCH_PRESENCE": "1"}}
+                PRESENCE: {"IGNITIA_BENCH_PRESENCE": "1"}, NO_COALESCE: {"IGNITIA_BENCH_COALESCE": "0"}}
 #: ignitia_sync's flask-sock-compatible Sock in a Flask app under gunicorn's gevent worker.
 GUNICORN = "ignitia_sync-gunicorn"
 #: The least CPU per message a blocking-style server on gevent can cost (a bare frame echo:
@@ -87,9 +105,14 @@ ECHO_ONLY = {GUNICORN, "flask-sock-gunicorn", FLOOR}
 #: flask-sock's documented gevent deployment and against our own standalone server; the
 #: floor against flask-sock (about the best ratio a blocking-style server on gevent can
 #: reach) and ours against the floor (what our WebSocket work costs on top of gevent's).
+#: Ours and the pure-Python variant against picows (ours: target at most picows' cost), and
+#: ours against node-ws, shown with its p50 (E1: the round trip against Node's); the
+#: pure-Python variant and the one without write coalescing against ours (what each saves).
 COMPARISONS: list[tuple[str, str, float | None]] = [
     (GUNICORN, "flask-sock-gunicorn", 0.5), (GUNICORN, OURS, 1.15),
     (FLOOR, "flask-sock-gunicorn", None), (GUNICORN, FLOOR, None), (METRICS, OURS, 1.05),
+    (OURS, "picows", 1.0), (PURE, "picows", None), (OURS, "node-ws", None), (PURE, OURS, None),
+    (NO_COALESCE, OURS, None),
 ]
 
 
@@ -101,22 +124,28 @@ class Scenario:
     args: list[str]
     path: str
     also: tuple[str, ...] = ()  # extra variants of ours, for this scenario only
+    #: The server on CPU 0 only, the load generator on CPU 1 (2 cores or more), as C1p pins:
+    #: neither moves between cores nor waits for the other's core.
+    pin: bool = False
 
 
 SCENARIOS = [
-    Scenario("E1", "1 conn, 1 in flight, 32 B text (latency)", "echo", ["1", "1", "32", "0", "0.5", "3"], "/echo"),
+    Scenario("E1", "1 conn, 1 in flight, 32 B text (latency)", "echo", ["1", "1", "32", "0", "0.5", "3"], "/echo",
+             also=(PURE,)),
+    Scenario("E1p", "E1 pinned: the server on one core, the load generator on another", "echo",
+             ["1", "1", "32", "0", "0.5", "3"], "/echo", also=(PURE,), pin=True),
     Scenario("E2", "50 conns x 8 in flight, 32 B text", "echo", ["50", "8", "32", "0", "0.5", "3"], "/echo",
-             also=(METRICS,)),
+             also=(PURE, NO_COALESCE, METRICS)),
     Scenario("E3", "10 conns x 4 in flight, 16 KiB binary", "echo", ["10", "4", "16384", "1", "0.5", "3"], "/echo",
              also=(PURE,)),
     Scenario("B1", "1 sender, 500 receivers, 200 x 64 B broadcasts", "bcast", ["500", "200", "64", "0"], "/broadcast",
-             also=(METRICS,)),
+             also=(PURE, METRICS)),
     # Paced so that neither the server nor the client is saturated (25,000 deliveries/s):
     # the time until the last receiver has a broadcast, not a queue, is measured.
     Scenario("B1p", "B1 paced: one broadcast every 20 ms (fan-out latency)", "bcast", ["500", "200", "64", "20"],
              "/broadcast"),
     Scenario("B2", "1 sender, 1,000 receivers, 100 x 64 B broadcasts", "bcast", ["1000", "100", "64", "0"], "/broadcast"),
-    Scenario("I1", "5,000 idle connections", "idle", ["5000", "100"], "/echo", also=(PRESENCE,)),
+    Scenario("I1", "5,000 idle connections", "idle", ["5000", "100"], "/echo", also=(PURE, PRESENCE)),
 ]
 
 
@@ -170,13 +199,22 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(name: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], int, int]:
-    """The server's process, its port, and the pid to measure (a gunicorn server's worker)."""
+def server_command(name: str) -> list[str]:
+    """How a server is started (before ``--port N``): its script in servers/, run by Node for
+    a ``.mjs`` one and by this Python otherwise; a variant of ours runs ours."""
+    script = HERE / "servers" / SERVERS.get(name, SERVERS[OURS])
+    return ["node" if script.suffix == ".mjs" else sys.executable, str(script)]
+
+
+def start_server(name: str, env: dict[str, str] | None = None,
+                 cpu: int | None = None) -> tuple[subprocess.Popen[str], int, int]:
+    """The server's process, its port, and the pid to measure (a gunicorn server's worker);
+    with ``cpu``, the server runs on that CPU only (see pinned_to)."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, str(HERE / "servers" / SERVERS.get(name, SERVERS[OURS])), "--port", str(port)],
+        [*server_command(name), "--port", str(port)],
         env={**os.environ, **ENVIRONMENTS.get(name, {}), **(env or {})},
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, preexec_fn=die_with_us,
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, preexec_fn=pinned_to(cpu),
     )
     assert process.stdout is not None
     line = process.stdout.readline()
@@ -251,14 +289,15 @@ class Scraper:
 
 
 def run_one(scenario: Scenario, name: str) -> Result:
-    server, port, pid = start_server(name)
+    pin = scenario.pin and (os.cpu_count() or 1) >= 2
+    server, port, pid = start_server(name, cpu=0 if pin else None)
     result = Result(name)
     gen: subprocess.Popen[str] | None = None
     try:
         url = f"ws://127.0.0.1:{port}{scenario.path}"
         gen = subprocess.Popen(
             ["node", str(HERE / "loadgen.mjs"), scenario.mode, url, *scenario.args],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, preexec_fn=die_with_us,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, preexec_fn=pinned_to(1 if pin else None),
         )
         assert gen.stdout is not None and gen.stdin is not None
         cpu0 = cpu1 = 0.0
@@ -874,7 +913,8 @@ def report(scenario: Scenario, results: dict[str, Result]) -> list[str]:
             latency = f"; p50 {a.p50_us / b.p50_us:.2f}x" if a.p50_us and b.p50_us else ""
             verdict = "" if target is None else f" (target ≤ {target:.2f}x: {'met' if ratio <= target else 'MISSED'})"
             scraped = f"; /metrics scraped {a.extra['scrapes']} times in the window" if "scrapes" in a.extra else ""
-            compared.append(f"- {name} ÷ {baseline}, CPU per message: {ratio:.2f}x{verdict}{latency}{scraped}")
+            unit = "handshake" if scenario.mode == "idle" else "message"
+            compared.append(f"- {name} ÷ {baseline}, CPU per {unit}: {ratio:.2f}x{verdict}{latency}{scraped}")
     if compared:
         lines += ["", *compared]
     return [*lines, ""]
@@ -892,7 +932,7 @@ def main() -> int:
     args = parser.parse_args()
     # SIGTERM unwinds like Ctrl-C, so that every finally block stops what it started.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    if not (HERE / "node_modules" / "ws").is_dir():
+    if not all((HERE / "node_modules" / package).is_dir() for package in ("ws", "bufferutil")):
         subprocess.run([shutil.which("npm") or "npm", "install", "--no-audit", "--no-fund"], cwd=HERE, check=True)
     servers = [OURS] + [name for name in args.servers if name != OURS] if OURS in args.servers else args.servers
     output = [f"Benchmarks on {os.cpu_count()} cores, Python {sys.version.split()[0]}, "

@@ -5,7 +5,9 @@ With ``IGNITIA_BENCH_REDIS`` set to a Redis URL, the server has a RedisBackplane
 single-process server of every other scenario. With ``IGNITIA_BENCH_METRICS=1`` it serves
 Prometheus metrics at /metrics (run.py's ignitia_sync-metrics variant scrapes them); with
 ``IGNITIA_BENCH_HISTORY=0`` rooms keep no positions (R1's history=None setup); with
-``IGNITIA_BENCH_PRESENCE=1`` presence is on and each /echo connection is a user in one room.
+``IGNITIA_BENCH_PRESENCE=1`` presence is on and each /echo connection is a user in one room;
+with ``IGNITIA_BENCH_COALESCE=0`` every send() is written before it returns (run.py's
+ignitia_sync-no-coalesce: what write coalescing saves).
 """
 
 import os
@@ -48,6 +50,7 @@ if __name__ == "__main__":
         "compression": None,
         "metrics": os.environ.get("IGNITIA_BENCH_METRICS") == "1",  # run.py's ignitia_sync-metrics: /metrics served
         "presence": PRESENCE,
+        "coalesce_writes": os.environ.get("IGNITIA_BENCH_COALESCE") != "0",
     }
     if os.environ.get("IGNITIA_BENCH_HISTORY") == "0":  # R1's history=None setup: no positions, no log
         options["history"] = None
