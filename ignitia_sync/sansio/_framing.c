@@ -243,45 +243,32 @@ message(int kind, PyObject *data)
     return result;
 }
 
-/* The payload's bytes, unmasked with `key` when there is one.
- *
- * `src` points into the bytearray `buf`, whose storage an allocation could in theory move
- * (a finaliser run by the garbage collector resizing it): the bytes object is allocated
- * first, then `buf` is checked to be where and as long as it was before anything is read. */
+/* The payload's bytes, unmasked with `key` when there is one. */
 static PyObject *
-payload_bytes(PyObject *buf, const uint8_t *p, Py_ssize_t end, Py_ssize_t start, Py_ssize_t length, int masked)
+payload_bytes(const uint8_t *src, Py_ssize_t length, const uint8_t *key)
 {
+    if (key == NULL)
+        return PyBytes_FromStringAndSize((const char *)src, length);
     PyObject *data = PyBytes_FromStringAndSize(NULL, length);
-    if (data == NULL)
-        return NULL;
-    if ((const uint8_t *)PyByteArray_AS_STRING(buf) != p || PyByteArray_GET_SIZE(buf) != end) {
-        Py_DECREF(data);
-        PyErr_SetString(PyExc_RuntimeError, "the buffer changed while it was parsed");
-        return NULL;
-    }
-    uint8_t *out = (uint8_t *)PyBytes_AS_STRING(data);
-    if (masked)
-        xor_copy(out, p + start, length, p + start - 4);
-    else
-        memcpy(out, p + start, length);
+    if (data != NULL)
+        xor_copy((uint8_t *)PyBytes_AS_STRING(data), src, length, key);
     return data;
 }
 
-/* The payload as str; NULL with no exception set when it is not valid UTF-8. The bytes are
- * copied (and unmasked) out of the buffer first: decoding allocates the str. */
+/* The payload as str; NULL with no exception set when it is not valid UTF-8. */
 static PyObject *
 payload_text(const uint8_t *src, Py_ssize_t length, const uint8_t *key)
 {
     uint8_t small[512];
-    uint8_t *plain = length <= (Py_ssize_t)sizeof(small) ? small : PyMem_Malloc(length);
-    if (plain == NULL)
-        return PyErr_NoMemory();
-    if (key != NULL)
+    uint8_t *plain = (uint8_t *)src;
+    if (key != NULL) {
+        plain = length <= (Py_ssize_t)sizeof(small) ? small : PyMem_Malloc(length);
+        if (plain == NULL)
+            return PyErr_NoMemory();
         xor_copy(plain, src, length, key);
-    else
-        memcpy(plain, src, length);
+    }
     PyObject *text = PyUnicode_DecodeUTF8((const char *)plain, length, "strict");
-    if (plain != small)
+    if (plain != small && plain != src)
         PyMem_Free(plain);
     if (text == NULL && PyErr_ExceptionMatches(PyExc_UnicodeDecodeError))
         PyErr_Clear();
@@ -358,10 +345,12 @@ parse(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             STOP(0);
         if (start > end || (unsigned long long)(end - start) < length)
             STOP(1);
+        const uint8_t *key = masked ? p + start - 4 : NULL;
+        const uint8_t *src = p + start;
         Py_ssize_t size = (Py_ssize_t)length;
         PyObject *item;
         if (first == 0x81) {
-            PyObject *text = payload_text(p + start, size, masked ? p + start - 4 : NULL);
+            PyObject *text = payload_text(src, size, key);
             if (text == NULL) {
                 if (PyErr_Occurred())
                     return NULL;
@@ -369,8 +358,7 @@ parse(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             }
             item = message(TEXT, text);
         } else {
-            item = message(first == 0x82 ? BINARY : first == 0x89 ? PING : PONG,
-                           payload_bytes(buf, p, end, start, size, masked));
+            item = message(first == 0x82 ? BINARY : first == 0x89 ? PING : PONG, payload_bytes(src, size, key));
         }
         if (item == NULL)
             return NULL;
