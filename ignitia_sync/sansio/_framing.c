@@ -243,7 +243,13 @@ message(int kind, PyObject *data)
     return result;
 }
 
-/* The payload's bytes, unmasked with `key` when there is one. */
+/* The payload's bytes, unmasked with `key` when there is one.
+ *
+ * `src` points into the bytearray being parsed. Reading it after an allocation is safe:
+ * only allocating a GC-tracked object can run the garbage collector (and so a finaliser
+ * that might touch the buffer), and bytes and str objects are not tracked; the one tracked
+ * allocation, the message, comes after its payload is read, and parse() reads the
+ * buffer's address and size again for each frame. */
 static PyObject *
 payload_bytes(const uint8_t *src, Py_ssize_t length, const uint8_t *key)
 {
@@ -390,34 +396,26 @@ load_kind(PyObject *messages, int kind)
     PyObject *type = PyObject_GetAttrString(messages, kind_names[kind]);
     if (type == NULL)
         return -1;
-    if (!PyType_Check(type)) {
-        PyErr_Format(PyExc_ImportError, "ignitia_sync.message.%s is not a class", kind_names[kind]);
-        goto fail;
-    }
     PyObject *fields = PyObject_GetAttrString(type, "__dataclass_fields__");
-    if (fields == NULL)
-        goto fail;
-    Py_ssize_t count = PyDict_Check(fields) ? PyDict_Size(fields) : -1;
-    Py_DECREF(fields);
+    Py_ssize_t count = fields != NULL && PyDict_Check(fields) ? PyDict_Size(fields) : -1;
+    Py_XDECREF(fields);
     PyObject *descriptor = PyObject_GetAttrString(type, "data");
-    if (descriptor == NULL)
-        goto fail;
-    int is_slot = Py_IS_TYPE(descriptor, &PyMemberDescr_Type);
-    Py_ssize_t offset = is_slot ? ((PyMemberDescrObject *)descriptor)->d_member->offset : 0;
-    Py_DECREF(descriptor);
-    if (count != 1 || !is_slot || PyObject_HasAttrString(type, "__post_init__")) {
+    PyErr_Clear(); /* a missing attribute is one more way to be the wrong shape */
+    int is_slot = descriptor != NULL && Py_IS_TYPE(descriptor, &PyMemberDescr_Type);
+    PyMemberDef *member = is_slot ? ((PyMemberDescrObject *)descriptor)->d_member : NULL;
+    Py_XDECREF(descriptor);
+    if (!PyType_Check(type) || count != 1 || member == NULL || member->type != T_OBJECT_EX
+        || (member->flags & READONLY) || PyObject_HasAttrString(type, "__post_init__")) {
+        Py_DECREF(type);
         PyErr_Format(PyExc_ImportError,
                      "ignitia_sync.message.%s is no longer a dataclass with one slot, data: "
                      "the accelerator cannot build it",
                      kind_names[kind]);
-        goto fail;
+        return -1;
     }
     kinds[kind].type = (PyTypeObject *)type; /* kept for the process's lifetime */
-    kinds[kind].offset = offset;
+    kinds[kind].offset = member->offset;
     return 0;
-fail:
-    Py_DECREF(type);
-    return -1;
 }
 
 static int

@@ -435,6 +435,46 @@ def test_a_memoryview_of_wide_items_is_framed_by_its_bytes_in_both(typecode: str
 # ---------------------------------------------------------------- the messages C builds
 
 
+WRONG_SHAPES = {
+    "a plain class": "class Text:\n    pass",
+    "a second field": "@dataclasses.dataclass(frozen=True, slots=True)\nclass Text:\n    data: str\n    more: int = 0",
+    "a __post_init__": (
+        "@dataclasses.dataclass(frozen=True, slots=True)\nclass Text:\n    data: str\n"
+        "    def __post_init__(self):\n        pass"
+    ),
+    "no slots": "@dataclasses.dataclass(frozen=True)\nclass Text:\n    data: str",
+}
+
+
+@pytest.mark.parametrize("shape", sorted(WRONG_SHAPES))
+def test_a_message_class_of_another_shape_fails_the_import_with_import_error(shape: str) -> None:
+    """Never a crash nor another error: framing.py catches ImportError and runs Python instead."""
+    import subprocess
+    import textwrap
+
+    script = textwrap.dedent(
+        """
+        import dataclasses, importlib
+        import ignitia_sync.message as messages  # IGNITIA_SYNC_PURE_PYTHON: framing has not loaded C
+        """
+    ) + WRONG_SHAPES[shape] + textwrap.dedent(
+        """
+        messages.Text = Text
+        try:
+            importlib.import_module("ignitia_sync.sansio._framing")
+        except ImportError as exc:
+            print("ImportError:", exc)
+        """
+    )
+    env = {**os.environ, "IGNITIA_SYNC_PURE_PYTHON": "1"}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60,
+                            cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    assert result.stdout.startswith("ImportError: ignitia_sync.message.Text is no longer a dataclass"), (
+        result.stdout + result.stderr
+    )
+
+
+
 def native_messages() -> list[Any]:
     """One message of each kind, built by the C parse from masked frames."""
     payloads = [(0x81, f"unique text \u00e9 {id(object())}"), (0x82, b"unique binary \x00\xff"),
