@@ -53,11 +53,12 @@ class ConnectionSettings:
             from the peer (pings and pongs do not count).
         hello_timeout: a client of the rooms wire format (subprotocol ``ignitia.rooms.v1``)
             sends its hello first; without one within this many seconds it is closed (1008).
-        coalesce_writes: while messages received from the peer still wait to be read, a
-            small ``send()`` returns at once and its frame leaves with the replies that
-            follow, in one system call, as soon as the handler waits (about a third less
-            CPU per message under load); False: every ``send()`` returns only once the
-            kernel has its frame.
+        coalesce_writes: in a monkey-patched process, while messages received from the
+            peer still wait to be read, a small ``send()`` by the handler returns at once
+            and its frame leaves with the replies that follow, in one system call, as soon
+            as the hub runs (about a third less CPU per message under load); False: every
+            ``send()`` returns only once the kernel has its frame (always so for a
+            client, another greenlet, or a process that is not patched).
 
     Example:
         >>> ConnectionSettings(ping_interval=None).ping_timeout

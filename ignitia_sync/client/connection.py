@@ -67,6 +67,10 @@ class ClientConnection(WebSocketConnection):
 
     __slots__ = ("response_headers",)
 
+    #: A client's send() is always written before it returns: a script may exit right after
+    #: it, and a client seldom answers a queue of messages (no write coalescing).
+    _coalesces = False
+
     response_headers: Headers
 
     def __enter__(self) -> ClientConnection:

@@ -25,9 +25,10 @@ import itertools
 import socket
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import gevent.event
+import gevent.monkey
 
 from ..exceptions import ConnectionClosed, MessageDecodeError
 from ..message import Binary, Close, Message, Ping, Pong, Text, not_a_message
@@ -129,6 +130,9 @@ class WebSocketConnection:
         Echo: hi
     """
 
+    #: Whether ``coalesce_writes`` applies to this kind of connection (a client: never).
+    _coalesces: ClassVar[bool] = True
+
     __slots__ = (
         "__weakref__",
         "_eof",
@@ -183,7 +187,9 @@ class WebSocketConnection:
             send_timeout=settings.send_timeout,
             close_timeout=settings.close_timeout,
             initial_data=initial_data,
-            coalesce_writes=settings.coalesce_writes,
+            # Not monkey-patched, a handler's blocking call (the stdlib's time.sleep, sockets)
+            # does not let the hub run, and a held frame would wait as long.
+            coalesce_writes=settings.coalesce_writes and self._coalesces and gevent.monkey.is_module_patched("socket"),
         )
         if settings.ping_interval or settings.idle_timeout:
             transport.keepalive = Keepalive(
@@ -365,11 +371,11 @@ class WebSocketConnection:
 
         The message goes after everything queued to this peer. The call returns once the
         kernel has taken it, or fails after ``send_timeout`` seconds of a peer that does
-        not read (which is then closed with 1008). While more received messages wait to
-        be read, a small message is queued instead and leaves with the next replies, in
-        order, in one system call as soon as the handler waits (``coalesce_writes``, on
-        by default); a lost connection then shows at the next call. A Close message is
-        :meth:`close`.
+        not read (which is then closed with 1008). When the handler sends while more
+        received messages wait to be read (in a monkey-patched process), a small message
+        is queued instead and leaves with its next replies, in order, in one system call
+        as soon as the hub runs (``coalesce_writes``, on by default); a lost connection
+        then shows at the next call. A Close message is :meth:`close`.
 
         Raises:
             ConnectionClosed: the connection is closing or closed.

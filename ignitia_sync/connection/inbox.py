@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 import gevent
+from gevent import getcurrent
 from gevent.hub import Waiter
 
 from ..message import Binary, Ping, Pong, Text
@@ -45,7 +46,7 @@ class Inbox:
         on_room: called when :meth:`get` takes the inbox from full to not full.
     """
 
-    __slots__ = ("_control", "_data", "_detached", "_hub", "_items", "_max_queue", "_on_room", "_waiter")
+    __slots__ = ("_control", "_data", "_detached", "_hub", "_items", "_max_queue", "_on_room", "_waiter", "reader")
 
     def __init__(self, max_queue: int, on_room: Callable[[], None]) -> None:
         self._max_queue = max_queue
@@ -57,6 +58,9 @@ class Inbox:
         self._data = 0
         self._control = 0
         self._detached = False
+        #: The greenlet that last waited in :meth:`get` (the handler, once it has read):
+        #: what it sends while messages wait here may leave with its next replies.
+        self.reader: Any = None
 
     def put(self, item: Any) -> None:
         """Add a message (or a marker); the waiting greenlet is not woken (see :meth:`wake`)."""
@@ -134,6 +138,7 @@ class Inbox:
                 hub = self._hub = gevent.get_hub()
             waiter: Waiter[Any] = Waiter(hub)
             self._waiter = waiter
+            self.reader = getcurrent()
             timer = None
             if timeout is not None:
                 timer = hub.loop.timer(max(0.0, timeout))

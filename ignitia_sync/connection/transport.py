@@ -40,6 +40,7 @@ import gevent
 import gevent.event
 import gevent.socket
 import gevent.ssl
+from gevent import getcurrent
 from gevent.hub import Waiter
 
 from ..exceptions import ConnectionClosed, ProtocolError
@@ -119,9 +120,11 @@ class Transport:
         send_timeout: how long a blocking send waits for its turn (None: no limit).
         close_timeout: bound of the closing handshake and of what is sent before it.
         initial_data: bytes that arrived right after the request head.
-        coalesce_writes: while received messages wait in the inbox, a small frame
-            :meth:`send` is given waits for the replies to them and leaves with those, in
-            one system call when the handler next waits (see :meth:`send`).
+        coalesce_writes: while received messages wait in the inbox, a small frame the
+            handler (the greenlet that reads the inbox) gives :meth:`send` waits for its
+            replies to them and leaves with those, in one system call when the handler next
+            waits (see :meth:`send`). The connection turns it off where a handler's
+            blocking call would not let the hub run (a process that is not monkey-patched).
     """
 
     __slots__ = (
@@ -311,11 +314,13 @@ class Transport:
     def send(self, frame: bytes, count: int = 1) -> None:
         """Write ``frame`` after everything queued; blocks until the kernel has it.
 
-        While received messages still wait in the inbox (the handler will answer them
-        before it waits again), a frame under :data:`COALESCE_FRAME` bytes is queued
-        instead, up to :data:`COALESCE_FRAMES` of them: they leave together, in order, in
-        one system call, as soon as the handler waits or anything else is sent. A lost
-        connection then surfaces at the next call.
+        When the handler (the greenlet that reads the inbox) sends while received messages
+        still wait in the inbox (it will answer them before it waits again), a frame under
+        :data:`COALESCE_FRAME` bytes is queued instead, up to :data:`COALESCE_FRAMES` of
+        them: they leave together, in order, in one system call, as soon as the hub runs
+        (the handler waits, or any I/O of a monkey-patched call) or anything else is sent.
+        A lost connection then surfaces at the next call. Other greenlets (an acknowledged
+        ``send_to``) always write before they return.
 
         Raises:
             ConnectionClosed: the connection ended, or the peer read nothing for
@@ -328,11 +333,13 @@ class Transport:
         outbox = self._outbox
         if self._writer is None and raw is not None:
             queue = outbox.queue
+            inbox = self.inbox
             if (
                 self._coalesce
-                and self.inbox.pending()
+                and inbox.pending()
                 and len(frame) < COALESCE_FRAME
                 and (not queue or len(queue) < COALESCE_FRAMES)
+                and inbox.reader is getcurrent()
             ):
                 outbox.append(frame, 0)
                 if not self._flush_scheduled:

@@ -7,7 +7,7 @@ built and the interpreter is CPython, unless the environment variable
 ``IGNITIA_SYNC_PURE_PYTHON`` is set (to anything but empty), which forces Python.
 
 :data:`ACTIVE` says which one runs; ``ignitia_sync.native_speedups()`` is the public
-name of the same answer, and ``ignitia-sync`` logs it at start.
+name of the same answer, and :func:`~ignitia_sync.run` logs :func:`describe` at start.
 
 Example:
     >>> from ignitia_sync.sansio import framing

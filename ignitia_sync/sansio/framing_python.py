@@ -52,7 +52,7 @@ try:  # websockets' SIMD C routine: about 1 Âµs per 16 KiB instead of about 45 Â
         raise ImportError("pure Python requested")
     from websockets.speedups import apply_mask as unmask
 except ImportError:
-    unmask = unmask_python  # type: ignore[assignment]  # apply_mask also takes a memoryview
+    unmask = unmask_python
 
 #: The data and control frames :func:`parse` reads itself: final, no RSV bit (text, binary, ping, pong).
 _COMMON = (0x81, 0x82, 0x89, 0x8A)

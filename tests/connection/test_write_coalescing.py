@@ -1,14 +1,18 @@
 """Write coalescing: replies sent while more input waits leave together, in order, once.
 
-``Transport.send`` queues a small frame while the inbox still holds messages, and the
-queue leaves in one system call when the handler next waits (the hub's turn) or anything
-else is sent. These tests drive a real Transport over a socket pair in a thread with its
-own hub, and one real server end to end.
+``Transport.send`` queues a small frame the handler sends while its inbox still holds
+messages, and the queue leaves in one system call when the handler next waits (the hub's
+turn) or anything else is sent. These tests drive a real Transport over a socket pair in a
+thread with its own hub (the scenario's greenlet is the handler: the inbox's reader), and
+real servers and clients end to end, also in processes that are not monkey-patched.
 """
 
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
+import textwrap
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -21,6 +25,8 @@ from ignitia_sync import ConnectionClosed, ConnectionSettings, Message, Router, 
 from ignitia_sync.connection.inbox import Inbox
 from ignitia_sync.connection.transport import COALESCE_FRAME, COALESCE_FRAMES, Transport
 from ignitia_sync.sansio.protocol import WebSocketProtocol, encode_frame
+from tests.conftest import url
+from tests.subprocess_server import ROOT, free_port, running
 from tests.wire import Peer, frame
 
 
@@ -48,6 +54,7 @@ def in_own_hub(scenario: Callable[[Transport, Inbox, socket.socket], Any], **opt
         inbox = Inbox(16, lambda: None)
         transport = Transport(ours, WebSocketProtocol(), inbox, **options)
         transport.start()
+        inbox.reader = gevent.getcurrent()  # as the handler is once it has waited in recv()
         try:
             result.append(scenario(transport, inbox, theirs))
         except BaseException as exc:  # handed to the test's thread, which raises it
@@ -163,7 +170,7 @@ def test_a_burst_of_messages_gets_every_reply_in_order_from_a_real_server(serve)
         for _ in range(8):
             message = ws.recv()
             assert message is not None
-            ws.send(message)  # the last ones are still queued when the handler returns
+            ws.send(message)  # held while the next messages wait, written when the last is read
         ws.close(1000, "done")
 
     server = serve(Router().websocket("/", echo_then_end))
@@ -172,3 +179,127 @@ def test_a_burst_of_messages_gets_every_reply_in_order_from_a_real_server(serve)
     peer.send(b"".join(frame(1, str(number).encode()) for number in range(8)))
     got = [peer.read_frame()[:2] for _ in range(9)]
     assert got == [(1, str(number).encode()) for number in range(8)] + [(8, b"\x03\xe8done")]
+
+
+def test_the_inbox_reader_is_the_greenlet_that_waited():
+    def scenario(transport: Transport, inbox: Inbox, peer: socket.socket) -> bool:
+        inbox.reader = None
+        inbox.get(0.01)  # waits (nothing there), then times out
+        return inbox.reader is gevent.getcurrent()
+
+    assert in_own_hub(scenario) is True
+
+
+def test_another_greenlets_send_is_written_before_it_returns():
+    """An acknowledged send_to writes from a greenlet of its own: its ack must mean written."""
+
+    def scenario(transport: Transport, inbox: Inbox, peer: socket.socket) -> bytes:
+        inbox.put(Message.text("more input"))  # waiting for the handler, not for this greenlet
+
+        def send_then_look() -> bytes:  # no switch between the two: what send() itself wrote
+            transport.send(frame_of("acked"))
+            return readable_now(peer)
+
+        greenlet = gevent.spawn(send_then_look)
+        greenlet.join()
+        return greenlet.value
+
+    assert in_own_hub(scenario) == frame_of("acked")
+
+
+def test_held_frames_keep_their_order_with_a_broadcast_and_the_close():
+    def scenario(transport: Transport, inbox: Inbox, peer: socket.socket) -> bytes:
+        inbox.put(Message.text("more input"))
+        transport.send(frame_of("reply"))  # held
+        broadcast = frame_of("broadcast")
+        transport.push(broadcast, len(broadcast))  # queued behind it
+        transport.close(1000, "bye")  # the Close goes after both, at once
+        got = b""
+        while len(got) < len(frame_of("reply") + broadcast) + 5:
+            got += peer.recv(65536)
+        return got
+
+    got = in_own_hub(scenario)
+    assert got == frame_of("reply") + frame_of("broadcast") + b"\x88\x05\x03\xe8bye"
+
+
+SERVER = """
+import socket
+import sys
+
+if sys.argv[1] == "patched":
+    from gevent import monkey
+
+    monkey.patch_all()
+
+from ignitia_sync import Router, Server
+
+RELEASE = ("127.0.0.1", int(sys.argv[3]))
+
+
+def handler(ws):
+    ws.recv()  # the first of two messages sent in one write: the second waits
+    ws.send("ack")
+    # A blocking call: cooperative when patched, blocking the whole hub when not.
+    with socket.create_connection(RELEASE) as release:
+        release.recv(1)  # until the test has seen the ack and says go
+    ws.recv()
+
+
+server = Server(Router().websocket("/", handler), ("127.0.0.1", int(sys.argv[2])))
+server.start()
+server.serve_forever()
+"""
+
+
+@pytest.mark.parametrize("process", ["patched", "plain"])
+def test_an_ack_is_on_the_wire_while_the_handler_blocks_after_it(tmp_path, process):
+    """Patched, a held frame leaves at the hub's next turn; not patched, send() wrote it already."""
+    program = tmp_path / "server.py"
+    program.write_text(SERVER)
+    port = free_port()
+    with socket.create_server(("127.0.0.1", 0)) as release, running(
+        [sys.executable, str(program), process, str(port), str(release.getsockname()[1])], port
+    ):
+        release.settimeout(10)
+        peer = Peer(("127.0.0.1", port))
+        peer.upgrade("/")
+        peer.send(frame(1, b"first") + frame(1, b"second"))
+        handler, _ = release.accept()  # the handler is in its blocking call now
+        with handler:
+            assert peer.read_frame()[:2] == (1, b"ack")  # (10 s at most) before it is released
+            handler.sendall(b"x")
+        assert peer.read_close()[0] == 1000  # the handler read "second" and returned
+        peer.close()
+
+
+def test_a_client_writes_its_send_before_it_returns_even_when_messages_wait(serve):
+    """A script that answers one of two queued messages and exits at once: its answer arrives."""
+    got: list[Any] = []
+
+    def two_then_listen(ws: WebSocketConnection) -> None:
+        ws.send("one")
+        ws.send("two")
+        got.append(ws.recv(timeout=10))
+
+    server = serve(Router().websocket("/", two_then_listen))
+    script = textwrap.dedent(
+        f"""
+        from gevent import monkey; monkey.patch_all()
+        import os, time
+        from ignitia_sync.client import connect
+
+        ws = connect({url(server, "/")!r})
+        time.sleep(0.5)  # both messages have arrived: one is read, one still waits
+        ws.recv()
+        ws.send("reply to one")
+        os._exit(0)  # no close, no wait
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    for _ in range(100):
+        if got:
+            break
+        gevent.sleep(0.05)
+    assert got and got[0] == Message.text("reply to one")
