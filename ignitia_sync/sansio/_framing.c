@@ -60,6 +60,19 @@ get_key(PyObject *obj, Py_buffer *view)
     return 0;
 }
 
+/* A payload's buffer and a 4-byte key's; on failure neither is held. */
+static int
+get_payload_and_key(PyObject *payload_object, PyObject *key_object, Py_buffer *payload, Py_buffer *key)
+{
+    if (PyObject_GetBuffer(payload_object, payload, PyBUF_SIMPLE) < 0)
+        return -1;
+    if (get_key(key_object, key) < 0) {
+        PyBuffer_Release(payload);
+        return -1;
+    }
+    return 0;
+}
+
 PyDoc_STRVAR(unmask_doc,
 "unmask(data, mask) -> bytes\n\n"
 "XOR data with the repeated 4-byte mask (RFC 6455 section 5.3).");
@@ -72,12 +85,8 @@ unmask(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     Py_buffer data, key;
-    if (PyObject_GetBuffer(args[0], &data, PyBUF_SIMPLE) < 0)
+    if (get_payload_and_key(args[0], args[1], &data, &key) < 0)
         return NULL;
-    if (get_key(args[1], &key) < 0) {
-        PyBuffer_Release(&data);
-        return NULL;
-    }
     PyObject *result = PyBytes_FromStringAndSize(NULL, data.len);
     if (result != NULL)
         xor_copy((uint8_t *)PyBytes_AS_STRING(result), data.buf, data.len, key.buf);
@@ -205,12 +214,8 @@ masked_frame(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (first_byte(args[0], NULL, &first) < 0)
         return NULL;
     Py_buffer payload, key;
-    if (PyObject_GetBuffer(args[1], &payload, PyBUF_SIMPLE) < 0)
+    if (get_payload_and_key(args[1], args[2], &payload, &key) < 0)
         return NULL;
-    if (get_key(args[2], &key) < 0) {
-        PyBuffer_Release(&payload);
-        return NULL;
-    }
     uint8_t head[10];
     Py_ssize_t size = write_head(head, first, 0x80, payload.len);
     PyObject *result = PyBytes_FromStringAndSize(NULL, size + 4 + payload.len);
