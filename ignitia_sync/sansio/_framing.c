@@ -398,20 +398,24 @@ static PyMethodDef methods[] = {
 static int
 load_kind(PyObject *messages, int kind)
 {
+    /* Every lookup that fails is one more way to be the wrong shape: cleared, and answered
+     * with the one ImportError below (framing.py catches only that, and falls back). */
     PyObject *type = PyObject_GetAttrString(messages, kind_names[kind]);
-    if (type == NULL)
-        return -1;
-    PyObject *fields = PyObject_GetAttrString(type, "__dataclass_fields__");
+    PyErr_Clear();
+    PyObject *fields = type != NULL ? PyObject_GetAttrString(type, "__dataclass_fields__") : NULL;
+    PyErr_Clear();
     Py_ssize_t count = fields != NULL && PyDict_Check(fields) ? PyDict_Size(fields) : -1;
     Py_XDECREF(fields);
-    PyObject *descriptor = PyObject_GetAttrString(type, "data");
-    PyErr_Clear(); /* a missing attribute is one more way to be the wrong shape */
-    int is_slot = descriptor != NULL && Py_IS_TYPE(descriptor, &PyMemberDescr_Type);
-    PyMemberDef *member = is_slot ? ((PyMemberDescrObject *)descriptor)->d_member : NULL;
+    PyObject *descriptor = type != NULL ? PyObject_GetAttrString(type, "data") : NULL;
+    PyErr_Clear();
+    int is_own_slot = descriptor != NULL && Py_IS_TYPE(descriptor, &PyMemberDescr_Type)
+                      && (PyObject *)((PyMemberDescrObject *)descriptor)->d_common.d_type == type;
+    PyMemberDef *member = is_own_slot ? ((PyMemberDescrObject *)descriptor)->d_member : NULL;
     Py_XDECREF(descriptor);
-    if (!PyType_Check(type) || count != 1 || member == NULL || member->type != T_OBJECT_EX
-        || (member->flags & READONLY) || PyObject_HasAttrString(type, "__post_init__")) {
-        Py_DECREF(type);
+    int post_init = type != NULL && PyObject_HasAttrString(type, "__post_init__");
+    if (type == NULL || !PyType_Check(type) || count != 1 || member == NULL || member->type != T_OBJECT_EX
+        || (member->flags & READONLY) || post_init) {
+        Py_XDECREF(type);
         PyErr_Format(PyExc_ImportError,
                      "ignitia_sync.message.%s is no longer a dataclass with one slot, data: "
                      "the accelerator cannot build it",
