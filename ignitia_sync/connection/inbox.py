@@ -117,6 +117,7 @@ class Inbox:
     def detach(self) -> None:
         """The handler is gone: drop what is queued and accept nothing more."""
         self._detached = True
+        self.reader = None
         self._items = None
         self._data = self._control = 0
 

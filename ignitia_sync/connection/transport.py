@@ -122,8 +122,8 @@ class Transport:
         initial_data: bytes that arrived right after the request head.
         coalesce_writes: while received messages wait in the inbox, a small frame the
             handler (the greenlet that reads the inbox) gives :meth:`send` waits for its
-            replies to them and leaves with those, in one system call when the handler next
-            waits (see :meth:`send`). The connection turns it off where a handler's
+            replies to them and leaves with those, in one system call as soon as the hub
+            runs (see :meth:`send`). The connection turns it off where a handler's
             blocking call would not let the hub run (a process that is not monkey-patched).
     """
 

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -164,13 +165,16 @@ def test_a_lost_peer_shows_at_the_next_send():
 
 
 def test_a_burst_of_messages_gets_every_reply_in_order_from_a_real_server(serve):
-    """Eight messages in one TCP write: eight echoes, in order, none lost when the handler ends."""
+    """Eight messages in one TCP write: eight echoes, in order, then the Close.
+
+    (This process is not monkey-patched, so nothing is held here: the patched server of
+    test_an_ack_is_on_the_wire_while_the_handler_blocks_after_it holds its frames.)"""
 
     def echo_then_end(ws: WebSocketConnection) -> None:
         for _ in range(8):
             message = ws.recv()
             assert message is not None
-            ws.send(message)  # held while the next messages wait, written when the last is read
+            ws.send(message)
         ws.close(1000, "done")
 
     server = serve(Router().websocket("/", echo_then_end))
@@ -274,32 +278,32 @@ def test_an_ack_is_on_the_wire_while_the_handler_blocks_after_it(tmp_path, proce
 
 
 def test_a_client_writes_its_send_before_it_returns_even_when_messages_wait(serve):
-    """A script that answers one of two queued messages and exits at once: its answer arrives."""
+    """A patched script waits in recv(), gets two messages in one read, answers the first and exits at once."""
     got: list[Any] = []
 
-    def two_then_listen(ws: WebSocketConnection) -> None:
-        ws.send("one")
-        ws.send("two")
+    def two_at_once(ws: WebSocketConnection) -> None:
+        ws.recv(timeout=10)  # "go": the client is waiting in its recv() now
+        ws.send_batch([Message.text("one"), Message.text("two")])  # one write: one read there
         got.append(ws.recv(timeout=10))
 
-    server = serve(Router().websocket("/", two_then_listen))
+    server = serve(Router().websocket("/", two_at_once))
     script = textwrap.dedent(
         f"""
         from gevent import monkey; monkey.patch_all()
-        import os, time
+        import os
         from ignitia_sync.client import connect
 
         ws = connect({url(server, "/")!r})
-        time.sleep(0.5)  # both messages have arrived: one is read, one still waits
-        ws.recv()
+        ws.send("go")
+        ws.recv()  # waits (the inbox's reader), then "one"; "two" still waits in the inbox
         ws.send("reply to one")
         os._exit(0)  # no close, no wait
         """
     )
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    for _ in range(100):
+    for _ in range(200):
         if got:
             break
-        gevent.sleep(0.05)
+        time.sleep(0.05)
     assert got and got[0] == Message.text("reply to one")
