@@ -318,7 +318,7 @@ class Transport:
         still wait in the inbox (it will answer them before it waits again), a frame under
         :data:`COALESCE_FRAME` bytes is queued instead, up to :data:`COALESCE_FRAMES` of
         them: they leave together, in order, in one system call, as soon as the hub runs
-        (the handler waits, or any I/O of a monkey-patched call) or anything else is sent.
+        (the handler waits in recv(), or in patched I/O that has to wait) or anything else is sent.
         A lost connection then surfaces at the next call. Other greenlets (an acknowledged
         ``send_to``) always write before they return.
 
