@@ -151,7 +151,8 @@ class ServerSettings(HostSettings):
 
 
 class _Evicted(BaseException):
-    """Thrown into a connection's greenlet waiting for a request head, to close it: its place is needed."""
+    """Thrown into a connection's greenlet waiting for a request head, to close it: its place is
+    needed, or the server stops."""
 
 
 class _Waiting:
@@ -505,8 +506,8 @@ class Server(Host):
         waiting.greenlet = gevent.getcurrent()
         upgraded = None
         try:
-            if waiting.evicted:  # made room for another before it ever ran
-                self._refuse(sock, address, None, _Evicted())
+            if waiting.evicted:  # made room for another before it ever ran: it has sent nothing
+                self._refuse(sock, address, None, _Evicted(), heard=False)
             else:
                 upgraded = self._upgrade(sock, address, waiting)
         finally:
@@ -630,7 +631,8 @@ class Server(Host):
                 return
 
     def _evict(self, waiting: _Waiting) -> None:
-        """In the hub: close a silent socket to make room (503 to a handshake, nothing to an idle one)."""
+        """In the hub: close a silent socket (503 to a started request head; nothing to a socket that
+        has sent nothing, nor to an idle kept-alive one)."""
         self._head_read(waiting)  # out of the queues now: it is not chosen twice
         waiting.evicted = True
         greenlet = waiting.greenlet
@@ -649,6 +651,7 @@ class Server(Host):
         settings = self.settings
         reader = RequestHeadReader(settings.max_request_head, address)
         request: Request | None = None
+        heard = False  # any byte of a request head yet (only then may an answer be written)
         try:
             with gevent.Timeout(settings.handshake_timeout):
                 if self._tls is not None:
@@ -662,6 +665,7 @@ class Server(Host):
                     if not data:
                         sock.close()
                         return None
+                    heard = True
                     if self._wsgi is not None:
                         received.append(data)
                     try:
@@ -686,14 +690,20 @@ class Server(Host):
                 request = request.routed(params, client_ip(request, self.trusted_proxies))
                 opening = self.open(request, self._targets.of(route, params))
         except BaseException as exc:
-            self._refuse(sock, address, request, exc)
+            self._refuse(sock, address, request, exc, heard=heard)
             return None
         return opening, sock, reader.trailing_data
 
     def _refuse(
-        self, sock: socket.socket, address: tuple[Any, ...], request: Request | None, exc: BaseException
+        self, sock: socket.socket, address: tuple[Any, ...], request: Request | None, exc: BaseException,
+        *, heard: bool = True,
     ) -> None:
-        """Answer and log a failed handshake (throttled), close its socket; re-raise the rest."""
+        """Answer and log a failed handshake (throttled), close its socket; re-raise the rest.
+
+        ``heard``: the client has sent part of a request head. One that has sent nothing is
+        closed without an answer: a browser's preconnected socket would read a 503 written
+        there as the answer to the request it sends later, even to another server on the port.
+        """
         peer = address[0] if address else "-"
         if isinstance(exc, HandshakeError):
             self.refused(request, exc, peer)
@@ -702,13 +712,15 @@ class Server(Host):
             except OSError:
                 pass
         elif isinstance(exc, _Evicted):
-            self._stats.refused(503)
-            self._refusal_log.log("closed a silent handshake from %s: too many pending handshakes", peer)
-            if self._tls is None:  # never plain bytes where TLS is spoken
+            if self._stopping:
+                reason, retry = "server shutting down", "1"
+            else:
+                reason, retry = "too many pending handshakes", "5"
+                self._refusal_log.log("closed a silent handshake from %s: %s", peer, reason)
+            if heard and self._tls is None:  # never plain bytes where TLS is spoken
+                self._stats.refused(503)
                 try:  # one non-blocking attempt: it may not be reading
-                    sock._sock.send(  # type: ignore[attr-defined]
-                        error_response(503, "too many pending handshakes", (("Retry-After", "5"),))
-                    )
+                    sock._sock.send(error_response(503, reason, (("Retry-After", retry),)))  # type: ignore[attr-defined]
                 except (OSError, AttributeError):
                     pass
         elif isinstance(exc, gevent.Timeout):
