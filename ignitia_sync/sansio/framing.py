@@ -1,7 +1,7 @@
 """Which twin does the per-message frame work: the C accelerator, or Python.
 
 The C extension ``ignitia_sync.sansio._framing`` (built by ``pip install`` where a C
-compiler is present; wheels carry it) and :mod:`~ignitia_sync.sansio.framing_python` do
+compiler is present, and in the wheels the project's wheel workflow builds) and :mod:`~ignitia_sync.sansio.framing_python` do
 the same thing byte for byte. This module picks one at import: the C one when it was
 built and the interpreter is CPython, unless the environment variable
 ``IGNITIA_SYNC_PURE_PYTHON`` is set (to anything but empty), which forces Python.
@@ -45,11 +45,13 @@ unmask: Callable[[Payload, bytes | bytearray], bytes] = framing_python.unmask
 #: True when the C accelerator does the per-message frame work in this process.
 ACTIVE = False
 #: Why the Python twin runs ("" when the accelerator does).
-_WHY_PYTHON = "IGNITIA_SYNC_PURE_PYTHON is set"
+_WHY_PYTHON: str
 
-if not os.environ.get("IGNITIA_SYNC_PURE_PYTHON"):
+if os.environ.get("IGNITIA_SYNC_PURE_PYTHON"):
+    _WHY_PYTHON = "IGNITIA_SYNC_PURE_PYTHON is set"
+elif sys.implementation.name != "cpython":
     _WHY_PYTHON = f"{sys.implementation.name} is not CPython"
-if not os.environ.get("IGNITIA_SYNC_PURE_PYTHON") and sys.implementation.name == "cpython":
+else:
     try:
         from . import _framing
     except ImportError as exc:  # not built (no compiler, an sdist without one): the Python twin
