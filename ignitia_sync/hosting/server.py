@@ -27,6 +27,7 @@ import dataclasses
 import ipaddress
 import logging
 import signal
+import socket
 import threading
 import time
 import weakref
@@ -51,7 +52,6 @@ from .pywsgi_fallback import HandOff, PywsgiFallback
 from .sockets import HOSTS_KEY
 
 if TYPE_CHECKING:
-    import socket
     import ssl
 
 __all__ = ["Server", "ServerSettings", "run"]
@@ -85,11 +85,12 @@ class ServerSettings(HostSettings):
             handshake, or handed to ``wsgi_app`` and waiting for the next request) at which
             the server stops accepting: new connections wait in the kernel's listen backlog
             until one of these ends, or until the oldest has been silent for
-            ``handshake_grace``; that one is then closed (503) to make room. Nobody is
-            refused for arriving in a burst.
+            ``handshake_grace``; that one is then closed to make room (503 if it had sent
+            part of a head; nothing written otherwise, nor under TLS). Nobody is refused for
+            arriving in a burst.
         max_pending_handshakes_per_ip: per peer address, the handshakes still silent after
             ``handshake_grace`` that it may hold: when a new connection comes from an address
-            holding this many, the oldest of them is closed (503). Handshakes younger than
+            holding this many, the oldest of them is closed (503 as above). Handshakes younger than
             the grace never count, so a burst of fast clients from one address (a reverse
             proxy's) is never refused. Not applied with ``trust_forwarded``, where every
             peer is the proxy.
@@ -153,6 +154,15 @@ class ServerSettings(HostSettings):
 class _Evicted(BaseException):
     """Thrown into a connection's greenlet waiting for a request head, to close it: its place is
     needed, or the server stops."""
+
+
+def _has_bytes_waiting(sock: socket.socket) -> bool:
+    """True when the client has sent bytes not read yet (a request that came as it was being closed)."""
+    try:
+        raw = getattr(sock, "_sock", sock)  # gevent's socket wraps the real one
+        return bool(raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+    except OSError:  # BlockingIOError: nothing sent
+        return False
 
 
 class _Waiting:
@@ -518,8 +528,9 @@ class Server(Host):
             assert self._wsgi is not None  # a hand-off only when there is a WSGI app
             try:
                 self._wsgi.serve(upgraded, address, _KeepAliveWaits(self, waiting.peer))
-            except _Evicted:  # idle in keep-alive while the place was needed; the socket is closed
-                log.debug("closed an idle connection from %s to make room", waiting.peer)
+            except _Evicted:  # idle in keep-alive while the place was needed, or at the stop: closed
+                log.debug("closed an idle connection from %s%s", waiting.peer,
+                          "" if self._stopping else " to make room")
         elif upgraded is not None:  # served from here: each call level is stack kept while it waits
             opening, sock, data = upgraded  # not serve(*upgraded): a call with *args nests the C stack,
             self.serve(opening, sock, data)  # which gevent copies aside (~800 B) while the handler waits
@@ -696,13 +707,14 @@ class Server(Host):
 
     def _refuse(
         self, sock: socket.socket, address: tuple[Any, ...], request: Request | None, exc: BaseException,
-        *, heard: bool = True,
+        *, heard: bool,
     ) -> None:
         """Answer and log a failed handshake (throttled), close its socket; re-raise the rest.
 
-        ``heard``: the client has sent part of a request head. One that has sent nothing is
-        closed without an answer: a browser's preconnected socket would read a 503 written
-        there as the answer to the request it sends later, even to another server on the port.
+        ``heard``: the client has sent part of a request head. One that has sent nothing (nor
+        has bytes waiting to be read) is closed without an answer: a browser's preconnected
+        socket would read a 503 written there as the answer to the request it sends later,
+        even to another server on the port.
         """
         peer = address[0] if address else "-"
         if isinstance(exc, HandshakeError):
@@ -717,10 +729,10 @@ class Server(Host):
             else:
                 reason, retry = "too many pending handshakes", "5"
                 self._refusal_log.log("closed a silent handshake from %s: %s", peer, reason)
-            if heard and self._tls is None:  # never plain bytes where TLS is spoken
-                self._stats.refused(503)
+            if self._tls is None and (heard or _has_bytes_waiting(sock)):  # never plain bytes in TLS
                 try:  # one non-blocking attempt: it may not be reading
-                    sock._sock.send(error_response(503, reason, (("Retry-After", retry),)))  # type: ignore[attr-defined]
+                    if sock._sock.send(error_response(503, reason, (("Retry-After", retry),))):  # type: ignore[attr-defined]
+                        self._stats.refused(503)
                 except (OSError, AttributeError):
                     pass
         elif isinstance(exc, gevent.Timeout):

@@ -242,3 +242,19 @@ def test_stopping_closes_a_socket_that_sent_nothing_without_an_answer_and_answer
     assert server.stats()["refused"] == {503: 1}
     for sock in (preconnected, started):
         sock.close()
+
+
+def test_a_request_that_came_but_was_not_read_yet_counts_as_heard():
+    """Evicted before its greenlet read anything, a socket whose request has arrived still gets
+    its 503 (closing it with unread bytes would reset it instead); one with nothing gets none."""
+    from ignitia_sync.hosting.server import _has_bytes_waiting
+
+    server_side, client_side = socket.socketpair()
+    with server_side, client_side:
+        assert not _has_bytes_waiting(server_side)
+        client_side.sendall(b"GET / HTTP/1.1\r\n")
+        wait_for(lambda: _has_bytes_waiting(server_side), "the bytes to arrive")
+        assert server_side.recv(100) == b"GET / HTTP/1.1\r\n"  # peeked, not consumed
+        assert not _has_bytes_waiting(server_side)
+        client_side.close()
+        assert not _has_bytes_waiting(server_side)  # an EOF is no request

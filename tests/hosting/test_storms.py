@@ -158,7 +158,7 @@ def run_storm(label: str, storm_sources: list[str], silent_sources: list[str]) -
         finally:
             close_all(held, loris)
     counters = [line for line in output[0].splitlines() if line.startswith("stats ")]
-    print(f"{label}: server counters {counters}")  # its 503s went to silent sockets it dropped
+    print(f"{label}: server counters {counters}")  # its 503s went to half-sent heads it dropped
 
 
 def test_a_storm_from_one_address_all_connect_beside_a_slowloris_from_it():
