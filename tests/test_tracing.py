@@ -120,6 +120,49 @@ def test_without_opentelemetry_the_server_serves():
     assert done.stdout.strip() == "still here"
 
 
+def test_with_the_api_but_no_provider_no_span_is_made_yet_a_traceparent_still_reaches_the_handler():
+    """opentelemetry-api is often installed by another package, with no SDK: its no-op spans
+    cost each connection memory and CPU, so none is made, until the application sets a
+    provider; a ``traceparent`` still gives the handler its context (for the calls it makes)."""
+    program = textwrap.dedent("""
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+        from websockets.sync.client import connect
+        from ignitia_sync import Router, Server
+        from ignitia_sync._support import tracing
+
+        def trace_id(ws):
+            for message in ws:
+                ws.send(format(trace.get_current_span().get_span_context().trace_id, "032x"))
+
+        assert tracing.ENABLED and not tracing.configured()
+        assert tracing.start_upgrade("GET", "/", {}, "/") is None
+        assert tracing.publish("lobby") is None
+        delivered = []
+        tracing.deliver("00-" + "1" * 32 + "-" + "2" * 16 + "-01", "lobby", lambda: delivered.append(1))
+        assert delivered == [1]
+        server = Server(Router().websocket("/id", trace_id), ("127.0.0.1", 0))
+        server.start_in_thread()
+        host, port = server.address
+        remote = "4bf92f3577b34da6a3ce929d0e0e4736"
+        with connect(f"ws://{host}:{port}/id") as ws:
+            ws.send("?")
+            print(ws.recv(timeout=5))
+        with connect(f"ws://{host}:{port}/id", additional_headers={"traceparent": f"00-{remote}-00f067aa0ba902b7-01"}) as ws:
+            ws.send("?")
+            print(ws.recv(timeout=5))
+        server.stop(timeout=5)
+        trace.set_tracer_provider(TracerProvider())
+        assert tracing.configured()
+        span = tracing.start_upgrade("GET", "/", {}, "/")
+        assert span is not None and span.is_recording()
+        tracing.end_upgrade(span, 101)
+    """)
+    done = python(program)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0" * 32, "4bf92f3577b34da6a3ce929d0e0e4736"]
+
+
 def test_a_wsgi_upgrade_without_a_socket_to_take_has_one_span(exporter):
     from ignitia_sync.handlers import as_handler
     from ignitia_sync.wsgi import WebSocketHost

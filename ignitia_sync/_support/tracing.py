@@ -2,7 +2,10 @@
 
 Decided once, at import time: without the package :data:`ENABLED` is False and every
 function here returns at once (None), so the hosts pay one flag test per upgrade. The spans
-go to whatever tracer provider the application configured (none: OpenTelemetry's no-op).
+go to whatever tracer provider the application configured. While it has configured none
+(the API is often installed by another package, with no SDK), no span is made either: an
+upgrade then costs one more call, unless it carries a ``traceparent`` to continue (its
+context still reaches the handler, for the calls it makes).
 
 Spans (names and attributes in ``docs/monitoring.md``, "Tracing"):
 
@@ -32,7 +35,14 @@ from typing import Any
 
 try:  # optional: decided once
     from opentelemetry import propagate, trace
-    from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+    from opentelemetry.trace import (
+        Link,
+        NoOpTracerProvider,
+        ProxyTracerProvider,
+        SpanKind,
+        Status,
+        StatusCode,
+    )
 except ImportError:  # not installed (or blocked): tracing stays off
     ENABLED = False
 else:
@@ -40,7 +50,7 @@ else:
     _tracer = trace.get_tracer("ignitia_sync")  # a proxy: follows a provider set later
 
 __all__ = [
-    "ENABLED", "current", "deliver", "end_connection", "end_upgrade", "publish", "start_connection",
+    "ENABLED", "configured", "current", "deliver", "end_connection", "end_upgrade", "publish", "start_connection",
     "start_upgrade",
 ]
 
@@ -62,12 +72,15 @@ def start_upgrade(method: str, path: str, headers: Mapping[str, str], route: str
     """
     if not ENABLED:
         return None
+    continued = "traceparent" in headers
+    if not continued and not configured():  # a no-op span would only cost memory and time
+        return None
     attributes = {"http.request.method": method, "url.path": path}
     if route:
         attributes["http.route"] = route
     if client:
         attributes["client.address"] = client
-    parent = propagate.extract(headers) if "traceparent" in headers else None
+    parent = propagate.extract(headers) if continued else None
     return _tracer.start_span(UPGRADE, context=parent, kind=SpanKind.SERVER, attributes=attributes)
 
 
@@ -148,7 +161,7 @@ def publish(room: str | None) -> str | None:
         >>> publish("lobby") is None or ENABLED
         True
     """
-    if not ENABLED:
+    if not ENABLED or not configured():
         return None
     span = _tracer.start_span(PUBLISH, kind=SpanKind.PRODUCER, attributes=_destination(room))
     try:
@@ -169,7 +182,7 @@ def deliver(traceparent: str, room: str | None, delivery: Callable[[], object]) 
     Example:
         >>> deliver("00-bad", None, lambda: None)
     """
-    if not ENABLED:
+    if not ENABLED or not configured():
         delivery()
         return
     published = trace.get_current_span(propagate.extract({"traceparent": traceparent})).get_span_context()
@@ -180,6 +193,19 @@ def deliver(traceparent: str, room: str | None, delivery: Callable[[], object]) 
     )
     with trace.use_span(span, end_on_exit=True):
         delivery()
+
+
+def configured() -> bool:
+    """True once the application has set a tracer provider (an SDK's), so that spans are kept.
+
+    OpenTelemetry's default provider, before one is set, and its explicit no-op provider
+    make spans that record nothing.
+
+    Example:
+        >>> configured() in (True, False)
+        True
+    """
+    return ENABLED and not isinstance(trace.get_tracer_provider(), (ProxyTracerProvider, NoOpTracerProvider))
 
 
 def _destination(room: str | None) -> dict[str, str]:
