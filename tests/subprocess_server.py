@@ -20,14 +20,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def python(code: str, *, hide: tuple[str, ...] = (), cwd: str = ROOT) -> subprocess.CompletedProcess[str]:
+def python(
+    code: str, *, hide: tuple[str, ...] = (), cwd: str = ROOT, drop_env: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
     """Run ``code`` in a fresh interpreter where the packages ``hide`` cannot be imported.
 
     ``sys.modules[name] = None`` makes Python's import raise ``ModuleNotFoundError`` for it, as
     if it were not installed: how a missing extra is shown without uninstalling anything.
+    ``drop_env``: prefixes of environment variables the interpreter does not inherit.
     """
     prelude = f"import sys\nfor name in {hide!r}:\n    sys.modules[name] = None\n"
-    env = {**os.environ, "PYTHONPATH": ROOT}
+    env = {name: value for name, value in os.environ.items() if not name.startswith(drop_env)}
+    env["PYTHONPATH"] = ROOT
     return subprocess.run([sys.executable, "-c", prelude + code], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=60)
 

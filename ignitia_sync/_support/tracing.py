@@ -3,9 +3,10 @@
 Decided once, at import time: without the package :data:`ENABLED` is False and every
 function here returns at once (None), so the hosts pay one flag test per upgrade. The spans
 go to whatever tracer provider the application configured. While it has configured none
-(the API is often installed by another package, with no SDK), no span is made either: an
-upgrade then costs one more call, unless it carries a ``traceparent`` to continue (its
-context still reaches the handler, for the calls it makes).
+(the API is often installed by another package, with no SDK), no span is started either
+(:func:`configured`, asked per upgrade, publish and delivery): an upgrade carrying a
+``traceparent`` gets that remote context instead, which the handler runs in, so that the
+calls it makes carry the trace on.
 
 Spans (names and attributes in ``docs/monitoring.md``, "Tracing"):
 
@@ -72,15 +73,14 @@ def start_upgrade(method: str, path: str, headers: Mapping[str, str], route: str
     """
     if not ENABLED:
         return None
-    continued = "traceparent" in headers
-    if not continued and not configured():  # a no-op span would only cost memory and time
-        return None
+    parent = propagate.extract(headers) if "traceparent" in headers else None
+    if not configured():  # nothing records: no span (it would cost memory and time), but
+        return None if parent is None else trace.get_current_span(parent)  # the remote context
     attributes = {"http.request.method": method, "url.path": path}
     if route:
         attributes["http.route"] = route
     if client:
         attributes["client.address"] = client
-    parent = propagate.extract(headers) if continued else None
     return _tracer.start_span(UPGRADE, context=parent, kind=SpanKind.SERVER, attributes=attributes)
 
 
@@ -114,6 +114,8 @@ def start_connection(upgrade: Any, route: str) -> Any:
     """
     if upgrade is None:
         return None
+    if not upgrade.is_recording() and not configured():  # a remote context, no provider: kept as is
+        return upgrade
     attributes = {"http.route": route} if route else {}
     parent = trace.set_span_in_context(upgrade)
     return _tracer.start_span(CONNECTION, context=parent, kind=SpanKind.SERVER, attributes=attributes)
@@ -155,7 +157,8 @@ def end_connection(span: Any, close_code: int | None, messages_in: int, messages
 def publish(room: str | None) -> str | None:
     """A publish span for a broadcast to ``room`` (None: everyone), ended at once; its ``traceparent``.
 
-    None when tracing is off or the span is not recording (not sampled): then nothing crosses.
+    None when tracing is off, no tracer provider is set, or the span is not recording (not
+    sampled): then nothing crosses.
 
     Example:
         >>> publish("lobby") is None or ENABLED

@@ -160,7 +160,7 @@ def _has_bytes_waiting(sock: socket.socket) -> bool:
     """True when the client has sent bytes not read yet (a request that came as it was being closed)."""
     try:
         raw = getattr(sock, "_sock", sock)  # gevent's socket wraps the real one
-        return bool(raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+        return bool(raw.recv(1, socket.MSG_PEEK | getattr(socket, "MSG_DONTWAIT", 0)))  # gevent's: non-blocking
     except OSError:  # BlockingIOError: nothing sent
         return False
 

@@ -258,3 +258,32 @@ def test_a_request_that_came_but_was_not_read_yet_counts_as_heard():
         assert not _has_bytes_waiting(server_side)
         client_side.close()
         assert not _has_bytes_waiting(server_side)  # an EOF is no request
+
+
+class _Wrapped:
+    """A plain socket as gevent's wraps one (``_sock``): what the server closes."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+def test_an_evicted_socket_whose_request_came_unread_gets_its_503_and_one_with_nothing_gets_none(serve):
+    """Evicted before its greenlet read anything (it was still to run): the peek decides."""
+    from ignitia_sync.hosting.server import _Evicted
+
+    server = serve(ECHO)
+    ours, theirs = socket.socketpair()
+    with theirs:
+        theirs.sendall(b"GET /echo HTTP/1.1\r\n")
+        server._refuse(_Wrapped(ours), ("127.0.0.1", 1), None, _Evicted(), heard=False)
+        refused = answer(theirs, 5)
+        assert refused is not None and refused.startswith(b"HTTP/1.1 503 "), refused
+    assert server.stats()["refused"] == {503: 1}
+    ours, theirs = socket.socketpair()
+    with theirs:
+        server._refuse(_Wrapped(ours), ("127.0.0.1", 1), None, _Evicted(), heard=False)
+        assert answer(theirs, 5) == b""
+    assert server.stats()["refused"] == {503: 1}
